@@ -1,0 +1,113 @@
+"""PGD (Madry et al. 2018) in the linf and l2 threat models, untargeted and targeted.
+
+One generator, `pgd_steps`, does the work and yields every iterate, so the app can stream
+the image as it changes; `pgd` runs it to the end. Both return detached images, leave the
+model's train/eval mode and its parameters' `.grad` as they found them, and clamp to
+`bounds` (pixels: [0, 1]; the toy experiment's coordinates: no bounds).
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+NORMS = ("linf", "l2")
+_TINY = 1e-10  # guards per-sample L2 norms against division by zero, as torchattacks does
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Attack the deployed model (BatchNorm running statistics), then restore the caller's mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def _per_sample_norm(v: torch.Tensor) -> torch.Tensor:
+    """L2 norm of each sample, shaped to broadcast back over (C, H, W)."""
+    return v.flatten(1).norm(dim=1).view(-1, *([1] * (v.dim() - 1)))
+
+
+def project(delta: torch.Tensor, norm: str, eps: float) -> torch.Tensor:
+    """Pull a perturbation back into the eps-ball of its threat model."""
+    if norm == "linf":
+        return delta.clamp(-eps, eps)
+    factor = (eps / (_per_sample_norm(delta) + _TINY)).clamp(max=1.0)
+    return delta * factor
+
+
+def random_start(x: torch.Tensor, norm: str, eps: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A uniform point of the linf cube, or a uniform direction at a uniform radius in the l2 ball."""
+    if norm == "linf":
+        return (torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) * 2 - 1) * eps
+    d = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    r = torch.rand((x.shape[0],) + (1,) * (x.dim() - 1), generator=generator, device=x.device, dtype=x.dtype)
+    return d / (_per_sample_norm(d) + _TINY) * r * eps
+
+
+def check_attack_args(norm: str, eps: float, steps: int) -> None:
+    """Bad attack settings are user errors: name the value and the valid choices."""
+    if norm not in NORMS:
+        raise ValueError(f"unknown norm {norm!r}; choose one of {list(NORMS)}")
+    if not eps >= 0:
+        raise ValueError(f"eps must be >= 0, got {eps}")
+    if int(steps) < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+
+
+def pgd_steps(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    norm: str = "linf",
+    steps: int = 20,
+    step_size: float | None = None,
+    targeted: bool = False,
+    random_init: bool = True,
+    bounds: tuple[float, float] | None = (0.0, 1.0),
+    generator: torch.Generator | None = None,
+) -> Iterator[torch.Tensor]:
+    """Yield each PGD iterate (detached); `y` is the true label, or the target class if `targeted`.
+
+    Args:
+        x: (N, ...) clean inputs, in `bounds`.
+        eps: radius (linf: per pixel; l2: per image), in the same units as x.
+        step_size: defaults to 2 * eps / steps, the paper's (and TRADES') setting.
+        targeted: descend the cross-entropy toward `y` instead of ascending it away from `y`.
+    """
+    check_attack_args(norm, eps, steps)
+    alpha = 2 * eps / steps if step_size is None else step_size
+    x = x.detach()
+    lo, hi = bounds if bounds is not None else (None, None)
+    x_adv = x + random_start(x, norm, eps, generator) if random_init else x.clone()
+    if bounds is not None:
+        x_adv = x_adv.clamp(lo, hi)
+    with eval_mode(model):
+        for _ in range(int(steps)):
+            x_adv.requires_grad_(True)
+            loss = F.cross_entropy(model(x_adv), y)
+            (grad,) = torch.autograd.grad(-loss if targeted else loss, x_adv)
+            with torch.no_grad():
+                if norm == "linf":
+                    x_adv = x_adv + alpha * grad.sign()
+                else:
+                    x_adv = x_adv + alpha * grad / (_per_sample_norm(grad) + _TINY)
+                x_adv = x + project(x_adv - x, norm, eps)
+                if bounds is not None:
+                    x_adv = x_adv.clamp(lo, hi)
+            yield x_adv.detach()
+
+
+def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, **kwargs) -> torch.Tensor:
+    """Run PGD to its last step; see `pgd_steps` for the arguments."""
+    x_adv = x.detach()
+    for x_adv in pgd_steps(model, x, y, eps, **kwargs):
+        pass
+    return x_adv
