@@ -1,0 +1,234 @@
+"""Checkpoint folders: sharded fp16 safetensors, config.json, metrics.json and a model card.
+
+A folder is everything a user needs to trust a model: the weights (never pickle), the
+config that rebuilds the model and repeats the run, every evaluation with its exact
+settings, and a README.md model card rendered from those two files.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from huggingface_hub import PyTorchModelHubMixin, load_torch_model, save_torch_state_dict
+from torch import nn
+
+from pagdemo.models import build_model
+
+MAX_SHARD = "15MB"  # every file stays under the 16 MB that comes back from a GPU machine
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder that cannot be loaded; the message says what is wrong and where."""
+
+
+class PAGClassifier(nn.Module, PyTorchModelHubMixin, library_name="pagdemo",
+                    tags=["image-classification", "adversarial-robustness", "perceptually-aligned-gradients"]):
+    """A named architecture plus its class names, savable as a self-describing folder."""
+
+    def __init__(self, arch: str = "resnet18", num_classes: int = 10, classes: list[str] | None = None) -> None:
+        super().__init__()
+        self.arch, self.num_classes = arch, num_classes
+        self.classes = list(classes) if classes else [str(i) for i in range(num_classes)]
+        self.net = build_model(arch, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        """fp16 shards: half the bytes to ship, and lossless enough for evaluation (tested)."""
+        state = {k: v.half() if v.is_floating_point() else v for k, v in self.state_dict().items()}
+        save_torch_state_dict(state, save_directory, max_shard_size=MAX_SHARD)
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, map_location: str = "cpu", strict: bool = True, **kwargs):
+        """Local folders only: a checkpoint never reaches for the network."""
+        model_kwargs = {k: kwargs[k] for k in ("arch", "num_classes", "classes") if k in kwargs}
+        model = cls(**model_kwargs)
+        load_torch_model(model, model_id, strict=strict, map_location=map_location)
+        return model.eval()
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    """Write through a temporary file and rename, so a kill never leaves half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Pretty, atomic JSON, so a human can read a checkpoint with `cat`."""
+    _atomic_write_text(Path(path), json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def git_commit() -> str:
+    """The commit that produced a run, with '-dirty' when the tree had uncommitted changes."""
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def now() -> str:
+    """UTC timestamp for logs and metrics."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def save_checkpoint(model: PAGClassifier, folder: str | Path, run: dict[str, Any]) -> Path:
+    """Weights + config.json (model args and `run`: method, data, schedule, provenance) + model card.
+
+    Shards are written into a temporary sibling folder and moved in one by one, so a reader
+    never sees a half-written file; metrics.json, if present, is kept.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    model = getattr(model, "module", model)  # unwrap DDP
+    with tempfile.TemporaryDirectory(dir=folder.parent, prefix=f".{folder.name}.") as tmp:
+        model.save_pretrained(tmp, config={"arch": model.arch, "num_classes": model.num_classes,
+                                           "classes": model.classes, "run": run})
+        old = {p.name for p in folder.glob("model*.safetensors*")}
+        new = {p.name for p in Path(tmp).iterdir()} - {"README.md"}
+        for name in new:
+            os.replace(Path(tmp) / name, folder / name)
+        for name in old - new:  # shards of an earlier save with a different layout
+            (folder / name).unlink()
+    write_model_card(folder)
+    return folder
+
+
+def _shard_names(folder: Path) -> set[str]:
+    """Files the current index (or single-file save) points at."""
+    index = folder / "model.safetensors.index.json"
+    if index.exists():
+        return set(json.loads(index.read_text())["weight_map"].values()) | {index.name}
+    return {"model.safetensors"}
+
+
+def read_json(path: Path, default: Any = None) -> Any:
+    """Read a JSON file, turning a corrupt one into a clear CheckpointError."""
+    if not path.exists():
+        return default
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is not valid JSON ({e})") from None
+
+
+def check_folder(folder: str | Path) -> Path:
+    """Refuse early, with a reason, anything that is not a complete safetensors checkpoint."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError(f"no checkpoint folder at {folder}")
+    if not (folder / "config.json").exists():
+        raise CheckpointError(f"{folder} has no config.json; is it a pagdemo checkpoint folder?")
+    names = _shard_names(folder)
+    missing = sorted(n for n in names if not (folder / n).exists())
+    if missing:
+        pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+        if pickles:
+            raise CheckpointError(f"{folder} holds pickle weights ({', '.join(pickles)}); "
+                                  "pagdemo loads safetensors only, never pickle")
+        raise CheckpointError(f"{folder} is missing weight file(s): {', '.join(missing)}")
+    return folder
+
+
+def load_checkpoint(folder: str | Path, device: str | torch.device = "cpu") -> PAGClassifier:
+    """Rebuild the model from config.json and load its weights in fp32, in eval mode."""
+    folder = check_folder(folder)
+    config = read_json(folder / "config.json")
+    try:
+        model = PAGClassifier.from_pretrained(folder, map_location="cpu")
+    except ValueError as e:  # unknown arch in config.json
+        raise CheckpointError(f"{folder}/config.json: {e}") from None
+    except RuntimeError as e:  # shape or key mismatch between config and weights
+        raise CheckpointError(f"{folder}: weights do not match config.json ({str(e).splitlines()[0]})") from None
+    except Exception as e:  # corrupt safetensors header or truncated shard
+        raise CheckpointError(f"{folder}: cannot read the weights ({type(e).__name__}: {e})") from None
+    model.run = config.get("run", {})
+    return model.float().to(device).eval()
+
+
+def append_metrics(folder: str | Path, record: dict[str, Any]) -> None:
+    """Add one evaluation (with its settings) to metrics.json and refresh the model card."""
+    folder = Path(folder)
+    metrics = read_json(folder / "metrics.json", {"evaluations": []})
+    metrics["evaluations"].append(record)
+    write_json(folder / "metrics.json", metrics)
+    write_model_card(folder)
+
+
+def info(folder: str | Path) -> dict[str, Any]:
+    """What the app and the model card show about a checkpoint, without loading its weights."""
+    folder = Path(folder)
+    config = read_json(folder / "config.json", {})
+    metrics = read_json(folder / "metrics.json", {"evaluations": []})
+    return {"name": folder.name, "path": str(folder), "arch": config.get("arch"),
+            "classes": config.get("classes"), "run": config.get("run", {}), "evaluations": metrics["evaluations"]}
+
+
+def list_checkpoints(root: str | Path = "checkpoints") -> tuple[list[dict[str, Any]], list[str]]:
+    """Every loadable-looking checkpoint under `root`, and a reason for each folder skipped."""
+    found, skipped = [], []
+    for sub in sorted(Path(root).iterdir()) if Path(root).is_dir() else []:
+        if not sub.is_dir() or sub.name.startswith("."):
+            continue
+        try:
+            check_folder(sub)
+            found.append(info(sub))
+        except CheckpointError as e:
+            skipped.append(str(e))
+    return found, skipped
+
+
+def latest_metric(evaluations: list[dict[str, Any]], norm: str | None, eps: float | None = None) -> dict | None:
+    """The newest evaluation for a threat model (norm None means clean accuracy)."""
+    for ev in reversed(evaluations):
+        if norm is None and "clean_acc" in ev:
+            return ev
+        if norm is not None and ev.get("norm") == norm and (eps is None or abs(ev.get("eps", -1) - eps) < 1e-9):
+            return ev
+    return None
+
+
+def write_model_card(folder: str | Path) -> None:
+    """Render README.md from config.json and metrics.json: no number is typed by hand."""
+    folder = Path(folder)
+    i = info(folder)
+    run = i["run"]
+    lines = ["---", "library_name: pagdemo", "tags:", "- adversarial-robustness", "- perceptually-aligned-gradients",
+             f"datasets:\n- {run.get('dataset', 'unknown')}", "---", "",
+             f"# {i['name']}: {i['arch']} trained with `{run.get('method', '?')}`", ""]
+    keys = [("method", "method"), ("lam", "lambda"), ("grad_of", "input gradient of"), ("pag_impl", "PAG implementation"),
+            ("target_info", "target details"), ("teacher", "teacher"), ("dataset", "dataset"), ("data_source", "data"),
+            ("train_size", "training images"), ("recipe", "recipe"), ("epochs", "epochs"), ("batch_size", "batch size"),
+            ("lr", "learning rate"), ("schedule", "schedule"), ("momentum", "momentum"), ("weight_decay", "weight decay"),
+            ("amp", "autocast"), ("seed", "seed"), ("device", "device"), ("world_size", "processes"),
+            ("train_time_s", "training time (s)"), ("command", "command"), ("commit", "commit"), ("date", "finished")]
+    lines += ["| setting | value |", "|---|---|"]
+    lines += [f"| {label} | `{run[k]}` |" for k, label in keys if run.get(k) not in (None, "")]
+    lines += ["", "## Evaluations", ""]
+    if not i["evaluations"]:
+        lines.append("Not evaluated yet: run `pagdemo eval --checkpoint <this folder> ...`.")
+    else:
+        lines += ["| date | data | n | attack | norm | eps | steps | step size | restarts | clean acc | robust acc |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for ev in i["evaluations"]:
+            rob = ev.get("robust_acc")
+            lines.append(f"| {ev.get('date', '')} | {ev.get('data', '')} | {ev.get('n', '')} | {ev.get('attack', '')} | "
+                         f"{ev.get('norm', '')} | {ev.get('eps', '')} | {ev.get('steps', '')} | {ev.get('step_size', '')} | "
+                         f"{ev.get('restarts', '')} | {100 * ev['clean_acc']:.2f}% | "
+                         f"{'' if rob is None else f'{100 * rob:.2f}%'} |")
+    lines += ["", "Load it with `pagdemo.checkpoints.load_checkpoint(folder)` or "
+              "`PAGClassifier.from_pretrained(folder)`; inputs are RGB images in [0, 1], NCHW.", ""]
+    _atomic_write_text(folder / "README.md", "\n".join(lines))

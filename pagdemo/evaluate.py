@@ -1,0 +1,127 @@
+"""Clean and PGD robust accuracy (the paper's evaluation: PGD-20, random start, step 2*eps/20).
+
+`robust_accuracy` is the batched core that the CLI, the app's eps curve and the audit share;
+`run_eval` adds the checkpoint, the data and the record appended to metrics.json.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from pagdemo.attacks import check_attack_args, pgd
+from pagdemo.checkpoints import append_metrics, load_checkpoint, now, write_json
+from pagdemo.data import load_dataset
+
+PAPER_EPS = {"linf": 8 / 255, "l2": 0.5}  # CIFAR-10 threat models of Table 1
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    checkpoint: str
+    norm: str | None = "linf"  # "linf", "l2", or None for clean accuracy only
+    eps: float | None = None  # radius in [0, 1] pixel units; None: the paper's (8/255 linf, 0.5 l2)
+    steps: int = 20
+    step_size: float | None = None  # None: 2 * eps / steps, as in the paper
+    restarts: int = 1  # a sample counts as robust only if it survives every restart
+    random_start: bool = True
+    limit: int | None = None  # a fixed, class-balanced subset of the test set; None: all of it
+    dataset: str | None = None  # None: the dataset the checkpoint was trained on
+    data_dir: str | None = None
+    batch_size: int = 256
+    device: str = "auto"
+    seed: int = 0
+    json: str | None = None  # also write the record here
+    record: bool = True  # append the record to the checkpoint's metrics.json
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' means the GPU when there is one: the same code runs on an H100 and a laptop."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for, but no CUDA GPU is visible")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise ValueError(f"unknown device {device!r}; choose one of ['auto', 'cpu', 'cuda']")
+    return torch.device(device)
+
+
+def robust_accuracy(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    norm: str | None,
+    eps: float,
+    steps: int = 20,
+    step_size: float | None = None,
+    restarts: int = 1,
+    random_start: bool = True,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+    seed: int = 0,
+    progress: bool = True,
+) -> tuple[float, float | None]:
+    """(clean accuracy, robust accuracy) over (x, y) in [0, 1]; robust is None when norm is None."""
+    if norm is not None:
+        check_attack_args(norm, eps, steps)
+    device = torch.device(device)
+    model = model.to(device).eval()
+    gen = torch.Generator(device=device).manual_seed(seed)
+    clean = robust = 0
+    for i in tqdm(range(0, len(x), batch_size), desc=f"eval {norm or 'clean'}", disable=not progress, leave=False):
+        xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
+        with torch.no_grad():
+            ok = model(xb).argmax(1) == yb
+        clean += ok.sum().item()
+        if norm is None:
+            continue
+        for _ in range(restarts):  # attack only what still stands: same answer, less work
+            idx = ok.nonzero().squeeze(1)
+            if len(idx) == 0:
+                break
+            x_adv = pgd(model, xb[idx], yb[idx], eps, norm=norm, steps=steps, step_size=step_size,
+                        random_init=random_start, generator=gen)
+            with torch.no_grad():
+                ok[idx] = model(x_adv).argmax(1) == yb[idx]
+        robust += ok.sum().item()
+    n = len(x)
+    return clean / n, (robust / n if norm is not None else None)
+
+
+def run_eval(cfg: EvalConfig, progress: bool = True) -> dict:
+    """Evaluate a checkpoint on its test set and record the result with its exact settings."""
+    device = resolve_device(cfg.device)
+    model = load_checkpoint(cfg.checkpoint, device)
+    run = getattr(model, "run", {})
+    dataset = cfg.dataset or run.get("dataset", "cifar10")
+    data_dir = cfg.data_dir or (run.get("data_dir") if dataset == run.get("dataset") else None)
+    ds = load_dataset(dataset, "test", data_dir=data_dir, limit=cfg.limit, seed=cfg.seed)
+    eps = PAPER_EPS.get(cfg.norm, 0.0) if cfg.eps is None else cfg.eps
+    step_size = 2 * eps / cfg.steps if cfg.step_size is None and cfg.norm else cfg.step_size
+    clean, rob = robust_accuracy(model, ds.float(), ds.labels, cfg.norm, eps, cfg.steps, step_size, cfg.restarts,
+                                 cfg.random_start, cfg.batch_size, device, cfg.seed, progress)
+    record = {"date": now(), "data": f"{dataset}/test ({ds.source})", "n": len(ds), "limit": cfg.limit,
+              "subset_seed": cfg.seed, "attack": f"pgd-{cfg.steps}" if cfg.norm else "none", "norm": cfg.norm,
+              "eps": eps if cfg.norm else None, "steps": cfg.steps if cfg.norm else None,
+              "step_size": step_size, "restarts": cfg.restarts if cfg.norm else None,
+              "random_start": cfg.random_start if cfg.norm else None, "clean_acc": clean, "robust_acc": rob,
+              "device": str(device), "config": asdict(cfg)}
+    if cfg.record:
+        append_metrics(cfg.checkpoint, record)
+    if cfg.json:
+        Path(cfg.json).parent.mkdir(parents=True, exist_ok=True)
+        write_json(Path(cfg.json), record)
+    return record
+
+
+def format_record(record: dict) -> str:
+    """One line a person reads in a terminal."""
+    s = f"clean {100 * record['clean_acc']:.2f}%"
+    if record["robust_acc"] is not None:
+        s += (f" | PGD-{record['steps']} {record['norm']} eps={record['eps']:.4g}: "
+              f"{100 * record['robust_acc']:.2f}%")
+    return s + f" | n={record['n']} ({record['data']})"
+
