@@ -6,6 +6,7 @@ import argparse
 import shlex
 import sys
 from fractions import Fraction
+from pathlib import Path
 
 EXAMPLES = """\
 examples:
@@ -111,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="PGD-k with random start and step 2*eps/k (the paper: k=20, linf eps 8/255, "
                                    "l2 eps 0.5). The result is appended to the checkpoint's metrics.json.")
     p.add_argument("--checkpoint", required=True, help="checkpoint folder")
+    p.add_argument("--attack", default="pgd", choices=["pgd", "autoattack"],
+                   help="pgd (the paper's) or autoattack (standard: APGD-CE, APGD-T, FAB-T, Square; also reruns "
+                        "PGD-20 on the same subset; default --limit 1000)")
     p.add_argument("--norm", default="linf", choices=["linf", "l2", "none"], help="threat model (none: clean only)")
     p.add_argument("--eps", type=eps_value, help="radius in [0, 1] pixel units (default: 8/255 linf, 0.5 l2)")
     p.add_argument("--steps", type=positive_int, default=20)
@@ -132,7 +136,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=positive_int, default=1, help="number of seeds (results as mean +- std)")
     p.add_argument("--lam", type=float, help="PAG weight (default: the value our sweep chose, see docs/toy)")
     p.add_argument("--out", default="runs/toy", help="folder for results.json and decision_boundary.png")
-    p.add_argument("--sweep", action="store_true", help="also run the lambda sweep")
+    p = sub.add_parser("attack", help="the PAG picture: targeted PGD from one image toward each class",
+                       description="Large-eps targeted PGD from your image toward every class (or one): robust and "
+                                   "PAG models paint class features, vanilla models add noise (the paper's Fig. 1).")
+    p.add_argument("--checkpoint", required=True, nargs="+", help="one or more checkpoint folders (one row each)")
+    p.add_argument("--image", required=True, help="any image file; it is cropped to a square and resized")
+    p.add_argument("--target", default="all", help="'all', a class name or a class index")
+    p.add_argument("--norm", default="l2", choices=["linf", "l2"])
+    p.add_argument("--eps", type=eps_value, default=4.0, help="radius in [0, 1] pixel units (default l2 4.0: large on purpose)")
+    p.add_argument("--steps", type=positive_int, default=40)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", required=True, help="PNG file for the grid")
+
+    p = sub.add_parser("audit", help="gradient-masking checks and the PAG score of a checkpoint",
+                       description="Carlini et al. (2019) sanity checks: accuracy against growing eps must reach 0, "
+                                   "PGD-100 with restarts must not beat PGD-20 by much, a transfer attack from the "
+                                   "vanilla model must not beat the white-box one. Prints a verdict with the evidence.")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--norm", default="linf", choices=["linf", "l2"])
+    p.add_argument("--eps", type=eps_value, help="default: the paper's (8/255 linf, 0.5 l2)")
+    p.add_argument("--vanilla", help="vanilla checkpoint, source of the transfer attack")
+    p.add_argument("--judge", help="robust checkpoint that judges the PAG score (never the model's own RIGD teacher)")
+    p.add_argument("--autoattack", action="store_true", help="also run AutoAttack and compare it with PGD-20")
+    p.add_argument("--limit", type=positive_int, default=1000, help="fixed class-balanced test subset (default 1000)")
+    p.add_argument("--pag-limit", type=positive_int, default=100, help="test images for the PAG score")
+    p.add_argument("--restarts", type=positive_int, default=5, help="restarts of the PGD-100 check")
+    p.add_argument("--dataset", choices=["cifar10", "stl10", "synthetic"])
+    p.add_argument("--data-dir")
+    p.add_argument("--batch-size", type=positive_int, default=256)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", help="also write the report here")
     return parser
 
 
@@ -158,6 +192,16 @@ def cmd_eval(args: argparse.Namespace, command: str) -> None:
     """Evaluate and print one line."""
     from pagdemo.evaluate import EvalConfig, format_record, run_eval
 
+    if args.attack == "autoattack":
+        from pagdemo.autoattack import AutoAttackConfig, format_autoattack, run_autoattack_eval
+
+        if args.norm == "none":
+            raise CLIError("--attack autoattack needs --norm linf or l2")
+        cfg = AutoAttackConfig(checkpoint=args.checkpoint, norm=args.norm, eps=args.eps, limit=args.limit or 1000,
+                               dataset=args.dataset, data_dir=args.data_dir, batch_size=args.batch_size,
+                               device=args.device, seed=args.seed, json=args.json, record=not args.no_record)
+        print(format_autoattack(run_autoattack_eval(cfg)))
+        return
     cfg = EvalConfig(checkpoint=args.checkpoint, norm=None if args.norm == "none" else args.norm, eps=args.eps,
                      steps=args.steps, step_size=args.step_size, restarts=args.restarts,
                      random_start=not args.no_random_start, limit=args.limit, dataset=args.dataset,
@@ -177,7 +221,52 @@ def cmd_toy(args: argparse.Namespace, command: str) -> None:
     print(f"results in {args.out}/results.json, figure in {args.out}/decision_boundary.png")
 
 
-COMMANDS = {"train": cmd_train, "adv-train": cmd_train, "eval": cmd_eval, "toy": cmd_toy}
+def cmd_attack(args: argparse.Namespace, command: str) -> None:
+    """Render the PAG grid for one image and the given checkpoints."""
+    from PIL import Image
+
+    from pagdemo.checkpoints import load_checkpoint
+    from pagdemo.evaluate import resolve_device
+    from pagdemo.images import load_image
+    from pagdemo.visualize import GridSpec, input_size, pag_grid_steps
+
+    device = resolve_device(args.device)
+    models = [load_checkpoint(c, device) for c in args.checkpoint]
+    classes = models[0].classes
+    if any(m.classes != classes for m in models):
+        raise CLIError("the checkpoints do not share the same classes; give checkpoints of one dataset")
+    if args.target == "all":
+        targets = list(range(len(classes)))
+    elif args.target in classes:
+        targets = [classes.index(args.target)]
+    elif args.target.isdigit() and int(args.target) < len(classes):
+        targets = [int(args.target)]
+    else:
+        raise CLIError(f"unknown target {args.target!r}; choose 'all', one of {classes} or an index below {len(classes)}")
+    x = load_image(args.image, input_size(models[0].run.get("dataset")))
+    names = [Path(c).name for c in args.checkpoint]
+    spec = GridSpec(names, classes, targets, f"targeted PGD-{args.steps}, {args.norm} eps={args.eps:.4g}")
+    frame = None
+    for frame in pag_grid_steps(models, x, spec, args.norm, args.eps, args.steps, min_interval=float("inf")):
+        pass
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(frame.image).save(args.out)
+    print(f"grid written to {args.out}")
+
+
+def cmd_audit(args: argparse.Namespace, command: str) -> None:
+    """Run the gradient-masking audit and print its verdict."""
+    from pagdemo.audit import AuditConfig, format_audit, run_audit
+
+    cfg = AuditConfig(checkpoint=args.checkpoint, norm=args.norm, eps=args.eps, vanilla=args.vanilla, judge=args.judge,
+                      autoattack=args.autoattack, limit=args.limit, pag_limit=args.pag_limit, restarts=args.restarts,
+                      dataset=args.dataset, data_dir=args.data_dir, batch_size=args.batch_size, device=args.device,
+                      seed=args.seed, json=args.json)
+    print(format_audit(run_audit(cfg)))
+
+
+COMMANDS = {"train": cmd_train, "adv-train": cmd_train, "eval": cmd_eval, "toy": cmd_toy, "attack": cmd_attack,
+            "audit": cmd_audit}
 
 
 def main(argv: list[str] | None = None) -> int:
