@@ -18,7 +18,7 @@ import torch
 from huggingface_hub import PyTorchModelHubMixin, load_torch_model, save_torch_state_dict
 from torch import nn
 
-from pagdemo.models import build_model
+from pagdemo.models import MODELS, build_model
 
 MAX_SHARD = "15MB"  # every file stays under the 16 MB that comes back from a GPU machine
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt")
@@ -130,15 +130,14 @@ def check_folder(folder: str | Path) -> Path:
     folder = Path(folder)
     if not folder.is_dir():
         raise CheckpointError(f"no checkpoint folder at {folder}")
+    missing = sorted(n for n in _shard_names(folder) if not (folder / n).exists())
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if missing and pickles:
+        raise CheckpointError(f"{folder} holds pickle weights ({', '.join(pickles)}); "
+                              "pagdemo loads safetensors only, never pickle")
     if not (folder / "config.json").exists():
         raise CheckpointError(f"{folder} has no config.json; is it a pagdemo checkpoint folder?")
-    names = _shard_names(folder)
-    missing = sorted(n for n in names if not (folder / n).exists())
     if missing:
-        pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
-        if pickles:
-            raise CheckpointError(f"{folder} holds pickle weights ({', '.join(pickles)}); "
-                                  "pagdemo loads safetensors only, never pickle")
         raise CheckpointError(f"{folder} is missing weight file(s): {', '.join(missing)}")
     return folder
 
@@ -147,12 +146,14 @@ def load_checkpoint(folder: str | Path, device: str | torch.device = "cpu") -> P
     """Rebuild the model from config.json and load its weights in fp32, in eval mode."""
     folder = check_folder(folder)
     config = read_json(folder / "config.json")
+    if config.get("arch") not in MODELS:
+        raise CheckpointError(f"{folder}/config.json: unknown arch {config.get('arch')!r}; "
+                              f"this pagdemo knows {sorted(MODELS)}")
     try:
         model = PAGClassifier.from_pretrained(folder, map_location="cpu")
-    except ValueError as e:  # unknown arch in config.json
-        raise CheckpointError(f"{folder}/config.json: {e}") from None
     except RuntimeError as e:  # shape or key mismatch between config and weights
-        raise CheckpointError(f"{folder}: weights do not match config.json ({str(e).splitlines()[0]})") from None
+        detail = " ".join(str(e).split())[:300]
+        raise CheckpointError(f"{folder}: weights do not match config.json (arch {config['arch']!r}): {detail}") from None
     except Exception as e:  # corrupt safetensors header or truncated shard
         raise CheckpointError(f"{folder}: cannot read the weights ({type(e).__name__}: {e})") from None
     model.run = config.get("run", {})

@@ -3,6 +3,7 @@ dataclass and calls the same function the app and the tests call."""
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 from fractions import Fraction
@@ -23,6 +24,13 @@ examples:
 
 class CLIError(Exception):
     """A user mistake the CLI reports in one line."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag costs one line, not a usage block."""
+
+    def error(self, message: str) -> None:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def eps_value(text: str) -> float:
@@ -76,7 +84,7 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """All commands, with help that explains the paper's settings rather than just naming flags."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="pagdemo", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES,
         description="Perceptually Aligned Gradients (Ganz, Kawar, Elad, ICML 2023): train ResNet-18s whose input "
                     "gradients are pushed toward class images, attack them with PGD, and measure their robustness.")
@@ -185,7 +193,8 @@ def cmd_train(args: argparse.Namespace, command: str) -> None:
         cfg = TrainConfig(method=args.method, lam=args.lam, grad_of=args.grad_of, pag_impl=args.pag_impl,
                           nn_k=args.nn_k, teacher=args.teacher, **common)
     out = train(cfg, command=command)
-    print(f"checkpoint written to {out}; evaluate it with: pagdemo eval --checkpoint {out} --norm l2")
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"checkpoint written to {out}; evaluate it with: pagdemo eval --checkpoint {out} --norm l2")
 
 
 def cmd_eval(args: argparse.Namespace, command: str) -> None:

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from pagdemo.attacks import check_attack_args, pgd
+from pagdemo.attacks import check_attack_args, eval_mode, pgd
 from pagdemo.checkpoints import append_metrics, load_checkpoint, now, write_json
 from pagdemo.data import load_dataset
 
@@ -68,7 +68,14 @@ def robust_accuracy(
     if norm is not None:
         check_attack_args(norm, eps, steps)
     device = torch.device(device)
-    model = model.to(device).eval()
+    with eval_mode(model.to(device)):
+        return _robust_accuracy(model, x, y, norm, eps, steps, step_size, restarts, random_start, batch_size, device,
+                                seed, progress)
+
+
+def _robust_accuracy(model, x, y, norm, eps, steps, step_size, restarts, random_start, batch_size, device, seed,
+                     progress) -> tuple[float, float | None]:
+    """The loop of `robust_accuracy`, with the model already in eval mode on `device`."""
     gen = torch.Generator(device=device).manual_seed(seed)
     clean = robust = 0
     for i in tqdm(range(0, len(x), batch_size), desc=f"eval {norm or 'clean'}", disable=not progress, leave=False):

@@ -101,11 +101,14 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
     if cfg.method == "adv" and cfg.adv_attack not in ("pgd", "fgsm"):
         raise ValueError(f"unknown adversarial attack {cfg.adv_attack!r}; choose one of ['fgsm', 'pgd']")
     r = RECIPES[cfg.recipe]
-    batch = cfg.batch_size or (32 if cfg.dataset == "stl10" and cfg.recipe == "paper" else r["batch_size"])
+    batch = cfg.batch_size
+    if batch is None:
+        batch = 32 if cfg.dataset == "stl10" and cfg.recipe == "paper" else r["batch_size"]
     lam = cfg.lam
     if lam is None:
         lam = 0.0 if cfg.method in ("vanilla", "adv") else LAMBDA.get(cfg.dataset, LAMBDA["cifar10"])[cfg.method]
-    out = replace(cfg, lam=lam, epochs=cfg.epochs or r["epochs"], batch_size=batch, lr=cfg.lr or r["lr"],
+    out = replace(cfg, lam=lam, epochs=r["epochs"] if cfg.epochs is None else cfg.epochs, batch_size=batch,
+                  lr=r["lr"] if cfg.lr is None else cfg.lr,
                   arch=cfg.arch or DEFAULT_ARCH.get(cfg.dataset, "resnet18"))
     for name in ("epochs", "batch_size"):
         if getattr(out, name) < 1:
@@ -200,6 +203,16 @@ def load_state(out: Path, model, opt) -> tuple[int, int, float]:
     return progress["epoch"], progress["step"], progress["elapsed_s"]
 
 
+def check_resumable(out: Path, cfg: TrainConfig) -> None:
+    """Resuming with other settings would silently mix two runs: refuse and name what differs."""
+    saved = json.loads((out / "config.json").read_text()).get("run", {}) if (out / STATE_DIR).exists() else {}
+    ignore = {"device", "monitor_limit", "monitor_robust", "keep_state", "data_dir", "amp"}  # amp: resolved per device
+    differ = [f"{k}: {saved[k]!r} -> {v!r}" for k, v in asdict(cfg).items() if k in saved and k not in ignore and saved[k] != v]
+    if differ:
+        raise ValueError(f"{out} holds an unfinished run with other settings ({'; '.join(differ)}); "
+                         "rerun it with the same flags, or choose another --out")
+
+
 def setup_distributed(device: str) -> tuple[int, int, torch.device]:
     """(rank, world size, device) under torchrun; (0, 1, device) otherwise."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -220,11 +233,12 @@ def monitor(cfg: TrainConfig, model, test: Dataset | None, device: torch.device)
         return {}
     x, y = test.float(), test.labels
     clean, _ = robust_accuracy(model, x, y, None, 0.0, device=device, progress=False)
-    out = {"test_acc": clean}
+    out = {"test_acc": clean, "test_n": len(x)}
     if cfg.monitor_robust:
-        n = cfg.monitor_robust
-        _, rob = robust_accuracy(model, x[:n], y[:n], "l2", 0.5, steps=7, device=device, progress=False)
-        out["test_l2_pgd7"] = rob
+        n = cfg.monitor_robust  # clean and robust on the same images, so robust <= clean in the log
+        out["test_robust_n"] = len(x[:n])
+        out["test_acc_robust_subset"], out["test_l2_pgd7"] = robust_accuracy(
+            model, x[:n], y[:n], "l2", 0.5, steps=7, device=device, progress=False)
     return out
 
 
@@ -235,19 +249,20 @@ def train(cfg: TrainConfig, command: str = "", progress: bool = True) -> Path:
     if cfg.batch_size % world:
         raise ValueError(f"batch size {cfg.batch_size} must divide evenly over {world} processes")
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if (out / "config.json").exists() and not (out / STATE_DIR).exists():
+        raise ValueError(f"{out} already holds a finished run; choose another --out (or delete that folder)")
+    check_resumable(out, cfg)
     torch.manual_seed(cfg.seed)
     trainset = load_dataset(cfg.dataset, "train", data_dir=cfg.data_dir, limit=cfg.limit, seed=cfg.seed)
     testset = (load_dataset(cfg.dataset, "test", data_dir=cfg.data_dir, limit=cfg.monitor_limit, seed=0)
                if cfg.monitor_limit and rank == 0 else None)
+    out.mkdir(parents=True, exist_ok=True)
     model = PAGClassifier(cfg.arch, len(trainset.classes), trainset.classes).to(device)
     amp = cfg.amp if cfg.amp is not None else (cfg.recipe == "fast" and device.type == "cuda")
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                           nesterov=RECIPES[cfg.recipe]["nesterov"])
-    if (out / "config.json").exists() and not (out / STATE_DIR).exists():
-        raise ValueError(f"{out} already holds a finished run; choose another --out (or delete that folder)")
     start_epoch, step, elapsed = load_state(out, model, opt) if (out / STATE_DIR).exists() else (0, 0, 0.0)
     target = make_target(cfg, trainset, device)
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
@@ -263,7 +278,8 @@ def train(cfg: TrainConfig, command: str = "", progress: bool = True) -> Path:
         gen = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + epoch)
         shuffle_gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
         model.train()
-        bar = tqdm(batches(trainset, cfg.batch_size, True, shuffle_gen, device, drop_last=True, rank=rank, world_size=world),
+        bar = tqdm(batches(trainset, cfg.batch_size // world, True, shuffle_gen, device, drop_last=True, rank=rank,
+                           world_size=world),
                    total=steps_per_epoch, desc=f"{cfg.method} epoch {epoch + 1}/{cfg.epochs}", disable=not progress or rank)
         for x, y, idx in bar:
             for group in opt.param_groups:
@@ -280,11 +296,14 @@ def train(cfg: TrainConfig, command: str = "", progress: bool = True) -> Path:
             stats["loss"] += loss.item() * len(y)
             stats["correct"] += (logits.argmax(1) == y).sum().item()
             stats["seen"] += len(y)
+            for k, v in parts.items():
+                stats[k] = stats.get(k, 0.0) + v * len(y)
             bar.set_postfix(loss=f"{stats['loss'] / stats['seen']:.3f}", acc=f"{stats['correct'] / stats['seen']:.3f}", **{
                 k: f"{v:.3f}" for k, v in parts.items()})
         elapsed += time.time() - t0
         if rank == 0:
             log = {"epoch": epoch + 1, "loss": stats["loss"] / stats["seen"], "train_acc": stats["correct"] / stats["seen"],
+                   **{k: stats[k] / stats["seen"] for k in ("ce", "cos") if k in stats},
                    "lr": lr_at(cfg, step - 1, steps_per_epoch), "epoch_s": round(time.time() - t0, 2),
                    "img_per_s": round(stats["seen"] * world / (time.time() - t0), 1), "date": now(),
                    **monitor(cfg, model, testset, device)}

@@ -1,0 +1,150 @@
+"""pagdemo.cli: help, one-line errors without tracebacks, eps parsing, and the issue's train -> eval flow."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from pagdemo import cli
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One thread: on a contended 2-core machine two threads per process are several times slower."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def pagdemo(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """The real command, as a user types it (python -m pagdemo is what the `pagdemo` script runs)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, "-m", "pagdemo", *args], cwd=cwd or REPO, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.mark.parametrize("args, flags", [
+    ([], ["train", "adv-train", "eval", "toy", "attack", "audit", "--nproc_per_node", "pagdemo eval --checkpoint"]),
+    (["train"], ["--method", "--lam", "--grad-of", "--pag-impl", "--teacher", "--out", "--dataset", "--recipe",
+                 "--epochs", "--batch-size", "--limit", "--keep-state", "Class Mean"]),
+    (["adv-train"], ["--norm", "--eps", "--attack", "--adv-steps", "--out", "--recipe"]),
+    (["eval"], ["--checkpoint", "--attack", "autoattack", "--norm", "--eps", "--steps", "--restarts", "--limit", "--json", "--no-record",
+                "2*eps/k"]),
+    (["toy"], ["--seeds", "--lam", "--out"]),
+    (["attack"], ["--checkpoint", "--image", "--target", "--norm", "--eps", "--steps", "--out"]),
+    (["audit"], ["--checkpoint", "--norm", "--eps", "--vanilla", "--judge", "--autoattack", "--limit", "--json"]),
+], ids=["pagdemo", "train", "adv-train", "eval", "toy", "attack", "audit"])
+def test_help_exits_0_and_names_the_key_flags(args, flags):
+    proc = pagdemo(*args, "--help")
+    assert proc.returncode == 0, proc.stderr
+    missing = [f for f in flags if f not in proc.stdout]
+    assert not missing, f"pagdemo {' '.join(args)} --help does not mention {missing}"
+
+
+def _assert_one_line_error(proc: subprocess.CompletedProcess, *words: str) -> str:
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}:\n{proc.stderr}"
+    assert lines[0].startswith("pagdemo") and "error" in lines[0]
+    assert all(w in lines[0] for w in words), lines[0]
+    return lines[0]
+
+
+def test_missing_data_dir_is_one_line(tmp_path):
+    proc = pagdemo("train", "--dataset", "cifar10", "--data-dir", str(tmp_path / "nodata"), "--epochs", "1",
+                   "--out", str(tmp_path / "run"))
+    _assert_one_line_error(proc, "nodata")
+    assert proc.returncode == 2
+
+
+def test_missing_checkpoint_is_one_line(tmp_path):
+    proc = pagdemo("eval", "--checkpoint", str(tmp_path / "no-such-run"))
+    _assert_one_line_error(proc, "no-such-run", "no checkpoint folder")
+    assert proc.returncode == 2
+
+
+@pytest.mark.parametrize("args, words", [
+    (["eval", "--checkpoint", "x", "--eps", "abc"], ["'abc'", "8/255"]),
+    (["train", "--out", "x", "--epochs", "0"], ["--epochs", "0"]),
+    (["train", "--out", "x", "--method", "magic"], ["'magic'", "cm"]),
+], ids=["eps-abc", "epochs-0", "unknown-method"])
+def test_bad_arguments_are_one_line(args, words):
+    proc = pagdemo(*args)
+    _assert_one_line_error(proc, *words)
+    assert proc.returncode == 2
+
+
+def test_eps_value_accepts_fractions_and_refuses_nonsense():
+    assert cli.eps_value("8/255") == 8 / 255
+    assert cli.eps_value("0.5") == 0.5 and cli.eps_value("1e-2") == 0.01 and cli.eps_value("0") == 0.0
+    for bad in ("abc", "1/0", "-0.1", ""):
+        with pytest.raises(argparse.ArgumentTypeError):
+            cli.eps_value(bad)
+
+
+def test_positive_int():
+    assert cli.positive_int("3") == 3
+    for bad in ("0", "-2", "1.5", "x"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            cli.positive_int(bad)
+
+
+def test_parser_maps_flags_to_settings():
+    args = cli.build_parser().parse_args(["adv-train", "--out", "o", "--eps", "8/255", "--attack", "fgsm",
+                                          "--no-amp", "--dataset", "synthetic"])
+    assert (args.command, args.eps, args.attack, args.amp, args.norm, args.recipe) == (
+        "adv-train", 8 / 255, "fgsm", False, "linf", "paper")
+    args = cli.build_parser().parse_args(["eval", "--checkpoint", "c", "--norm", "none"])
+    assert (args.norm, args.eps, args.steps, args.restarts) == ("none", None, 20, 1)
+
+
+def test_interrupt_tells_how_to_resume(monkeypatch, capsys):
+    def interrupted(args, command):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(cli.COMMANDS, "train", interrupted)
+    assert cli.main(["train", "--out", "x"]) == 130
+    assert "resume" in capsys.readouterr().err
+
+
+def test_value_errors_become_exit_2_in_process(tmp_path, capsys):
+    assert cli.main(["eval", "--checkpoint", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("pagdemo eval: error: no checkpoint folder")
+
+
+def test_the_issue_flow_train_then_eval(tmp_path, monkeypatch, capsys):
+    """`pagdemo train --method cm --dataset synthetic --epochs 1 --out runs/cm` then the README's eval line."""
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["train", "--method", "cm", "--dataset", "synthetic", "--epochs", "1", "--out", "runs/cm",
+                     "--limit", "128", "--monitor-limit", "64", "--monitor-robust", "16"]) == 0
+    assert "pagdemo eval --checkpoint runs/cm" in capsys.readouterr().out
+    run_dir = tmp_path / "runs" / "cm"
+    config = json.loads((run_dir / "config.json").read_text())
+    assert (config["arch"], config["run"]["method"], config["run"]["lam"], config["run"]["epochs"]) == (
+        "tinycnn", "cm", 0.4, 1)
+    assert config["run"]["command"].startswith("pagdemo train --method cm")
+
+    assert cli.main(["eval", "--checkpoint", "runs/cm", "--norm", "l2", "--eps", "0.5", "--limit", "64",
+                     "--json", "runs/cm.json"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("clean ") and "PGD-20 l2 eps=0.5" in line and "n=64" in line
+    record = json.loads((tmp_path / "runs" / "cm.json").read_text())
+    assert (record["norm"], record["eps"], record["steps"], record["step_size"], record["n"]) == (
+        "l2", 0.5, 20, 0.05, 64)
+    assert json.loads((run_dir / "metrics.json").read_text())["evaluations"] == [record]
+    card = (run_dir / "README.md").read_text()
+    assert "| method | `cm` |" in card and "| lambda | `0.4` |" in card and "| l2 | 0.5 | 20 | 0.05 |" in card
+    assert {"config.json", "metrics.json", "README.md", "model.safetensors", "train_log.jsonl"} <= {
+        p.name for p in run_dir.iterdir()}

@@ -1,0 +1,297 @@
+"""pagdemo.train: settings, schedules, vanilla/PAG/adversarial/RIGD runs, resume, and DDP under torchrun."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+import pagdemo.train as train_mod
+from pagdemo.checkpoints import PAGClassifier, load_checkpoint, save_checkpoint
+from pagdemo.train import LAMBDA, RECIPES, STATE_DIR, TrainConfig, lr_at, resolve, train
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = dict(dataset="synthetic", limit=32, batch_size=16, epochs=1, monitor_limit=0)  # 2 steps: seconds on a CPU
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One thread: on a contended 2-core machine two threads per process are several times slower."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def _log(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "train_log.jsonl").read_text().splitlines()]
+
+
+def _run(folder: Path) -> dict:
+    return json.loads((folder / "config.json").read_text())["run"]
+
+
+# --- settings --------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dataset", ["cifar10", "stl10"])
+@pytest.mark.parametrize("method", ["oi", "cm", "nn"])
+def test_resolve_uses_the_paper_lambda(dataset, method):
+    assert resolve(TrainConfig(out="x", method=method, dataset=dataset)).lam == LAMBDA[dataset][method]
+
+
+def test_resolve_lambdas_are_table_3():
+    assert LAMBDA == {"cifar10": {"oi": 0.5, "cm": 0.4, "nn": 0.4, "rigd": 0.4},
+                      "stl10": {"oi": 0.25, "cm": 0.2, "nn": 0.4, "rigd": 0.4}}
+    assert resolve(TrainConfig(out="x", method="rigd", teacher="t", dataset="stl10")).lam == 0.4
+    assert resolve(TrainConfig(out="x", method="cm", dataset="synthetic")).lam == 0.4  # borrows CIFAR-10's
+    assert resolve(TrainConfig(out="x", method="vanilla")).lam == 0.0
+    assert resolve(TrainConfig(out="x", method="adv")).lam == 0.0
+    assert resolve(TrainConfig(out="x", method="cm", lam=0.0)).lam == 0.0  # an explicit 0 is kept
+    assert resolve(TrainConfig(out="x", method="cm", lam=1.5)).lam == 1.5
+
+
+@pytest.mark.parametrize("recipe", ["paper", "fast"])
+def test_resolve_fills_recipe_defaults(recipe):
+    cfg = resolve(TrainConfig(out="x", recipe=recipe))
+    r = RECIPES[recipe]
+    assert (cfg.epochs, cfg.batch_size, cfg.lr) == (r["epochs"], r["batch_size"], r["lr"])
+    assert (RECIPES["paper"]["epochs"], RECIPES["paper"]["batch_size"], RECIPES["paper"]["lr"]) == (100, 64, 0.01)
+    assert (RECIPES["fast"]["epochs"], RECIPES["fast"]["batch_size"], RECIPES["fast"]["lr"]) == (30, 256, 0.04)
+    custom = resolve(TrainConfig(out="x", recipe=recipe, epochs=3, batch_size=8, lr=0.5, arch="tinycnn"))
+    assert (custom.epochs, custom.batch_size, custom.lr, custom.arch) == (3, 8, 0.5, "tinycnn")
+
+
+def test_resolve_arch_and_stl10_batch():
+    assert resolve(TrainConfig(out="x", dataset="cifar10")).arch == "resnet18"
+    assert resolve(TrainConfig(out="x", dataset="synthetic")).arch == "tinycnn"
+    stl = resolve(TrainConfig(out="x", dataset="stl10"))
+    assert (stl.arch, stl.batch_size) == ("resnet18_stl", 32)
+    assert resolve(TrainConfig(out="x", dataset="stl10", recipe="fast")).batch_size == 256
+
+
+@pytest.mark.parametrize("field, value, words", [
+    ("method", "pag", ["'pag'", "vanilla", "rigd"]),
+    ("recipe", "slow", ["'slow'", "paper", "fast"]),
+    ("grad_of", "softmax", ["'softmax'", "logit", "logsoftmax"]),
+    ("pag_impl", "magic", ["'magic'", "loop", "batched"]),
+])
+def test_resolve_names_the_bad_value_and_the_choices(field, value, words):
+    with pytest.raises(ValueError) as e:
+        resolve(replace(TrainConfig(out="x", method="cm"), **{field: value}))
+    assert all(w in str(e.value) for w in words), str(e.value)
+
+
+def test_resolve_refuses_rigd_without_teacher_and_bad_adversarial_settings():
+    with pytest.raises(ValueError, match="rigd needs --teacher"):
+        resolve(TrainConfig(out="x", method="rigd"))
+    with pytest.raises(ValueError, match="'l1'"):
+        resolve(TrainConfig(out="x", method="adv", adv_norm="l1"))
+    with pytest.raises(ValueError, match="'cw'"):
+        resolve(TrainConfig(out="x", method="adv", adv_attack="cw"))
+
+
+@pytest.mark.parametrize("field, value", [("epochs", 0), ("batch_size", 0), ("lr", 0.0), ("epochs", -1),
+                                          ("lr", -0.1), ("lam", -1.0)])
+def test_resolve_refuses_zero_or_negative_settings(field, value):
+    """An explicit 0 must be refused, not silently replaced by the recipe's default (0 is falsy)."""
+    with pytest.raises(ValueError):
+        resolve(replace(TrainConfig(out="x", method="cm"), **{field: value}))
+
+
+def test_lr_at_paper_drops_at_50_and_75_percent():
+    cfg = resolve(TrainConfig(out="x", epochs=4, lr=0.1))  # 40 steps
+    lrs = [lr_at(cfg, s, 10) for s in range(40)]
+    assert lrs[:20] == [0.1] * 20
+    assert lrs[20:30] == pytest.approx([0.01] * 10)
+    assert lrs[30:] == pytest.approx([0.001] * 10)
+
+
+def test_lr_at_fast_warms_up_for_one_epoch_then_cosine_to_zero():
+    cfg = resolve(TrainConfig(out="x", recipe="fast", epochs=5, lr=0.4))  # 50 steps, 10 of warm-up
+    lrs = [lr_at(cfg, s, 10) for s in range(50)]
+    assert lrs[:10] == pytest.approx([0.04 * (s + 1) for s in range(10)])  # linear up to the peak
+    assert lrs[10] == pytest.approx(0.4)
+    assert lrs[30] == pytest.approx(0.2)  # half way through the cosine
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+    assert lrs[-1] < 0.01 * 0.4
+    assert lrs[-1] == pytest.approx(0.4 * 0.5 * (1 + math.cos(math.pi * 39 / 40)))
+
+
+# --- runs ------------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def vanilla_run(tmp_path_factory) -> tuple[TrainConfig, Path]:
+    cfg = TrainConfig(out=str(tmp_path_factory.mktemp("runs") / "vanilla"), dataset="synthetic", limit=256,
+                      batch_size=32, epochs=3, lr=0.05, monitor_limit=128, monitor_robust=32)
+    return cfg, train(cfg, progress=False)
+
+
+def test_vanilla_run_learns_and_records_the_run(vanilla_run):
+    cfg, out = vanilla_run
+    log = _log(out)
+    assert [r["epoch"] for r in log] == [1, 2, 3]
+    assert log[-1]["test_acc"] > 0.3, log  # 10 classes: chance is 0.1
+    assert 0 <= log[-1]["test_l2_pgd7"] <= 1
+    assert [r["lr"] for r in log] == pytest.approx([0.05, 0.005, 0.0005])  # 24 steps: drops after steps 12, 18
+    run = _run(out)
+    assert (run["method"], run["lam"], run["arch"], run["epochs_done"], run["train_size"]) == (
+        "vanilla", 0.0, "tinycnn", 3, 256)
+    assert run["world_size"] == 1 and run["device"] == "cpu" and run["data_source"].startswith("synthetic")
+    assert not (out / STATE_DIR).exists()
+    assert load_checkpoint(out).arch == "tinycnn"
+
+
+def test_a_finished_run_is_never_overwritten(vanilla_run):
+    cfg, out = vanilla_run
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    with pytest.raises(ValueError, match="already holds a finished run"):
+        train(cfg, progress=False)
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+
+@pytest.fixture(scope="module", params=["cm", "nn"])
+def pag_run(request, tmp_path_factory) -> tuple[str, Path]:
+    method = request.param
+    cfg = TrainConfig(out=str(tmp_path_factory.mktemp("pag") / method), method=method, nn_k=2, **TINY)
+    return method, train(cfg, progress=False)
+
+
+def test_pag_run_writes_checkpoint_and_records_the_target(pag_run):
+    method, out = pag_run
+    assert {"config.json", "model.safetensors", "README.md", "train_log.jsonl"} <= {p.name for p in out.iterdir()}
+    run = _run(out)
+    assert (run["method"], run["lam"], run["grad_of"], run["pag_impl"]) == (method, 0.4, "logsoftmax", "batched")
+    assert run["target_info"]["target"] == method
+    assert f"| method | `{method}` |" in (out / "README.md").read_text()
+    assert math.isfinite(_log(out)[0]["loss"])
+    assert load_checkpoint(out).arch == "tinycnn"
+
+
+def test_pag_run_logs_ce_and_cos(pag_run):
+    """The two terms of Eq. 1 are what a reader of the log needs to see PAG at work."""
+    _, out = pag_run
+    record = _log(out)[0]
+    assert {"ce", "cos"} <= record.keys(), record
+    assert record["loss"] == pytest.approx(record["ce"] + 0.4 * record["cos"], rel=1e-4)
+    assert 0 <= record["cos"] <= 2 * 10  # sum over 10 classes of 1 - cos
+
+
+def test_resume_repeats_the_uninterrupted_run(tmp_path, monkeypatch):
+    """Run A: 2 epochs straight. Run B: killed in the middle of epoch 2, then started again with the same config."""
+    base = dict(method="cm", dataset="synthetic", limit=48, batch_size=16, epochs=2, monitor_limit=0)  # 3 steps/epoch
+    finals: dict[str, dict[str, torch.Tensor]] = {}
+    real_save = train_mod.save_checkpoint
+
+    def capturing_save(model, folder, run):
+        finals[Path(folder).name] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return real_save(model, folder, run)
+
+    monkeypatch.setattr(train_mod, "save_checkpoint", capturing_save)
+    a = train(TrainConfig(out=str(tmp_path / "A"), **base), progress=False)
+
+    cfg_b = TrainConfig(out=str(tmp_path / "B"), **base)
+    real_augment, calls = train_mod.augment, {"n": 0}
+
+    def killed_in_epoch_2(x, generator=None):
+        calls["n"] += 1
+        if calls["n"] == 5:  # epoch 2, second batch: one step of epoch 2 already taken
+            raise KeyboardInterrupt
+        return real_augment(x, generator)
+
+    monkeypatch.setattr(train_mod, "augment", killed_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg_b, progress=False)
+    b = Path(cfg_b.out)
+    assert json.loads((b / STATE_DIR / "progress.json").read_text())["epoch"] == 1
+    assert _run(b)["epochs_done"] == 1 and len(_log(b)) == 1
+    monkeypatch.setattr(train_mod, "augment", real_augment)
+    train(cfg_b, progress=False)
+
+    assert not (a / STATE_DIR).exists() and not (b / STATE_DIR).exists()
+    assert _run(b)["epochs_done"] == 2
+    assert [r["epoch"] for r in _log(b)] == [1, 2]
+    assert [r["loss"] for r in _log(b)] == pytest.approx([r["loss"] for r in _log(a)], rel=1e-6)
+    assert finals["A"].keys() == finals["B"].keys()
+    for k in finals["A"]:
+        torch.testing.assert_close(finals["B"][k], finals["A"][k], rtol=0, atol=1e-6, msg=f"{k} differs after resume")
+    fresh = PAGClassifier("tinycnn", 10).state_dict()
+    assert not torch.equal(finals["A"]["net.linear.weight"], fresh["net.linear.weight"])  # it did train
+
+
+@pytest.mark.parametrize("attack", ["fgsm", "pgd"])
+def test_adversarial_training_attacks_every_batch(attack, tmp_path, monkeypatch):
+    seen = []
+    real_pgd = train_mod.pgd
+
+    def spy(model, x, y, eps, **kw):
+        seen.append((eps, kw["norm"], kw["steps"], kw["step_size"]))
+        return real_pgd(model, x, y, eps, **kw)
+
+    monkeypatch.setattr(train_mod, "pgd", spy)
+    eps = 8 / 255
+    out = train(TrainConfig(out=str(tmp_path / attack), method="adv", adv_attack=attack, adv_steps=2, adv_eps=eps,
+                            **TINY), progress=False)
+    steps, size = (1, 1.25 * eps) if attack == "fgsm" else (2, 2.5 * eps / 2)
+    assert seen == [(eps, "linf", steps, pytest.approx(size))] * 2  # one attack per batch, 2 batches
+    run = _run(out)
+    assert (run["method"], run["adv_attack"], run["adv_eps"], run["adv_norm"]) == ("adv", attack, eps, "linf")
+    assert math.isfinite(_log(out)[0]["loss"])
+
+
+def test_rigd_trains_against_a_teacher_checkpoint(tmp_path):
+    teacher = save_checkpoint(PAGClassifier("tinycnn", 10).eval(), tmp_path / "teacher", {"method": "adv"})
+    before = (teacher / "model.safetensors").read_bytes()
+    out = train(TrainConfig(out=str(tmp_path / "rigd"), method="rigd", teacher=str(teacher), **TINY), progress=False)
+    run = _run(out)
+    assert (run["method"], run["lam"], run["teacher"]) == ("rigd", 0.4, str(teacher))
+    assert run["target_info"] == {"target": "rigd", "teacher": str(teacher), "grad_of": "logsoftmax"}
+    assert (teacher / "model.safetensors").read_bytes() == before
+    assert math.isfinite(_log(out)[0]["loss"])
+
+
+def test_rigd_with_a_missing_teacher_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="no checkpoint folder"):
+        train(TrainConfig(out=str(tmp_path / "rigd"), method="rigd", teacher=str(tmp_path / "nope"), **TINY),
+              progress=False)
+
+
+# --- DDP -------------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    """Two CPU processes under torchrun (gloo), exactly as the README tells a multi-GPU user to launch."""
+    if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
+        pytest.skip("torch.distributed with gloo is not available")
+    root = tmp_path_factory.mktemp("ddp")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "pagdemo",
+           "train", "--method", "cm", "--dataset", "synthetic", "--limit", "64", "--batch-size", "16", "--epochs", "1",
+           "--monitor-limit", "0", "--device", "cpu", "--out", str(root / "cm")]
+    proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=150)
+    return proc, root / "cm"
+
+
+def test_ddp_run_writes_the_checkpoint(ddp_run):
+    proc, out = ddp_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    assert _run(out)["world_size"] == 2 and _run(out)["batch_size"] == 16
+    assert not (out / STATE_DIR).exists()
+    assert load_checkpoint(out).arch == "tinycnn"
+    assert len(_log(out)) == 1  # rank 0 alone writes the log
+
+
+def test_ddp_takes_the_same_optimizer_steps_as_one_process(ddp_run):
+    """batch_size is the global batch: 64 images / 16 = 4 steps per epoch on any number of processes, so the
+    schedule ends where a single process's would (the last lr of a 1-epoch paper run is lr * 0.01)."""
+    proc, out = ddp_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cfg = resolve(TrainConfig(out="x", method="cm", dataset="synthetic", limit=64, batch_size=16, epochs=1))
+    assert _log(out)[0]["lr"] == pytest.approx(lr_at(cfg, 3, 4)), "DDP ran fewer (or more) steps than 64 // 16"
