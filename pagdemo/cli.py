@@ -123,6 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attack", default="pgd", choices=["pgd", "autoattack"],
                    help="pgd (the paper's) or autoattack (standard: APGD-CE, APGD-T, FAB-T, Square; also reruns "
                         "PGD-20 on the same subset; default --limit 1000)")
+    p.add_argument("--aa-version", default="standard", choices=["standard", "lite"],
+                   help="standard: 100 iterations, 5000 Square queries (report this); lite: a quick look")
+    p.add_argument("--aa-backend", default="pyautoattack", choices=["pyautoattack", "torchattacks"],
+                   help="pyautoattack: the AutoAttack authors' code (default); torchattacks: same loop, weaker l2 Square")
     p.add_argument("--norm", default="linf", choices=["linf", "l2", "none"], help="threat model (none: clean only)")
     p.add_argument("--eps", type=eps_value, help="radius in [0, 1] pixel units (default: 8/255 linf, 0.5 l2)")
     p.add_argument("--steps", type=positive_int, default=20)
@@ -165,9 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eps", type=eps_value, help="default: the paper's (8/255 linf, 0.5 l2)")
     p.add_argument("--vanilla", help="vanilla checkpoint, source of the transfer attack")
     p.add_argument("--judge", help="robust checkpoint that judges the PAG score (never the model's own RIGD teacher)")
-    p.add_argument("--autoattack", action="store_true", help="also run AutoAttack and compare it with PGD-20")
+    p.add_argument("--autoattack", choices=["standard", "lite"], help="also run this AutoAttack version and compare it with PGD-20")
+    p.add_argument("--aa-backend", default="pyautoattack", choices=["pyautoattack", "torchattacks"])
     p.add_argument("--limit", type=positive_int, default=1000, help="fixed class-balanced test subset (default 1000)")
     p.add_argument("--pag-limit", type=positive_int, default=100, help="test images for the PAG score")
+    p.add_argument("--pag-eps", type=eps_value, help="L2 radius of the PAG score's targeted attack (default 4.0 at 32x32)")
+    p.add_argument("--pag-steps", type=positive_int, default=100)
     p.add_argument("--restarts", type=positive_int, default=5, help="restarts of the PGD-100 check")
     p.add_argument("--dataset", choices=["cifar10", "stl10", "synthetic"])
     p.add_argument("--data-dir")
@@ -175,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="also write the report here")
+    p.add_argument("--no-record", action="store_true", help="write neither audit-<norm>.json nor metrics.json")
     return parser
 
 
@@ -206,7 +214,8 @@ def cmd_eval(args: argparse.Namespace, command: str) -> None:
 
         if args.norm == "none":
             raise CLIError("--attack autoattack needs --norm linf or l2")
-        cfg = AutoAttackConfig(checkpoint=args.checkpoint, norm=args.norm, eps=args.eps, limit=args.limit or 1000,
+        cfg = AutoAttackConfig(checkpoint=args.checkpoint, norm=args.norm, eps=args.eps, version=args.aa_version,
+                               backend=args.aa_backend, limit=args.limit or 1000,
                                dataset=args.dataset, data_dir=args.data_dir, batch_size=args.batch_size,
                                device=args.device, seed=args.seed, json=args.json, record=not args.no_record)
         print(format_autoattack(run_autoattack_eval(cfg)))
@@ -268,9 +277,10 @@ def cmd_audit(args: argparse.Namespace, command: str) -> None:
     from pagdemo.audit import AuditConfig, format_audit, run_audit
 
     cfg = AuditConfig(checkpoint=args.checkpoint, norm=args.norm, eps=args.eps, vanilla=args.vanilla, judge=args.judge,
-                      autoattack=args.autoattack, limit=args.limit, pag_limit=args.pag_limit, restarts=args.restarts,
+                      autoattack=args.autoattack, autoattack_backend=args.aa_backend, limit=args.limit,
+                      pag_limit=args.pag_limit, pag_eps=args.pag_eps, pag_steps=args.pag_steps, restarts=args.restarts,
                       dataset=args.dataset, data_dir=args.data_dir, batch_size=args.batch_size, device=args.device,
-                      seed=args.seed, json=args.json)
+                      seed=args.seed, json=args.json, record=not args.no_record)
     print(format_audit(run_audit(cfg)))
 
 

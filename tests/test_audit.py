@@ -1,0 +1,110 @@
+"""The gradient-masking audit: end to end on checkpoints, and it catches a model whose gradients are shattered."""
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pagdemo.audit import NO_MASKING, AuditConfig, audit, format_audit, run_audit, verdict
+from pagdemo.checkpoints import PAGClassifier, save_checkpoint
+from pagdemo.data import load_dataset
+
+EPS = 0.1  # linf radius at which PGD-20 breaks about half of the tiny model's images
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from intra-op threads, and lose a lot to them on a busy 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def train_tiny(seed: int) -> PAGClassifier:
+    """A tinycnn that classifies the synthetic test images perfectly but is not robust at EPS."""
+    torch.manual_seed(seed)
+    ds = load_dataset("synthetic", "train", synthetic_size=600, seed=seed)
+    model = PAGClassifier("tinycnn", 10, ds.classes)
+    opt = torch.optim.Adam(model.parameters(), 1e-2)
+    x, y = ds.float(), ds.labels
+    for _ in range(3):
+        for i in range(0, len(x), 64):
+            opt.zero_grad()
+            F.cross_entropy(model(x[i:i + 64]), y[i:i + 64]).backward()
+            opt.step()
+    return model.eval()
+
+
+class Quantized(nn.Module):
+    """Shattered gradients (Athalye et al. 2018): rounding the input has zero gradient, so PGD cannot move."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(torch.round(x * 16) / 16)
+
+
+@pytest.fixture(scope="module")
+def models():
+    return {"model": train_tiny(0), "vanilla": train_tiny(1), "judge": train_tiny(2)}
+
+
+@pytest.fixture(scope="module")
+def data():
+    ds = load_dataset("synthetic", "test", limit=20)
+    return ds.float(), ds.labels
+
+
+def test_audit_flags_shattered_gradients(models, data):
+    x, y = data
+    report = audit(Quantized(models["model"]), x, y, "linf", EPS, vanilla_model=models["vanilla"],
+                   multipliers=(1, 4, 16), restarts=2, progress=False)
+    checks = report["checks"]
+    assert report["clean_acc"] == 1.0 and not report["passed"]
+    assert checks["eps_sweep"]["passed"] is False
+    assert checks["eps_sweep"]["robust_acc"][-1] > 0.2  # only PGD's random start moves the images
+    assert checks["transfer"]["passed"] is False and checks["transfer"]["black_box"] < checks["transfer"]["white_box"]
+    assert report["verdict"].startswith("possible gradient masking: ") and "transfer" in report["verdict"]
+
+
+def test_run_audit_end_to_end_on_checkpoints(models, tmp_path):
+    run = {"dataset": "synthetic", "method": "vanilla"}
+    folders = {k: save_checkpoint(m, tmp_path / k, run) for k, m in models.items()}
+    cfg = AuditConfig(str(folders["model"]), norm="linf", eps=EPS, vanilla=str(folders["vanilla"]),
+                      judge=str(folders["judge"]), autoattack="lite", limit=20, pag_limit=10, pag_eps=16.0,
+                      pag_steps=10, restarts=2, device="cpu", json=str(tmp_path / "audit.json"))
+    report = run_audit(cfg, progress=False)
+    c = report["checks"]
+    assert set(c) == {"eps_sweep", "more_steps", "random_start", "transfer", "autoattack"}
+    assert c["eps_sweep"]["passed"] and c["eps_sweep"]["robust_acc"][-1] <= 0.01  # a real model reaches 0%
+    assert c["transfer"]["passed"] and c["transfer"]["black_box"] >= c["transfer"]["white_box"]
+    assert c["more_steps"]["pgd100_restarts"] <= c["more_steps"]["pgd20"] + 0.05
+    assert report["passed"] == (report["verdict"] == NO_MASKING) == all(v["passed"] for v in c.values())
+    assert 0 <= report["pag_score"]["score"] <= 1 and report["pag_score"]["n_pairs"] == 90
+    assert json.loads((tmp_path / "audit.json").read_text())["verdict"] == report["verdict"]
+    assert (folders["model"] / "audit-linf.json").exists()
+    evals = json.loads((folders["model"] / "metrics.json").read_text())["evaluations"]
+    assert [e["attack"] for e in evals] == ["pgd-20", "autoattack-lite", "audit (pgd-100 x2)"]
+    assert evals[-1]["verdict"] == report["verdict"] and evals[-1]["pag_score"] == report["pag_score"]["score"]
+    text = format_audit(report)
+    assert text.startswith(f"verdict: {report['verdict']}") and "AutoAttack" in text and "PAG score" in text
+
+
+def test_run_audit_refuses_the_rigd_teacher_as_judge(models, tmp_path):
+    teacher = save_checkpoint(models["judge"], tmp_path / "teacher", {"dataset": "synthetic", "method": "adv"})
+    rigd = save_checkpoint(models["model"], tmp_path / "rigd", {"dataset": "synthetic", "method": "rigd",
+                                                                "teacher": str(teacher)})
+    with pytest.raises(ValueError, match="RIGD teacher"):
+        run_audit(AuditConfig(str(rigd), judge=str(teacher), limit=10, device="cpu"), progress=False)
+
+
+def test_verdict_lists_every_failed_check_and_ignores_skipped_ones():
+    checks = {"a": {"passed": True, "reason": None}, "b": {"passed": False, "reason": "gap b"},
+              "c": {"passed": None, "reason": "skipped: no vanilla model given"},
+              "d": {"passed": False, "reason": "gap d"}}
+    assert verdict(checks) == {"passed": False, "verdict": "possible gradient masking: gap b; gap d"}
+    assert verdict({"c": checks["c"]}) == {"passed": True, "verdict": NO_MASKING}
