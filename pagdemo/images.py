@@ -1,0 +1,180 @@
+"""Safe loading of user images: whatever a visitor uploads becomes an RGB tensor or a clear ImageError.
+
+An upload is untrusted bytes. Pillow is asked to open only a few common raster formats (never
+EPS, which runs Ghostscript), the pixel count is checked from the header before anything is
+decoded (no decompression bomb), the file is verified and then decoded in full (a truncated
+file is an error, not a half-grey image), and every pixel mode Pillow can return is turned
+into 8-bit RGB the way a person would expect: transparency on white, 16-bit scaled (not
+clipped), CMYK and wide-gamut photos through their ICC profile to sRGB.
+"""
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+
+FORMATS = ("PNG", "JPEG", "GIF", "WEBP", "BMP", "TIFF")  # JPEG includes MPO, which many phones write
+MAX_PIXELS = 40_000_000  # 40 MP: any phone photo; a 40 MP RGB image decodes to 120 MB
+MAX_BYTES = 25 * 1024 * 1024  # file size, for callers that pass a path (the app's upload limit is lower)
+ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
+SRGB = ImageCms.createProfile("sRGB")
+Image.init()  # register every plugin, so `formats=FORMATS` finds WEBP and TIFF
+
+
+class ImageError(ValueError):
+    """An input that is not a usable image; the message is meant for the person who gave it."""
+
+
+def _read_bytes(source: str | Path | bytes) -> bytes:
+    """The raw file, refused early when it is missing or larger than MAX_BYTES."""
+    if isinstance(source, bytes):
+        data = source
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise ImageError(f"no file at {path}")
+        if path.stat().st_size > MAX_BYTES:
+            raise ImageError(f"the file is {path.stat().st_size / 2**20:.1f} MB; the limit is {MAX_BYTES / 2**20:.0f} MB")
+        data = path.read_bytes()
+    if len(data) > MAX_BYTES:
+        raise ImageError(f"the file is {len(data) / 2**20:.1f} MB; the limit is {MAX_BYTES / 2**20:.0f} MB")
+    return data
+
+
+def _open(data: bytes) -> Image.Image:
+    """Open (lazily: header only) bytes as one of FORMATS."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return Image.open(io.BytesIO(data), formats=FORMATS)
+    except UnidentifiedImageError:
+        raise ImageError(f"not an image file, or not one of the supported formats ({', '.join(FORMATS)})") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(f"the image has too many pixels; the limit is {MAX_PIXELS / 1e6:.0f} megapixels") from None
+    except (OSError, SyntaxError, ValueError) as e:  # a header Pillow recognizes but cannot parse
+        raise ImageError(f"the image file is corrupt ({e})") from None
+
+
+def _check_size(img: Image.Image, max_pixels: int) -> None:
+    """Refuse a huge image from its header, before a single pixel is decoded."""
+    w, h = img.size
+    if w < 1 or h < 1:
+        raise ImageError(f"the image is empty ({w}x{h} pixels)")
+    if w * h > max_pixels:
+        raise ImageError(f"the image is {w}x{h} = {w * h / 1e6:.0f} megapixels; the limit is {max_pixels / 1e6:.0f}")
+
+
+def _decode(data: bytes, max_pixels: int) -> tuple[Image.Image, list[str]]:
+    """Verify, then reopen and fully decode the first frame; notes say what was done to the file."""
+    img = _open(data)
+    _check_size(img, max_pixels)
+    notes = []
+    try:
+        img.verify()  # checks PNG chunk CRCs and the like; the object is unusable afterwards
+        img = _open(data)
+        frames = getattr(img, "n_frames", 1)
+        if frames > 1:
+            notes.append(f"animated image with {frames} frames: using the first frame")
+            img.seek(0)
+        img.load()
+    except ImageError:
+        raise
+    except Exception as e:  # truncated data, bad CRC, broken LZW stream... all mean the same to a user
+        raise ImageError(f"the image file is corrupt or truncated ({e})") from None
+    return img, notes
+
+
+def _sixteen_bit_to_8(img: Image.Image) -> Image.Image:
+    """Scale 16-bit (and 32-bit integer / float) grayscale to 8 bit instead of clipping it to white."""
+    a = np.asarray(img).astype(np.float64)
+    if img.mode == "F" and a.max(initial=0) <= 1.0:
+        scale = 1.0  # float images in [0, 1]
+    elif img.mode.startswith("I;16") or a.max(initial=0) > 255:
+        scale = 65535.0  # 16-bit samples (PNG/TIFF), also when Pillow reports them as mode "I"
+    else:
+        scale = 255.0
+    return Image.fromarray(np.clip(np.rint(a / scale * 255), 0, 255).astype(np.uint8), "L")
+
+
+def _to_srgb(img: Image.Image, notes: list[str]) -> Image.Image:
+    """Colour-manage through an embedded ICC profile (CMYK, Display P3...); plain conversion otherwise."""
+    icc = img.info.get("icc_profile")
+    if icc and img.mode in ("RGB", "CMYK"):
+        try:
+            out = ImageCms.profileToProfile(img, ImageCms.ImageCmsProfile(io.BytesIO(icc)), SRGB, outputMode="RGB")
+            if img.mode == "CMYK":
+                notes.append("CMYK image converted to RGB through its colour profile")
+            return out
+        except (ImageCms.PyCMSError, OSError, ValueError):
+            pass  # a broken profile: fall back to Pillow's plain conversion below
+    if img.mode == "CMYK":
+        notes.append("CMYK image converted to RGB (no colour profile: colours are approximate)")
+    return img.convert("RGB")
+
+
+def to_rgb(img: Image.Image, notes: list[str] | None = None) -> Image.Image:
+    """Any Pillow mode to 8-bit RGB: alpha composited on white, 16-bit scaled, palettes expanded."""
+    notes = [] if notes is None else notes
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        notes.append(f"{'floating-point' if img.mode == 'F' else 'high bit-depth'} grayscale scaled to 8 bit")
+        img = _sixteen_bit_to_8(img)
+    if img.mode in ALPHA_MODES:
+        notes.append("transparent pixels shown on white")
+        rgba = img.convert("RGBA")
+        img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    if img.mode in ("L", "1"):
+        notes.append("grayscale image: the model sees three equal channels")
+    if img.mode in ("RGB", "CMYK"):
+        return _to_srgb(img, notes)
+    try:
+        return img.convert("RGB")
+    except ValueError:  # e.g. LAB, which Pillow cannot convert directly
+        raise ImageError(f"unsupported pixel mode {img.mode!r}") from None
+
+
+def read_image(source: str | Path | bytes | Image.Image, max_pixels: int = MAX_PIXELS) -> tuple[Image.Image, list[str]]:
+    """Decode a path, bytes or PIL image into an upright 8-bit RGB image and notes for the user.
+
+    Raises:
+        ImageError: not an image, an unsupported format, corrupt or truncated, or too large.
+    """
+    if isinstance(source, Image.Image):
+        _check_size(source, max_pixels)
+        img, notes = source, []
+    else:
+        img, notes = _decode(_read_bytes(source), max_pixels)
+    try:
+        img = ImageOps.exif_transpose(img)  # phone photos are stored sideways with an EXIF rotation
+    except Exception:  # a malformed EXIF block is not worth refusing the picture for
+        notes.append("could not apply the EXIF orientation")
+    return to_rgb(img, notes), notes
+
+
+def fit_square(img: Image.Image, size: int = 32) -> Image.Image:
+    """Centre-crop to a square and resize (antialiased bicubic) to what the model sees; 32x32 stays exact."""
+    if img.size == (size, size):
+        return img.copy()
+    return ImageOps.fit(img, (size, size), method=Image.Resampling.BICUBIC, centering=(0.5, 0.5))
+
+
+def pil_to_tensor(img: Image.Image) -> torch.Tensor:
+    """8-bit RGB PIL image to a (3, H, W) float tensor in [0, 1]."""
+    return torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
+
+
+def tensor_to_pil(x: torch.Tensor) -> Image.Image:
+    """(3, H, W) tensor in [0, 1] to an 8-bit RGB PIL image (rounded, not truncated)."""
+    a = (x.detach().cpu().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    return Image.fromarray(a, "RGB")
+
+
+def load_image(source: str | Path | bytes | Image.Image, size: int = 32) -> torch.Tensor:
+    """What the model sees: (3, size, size) float in [0, 1]. Raises ImageError on bad input."""
+    img, _ = read_image(source)
+    return pil_to_tensor(fit_square(img, size))
