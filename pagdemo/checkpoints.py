@@ -202,6 +202,11 @@ def latest_metric(evaluations: list[dict[str, Any]], norm: str | None, eps: floa
     return None
 
 
+def _fmt(value: Any) -> str:
+    """Radii like 8/255 print as 0.03137, not 0.03137254901960784."""
+    return f"{value:.4g}" if isinstance(value, float) else ("" if value is None else str(value))
+
+
 def write_model_card(folder: str | Path) -> None:
     """Render README.md from config.json and metrics.json: no number is typed by hand."""
     folder = Path(folder)
@@ -227,9 +232,14 @@ def write_model_card(folder: str | Path) -> None:
         for ev in i["evaluations"]:
             rob = ev.get("robust_acc")
             lines.append(f"| {ev.get('date', '')} | {ev.get('data', '')} | {ev.get('n', '')} | {ev.get('attack', '')} | "
-                         f"{ev.get('norm', '')} | {ev.get('eps', '')} | {ev.get('steps', '')} | {ev.get('step_size', '')} | "
+                         f"{ev.get('norm', '')} | {_fmt(ev.get('eps'))} | {ev.get('steps', '')} | {_fmt(ev.get('step_size'))} | "
                          f"{ev.get('restarts', '')} | {100 * ev['clean_acc']:.2f}% | "
                          f"{'' if rob is None else f'{100 * rob:.2f}%'} |")
+    audits = [ev for ev in i["evaluations"] if "verdict" in ev]
+    if audits:
+        lines += ["", "## Audits", ""] + [f"- {ev.get('date', '')}, {ev.get('norm', '')}: {ev['verdict']}"
+                                          + (f"; PAG score {ev['pag_score']:.3f} (judge {ev.get('pag_judge')})"
+                                             if ev.get("pag_score") is not None else "") for ev in audits]
     lines += ["", "Load it with `pagdemo.checkpoints.load_checkpoint(folder)` or "
               "`PAGClassifier.from_pretrained(folder)`; inputs are RGB images in [0, 1], NCHW.", ""]
     _atomic_write_text(folder / "README.md", "\n".join(lines))
