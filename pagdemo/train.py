@@ -38,13 +38,12 @@ from pagdemo.checkpoints import PAGClassifier, git_commit, load_checkpoint, now,
 from pagdemo.data import Dataset, augment, batches, load_dataset
 from pagdemo.evaluate import resolve_device, robust_accuracy
 from pagdemo.losses import GRAD_OF, PAG_IMPLS, pag_loss
+from pagdemo.paper import LAMBDAS as PAPER_LAMBDAS
 from pagdemo.targets import TARGETS, TeacherGradientTarget, build_target
 
 METHODS = ("vanilla", "oi", "cm", "nn", "rigd", "adv")
-LAMBDA = {  # Table 3 of the paper; the synthetic test data borrows CIFAR-10's
-    "cifar10": {"oi": 0.5, "cm": 0.4, "nn": 0.4, "rigd": 0.4},
-    "stl10": {"oi": 0.25, "cm": 0.2, "nn": 0.4, "rigd": 0.4},
-}
+PAPER_ROWS = {"oi": "One Image", "cm": "Class Mean", "nn": "Nearest Neighbor", "rigd": "RIGD linf"}
+LAMBDA = {ds: {m: PAPER_LAMBDAS[ds][row] for m, row in PAPER_ROWS.items()} for ds in PAPER_LAMBDAS}  # Table 3
 RECIPES = {
     "paper": {"epochs": 100, "batch_size": 64, "lr": 0.01, "schedule": "multistep-50-75", "nesterov": False},
     "fast": {"epochs": 30, "batch_size": 256, "lr": 0.04, "schedule": "warmup1-cosine", "nesterov": True},
