@@ -55,6 +55,14 @@ def positive_int(text: str) -> int:
     return value
 
 
+def float_list(text: str) -> tuple[float, ...]:
+    """A comma-separated list of numbers, such as lambdas for a sweep."""
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}")
+
+
 def _add_training_args(p: argparse.ArgumentParser) -> None:
     """Options shared by `train` and `adv-train`."""
     p.add_argument("--out", required=True, help="run folder (checkpoint + log); rerun the same command to resume")
@@ -84,6 +92,7 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """All commands, with help that explains the paper's settings rather than just naming flags."""
+    from pagdemo.losses import PAG_IMPLS
     parser = Parser(
         prog="pagdemo", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES,
         description="Perceptually Aligned Gradients (Ganz, Kawar, Elad, ICML 2023): train ResNet-18s whose input "
@@ -100,8 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grad-of", default="logsoftmax", choices=["logit", "logsoftmax"],
                    help="take the input gradient of the class logit (Eq. 1 as written) or of its log-softmax "
                         "(the authors' code; default)")
-    p.add_argument("--pag-impl", default="batched", help="how the C input gradients are computed: loop (reference), "
-                                                         "batched (authors' repeat-the-batch) or a fast implementation")
+    p.add_argument("--pag-impl", default="batched", choices=sorted(PAG_IMPLS),
+                   help="how the C input gradients are computed: loop (reference), batched (authors' repeat-the-batch, "
+                        "default), vmap / explicit (exact like loop, faster), compiled (explicit under torch.compile, GPU)")
     p.add_argument("--nn-k", type=positive_int, default=100, help="nn: sampled training images per class (default 100)")
     p.add_argument("--teacher", help="rigd: checkpoint folder of an adversarially trained teacher")
     _add_training_args(p)
@@ -148,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=positive_int, default=1, help="number of seeds (results as mean +- std)")
     p.add_argument("--lam", type=float, help="PAG weight (default: the value our sweep chose, see docs/toy)")
     p.add_argument("--out", default="runs/toy", help="folder for results.json and decision_boundary.png")
+    p.add_argument("--sweep", type=float_list, default=(),
+                   help="also sweep these lambdas on held-out seeds 100.. (e.g. 0,0.1,0.3,1,3,10; adds minutes)")
     p = sub.add_parser("attack", help="the PAG picture: targeted PGD from one image toward each class",
                        description="Large-eps targeted PGD from your image toward every class (or one): robust and "
                                    "PAG models paint class features, vanilla models add noise (the paper's Fig. 1).")
@@ -230,12 +242,12 @@ def cmd_eval(args: argparse.Namespace, command: str) -> None:
 
 def cmd_toy(args: argparse.Namespace, command: str) -> None:
     """Run the toy experiment and say where its files went."""
-    from pagdemo.toy import ToyConfig, run_toy
+    from pagdemo.toy import ToyConfig, results_table, run_toy
 
-    kwargs = {"seeds": args.seeds, "out": args.out}
+    kwargs = {"seeds": args.seeds, "out": args.out, "sweep_lams": args.sweep}
     if args.lam is not None:
         kwargs["lam"] = args.lam
-    run_toy(ToyConfig(**kwargs))
+    print(results_table(run_toy(ToyConfig(**kwargs))))
     print(f"results in {args.out}/results.json, figure in {args.out}/decision_boundary.png")
 
 

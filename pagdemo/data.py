@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 SPLITS = ("train", "test")
 STL10_CLASSES = ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"]
 _NPZ_KEYS = ("encoded", "offsets", "labels", "classes")
-_SYNTHETIC_SIZE = {"train": 1024, "test": 512}  # small: a CPU epoch of PAG training in seconds
+_SYNTHETIC_SIZE = {"train": 1000, "test": 500}  # small: a CPU epoch of PAG training in seconds
 _SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"  # the project's data, beside the repository
 
 

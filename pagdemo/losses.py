@@ -106,3 +106,6 @@ def pag_loss(
     ce = F.cross_entropy(logits, y)
     cos = cosine_misalignment(grads, targets)
     return ce + lam * cos, {"ce": ce.detach(), "cos": cos.detach(), "logits": logits.detach()}
+
+
+from pagdemo import fastpag  # noqa: E402,F401  (registers the fast exact implementations: vmap, explicit, compiled)

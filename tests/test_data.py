@@ -177,7 +177,7 @@ def test_shared_lossless_test_set_loads_with_limit():
 def test_synthetic_is_deterministic_and_splits_differ():
     a, b = load_dataset("synthetic", "train", seed=1), load_dataset("synthetic", "train", seed=1)
     assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
-    assert a.images.shape == (2000, 3, 32, 32) and a.labels.bincount().tolist() == [200] * 10
+    assert a.images.shape == (1000, 3, 32, 32) and a.labels.bincount().tolist() == [100] * 10
     assert not torch.equal(a.images, load_dataset("synthetic", "train", seed=2).images)
     test = load_dataset("synthetic", "test", seed=1, synthetic_size=300)
     assert len(test) == 300 and not torch.equal(test.images, a.images[:300])

@@ -131,6 +131,7 @@ def test_best_record_prefers_the_paper_radius_and_more_samples():
 
 
 def test_robustness_rows_and_plot():
+    plt.close("all")  # figures other tests left open are not ours to count
     infos = [{"name": "cm", "run": {"method": "cm", "lam": 0.4, "dataset": "cifar10"},
               "evaluations": [_record("linf", 8 / 255, 10000, 0.8, 0.15)]},
              {"name": "mystery", "run": {"method": "other", "dataset": "cifar10"}, "evaluations": []}]
