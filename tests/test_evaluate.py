@@ -80,7 +80,7 @@ def test_a_constant_model_cannot_be_attacked(norm, eps):
 
 def test_restarts_never_increase_robust_accuracy(model_and_data):
     model, x, y = model_and_data
-    results = [robust_accuracy(model, x, y, "linf", 8 / 255, steps=3, restarts=r, seed=1, progress=False)
+    results = [robust_accuracy(model, x, y, "linf", 0.05, steps=3, restarts=r, seed=1, progress=False)
                for r in (1, 2, 4)]
     assert len({clean for clean, _ in results}) == 1
     robs = [rob for _, rob in results]
