@@ -24,7 +24,7 @@ from pagdemo.attacks import check_attack_args, eval_mode, pgd
 from pagdemo.autoattack import AutoAttackConfig, run_autoattack_eval
 from pagdemo.checkpoints import append_metrics, load_checkpoint, now, write_json
 from pagdemo.data import load_dataset
-from pagdemo.evaluate import PAPER_EPS, resolve_device, robust_accuracy
+from pagdemo.evaluate import PAPER_EPS, load_model_and_testset, resolve_device, robust_accuracy, test_data_for
 from pagdemo.pagscore import check_judge, default_pag_eps, format_pag_score, pag_score
 
 NO_MASKING = "no sign of gradient masking"
@@ -158,11 +158,9 @@ def run_audit(cfg: AuditConfig, progress: bool = True) -> dict:
     """Load the checkpoint(s) and the subset, run every check, write the report, return it."""
     check_attack_args(cfg.norm, cfg.eps or 0.0, 1)
     device = resolve_device(cfg.device)
-    model = load_checkpoint(cfg.checkpoint, device)
+    model, ds = load_model_and_testset(cfg.checkpoint, device, cfg.dataset, cfg.data_dir, cfg.limit, cfg.seed)
     run = getattr(model, "run", {})
-    dataset = cfg.dataset or run.get("dataset", "cifar10")
-    data_dir = cfg.data_dir or (run.get("data_dir") if dataset == run.get("dataset") else None)
-    ds = load_dataset(dataset, "test", data_dir=data_dir, limit=cfg.limit, seed=cfg.seed)
+    dataset, data_dir = test_data_for(run, cfg.dataset, cfg.data_dir)
     eps = PAPER_EPS[cfg.norm] if cfg.eps is None else cfg.eps
     if cfg.judge:
         check_judge(cfg.checkpoint, run, cfg.judge)

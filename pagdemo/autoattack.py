@@ -27,9 +27,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pagdemo.attacks import check_attack_args, eval_mode
-from pagdemo.checkpoints import append_metrics, load_checkpoint, now, write_json
-from pagdemo.data import load_dataset
-from pagdemo.evaluate import PAPER_EPS, robust_accuracy, resolve_device
+from pagdemo.checkpoints import append_metrics, now, write_json
+from pagdemo.evaluate import PAPER_EPS, load_model_and_testset, resolve_device, robust_accuracy
 
 ATTACKS = ("apgd-ce", "apgd-t", "fab-t", "square")  # the standard version, in the reference's order
 
@@ -176,11 +175,8 @@ def run_autoattack_eval(cfg: AutoAttackConfig, progress: bool = True) -> dict:
     """AutoAttack and PGD-20 on the same fixed subset; both records go to metrics.json."""
     check_attack_args(cfg.norm, cfg.eps or 0.0, 1)  # fail before loading anything
     device = resolve_device(cfg.device)
-    model = load_checkpoint(cfg.checkpoint, device)
-    run = getattr(model, "run", {})
-    dataset = cfg.dataset or run.get("dataset", "cifar10")
-    data_dir = cfg.data_dir or (run.get("data_dir") if dataset == run.get("dataset") else None)
-    ds = load_dataset(dataset, "test", data_dir=data_dir, limit=cfg.limit, seed=cfg.seed)
+    model, ds = load_model_and_testset(cfg.checkpoint, device, cfg.dataset, cfg.data_dir, cfg.limit, cfg.seed)
+    dataset = ds.name
     x, y = ds.float(), ds.labels
     eps = PAPER_EPS[cfg.norm] if cfg.eps is None else cfg.eps
     start = time.perf_counter()

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from pagdemo.attacks import check_attack_args, eval_mode, pgd
 from pagdemo.checkpoints import append_metrics, load_checkpoint, now, write_json
-from pagdemo.data import load_dataset
+from pagdemo.data import Dataset, load_dataset
 
 PAPER_EPS = {"linf": 8 / 255, "l2": 0.5}  # CIFAR-10 threat models of Table 1
 
@@ -98,14 +98,25 @@ def _robust_accuracy(model, x, y, norm, eps, steps, step_size, restarts, random_
     return clean / n, (robust / n if norm is not None else None)
 
 
+def load_model_and_testset(checkpoint: str, device: torch.device, dataset: str | None, data_dir: str | None,
+                           limit: int | None, seed: int) -> tuple[nn.Module, Dataset]:
+    """A checkpoint and the test split to judge it on: its own training dataset unless told otherwise."""
+    model = load_checkpoint(checkpoint, device)
+    dataset, data_dir = test_data_for(getattr(model, "run", {}), dataset, data_dir)
+    return model, load_dataset(dataset, "test", data_dir=data_dir, limit=limit, seed=seed)
+
+
+def test_data_for(run: dict, dataset: str | None, data_dir: str | None) -> tuple[str, str | None]:
+    """(dataset, folder) to evaluate a run on: its own unless told otherwise."""
+    dataset = dataset or run.get("dataset", "cifar10")
+    return dataset, data_dir or (run.get("data_dir") if dataset == run.get("dataset") else None)
+
+
 def run_eval(cfg: EvalConfig, progress: bool = True) -> dict:
     """Evaluate a checkpoint on its test set and record the result with its exact settings."""
     device = resolve_device(cfg.device)
-    model = load_checkpoint(cfg.checkpoint, device)
-    run = getattr(model, "run", {})
-    dataset = cfg.dataset or run.get("dataset", "cifar10")
-    data_dir = cfg.data_dir or (run.get("data_dir") if dataset == run.get("dataset") else None)
-    ds = load_dataset(dataset, "test", data_dir=data_dir, limit=cfg.limit, seed=cfg.seed)
+    model, ds = load_model_and_testset(cfg.checkpoint, device, cfg.dataset, cfg.data_dir, cfg.limit, cfg.seed)
+    dataset = ds.name
     eps = PAPER_EPS.get(cfg.norm, 0.0) if cfg.eps is None else cfg.eps
     step_size = 2 * eps / cfg.steps if cfg.step_size is None and cfg.norm else cfg.step_size
     clean, rob = robust_accuracy(model, ds.float(), ds.labels, cfg.norm, eps, cfg.steps, step_size, cfg.restarts,
