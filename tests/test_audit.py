@@ -13,13 +13,6 @@ from pagdemo.data import load_dataset
 EPS = 0.1  # linf radius at which PGD-20 breaks about half of the tiny model's images
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and lose a lot to them on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def train_tiny(seed: int) -> PAGClassifier:

@@ -17,13 +17,6 @@ RUN = {"method": "cm", "lam": 0.4, "dataset": "synthetic", "epochs": 3, "seed": 
 SHARD_LIMIT = 16_000_000  # bytes: what comes back from a GPU machine
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One thread: on a contended 2-core machine two threads per process are several times slower."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def _trained_looking(arch: str = "tinycnn", num_classes: int = 3, classes: list[str] | None = None) -> PAGClassifier:

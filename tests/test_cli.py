@@ -9,20 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from pagdemo import cli
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One thread: on a contended 2-core machine two threads per process are several times slower."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def pagdemo(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:

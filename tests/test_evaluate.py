@@ -13,13 +13,6 @@ from pagdemo.evaluate import EvalConfig, format_record, resolve_device, robust_a
 from pagdemo.train import TrainConfig, train
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One thread: on a contended 2-core machine two threads per process are several times slower."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")

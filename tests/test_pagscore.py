@@ -10,13 +10,6 @@ from pagdemo.pagscore import check_judge, default_pag_eps, format_pag_score, gra
 EPS, STEPS = 16.0, 30  # a radius at which a targeted attack reaches any class of the synthetic data
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and lose a lot to them on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

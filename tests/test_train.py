@@ -20,13 +20,6 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = dict(dataset="synthetic", limit=32, batch_size=16, epochs=1, monitor_limit=0)  # 2 steps: seconds on a CPU
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One thread: on a contended 2-core machine two threads per process are several times slower."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def _log(folder: Path) -> list[dict]:
