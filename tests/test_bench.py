@@ -1,0 +1,70 @@
+"""The benchmark runs end to end in a tiny setting and writes a sane, complete JSON."""
+import json
+
+import pytest
+import torch
+
+from pagdemo.bench import SAMPLED, BenchConfig, format_tables, parse_config, run_bench, save_json, step_cases
+
+TINY = BenchConfig(device="cpu", model="tinycnn", image_size=8, batch_sizes=(4,), warmup=0, repeats=1,
+                   pgd_batch=4, grid_steps=2, approx_draws=2)
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    path = tmp_path_factory.mktemp("bench") / "cpu.json"
+    save_json(run_bench(TINY), str(path))
+    return json.loads(path.read_text())
+
+
+def test_every_step_is_timed(result):
+    cases = {r["case"] for r in result["train_step"]}
+    assert cases == {"vanilla", "loop", "batched", "vmap", "explicit", SAMPLED}
+    assert set(result["skipped"]) == {"compiled"}
+    for r in result["train_step"]:
+        assert r["runs"] == 1 and r["batch"] == 4
+        assert 0 < r["min_s"] <= r["median_s"] <= r["max_s"]
+        assert r["img_per_s"] == pytest.approx(4 / r["median_s"])
+        assert r["peak_mem_mb"] > 0 and r["cpu_util"] > 0
+    loop = next(r for r in result["train_step"] if r["case"] == "loop")
+    assert loop["speedup_vs_loop"] == 1.0 and loop["x_vanilla_time"] > 1.0
+
+
+def test_pgd_ours_and_torchattacks_compute_the_same_attack(result):
+    p = result["pgd20_eval"]
+    assert p["ours"]["img_per_s"] > 0 and p["torchattacks"]["img_per_s"] > 0
+    assert p["same_pixels_frac"] > 0.99
+
+
+def test_grid_and_approximation_sections(result):
+    g = result["app_grid"]
+    assert g["pgd_steps_total"] == 3 * 2
+    assert 0 < g["first_step_s"] < g["total_s"]
+    for mode in ("train", "eval"):
+        err = result["approx_error"][mode]
+        assert -1 <= err["cos_to_exact_per_draw"] <= 1 and err["rel_err_per_draw"] > 0
+
+
+def test_environment_and_tables(result):
+    env = result["env"]
+    assert env["device"] == "cpu" and env["torch"] == torch.__version__ and "date_utc" in env
+    assert result["config"]["model"] == "tinycnn"
+    table = format_tables(result)
+    for case in ("vanilla", "loop", "explicit", SAMPLED, "torchattacks", "App grid", "Skipped compiled"):
+        assert case in table
+
+
+def test_small_preset_and_flags_override_it():
+    cfg = parse_config(["--device", "cpu", "--small", "--model", "tinycnn", "--repeats", "3"])
+    assert cfg.model == "tinycnn" and cfg.repeats == 3 and cfg.batch_sizes == (8, 16) and cfg.device == "cpu"
+    assert parse_config(["--device", "cpu", "--batch-sizes", "8", "32"]).batch_sizes == (8, 32)
+
+
+def test_bad_settings_raise():
+    with pytest.raises(ValueError, match="nope"):
+        step_cases(BenchConfig(impls=("nope",)), torch.device("cpu"))
+    with pytest.raises(ValueError, match="repeats"):
+        run_bench(BenchConfig(device="cpu", repeats=0))
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA"):
+            run_bench(BenchConfig(device="cuda"))
