@@ -3,31 +3,16 @@ import json
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from pagdemo.audit import NO_MASKING, AuditConfig, audit, format_audit, run_audit, verdict
-from pagdemo.checkpoints import PAGClassifier, save_checkpoint
+from pagdemo.checkpoints import save_checkpoint
 from pagdemo.data import load_dataset
+from tiny import train_tiny
 
 EPS = 0.1  # linf radius at which PGD-20 breaks about half of the tiny model's images
 
 
-
-
-def train_tiny(seed: int) -> PAGClassifier:
-    """A tinycnn that classifies the synthetic test images perfectly but is not robust at EPS."""
-    torch.manual_seed(seed)
-    ds = load_dataset("synthetic", "train", synthetic_size=600, seed=seed)
-    model = PAGClassifier("tinycnn", 10, ds.classes)
-    opt = torch.optim.Adam(model.parameters(), 1e-2)
-    x, y = ds.float(), ds.labels
-    for _ in range(3):
-        for i in range(0, len(x), 64):
-            opt.zero_grad()
-            F.cross_entropy(model(x[i:i + 64]), y[i:i + 64]).backward()
-            opt.step()
-    return model.eval()
 
 
 class Quantized(nn.Module):

@@ -4,32 +4,17 @@ import json
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from pagdemo.autoattack import (ATTACKS, AutoAttackConfig, autoattack_accuracy, format_autoattack, in_threat_model,
                                 run_autoattack_eval)
-from pagdemo.checkpoints import PAGClassifier, save_checkpoint
+from pagdemo.checkpoints import save_checkpoint
 from pagdemo.data import load_dataset
 from pagdemo.evaluate import robust_accuracy
+from tiny import train_tiny
 
 EPS = {"linf": 0.1, "l2": 3.0}  # radii at which PGD-20 breaks about half of this model's images
 
 
-
-
-def train_tiny(seed: int = 0) -> PAGClassifier:
-    """A tinycnn that classifies the synthetic test images perfectly but is not robust at EPS."""
-    torch.manual_seed(seed)
-    ds = load_dataset("synthetic", "train", synthetic_size=600, seed=seed)
-    model = PAGClassifier("tinycnn", 10, ds.classes)
-    opt = torch.optim.Adam(model.parameters(), 1e-2)
-    x, y = ds.float(), ds.labels
-    for _ in range(3):
-        for i in range(0, len(x), 64):
-            opt.zero_grad()
-            F.cross_entropy(model(x[i:i + 64]), y[i:i + 64]).backward()
-            opt.step()
-    return model.eval()
 
 
 @pytest.fixture(scope="module")

@@ -1,11 +1,11 @@
 """The PAG score's two anchors: ~1 with the model as its own judge, ~chance with a random judge; judge rules."""
 import pytest
 import torch
-import torch.nn.functional as F
 
 from pagdemo.checkpoints import PAGClassifier
 from pagdemo.data import load_dataset
 from pagdemo.pagscore import check_judge, default_pag_eps, format_pag_score, grad_cosine, pag_score
+from tiny import train_tiny
 
 EPS, STEPS = 16.0, 30  # a radius at which a targeted attack reaches any class of the synthetic data
 
@@ -14,17 +14,7 @@ EPS, STEPS = 16.0, 30  # a radius at which a targeted attack reaches any class o
 
 @pytest.fixture(scope="module")
 def model() -> PAGClassifier:
-    torch.manual_seed(0)
-    ds = load_dataset("synthetic", "train", synthetic_size=600)
-    model = PAGClassifier("tinycnn", 10, ds.classes)
-    opt = torch.optim.Adam(model.parameters(), 1e-2)
-    x, y = ds.float(), ds.labels
-    for _ in range(3):
-        for i in range(0, len(x), 64):
-            opt.zero_grad()
-            F.cross_entropy(model(x[i:i + 64]), y[i:i + 64]).backward()
-            opt.step()
-    return model.eval()
+    return train_tiny(0)
 
 
 @pytest.fixture(scope="module")
