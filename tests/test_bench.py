@@ -38,8 +38,8 @@ def test_pgd_ours_and_torchattacks_compute_the_same_attack(result):
 
 def test_grid_and_approximation_sections(result):
     g = result["app_grid"]
-    assert g["pgd_steps_total"] == 3 * 2
-    assert 0 < g["first_step_s"] < g["total_s"]
+    assert g["frames"] == 2 + 1  # the clean grid, then one frame per PGD step
+    assert 0 < g["first_frame_s"] < g["first_step_s"] < g["total_s"]
     for mode in ("train", "eval"):
         err = result["approx_error"][mode]
         assert -1 <= err["cos_to_exact_per_draw"] <= 1 and err["rel_err_per_draw"] > 0
