@@ -182,7 +182,6 @@ def run_audit(cfg: AuditConfig, progress: bool = True) -> dict:
         write_json(Path(cfg.checkpoint) / f"audit-{cfg.norm}.json", report)
         append_metrics(cfg.checkpoint, _summary(report))
     if cfg.json:
-        Path(cfg.json).parent.mkdir(parents=True, exist_ok=True)
         write_json(Path(cfg.json), report)
     return report
 

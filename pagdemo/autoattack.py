@@ -197,7 +197,6 @@ def run_autoattack_eval(cfg: AutoAttackConfig, progress: bool = True) -> dict:
         append_metrics(cfg.checkpoint, pgd_record)
         append_metrics(cfg.checkpoint, record)
     if cfg.json:
-        Path(cfg.json).parent.mkdir(parents=True, exist_ok=True)
         write_json(Path(cfg.json), record)
     return record
 

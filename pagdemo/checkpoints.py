@@ -64,7 +64,8 @@ def _atomic_write_text(path: Path, text: str) -> None:
 
 
 def write_json(path: Path, obj: Any) -> None:
-    """Pretty, atomic JSON, so a human can read a checkpoint with `cat`."""
+    """Pretty, atomic JSON, so a human can read a checkpoint with `cat`; the folder is made if missing."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     _atomic_write_text(Path(path), json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 

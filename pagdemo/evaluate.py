@@ -130,7 +130,6 @@ def run_eval(cfg: EvalConfig, progress: bool = True) -> dict:
     if cfg.record:
         append_metrics(cfg.checkpoint, record)
     if cfg.json:
-        Path(cfg.json).parent.mkdir(parents=True, exist_ok=True)
         write_json(Path(cfg.json), record)
     return record
 
