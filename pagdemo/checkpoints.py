@@ -108,8 +108,8 @@ def save_checkpoint(model: PAGClassifier, folder: str | Path, run: dict[str, Any
     return folder
 
 
-def _shard_names(folder: Path) -> set[str]:
-    """Files the current index (or single-file save) points at."""
+def shard_names(folder: Path) -> set[str]:
+    """Files a sharded save's index (or a single-file save) consists of, the index included."""
     index = folder / "model.safetensors.index.json"
     if index.exists():
         return set(json.loads(index.read_text())["weight_map"].values()) | {index.name}
@@ -131,7 +131,7 @@ def check_folder(folder: str | Path) -> Path:
     folder = Path(folder)
     if not folder.is_dir():
         raise CheckpointError(f"no checkpoint folder at {folder}")
-    missing = sorted(n for n in _shard_names(folder) if not (folder / n).exists())
+    missing = sorted(n for n in shard_names(folder) if not (folder / n).exists())
     pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
     if missing and pickles:
         raise CheckpointError(f"{folder} holds pickle weights ({', '.join(pickles)}); "

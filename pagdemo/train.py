@@ -34,7 +34,8 @@ from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from pagdemo.attacks import NORMS, pgd
-from pagdemo.checkpoints import PAGClassifier, git_commit, load_checkpoint, now, save_checkpoint, write_json
+from pagdemo.checkpoints import (PAGClassifier, git_commit, load_checkpoint, now, save_checkpoint, shard_names,
+                                 write_json)
 from pagdemo.data import Dataset, augment, batches, load_dataset
 from pagdemo.evaluate import resolve_device, robust_accuracy
 from pagdemo.losses import GRAD_OF, PAG_IMPLS, pag_loss
@@ -188,11 +189,8 @@ def load_state(out: Path, model, opt) -> tuple[int, int, float]:
     """Restore a saved state; returns (epochs done, global step, seconds trained so far)."""
     folder = out / STATE_DIR
     progress = json.loads((folder / "progress.json").read_text())
-    index = json.loads((folder / "model.safetensors.index.json").read_text()) if (
-        folder / "model.safetensors.index.json").exists() else None
-    files = sorted(set(index["weight_map"].values())) if index else ["model.safetensors"]
     tensors = {}
-    for f in files:
+    for f in sorted(n for n in shard_names(folder) if n.endswith(".safetensors")):
         tensors.update(load_file(folder / f))
     model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
     for i, group in enumerate(opt.param_groups):
