@@ -145,7 +145,13 @@ def interleaved(fns: dict[str, Callable[[], object]], cfg: BenchConfig, device: 
     Returns per case: runs, median/min/max seconds, the untimed warmup's seconds (it absorbs
     torch.compile) and peak memory; and each case's last output.
     """
-    warm = {name: sum(measure(fn, device)[0] for _ in range(cfg.warmup)) for name, fn in fns.items()}
+    warm, failed = {}, {}
+    for name, fn in fns.items():
+        try:  # one case that breaks on this device (e.g. torch.compile) must not lose the others' numbers
+            warm[name] = sum(measure(fn, device)[0] for _ in range(cfg.warmup))
+        except Exception as e:  # noqa: BLE001 - recorded in the JSON, with its message
+            failed[name] = f"{type(e).__name__}: {e}"[:500]
+    fns = {name: fn for name, fn in fns.items() if name in warm}
     runs: dict[str, list] = {name: [] for name in fns}
     last = {}
     for _ in tqdm(range(cfg.repeats), desc=desc, leave=False):
@@ -158,6 +164,7 @@ def interleaved(fns: dict[str, Callable[[], object]], cfg: BenchConfig, device: 
         stats[name] = {"runs": len(times), "median_s": statistics.median(times), "min_s": min(times),
                        "max_s": max(times), "warmup_s": warm[name], "peak_mem_mb": max(peaks, default=None),
                        "cpu_util": sum(r[1] for r in rs) / sum(times)}
+    stats.update({name: {"error": why} for name, why in failed.items()})
     return stats, last
 
 
@@ -226,6 +233,9 @@ def bench_steps(cfg: BenchConfig, device: torch.device, gen: torch.Generator) ->
         stats, _ = interleaved(steps, cfg, device, f"train steps, batch {b}")
         ref = stats["vanilla"]["median_s"], stats["loop"]["median_s"]
         for name, st in stats.items():
+            if "error" in st:
+                rows.append({"case": name, "batch": b, "semantics": _kind(name), **st})
+                continue
             rows.append({"case": name, "batch": b, "semantics": _kind(name), **st, "img_per_s": b / st["median_s"],
                          "x_vanilla_time": st["median_s"] / ref[0], "speedup_vs_loop": ref[1] / st["median_s"]})
     return rows, skipped
@@ -354,10 +364,14 @@ def run_bench(cfg: BenchConfig) -> dict:
     start = time.perf_counter()
     result = {"config": asdict(cfg), "env": environment(cfg, device)}
     result["train_step"], result["skipped"] = bench_steps(cfg, device, gen)
-    result["pgd20_eval"] = bench_pgd(cfg, device, gen)
-    result["app_grid"] = bench_grid(cfg, device, gen)
+    sections = {"pgd20_eval": bench_pgd, "app_grid": bench_grid}
     if SAMPLED in step_cases(cfg, device)[0]:
-        result["approx_error"] = bench_approx_error(cfg, device, gen)
+        sections["approx_error"] = bench_approx_error
+    for key, fn in sections.items():
+        try:  # a section that breaks (a missing torchattacks, say) must not lose the others
+            result[key] = fn(cfg, device, gen)
+        except Exception as e:  # noqa: BLE001 - recorded in the JSON
+            result["skipped"][key] = f"failed: {type(e).__name__}: {e}"[:500]
     result["bench_wall_s"] = time.perf_counter() - start
     if hasattr(os, "getloadavg"):
         result["env"]["load_avg_1min_at_end"] = os.getloadavg()[0]
@@ -373,15 +387,18 @@ def format_tables(result: dict) -> str:
              "| step | batch | img/s | ms/step (min-max) | x vanilla time | speedup vs loop | peak MiB | CPU util | semantics |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in result["train_step"]:
+        if "error" in r:
+            lines.append(f"| {r['case']} | {r['batch']} | failed: {r['error'][:120]} | | | | | | {r['semantics']} |")
+            continue
         lines.append(f"| {r['case']} | {r['batch']} | {r['img_per_s']:.1f} | {1e3 * r['median_s']:.0f} "
                      f"({1e3 * r['min_s']:.0f}-{1e3 * r['max_s']:.0f}) | {r['x_vanilla_time']:.1f} | "
                      f"{r['speedup_vs_loop']:.2f} | {r['peak_mem_mb']} | {r['cpu_util']:.2f} | {r['semantics']} |")
-    p = result["pgd20_eval"]
-    lines += ["", f"PGD-20 linf eval, batch {p['batch']}: ours {p['ours']['img_per_s']:.1f} img/s, torchattacks "
+    p = result.get("pgd20_eval")
+    lines += [""] if p is None else ["", f"PGD-20 linf eval, batch {p['batch']}: ours {p['ours']['img_per_s']:.1f} img/s, torchattacks "
               f"{p['torchattacks']['img_per_s']:.1f} img/s (ratio {p['ours_vs_torchattacks_speed']:.2f}; "
               f"identical pixels {100 * p['same_pixels_frac']:.1f}%)"]
-    g = result["app_grid"]
-    lines += [f"App grid ({g['models']} models x {g['targets']} targets, L2 eps {g['eps_l2']}, {g['steps']} steps): "
+    g = result.get("app_grid")
+    lines += [] if g is None else [f"App grid ({g['models']} models x {g['targets']} targets, L2 eps {g['eps_l2']}, {g['steps']} steps): "
               f"clean grid {1e3 * g['first_frame_s']:.0f} ms, first PGD step {1e3 * g['first_step_s']:.0f} ms, "
               f"total {g['total_s']:.2f} s"]
     if "approx_error" in result:

@@ -14,6 +14,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; evaluate one checkpoint at a time there
+    fcntl = None
+
 import torch
 from huggingface_hub import PyTorchModelHubMixin, load_torch_model, save_torch_state_dict
 from torch import nn
@@ -70,7 +75,12 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def git_commit() -> str:
-    """The commit that produced a run, with '-dirty' when the tree had uncommitted changes."""
+    """The commit that produced a run, with '-dirty' when the tree had uncommitted changes.
+
+    $PAGDEMO_COMMIT overrides it where the code runs from a copy without .git (a rented GPU machine).
+    """
+    if os.environ.get("PAGDEMO_COMMIT"):
+        return os.environ["PAGDEMO_COMMIT"]
     here = Path(__file__).resolve().parent
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, check=True).stdout.strip()
@@ -164,10 +174,16 @@ def load_checkpoint(folder: str | Path, device: str | torch.device = "cpu") -> P
 def append_metrics(folder: str | Path, record: dict[str, Any]) -> None:
     """Add one evaluation (with its settings) to metrics.json and refresh the model card."""
     folder = Path(folder)
-    metrics = read_json(folder / "metrics.json", {"evaluations": []})
-    metrics["evaluations"].append(record)
-    write_json(folder / "metrics.json", metrics)
-    write_model_card(folder)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        if fcntl is not None:  # two evaluations of one checkpoint at once must not drop each other's line
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        metrics = read_json(folder / "metrics.json", {"evaluations": []})
+        metrics["evaluations"].append(record)
+        write_json(folder / "metrics.json", metrics)
+        write_model_card(folder)
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def info(folder: str | Path) -> dict[str, Any]:

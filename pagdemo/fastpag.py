@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pagdemo.checkpoints import PAGClassifier
 from pagdemo.losses import GRAD_OF, PAG_IMPLS, cosine_misalignment
 from pagdemo.models import MLP, BasicBlock, Normalize, ResNet18, TinyCNN
 
@@ -161,6 +162,11 @@ def _trace_resnet(module: ResNet18, x: torch.Tensor) -> tuple[torch.Tensor, Back
     x, back_pool = _trace_pool_flatten(x)
     logits, back_linear = trace(module.linear, x)
     return logits, _chain(back_body, back_pool, back_linear)
+
+
+@_tracer(PAGClassifier)
+def _trace_classifier(module: PAGClassifier, x: torch.Tensor) -> tuple[torch.Tensor, Backward]:
+    return trace(module.net, x)  # the checkpoint wrapper that training uses: its network is the whole model
 
 
 @_tracer(TinyCNN)

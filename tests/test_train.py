@@ -175,6 +175,15 @@ def test_pag_run_logs_ce_and_cos(pag_run):
     assert 0 <= record["cos"] <= 2 * 10  # sum over 10 classes of 1 - cos
 
 
+@pytest.mark.parametrize("impl", ["vmap", "explicit"])
+def test_fast_pag_impls_train_the_checkpoint_model_like_the_loop(impl, tmp_path):
+    """Training runs the PAGClassifier wrapper, not the bare network the unit tests check."""
+    logs = {i: _log(train(TrainConfig(out=str(tmp_path / i), method="cm", pag_impl=i, **TINY), progress=False))[0]
+            for i in ("loop", impl)}
+    for key in ("loss", "ce", "cos"):
+        assert logs[impl][key] == pytest.approx(logs["loop"][key], rel=1e-4), key
+
+
 def test_resume_repeats_the_uninterrupted_run(tmp_path, monkeypatch):
     """Run A: 2 epochs straight. Run B: killed in the middle of epoch 2, then started again with the same config."""
     base = dict(method="cm", dataset="synthetic", limit=48, batch_size=16, epochs=2, monitor_limit=0)  # 3 steps/epoch
