@@ -37,9 +37,9 @@ if [ -n "${SMALL:-}" ]; then  # tiny settings for the CPU dry run
   TRAIN=(--dataset "$DATASET" --limit 256 --batch-size 64 --monitor-limit 64 --monitor-robust 16)
   EPOCHS=(2 1 1); EVAL=(--limit 64); AUDIT=(--limit 32 --pag-limit 4 --pag-steps 5 --autoattack lite)
 else
-  BENCH=(--channels-last --warmup 2 --repeats 5)
+  BENCH=(--channels-last --warmup "${BENCH_WARMUP:-2}" --repeats "${BENCH_REPEATS:-5}")
   TRAIN=(--dataset "$DATASET" --data-dir "$DATA_DIR" --recipe fast)
-  EPOCHS=(15 10 8); EVAL=(--data-dir "$DATA_DIR"); AUDIT=(--data-dir "$DATA_DIR" --limit "$AUDIT_LIMIT" --autoattack standard)
+  EPOCHS=("${VANILLA_EPOCHS:-15}" "${ADV_LINF_EPOCHS:-10}" "${ADV_L2_EPOCHS:-8}"); EVAL=(--data-dir "$DATA_DIR"); AUDIT=(--data-dir "$DATA_DIR" --limit "$AUDIT_LIMIT" --autoattack standard)
 fi
 log "start: $(python -c 'import torch; print(torch.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu")') commit ${PAGDEMO_COMMIT:-?}"
 
@@ -59,6 +59,7 @@ EOF
 )
 PAG_EPOCHS=$(python -c "print(max(1, min(30, int($PAG_SECONDS * 0.7 * $SPEED / 50000))))")
 [ -n "${SMALL:-}" ] && PAG_EPOCHS=1
+PAG_EPOCHS=${FORCE_PAG_EPOCHS:-$PAG_EPOCHS}
 log "PAG: impl $IMPL at $SPEED img/s in the bench -> $PAG_EPOCHS epochs"
 
 if [ "$DATASET" = cifar10 ]; then
