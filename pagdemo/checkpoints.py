@@ -224,6 +224,9 @@ def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else ("" if value is None else str(value))
 
 
+NOTES = "NOTES.md"  # optional hand-written context, shown in the model card under "Notes"
+
+
 def write_model_card(folder: str | Path) -> None:
     """Render README.md from config.json and metrics.json: no number is typed by hand."""
     folder = Path(folder)
@@ -232,14 +235,24 @@ def write_model_card(folder: str | Path) -> None:
     lines = ["---", "library_name: pagdemo", "tags:", "- adversarial-robustness", "- perceptually-aligned-gradients",
              f"datasets:\n- {run.get('dataset', 'unknown')}", "---", "",
              f"# {i['name']}: {i['arch']} trained with `{run.get('method', '?')}`", ""]
-    keys = [("method", "method"), ("lam", "lambda"), ("grad_of", "input gradient of"), ("pag_impl", "PAG implementation"),
-            ("target_info", "target details"), ("teacher", "teacher"), ("dataset", "dataset"), ("data_source", "data"),
+    method = run.get("method")
+    if method == "adv":  # show the settings that shaped this model, not the PAG defaults it never used
+        specific = [("adv_attack", "adversarial attack"), ("adv_norm", "threat model"), ("adv_eps", "eps"),
+                    *([("adv_steps", "attack steps")] if run.get("adv_attack") == "pgd" else [])]
+    elif method == "vanilla":
+        specific = []
+    else:
+        specific = [("lam", "lambda"), ("grad_of", "input gradient of"), ("pag_impl", "PAG implementation"),
+                    ("target_info", "target details"), ("teacher", "teacher")]
+    keys = [("method", "method"), *specific, ("dataset", "dataset"), ("data_source", "data"),
             ("train_size", "training images"), ("recipe", "recipe"), ("epochs", "epochs"), ("batch_size", "batch size"),
             ("lr", "learning rate"), ("schedule", "schedule"), ("momentum", "momentum"), ("weight_decay", "weight decay"),
             ("amp", "autocast"), ("seed", "seed"), ("device", "device"), ("world_size", "processes"),
             ("train_time_s", "training time (s)"), ("command", "command"), ("commit", "commit"), ("date", "finished")]
     lines += ["| setting | value |", "|---|---|"]
     lines += [f"| {label} | `{run[k]}` |" for k, label in keys if run.get(k) not in (None, "")]
+    if (folder / NOTES).exists():  # what a reader must know that no setting says (a cut-short schedule, say)
+        lines += ["", "## Notes", "", (folder / NOTES).read_text(encoding="utf-8").strip()]
     lines += ["", "## Evaluations", ""]
     if not i["evaluations"]:
         lines.append("Not evaluated yet: run `pagdemo eval --checkpoint <this folder> ...`.")

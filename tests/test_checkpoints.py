@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import shutil
 import socket
 from pathlib import Path
@@ -11,7 +12,7 @@ import torch
 from safetensors import safe_open
 
 from pagdemo.checkpoints import (CheckpointError, PAGClassifier, append_metrics, list_checkpoints, load_checkpoint,
-                                 save_checkpoint)
+                                 save_checkpoint, write_model_card)
 
 RUN = {"method": "cm", "lam": 0.4, "dataset": "synthetic", "epochs": 3, "seed": 0}
 SHARD_LIMIT = 16_000_000  # bytes: what comes back from a GPU machine
@@ -126,6 +127,32 @@ def test_model_card_lists_method_lambda_and_evaluations(tiny):
     row = [ln for ln in card.splitlines() if ln.startswith("| 2026-01-01")]
     assert len(row) == 1
     assert "| l2 | 0.5 | 20 | 0.05 |" in row[0] and "68.75%" in row[0] and "40.62%" in row[0]
+
+
+def test_model_card_shows_the_notes_file(tiny):
+    _, folder = tiny
+    (folder / "NOTES.md").write_text("Trained for 3 epochs only: the slot ran out.\n")
+    write_model_card(folder)
+    card = (folder / "README.md").read_text()
+    assert card.index("## Notes") < card.index("Trained for 3 epochs only") < card.index("## Evaluations")
+
+
+def test_concurrent_evaluations_keep_every_line(tiny):
+    """The GPU session evaluates one checkpoint in several processes at once."""
+    _, folder = tiny
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_append_many, args=(folder, i)) for i in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    records = json.loads((folder / "metrics.json").read_text())["evaluations"]
+    assert sorted((r["proc"], r["i"]) for r in records) == [(p, i) for p in range(3) for i in range(10)]
+
+
+def _append_many(folder: Path, proc: int) -> None:
+    for i in range(10):
+        append_metrics(folder, {"proc": proc, "i": i, "clean_acc": 0.5})
 
 
 def _edit_config(folder: Path, **changes) -> None:
@@ -250,3 +277,13 @@ def test_from_pretrained_works_offline(tiny, monkeypatch):
         loaded = PAGClassifier.from_pretrained(ref)
         assert (loaded.arch, loaded.classes) == ("tinycnn", ["cat", "dog", "fox"]) and not loaded.training
         _assert_state_equal(loaded.float(), _fp16_rounded(model))
+
+
+def test_model_card_of_an_adversarial_run_shows_its_attack_not_pag_settings(tiny):
+    _, folder = tiny
+    run = json.loads((folder / "config.json").read_text())["run"]
+    _edit_config(folder, run={**run, "method": "adv", "adv_attack": "fgsm", "adv_norm": "l2", "adv_eps": 0.5})
+    write_model_card(folder)
+    card = (folder / "README.md").read_text()
+    assert "| adversarial attack | `fgsm` |" in card and "| threat model | `l2` |" in card and "| eps | `0.5` |" in card
+    assert "lambda" not in card and "attack steps" not in card
