@@ -27,8 +27,9 @@ from pagdemo.data import DataError, load_dataset
 from pagdemo.evaluate import resolve_device
 from pagdemo.images import fit_square, pil_to_tensor, read_image
 from pagdemo.toy import ToyConfig, toy_figure
-from pagdemo.visualize import (GridSpec, accuracy_vs_eps, compare_untargeted, curve_plot, eps_grid, figure_to_array,
-                               input_size, pag_grid_steps, render_compare, robustness_plot, robustness_rows, to_uint8)
+from pagdemo.visualize import (GridSpec, accuracy_vs_eps, audit_rows, compare_untargeted, curve_plot, eps_grid,
+                               figure_to_array, input_size, pag_grid_steps, render_compare, robustness_plot,
+                               robustness_rows, to_uint8)
 
 log = logging.getLogger("pagdemo.app")
 
@@ -224,14 +225,16 @@ class Lab:
         return render_compare(x, results, classes, caption), _compare_table(results, classes)
 
     @user_errors
-    def robustness(self) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
-        """Each checkpoint's recorded clean / PGD-20 linf / PGD-20 l2 accuracy beside the paper's; their settings."""
+    def robustness(self) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray, pd.DataFrame]:
+        """Each checkpoint's recorded clean / PGD-20 linf / PGD-20 l2 accuracy beside the paper's; their settings;
+        and its audits (AutoAttack vs PGD-20, masking verdict, PAG score)."""
         if not self.infos:
             raise ValueError(f"no checkpoints in {self.root}: nothing to compare yet")
         infos = sorted(list_checkpoints(self.root)[0], key=_display_order)  # re-read: `pagdemo eval` may have run
         rows = robustness_rows(infos)
         table, plot = pd.DataFrame(rows), figure_to_array(robustness_plot(rows))
-        return table.drop(columns=SETTINGS_COLUMNS), table[["model"] + SETTINGS_COLUMNS], plot
+        return (table.drop(columns=SETTINGS_COLUMNS), table[["model"] + SETTINGS_COLUMNS], plot,
+                pd.DataFrame(audit_rows(infos)))
 
     def _test_subset(self, dataset: str, n: int) -> tuple[torch.Tensor, torch.Tensor, str]:
         """A fixed class-balanced test subset, or the shipped examples when the dataset is not on this machine."""

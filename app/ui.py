@@ -4,7 +4,7 @@ Endpoints (see the README for a gradio_client example):
     /preview(image) -> (model_input, notes)
     /pag_grid(image, models, target, norm, eps, steps) -> (grid, probabilities, status)   [streams]
     /compare(image, models, norm, eps, steps) -> (panel, table)
-    /robustness() -> (table, settings, plot)
+    /robustness() -> (table, settings, plot, audits)
     /eps_curve(models, norm, n, steps) -> (plot, table)
     /toy(lam, seed) -> (figure, metrics)
     /model_card(name) -> markdown
@@ -149,11 +149,13 @@ def _robustness_tab(lab: Lab) -> None:
     gr.Markdown("Recorded evaluations from each checkpoint's `metrics.json` (`pagdemo eval`): for each threat model, "
                 "the record at the paper's radius with the most test images.")
     refresh = gr.Button("Reload recorded metrics", elem_id="reload-metrics")
-    table_now, settings_now, plot_now = lab.robustness() if lab.infos else (None, None, None)
+    table_now, settings_now, plot_now, audits_now = lab.robustness() if lab.infos else (None, None, None, None)
     table = gr.Dataframe(table_now, label="recorded accuracy", interactive=False, wrap=True)
     settings = gr.Dataframe(settings_now, label="evaluation settings", interactive=False, wrap=True,
                             column_widths=["16%", "32%", "32%", "20%"])
     plot = gr.Image(plot_now, label="recorded accuracy plot", format="png", interactive=False, elem_id="recorded-plot")
+    audits = gr.Dataframe(audits_now, label="is it real? AutoAttack vs PGD-20 on the same subset, masking verdict, "
+                          "PAG score (pagdemo audit)", interactive=False, wrap=True)
     with gr.Accordion("The paper's numbers", open=False):
         gr.Markdown(_paper_tables())
     gr.Markdown("### Accuracy against eps, computed now on a small test subset (cached per setting)")
@@ -165,7 +167,7 @@ def _robustness_tab(lab: Lab) -> None:
     go = gr.Button("Compute curve", variant="primary", elem_id="run-curve")
     curve = gr.Image(label="accuracy vs eps", format="png", interactive=False, elem_id="curve-plot")
     points = gr.Dataframe(headers=["eps"] + lab.names[:3], label="accuracy table", interactive=False)
-    refresh.click(lab.robustness, None, [table, settings, plot], api_name="robustness", concurrency_limit=4,
+    refresh.click(lab.robustness, None, [table, settings, plot, audits], api_name="robustness", concurrency_limit=4,
                   concurrency_id="light")
     go.click(lab.eps_curve, [models, norm, n, steps], [curve, points], api_name="eps_curve", concurrency_id=COMPUTE,
              time_limit=1800)

@@ -333,6 +333,37 @@ def robustness_rows(infos: list[dict]) -> list[dict[str, Any]]:
     return rows
 
 
+def audit_rows(infos: list[dict]) -> list[dict[str, Any]]:
+    """One row per checkpoint and threat model: AutoAttack beside PGD-20 on the same subset, the verdict, the PAG score.
+
+    A number that PGD alone reports could be inflated by gradient masking; this row says whether
+    a stronger attack and the masking checks agree with it (`pagdemo audit`), or that none ran.
+    """
+    rows = []
+    for i in infos:
+        evs = i.get("evaluations", [])
+        for norm in ("linf", "l2"):
+            aa = [ev for ev in evs if ev.get("norm") == norm and str(ev.get("attack", "")).startswith("autoattack")]
+            audits = [ev for ev in evs if ev.get("norm") == norm and "verdict" in ev]
+            if not aa and not audits:
+                rows.append({"model": i["name"], "norm": norm, "verdict": "not audited"})
+                continue
+            a = aa[-1] if aa else {}
+            pgd = [ev for ev in evs if ev.get("norm") == norm and ev.get("attack") == "pgd-20" and a
+                   and ev.get("n") == a.get("n") and ev.get("subset_seed") == a.get("subset_seed")]
+            audit = audits[-1] if audits else {}
+            rows.append({
+                "model": i["name"], "norm": norm, "n": a.get("n") or audit.get("n"),
+                "PGD-20 %": _pct(pgd[-1]["robust_acc"]) if pgd else None, "AutoAttack %": _pct(a.get("robust_acc")),
+                "AutoAttack": a.get("attack"), "verdict": audit.get("verdict", "masking checks not run"),
+                "PAG score": None if audit.get("pag_score") is None else round(audit["pag_score"], 3),
+                "gradient cosine": None if audit.get("pag_grad_cosine") is None else round(audit["pag_grad_cosine"], 3),
+                "judge": audit.get("pag_judge"), "device": a.get("device") or audit.get("device"),
+                "date": audit.get("date") or a.get("date"),
+            })
+    return rows
+
+
 def robustness_plot(rows: list[dict[str, Any]]) -> Figure:
     """Grouped bars per checkpoint: our clean / linf / l2 (solid) beside the paper's (hatched)."""
     fig, ax = plt.subplots(figsize=(max(6.0, 1.8 * len(rows) + 2), 4.2), layout="constrained")

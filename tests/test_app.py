@@ -118,13 +118,15 @@ def test_compare(client):
 
 
 def test_robustness_table_against_the_paper(client):
-    table, settings, plot = client.predict(api_name="/robustness")
+    table, settings, plot, audits = client.predict(api_name="/robustness")
     rows = {r[0]: dict(zip(table["headers"], r)) for r in table["data"]}
     assert rows["pag-cm"]["PGD linf %"] == 5.0 and rows["pag-cm"]["paper linf %"] == 15.65
     assert rows["vanilla"]["paper clean %"] == 93.61 and rows["vanilla"]["n linf"] == 64
     how = {r[0]: dict(zip(settings["headers"], r)) for r in settings["data"]}
     assert "eps 0.03137" in how["vanilla"]["linf settings"] and how["vanilla"]["l2 settings"] == "not evaluated"
     assert _png(plot).ndim == 3
+    verdicts = {(r[0], r[1]): dict(zip(audits["headers"], r)) for r in audits["data"]}
+    assert verdicts[("vanilla", "l2")]["verdict"] == "not audited" and len(verdicts) == 2 * len(rows)
 
 
 def test_eps_curve_is_computed_then_cached(client):

@@ -8,8 +8,8 @@ import torch
 
 from pagdemo.models import build_model
 from pagdemo.paper import paper_method, paper_row
-from pagdemo.visualize import (GridSpec, accuracy_vs_eps, amplify, best_record, compare_untargeted, curve_plot, eps_grid,
-                               figure_to_array, input_size, pag_grid_steps, render_compare, robustness_plot,
+from pagdemo.visualize import (GridSpec, accuracy_vs_eps, amplify, audit_rows, best_record, compare_untargeted, curve_plot,
+                               eps_grid, figure_to_array, input_size, pag_grid_steps, render_compare, robustness_plot,
                                robustness_rows, to_uint8)
 
 CLASSES = [f"class{i}" for i in range(10)]
@@ -143,6 +143,19 @@ def test_robustness_rows_and_plot():
     assert rows[1]["clean %"] is None and rows[1]["paper source"] == "no matching row"
     assert figure_to_array(robustness_plot(rows)).ndim == 3
     assert not plt.get_fignums()  # figures are closed after rendering
+
+
+def test_audit_rows_pair_autoattack_with_pgd_on_the_same_subset():
+    pgd_full = _record("linf", 8 / 255, 10000, 0.8, 0.30)
+    pgd_sub = {**_record("linf", 8 / 255, 500, 0.8, 0.32), "subset_seed": 0}
+    aa = {**_record("linf", 8 / 255, 500, 0.8, 0.25), "attack": "autoattack-standard", "subset_seed": 0, "device": "cuda"}
+    audit = {**_record("linf", 8 / 255, 500, 0.8, 0.31), "attack": "audit (pgd-100 x2)", "verdict": "no sign of gradient masking",
+             "pag_score": 0.61234, "pag_grad_cosine": 0.4, "pag_judge": "adv-l2"}
+    rows = audit_rows([{"name": "m", "evaluations": [pgd_full, pgd_sub, aa, audit]}])
+    linf, l2 = rows
+    assert (linf["PGD-20 %"], linf["AutoAttack %"], linf["n"]) == (32.0, 25.0, 500)  # not the full-test-set 30%
+    assert linf["verdict"] == "no sign of gradient masking" and linf["PAG score"] == 0.612 and linf["judge"] == "adv-l2"
+    assert l2 == {"model": "m", "norm": "l2", "verdict": "not audited"}
 
 
 def test_paper_rows():
