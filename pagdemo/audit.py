@@ -167,23 +167,34 @@ def run_audit(cfg: AuditConfig, progress: bool = True) -> dict:
     vanilla = load_checkpoint(cfg.vanilla, device) if cfg.vanilla else None
     report = audit(model, ds.float(), ds.labels, cfg.norm, eps, vanilla, restarts=cfg.restarts, th=cfg.thresholds,
                    batch_size=cfg.batch_size, device=device, seed=cfg.seed, progress=progress)
+    report.update(data=f"{dataset}/test ({ds.source})", limit=cfg.limit, subset_seed=cfg.seed, device=str(device),
+                  config=asdict(cfg), vanilla=cfg.vanilla)
+    pending = [name for name, todo in (("autoattack", cfg.autoattack), ("pag_score", cfg.judge)) if todo]
+    _save_partial(cfg, report, pending)  # a run cut short (a GPU slot ending) keeps the checks it finished
     if cfg.autoattack:
         report["checks"]["autoattack"] = _autoattack_check(cfg, eps, dataset, data_dir, device, progress)
         report.update(verdict(report["checks"]))
+        _save_partial(cfg, report, pending[1:])
     if cfg.judge:
         sub = load_dataset(dataset, "test", data_dir=data_dir, limit=cfg.pag_limit, seed=cfg.seed)
         report["pag_score"] = pag_score(model, load_checkpoint(cfg.judge, device), sub.float(), sub.labels,
                                         eps=cfg.pag_eps or default_pag_eps(sub.float()), steps=cfg.pag_steps,
                                         batch_size=cfg.batch_size, device=device, progress=progress)
         report["pag_score"]["judge"] = str(cfg.judge)
-    report.update(date=now(), data=f"{dataset}/test ({ds.source})", limit=cfg.limit, subset_seed=cfg.seed,
-                  device=str(device), config=asdict(cfg), vanilla=cfg.vanilla)
+    report.update(date=now(), finished=True)
     if cfg.record:
         write_json(Path(cfg.checkpoint) / f"audit-{cfg.norm}.json", report)
         append_metrics(cfg.checkpoint, _summary(report))
     if cfg.json:
         write_json(Path(cfg.json), report)
     return report
+
+
+def _save_partial(cfg: AuditConfig, report: dict, pending: list[str]) -> None:
+    """Write what is done so far to audit-<norm>.json, naming the parts still to run (metrics.json waits for the end)."""
+    if cfg.record and pending:
+        write_json(Path(cfg.checkpoint) / f"audit-{cfg.norm}.json",
+                   {**report, "date": now(), "finished": False, "not_run_yet": pending})
 
 
 def _autoattack_check(cfg: AuditConfig, eps: float, dataset: str, data_dir: str | None, device: torch.device,

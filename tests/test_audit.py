@@ -64,12 +64,30 @@ def test_run_audit_end_to_end_on_checkpoints(models, tmp_path):
     assert report["passed"] == (report["verdict"] == NO_MASKING) == all(v["passed"] for v in c.values())
     assert 0 <= report["pag_score"]["score"] <= 1 and report["pag_score"]["n_pairs"] == 90
     assert json.loads((tmp_path / "audit.json").read_text())["verdict"] == report["verdict"]
+    assert json.loads((folders["model"] / "audit-linf.json").read_text())["finished"] is True
     assert (folders["model"] / "audit-linf.json").exists()
     evals = json.loads((folders["model"] / "metrics.json").read_text())["evaluations"]
     assert [e["attack"] for e in evals] == ["pgd-20", "autoattack-lite", "audit (pgd-100 x2)"]
     assert evals[-1]["verdict"] == report["verdict"] and evals[-1]["pag_score"] == report["pag_score"]["score"]
     text = format_audit(report)
     assert text.startswith(f"verdict: {report['verdict']}") and "AutoAttack" in text and "PAG score" in text
+
+
+def test_an_audit_cut_short_keeps_the_checks_it_finished(models, tmp_path, monkeypatch):
+    folders = {k: save_checkpoint(m, tmp_path / k, {"dataset": "synthetic", "method": "vanilla"}) for k, m in models.items()}
+
+    def slot_ends(*args, **kwargs):
+        raise KeyboardInterrupt  # what a timeout's signal does mid-AutoAttack
+
+    monkeypatch.setattr("pagdemo.audit.run_autoattack_eval", slot_ends)
+    cfg = AuditConfig(str(folders["model"]), norm="linf", eps=EPS, vanilla=str(folders["vanilla"]), judge=str(folders["judge"]),
+                      autoattack="standard", limit=20, restarts=1, device="cpu")
+    with pytest.raises(KeyboardInterrupt):
+        run_audit(cfg, progress=False)
+    saved = json.loads((folders["model"] / "audit-linf.json").read_text())
+    assert saved["finished"] is False and saved["not_run_yet"] == ["autoattack", "pag_score"]
+    assert {"eps_sweep", "more_steps", "random_start", "transfer"} == set(saved["checks"])
+    assert not (folders["model"] / "metrics.json").exists()  # only a finished audit becomes a metrics line
 
 
 def test_run_audit_refuses_the_rigd_teacher_as_judge(models, tmp_path):
