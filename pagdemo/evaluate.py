@@ -107,9 +107,11 @@ def load_model_and_testset(checkpoint: str, device: torch.device, dataset: str |
 
 
 def test_data_for(run: dict, dataset: str | None, data_dir: str | None) -> tuple[str, str | None]:
-    """(dataset, folder) to evaluate a run on: its own unless told otherwise."""
+    """(dataset, folder) to evaluate a run on: its own unless told otherwise, or where it is absent on this machine
+    (a checkpoint trained on a rented GPU names that machine's folder), the dataset's default location."""
     dataset = dataset or run.get("dataset", "cifar10")
-    return dataset, data_dir or (run.get("data_dir") if dataset == run.get("dataset") else None)
+    own = run.get("data_dir") if dataset == run.get("dataset") else None
+    return dataset, data_dir or (own if own and Path(own).exists() else None)
 
 
 def run_eval(cfg: EvalConfig, progress: bool = True) -> dict:

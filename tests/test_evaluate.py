@@ -10,6 +10,7 @@ from torch import nn
 
 from pagdemo.data import load_dataset
 from pagdemo.evaluate import EvalConfig, format_record, resolve_device, robust_accuracy, run_eval
+from pagdemo.evaluate import test_data_for as data_for  # aliased: pytest would collect a test_* name
 from pagdemo.train import TrainConfig, train
 
 
@@ -145,6 +146,15 @@ def test_run_eval_without_record_leaves_metrics_alone(checkpoint, tmp_path):
 def test_run_eval_refuses_a_missing_checkpoint(tmp_path):
     with pytest.raises(ValueError, match="no checkpoint folder"):
         run_eval(EvalConfig(checkpoint=str(tmp_path / "nope")), progress=False)
+
+
+def test_test_data_for_uses_the_run_folder_only_where_it_exists(tmp_path):
+    here = {"dataset": "cifar10", "data_dir": str(tmp_path)}
+    assert data_for(here, None, None) == ("cifar10", str(tmp_path))
+    assert data_for(here, None, "mine") == ("cifar10", "mine")
+    gpu = {"dataset": "cifar10", "data_dir": ".stage/cifar10-on-the-gpu-machine"}  # as the shipped checkpoints say
+    assert data_for(gpu, None, None) == ("cifar10", None)  # the default location, not a missing folder
+    assert data_for(here, "synthetic", None) == ("synthetic", None)
 
 
 def test_format_record_is_one_readable_line():
