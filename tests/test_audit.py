@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from pagdemo.audit import NO_MASKING, AuditConfig, audit, format_audit, run_audit, verdict
+from pagdemo.audit import NO_MASKING, AuditConfig, _autoattack_check, audit, format_audit, run_audit, verdict
 from pagdemo.checkpoints import save_checkpoint
 from pagdemo.data import load_dataset
 from tiny import train_tiny
@@ -104,3 +104,14 @@ def test_verdict_lists_every_failed_check_and_ignores_skipped_ones():
               "d": {"passed": False, "reason": "gap d"}}
     assert verdict(checks) == {"passed": False, "verdict": "possible gradient masking: gap b; gap d"}
     assert verdict({"c": checks["c"]}) == {"passed": True, "verdict": NO_MASKING}
+
+
+def test_a_gap_exactly_at_the_threshold_passes(monkeypatch, models, tmp_path):
+    """AutoAttack 10.5% (a float32 mean: 0.10499999672) vs PGD-20 15.5% is 5 points: allowed, not flagged."""
+    folder = save_checkpoint(models["model"], tmp_path / "m", {"dataset": "synthetic", "method": "vanilla"})
+    result = {"robust_acc": 0.10499999672174454, "pgd20_robust_acc": 0.155, "per_attack": {}}
+    monkeypatch.setattr("pagdemo.audit.run_autoattack_eval", lambda *a, **k: result)
+    cfg = AuditConfig(str(folder), autoattack="standard")
+    assert _autoattack_check(cfg, 8 / 255, "synthetic", None, torch.device("cpu"), False)["passed"] is True
+    result["robust_acc"] = 0.10
+    assert _autoattack_check(cfg, 8 / 255, "synthetic", None, torch.device("cpu"), False)["passed"] is False
