@@ -31,6 +31,11 @@ NO_MASKING = "no sign of gradient masking"
 TOL = 1e-6  # accuracies come from float32 means: 0.105 arrives as 0.10499999672, so a gap of exactly 5 points read as 5.0000003
 
 
+def _within(value: float, limit: float) -> bool:
+    """value <= limit, for accuracies and their gaps: the one place that forgives float32 rounding."""
+    return value <= limit + TOL
+
+
 @dataclass(frozen=True)
 class Thresholds:
     """Tolerances, in accuracy points (0.01 = 1 percentage point), for checks that share the same images."""
@@ -72,13 +77,13 @@ def eps_sweep(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str, eps
         _, acc = robust_accuracy(model, x, y, norm, m * eps, 20, 2 * m * eps / 20, **kw)
         radii.append(m * eps)
         accs.append(acc)
-        if acc <= th.zero_acc + TOL:
+        if _within(acc, th.zero_acc):
             break
     rise = max([b - a for a, b in zip(accs, accs[1:])], default=0.0)
-    if accs[-1] > th.zero_acc + TOL:
+    if not _within(accs[-1], th.zero_acc):
         return _check(False, f"accuracy is still {100 * accs[-1]:.1f}% at eps={radii[-1]:.4g} "
                              f"({multipliers[-1]:g}x): a large enough attack must reach 0%", eps=radii, robust_acc=accs)
-    return _check(rise <= th.monotone + TOL, f"accuracy rises by {100 * rise:.1f} points as eps grows",
+    return _check(_within(rise, th.monotone), f"accuracy rises by {100 * rise:.1f} points as eps grows",
                   eps=radii, robust_acc=accs)
 
 
@@ -99,10 +104,10 @@ def audit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str, eps: fl
     _, pgd100 = robust_accuracy(model, x, y, norm, eps, 100, 2.5 * eps / 100, restarts=restarts, **kw)
     checks = {
         "eps_sweep": eps_sweep(model, x, y, norm, eps, multipliers, th, **kw),
-        "more_steps": _check(pgd20 - pgd100 <= th.more_steps + TOL,
+        "more_steps": _check(_within(pgd20 - pgd100, th.more_steps),
                              f"PGD-100 x{restarts} restarts is {100 * (pgd20 - pgd100):.1f} points below PGD-20",
                              pgd20=pgd20, pgd100_restarts=pgd100, restarts=restarts),
-        "random_start": _check(pgd20_fixed - pgd20 <= th.random_start + TOL,
+        "random_start": _check(_within(pgd20_fixed - pgd20, th.random_start),
                                f"PGD-20 from the clean image is {100 * (pgd20_fixed - pgd20):.1f} points weaker "
                                "than from a random start: the gradient at the data point misleads",
                                pgd20_random_start=pgd20, pgd20_clean_start=pgd20_fixed),
@@ -116,7 +121,7 @@ def audit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str, eps: fl
         survives = _correct(model, x, y, batch_size, device) & _correct(model, x_src, y, batch_size, device)
         black = survives.float().mean().item()
         src = (_correct(vanilla_model, x_src, y, batch_size, device)).float().mean().item()
-        checks["transfer"] = _check(black >= white - th.transfer - TOL,
+        checks["transfer"] = _check(_within(white - black, th.transfer),
                                     f"black-box transfer from the vanilla model ({100 * black:.1f}%) beats the "
                                     f"white-box attack ({100 * white:.1f}%)",
                                     black_box=black, white_box=white, source_robust_acc=src)
@@ -206,7 +211,7 @@ def _autoattack_check(cfg: AuditConfig, eps: float, dataset: str, data_dir: str 
         limit=cfg.limit, dataset=dataset, data_dir=data_dir, batch_size=cfg.batch_size, device=str(device),
         seed=cfg.seed, record=cfg.record), progress)
     gap = aa["pgd20_robust_acc"] - aa["robust_acc"]
-    return _check(gap <= cfg.thresholds.autoattack + TOL, f"AutoAttack is {100 * gap:.1f} points below PGD-20",
+    return _check(_within(gap, cfg.thresholds.autoattack), f"AutoAttack is {100 * gap:.1f} points below PGD-20",
                   autoattack=aa["robust_acc"], pgd20=aa["pgd20_robust_acc"], per_attack=aa["per_attack"])
 
 

@@ -349,8 +349,8 @@ def audit_rows(infos: list[dict]) -> list[dict[str, Any]]:
                 rows.append({"model": i["name"], "norm": norm, "verdict": "not audited"})
                 continue
             a = aa[-1] if aa else {}
-            pgd = [ev for ev in evs if ev.get("norm") == norm and ev.get("attack") == "pgd-20" and a
-                   and ev.get("n") == a.get("n") and ev.get("subset_seed") == a.get("subset_seed")]
+            pgd = [ev for ev in evs if ev.get("norm") == norm and ev.get("attack") == "pgd-20"
+                   and ev.get("n") == a.get("n") and ev.get("subset_seed") == a.get("subset_seed")] if a else []
             audit = audits[-1] if audits else {}
             rows.append({
                 "model": i["name"], "norm": norm, "n": a.get("n") or audit.get("n"),

@@ -30,7 +30,6 @@ export PYTHONUNBUFFERED=1
 [ -f .stage/COMMIT ] && export PAGDEMO_COMMIT=$(cat .stage/COMMIT)
 log() { echo "[$(date -u +%T) +${SECONDS}s] $*" | tee -a "$RUNS/session.log"; }
 left() { echo $(( $1 - SECONDS > 5 ? $1 - SECONDS : 5 )); }
-pd() { python -m pagdemo "$@"; }
 
 if [ -n "${SMALL:-}" ]; then  # tiny settings for the CPU dry run
   BENCH=(--small --model tinycnn --batch-sizes 8 --repeats 1 --warmup 1)
