@@ -342,6 +342,8 @@ def audit_rows(infos: list[dict]) -> list[dict[str, Any]]:
     rows = []
     for i in infos:
         evs = i.get("evaluations", [])
+        scored = [ev for ev in evs if ev.get("pag_score") is not None]  # the score's attack is l2 whatever the audit's norm,
+        pag = scored[-1] if scored else {}  # so one audit per model measures it and both rows show it
         for norm in ("linf", "l2"):
             aa = [ev for ev in evs if ev.get("norm") == norm and str(ev.get("attack", "")).startswith("autoattack")]
             audits = [ev for ev in evs if ev.get("norm") == norm and "verdict" in ev]
@@ -356,9 +358,9 @@ def audit_rows(infos: list[dict]) -> list[dict[str, Any]]:
                 "model": i["name"], "norm": norm, "n": a.get("n") or audit.get("n"),
                 "PGD-20 %": _pct(pgd[-1]["robust_acc"]) if pgd else None, "AutoAttack %": _pct(a.get("robust_acc")),
                 "AutoAttack": a.get("attack"), "verdict": audit.get("verdict", "masking checks not run"),
-                "PAG score": None if audit.get("pag_score") is None else round(audit["pag_score"], 3),
-                "gradient cosine": None if audit.get("pag_grad_cosine") is None else round(audit["pag_grad_cosine"], 3),
-                "judge": audit.get("pag_judge"), "device": a.get("device") or audit.get("device"),
+                "PAG score": None if pag.get("pag_score") is None else round(pag["pag_score"], 3),
+                "gradient cosine": None if pag.get("pag_grad_cosine") is None else round(pag["pag_grad_cosine"], 3),
+                "judge": pag.get("pag_judge"), "device": a.get("device") or audit.get("device"),
                 "date": audit.get("date") or a.get("date"),
             })
     return rows

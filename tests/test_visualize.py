@@ -158,6 +158,14 @@ def test_audit_rows_pair_autoattack_with_pgd_on_the_same_subset():
     assert l2 == {"model": "m", "norm": "l2", "verdict": "not audited"}
 
 
+def test_audit_rows_show_the_models_pag_score_in_both_norms():
+    audit = {"attack": "audit (pgd-100 x2)", "verdict": "no sign of gradient masking", "n": 200, "subset_seed": 0}
+    linf = {**audit, "norm": "linf", "pag_score": 0.5, "pag_grad_cosine": 0.3, "pag_judge": "adv-l2"}
+    l2 = {**audit, "norm": "l2", "pag_score": None}  # audited without a judge: the l2-attack score is the model's, not the norm's
+    rows = audit_rows([{"name": "m", "evaluations": [linf, l2]}])
+    assert [(r["norm"], r["PAG score"], r["judge"]) for r in rows] == [("linf", 0.5, "adv-l2"), ("l2", 0.5, "adv-l2")]
+
+
 def test_paper_rows():
     assert paper_method("vanilla", 0.0) == "Vanilla" and paper_method("cm", 0.0) == "Vanilla"
     assert paper_method("Class-Mean", 0.4) == "Class Mean" and paper_method("adv", 0.0) is None
