@@ -7,7 +7,7 @@ import torch
 from pagdemo.bench import SAMPLED, BenchConfig, format_tables, parse_config, run_bench, save_json, step_cases
 
 TINY = BenchConfig(device="cpu", model="tinycnn", image_size=8, batch_sizes=(4,), warmup=0, repeats=1,
-                   pgd_batch=4, grid_steps=2, approx_draws=2)
+                   pgd_batch=4, pgd_repeats=3, grid_steps=2, approx_draws=2)
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +34,8 @@ def test_pgd_ours_and_torchattacks_compute_the_same_attack(result):
     p = result["pgd20_eval"]
     assert p["ours"]["img_per_s"] > 0 and p["torchattacks"]["img_per_s"] > 0
     assert p["same_pixels_frac"] > 0.99
+    assert p["ours"]["runs"] == p["torchattacks"]["runs"] == 3  # PGD gets its own, larger repeat count
+    assert p["ours_vs_torchattacks_speed_best"] == pytest.approx(p["torchattacks"]["min_s"] / p["ours"]["min_s"])
 
 
 def test_grid_and_approximation_sections(result):
