@@ -123,9 +123,11 @@ def autoattack_accuracy(
         attacks = BACKENDS[backend](model, norm, eps, VERSIONS[version], n_classes, seed)
         robust = _clean_flags(model, x, y, batch_size, device)
         breakdown, rejected = {"clean": robust.float().mean().item()}, 0
-        for name in tqdm(ATTACKS, desc=f"autoattack {norm}", disable=not progress, leave=False):
+        bar = tqdm(ATTACKS, desc=f"autoattack {norm}", disable=not progress, leave=False)
+        for name in bar:
             rejected += _run_one(attacks[name], model, x, y, robust, norm, eps, batch_size, device)
             breakdown[name] = robust.float().mean().item()
+            bar.set_postfix_str(f"robust after {name}: {100 * breakdown[name]:.1f}%")  # a long run shows its progress
     breakdown["rejected"] = rejected
     return breakdown["clean"], breakdown[ATTACKS[-1]], breakdown
 
