@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -178,7 +179,10 @@ def run_audit(cfg: AuditConfig, progress: bool = True) -> dict:
     pending = [name for name, todo in (("autoattack", cfg.autoattack), ("pag_score", cfg.judge)) if todo]
     _save_partial(cfg, report, pending)  # a run cut short (a GPU slot ending) keeps the checks it finished
     if cfg.autoattack:
-        report["checks"]["autoattack"] = _autoattack_check(cfg, eps, dataset, data_dir, device, progress)
+        def so_far(after: dict[str, float]) -> None:  # a run cut off mid-AutoAttack keeps the attacks it finished
+            _save_partial(cfg, {**report, "autoattack_so_far": after}, pending)
+
+        report["checks"]["autoattack"] = _autoattack_check(cfg, eps, dataset, data_dir, device, progress, so_far)
         report.update(verdict(report["checks"]))
         _save_partial(cfg, report, pending[1:])
     if cfg.judge:
@@ -204,12 +208,12 @@ def _save_partial(cfg: AuditConfig, report: dict, pending: list[str]) -> None:
 
 
 def _autoattack_check(cfg: AuditConfig, eps: float, dataset: str, data_dir: str | None, device: torch.device,
-                      progress: bool) -> dict:
+                      progress: bool, on_attack: Callable[[dict[str, float]], None] | None = None) -> dict:
     """AutoAttack vs PGD-20 on the audit's subset; both land in metrics.json like `eval --attack autoattack`."""
     aa = run_autoattack_eval(AutoAttackConfig(
         cfg.checkpoint, norm=cfg.norm, eps=eps, version=cfg.autoattack, backend=cfg.autoattack_backend,
         limit=cfg.limit, dataset=dataset, data_dir=data_dir, batch_size=cfg.batch_size, device=str(device),
-        seed=cfg.seed, record=cfg.record), progress)
+        seed=cfg.seed, record=cfg.record), progress, on_attack)
     gap = aa["pgd20_robust_acc"] - aa["robust_acc"]
     return _check(_within(gap, cfg.thresholds.autoattack), f"AutoAttack is {100 * gap:.1f} points below PGD-20",
                   autoattack=aa["robust_acc"], pgd20=aa["pgd20_robust_acc"], per_attack=aa["per_attack"])

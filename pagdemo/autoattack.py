@@ -101,8 +101,12 @@ def autoattack_accuracy(
     device: torch.device | str = "cpu",
     seed: int = 0,
     progress: bool = True,
+    on_attack: Callable[[dict[str, float]], None] | None = None,
 ) -> tuple[float, float, dict[str, float]]:
     """(clean accuracy, AutoAttack robust accuracy, robust accuracy after each attack) over (x, y) in [0, 1].
+
+    `on_attack` gets the breakdown so far after each attack, so an hour-long run that is cut off
+    keeps an upper bound on its robust accuracy.
 
     The breakdown also holds "rejected": adversarial images an attack returned outside the threat
     model, which are not counted as successes (0 for a correct implementation).
@@ -128,6 +132,8 @@ def autoattack_accuracy(
             rejected += _run_one(attacks[name], model, x, y, robust, norm, eps, batch_size, device)
             breakdown[name] = robust.float().mean().item()
             bar.set_postfix_str(f"robust after {name}: {100 * breakdown[name]:.1f}%")  # a long run shows its progress
+            if on_attack is not None:
+                on_attack(dict(breakdown))
     breakdown["rejected"] = rejected
     return breakdown["clean"], breakdown[ATTACKS[-1]], breakdown
 
@@ -173,7 +179,8 @@ class AutoAttackConfig:
     record: bool = True  # append the AutoAttack and PGD-20 records to the checkpoint's metrics.json
 
 
-def run_autoattack_eval(cfg: AutoAttackConfig, progress: bool = True) -> dict:
+def run_autoattack_eval(cfg: AutoAttackConfig, progress: bool = True,
+                        on_attack: Callable[[dict[str, float]], None] | None = None) -> dict:
     """AutoAttack and PGD-20 on the same fixed subset; both records go to metrics.json."""
     check_attack_args(cfg.norm, cfg.eps or 0.0, 1)  # fail before loading anything
     device = resolve_device(cfg.device)
@@ -183,7 +190,7 @@ def run_autoattack_eval(cfg: AutoAttackConfig, progress: bool = True) -> dict:
     eps = PAPER_EPS[cfg.norm] if cfg.eps is None else cfg.eps
     start = time.perf_counter()
     clean, rob, breakdown = autoattack_accuracy(model, x, y, cfg.norm, eps, cfg.version, cfg.backend,
-                                                cfg.batch_size, device, cfg.seed, progress)
+                                                cfg.batch_size, device, cfg.seed, progress, on_attack)
     seconds = time.perf_counter() - start
     _, pgd20 = robust_accuracy(model, x, y, cfg.norm, eps, 20, 2 * eps / 20, 1, True, cfg.batch_size, device,
                                cfg.seed, progress)

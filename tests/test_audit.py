@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from pagdemo.audit import NO_MASKING, AuditConfig, _autoattack_check, audit, format_audit, run_audit, verdict
+from pagdemo.autoattack import BACKENDS
 from pagdemo.checkpoints import save_checkpoint
 from pagdemo.data import load_dataset
 from tiny import train_tiny
@@ -88,6 +89,26 @@ def test_an_audit_cut_short_keeps_the_checks_it_finished(models, tmp_path, monke
     assert saved["finished"] is False and saved["not_run_yet"] == ["autoattack", "pag_score"]
     assert {"eps_sweep", "more_steps", "random_start", "transfer"} == set(saved["checks"])
     assert not (folders["model"] / "metrics.json").exists()  # only a finished audit becomes a metrics line
+
+
+def test_an_audit_cut_short_in_autoattack_keeps_the_attacks_it_finished(models, tmp_path, monkeypatch):
+    folders = {k: save_checkpoint(m, tmp_path / k, {"dataset": "synthetic", "method": "vanilla"}) for k, m in models.items()}
+
+    def slot_ends(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    def backend(*args, **kwargs):  # APGD-CE finds nothing, then the slot ends during APGD-T
+        return {"apgd-ce": lambda x, y: x, "apgd-t": slot_ends}
+
+    monkeypatch.setitem(BACKENDS, "pyautoattack", backend)
+    cfg = AuditConfig(str(folders["model"]), norm="linf", eps=EPS, vanilla=str(folders["vanilla"]),
+                      autoattack="standard", limit=20, restarts=1, device="cpu")
+    with pytest.raises(KeyboardInterrupt):
+        run_audit(cfg, progress=False)
+    saved = json.loads((folders["model"] / "audit-linf.json").read_text())
+    assert saved["finished"] is False and saved["not_run_yet"] == ["autoattack"]
+    so_far = saved["autoattack_so_far"]
+    assert set(so_far) == {"clean", "apgd-ce"} and so_far["apgd-ce"] == so_far["clean"] == saved["clean_acc"]
 
 
 def test_run_audit_refuses_the_rigd_teacher_as_judge(models, tmp_path):
