@@ -191,8 +191,11 @@ def info(folder: str | Path) -> dict[str, Any]:
     folder = Path(folder)
     config = read_json(folder / "config.json", {})
     metrics = read_json(folder / "metrics.json", {"evaluations": []})
+    audits = (read_json(f, {}) for f in sorted(folder.glob("audit-*.json")))
+    unfinished = {a.get("norm"): a for a in audits if a.get("finished") is False}  # cut off: not in metrics.json
     return {"name": folder.name, "path": str(folder), "arch": config.get("arch"),
-            "classes": config.get("classes"), "run": config.get("run", {}), "evaluations": metrics["evaluations"]}
+            "classes": config.get("classes"), "run": config.get("run", {}), "evaluations": metrics["evaluations"],
+            "unfinished_audits": unfinished}
 
 
 def list_checkpoints(root: str | Path = "checkpoints") -> tuple[list[dict[str, Any]], list[str]]:
@@ -266,10 +269,12 @@ def write_model_card(folder: str | Path) -> None:
                          f"{ev.get('restarts', '')} | {100 * ev['clean_acc']:.2f}% | "
                          f"{'' if rob is None else f'{100 * rob:.2f}%'} |")
     audits = [ev for ev in i["evaluations"] if "verdict" in ev]
-    if audits:
+    if audits or i["unfinished_audits"]:
         lines += ["", "## Audits", ""] + [f"- {ev.get('date', '')}, {ev.get('norm', '')}: {ev['verdict']}"
                                           + (f"; PAG score {ev['pag_score']:.3f} (judge {ev.get('pag_judge')})"
                                              if ev.get("pag_score") is not None else "") for ev in audits]
+        lines += [f"- {a.get('date', '')}, {norm}: unfinished ({', '.join(a.get('not_run_yet', []))} not run); "
+                  f"checks so far: {a.get('verdict')} (`audit-{norm}.json`)" for norm, a in i["unfinished_audits"].items()]
     lines += ["", "Load it with `pagdemo.checkpoints.load_checkpoint(folder)` or "
               "`PAGClassifier.from_pretrained(folder)`; inputs are RGB images in [0, 1], NCHW.", ""]
     _atomic_write_text(folder / "README.md", "\n".join(lines))

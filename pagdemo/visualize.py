@@ -348,7 +348,11 @@ def audit_rows(infos: list[dict]) -> list[dict[str, Any]]:
             aa = [ev for ev in evs if ev.get("norm") == norm and str(ev.get("attack", "")).startswith("autoattack")]
             audits = [ev for ev in evs if ev.get("norm") == norm and "verdict" in ev]
             if not aa and not audits:
-                rows.append({"model": i["name"], "norm": norm, "verdict": "not audited"})
+                cut = i.get("unfinished_audits", {}).get(norm)
+                rows.append({"model": i["name"], "norm": norm, "verdict": "not audited"} if cut is None else
+                            {"model": i["name"], "norm": norm, "n": cut.get("n"), "device": cut.get("device"),
+                             "date": cut.get("date"), "verdict": f"unfinished ({', '.join(cut.get('not_run_yet', []))} "
+                                                                 f"not run); checks so far: {cut.get('verdict')}"})
                 continue
             a = aa[-1] if aa else {}
             pgd = [ev for ev in evs if ev.get("norm") == norm and ev.get("attack") == "pgd-20"

@@ -12,7 +12,7 @@ import torch
 from safetensors import safe_open
 
 from pagdemo.checkpoints import (CheckpointError, PAGClassifier, append_metrics, list_checkpoints, load_checkpoint,
-                                 save_checkpoint, write_model_card)
+                                 save_checkpoint, write_json, write_model_card)
 
 RUN = {"method": "cm", "lam": 0.4, "dataset": "synthetic", "epochs": 3, "seed": 0}
 SHARD_LIMIT = 16_000_000  # bytes: what comes back from a GPU machine
@@ -137,6 +137,16 @@ def test_model_card_shows_the_notes_file(tiny):
     assert card.index("## Notes") < card.index("Trained for 3 epochs only") < card.index("## Evaluations")
 
 
+def test_model_card_names_an_unfinished_audit(tiny):
+    _, folder = tiny
+    assert "## Audits" not in (folder / "README.md").read_text()
+    write_json(folder / "audit-l2.json", {"norm": "l2", "date": "2026-01-02", "finished": False,
+                                          "not_run_yet": ["autoattack"], "verdict": "no sign of gradient masking"})
+    write_model_card(folder)
+    assert ("- 2026-01-02, l2: unfinished (autoattack not run); checks so far: no sign of gradient masking"
+            in (folder / "README.md").read_text())
+
+
 def test_concurrent_evaluations_keep_every_line(tiny):
     """The GPU session evaluates one checkpoint in several processes at once."""
     _, folder = tiny
@@ -255,10 +265,13 @@ def test_list_checkpoints_returns_good_ones_and_reasons_for_the_rest(tiny, tmp_p
     shutil.copytree(good, root / ".e-hidden")  # e.g. a save in progress
     (root / "notes.txt").write_text("not a folder")
     append_metrics(root / "a-cm", {"norm": "l2", "eps": 0.5, "clean_acc": 0.5, "robust_acc": 0.3})
+    write_json(root / "a-cm" / "audit-linf.json", {"norm": "linf", "finished": False, "not_run_yet": ["autoattack"]})
+    write_json(root / "b-vanilla" / "audit-l2.json", {"norm": "l2", "finished": True})  # already in metrics.json
     found, skipped = list_checkpoints(root)
     assert [f["name"] for f in found] == ["a-cm", "b-vanilla"]
     assert found[0]["arch"] == "tinycnn" and found[0]["run"]["method"] == "cm"
     assert found[0]["evaluations"][0]["robust_acc"] == 0.3 and found[1]["evaluations"] == []
+    assert found[0]["unfinished_audits"]["linf"]["not_run_yet"] == ["autoattack"] and found[1]["unfinished_audits"] == {}
     assert len(skipped) == 2
     assert "c-empty" in skipped[0] and "no config.json" in skipped[0]
     assert "d-noweights" in skipped[1] and "model.safetensors" in skipped[1]

@@ -158,6 +158,15 @@ def test_audit_rows_pair_autoattack_with_pgd_on_the_same_subset():
     assert l2 == {"model": "m", "norm": "l2", "verdict": "not audited"}
 
 
+def test_audit_rows_say_what_an_unfinished_audit_checked():
+    cut = {"norm": "l2", "n": 200, "finished": False, "not_run_yet": ["autoattack", "pag_score"],
+           "verdict": "no sign of gradient masking", "device": "cpu"}
+    linf, l2 = audit_rows([{"name": "m", "evaluations": [], "unfinished_audits": {"l2": cut}}])
+    assert linf["verdict"] == "not audited"
+    assert l2["n"] == 200 and l2["verdict"] == ("unfinished (autoattack, pag_score not run); "
+                                                "checks so far: no sign of gradient masking")
+
+
 def test_audit_rows_show_the_models_pag_score_in_both_norms():
     audit = {"attack": "audit (pgd-100 x2)", "verdict": "no sign of gradient masking", "n": 200, "subset_seed": 0}
     linf = {**audit, "norm": "linf", "pag_score": 0.5, "pag_grad_cosine": 0.3, "pag_judge": "adv-l2"}
