@@ -198,6 +198,11 @@ def info(folder: str | Path) -> dict[str, Any]:
             "unfinished_audits": unfinished}
 
 
+def unfinished_verdict(audit: dict[str, Any]) -> str:
+    """What a cut-off audit-<norm>.json can claim: the checks it finished, and what it never ran."""
+    return f"unfinished ({', '.join(audit.get('not_run_yet', []))} not run); checks so far: {audit.get('verdict')}"
+
+
 def list_checkpoints(root: str | Path = "checkpoints") -> tuple[list[dict[str, Any]], list[str]]:
     """Every loadable-looking checkpoint under `root`, and a reason for each folder skipped."""
     found, skipped = [], []
@@ -273,8 +278,8 @@ def write_model_card(folder: str | Path) -> None:
         lines += ["", "## Audits", ""] + [f"- {ev.get('date', '')}, {ev.get('norm', '')}: {ev['verdict']}"
                                           + (f"; PAG score {ev['pag_score']:.3f} (judge {ev.get('pag_judge')})"
                                              if ev.get("pag_score") is not None else "") for ev in audits]
-        lines += [f"- {a.get('date', '')}, {norm}: unfinished ({', '.join(a.get('not_run_yet', []))} not run); "
-                  f"checks so far: {a.get('verdict')} (`audit-{norm}.json`)" for norm, a in i["unfinished_audits"].items()]
+        lines += [f"- {a.get('date', '')}, {norm}: {unfinished_verdict(a)} (`audit-{norm}.json`)"
+                  for norm, a in i["unfinished_audits"].items()]
     lines += ["", "Load it with `pagdemo.checkpoints.load_checkpoint(folder)` or "
               "`PAGClassifier.from_pretrained(folder)`; inputs are RGB images in [0, 1], NCHW.", ""]
     _atomic_write_text(folder / "README.md", "\n".join(lines))

@@ -25,7 +25,7 @@ from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 from torch import nn  # noqa: E402
 
 from pagdemo.attacks import eval_mode, pgd, pgd_steps  # noqa: E402
-from pagdemo.checkpoints import latest_metric  # noqa: E402
+from pagdemo.checkpoints import latest_metric, unfinished_verdict  # noqa: E402
 from pagdemo.evaluate import robust_accuracy  # noqa: E402
 from pagdemo.paper import EPS_TOLERANCE, EVAL_EPS, paper_row  # noqa: E402
 
@@ -351,8 +351,7 @@ def audit_rows(infos: list[dict]) -> list[dict[str, Any]]:
                 cut = i.get("unfinished_audits", {}).get(norm)
                 rows.append({"model": i["name"], "norm": norm, "verdict": "not audited"} if cut is None else
                             {"model": i["name"], "norm": norm, "n": cut.get("n"), "device": cut.get("device"),
-                             "date": cut.get("date"), "verdict": f"unfinished ({', '.join(cut.get('not_run_yet', []))} "
-                                                                 f"not run); checks so far: {cut.get('verdict')}"})
+                             "date": cut.get("date"), "verdict": unfinished_verdict(cut)})
                 continue
             a = aa[-1] if aa else {}
             pgd = [ev for ev in evs if ev.get("norm") == norm and ev.get("attack") == "pgd-20"
