@@ -23,7 +23,7 @@ from torch import nn
 
 from pagdemo.attacks import check_attack_args, eval_mode, pgd
 from pagdemo.autoattack import AutoAttackConfig, run_autoattack_eval
-from pagdemo.checkpoints import append_metrics, load_checkpoint, now, write_json
+from pagdemo.checkpoints import append_metrics, load_checkpoint, now, read_json, write_json
 from pagdemo.data import load_dataset
 from pagdemo.evaluate import PAPER_EPS, load_model_and_testset, resolve_device, robust_accuracy, test_data_for
 from pagdemo.pagscore import check_judge, default_pag_eps, format_pag_score, pag_score
@@ -159,6 +159,7 @@ class AuditConfig:
     seed: int = 0
     json: str | None = None  # also write the report here (it always goes to <checkpoint>/audit-<norm>.json)
     record: bool = True  # write audit-<norm>.json and append the summary to metrics.json
+    resume: bool = False  # reuse audit-<norm>.json's finished checks (same settings) and run only what it lacks
 
 
 def run_audit(cfg: AuditConfig, progress: bool = True) -> dict:
@@ -171,21 +172,33 @@ def run_audit(cfg: AuditConfig, progress: bool = True) -> dict:
     eps = PAPER_EPS[cfg.norm] if cfg.eps is None else cfg.eps
     if cfg.judge:
         check_judge(cfg.checkpoint, run, cfg.judge)
-    vanilla = load_checkpoint(cfg.vanilla, device) if cfg.vanilla else None
-    report = audit(model, ds.float(), ds.labels, cfg.norm, eps, vanilla, restarts=cfg.restarts, th=cfg.thresholds,
-                   batch_size=cfg.batch_size, device=device, seed=cfg.seed, progress=progress)
-    report.update(data=f"{dataset}/test ({ds.source})", limit=cfg.limit, subset_seed=cfg.seed, device=str(device),
-                  config=asdict(cfg), vanilla=cfg.vanilla)
-    pending = [name for name, todo in (("autoattack", cfg.autoattack), ("pag_score", cfg.judge)) if todo]
+    data = f"{dataset}/test ({ds.source})"
+    previous = _resumable(cfg, eps, len(ds), data) if cfg.resume else None
+    if previous is None:
+        vanilla = load_checkpoint(cfg.vanilla, device) if cfg.vanilla else None
+        report = audit(model, ds.float(), ds.labels, cfg.norm, eps, vanilla, restarts=cfg.restarts, th=cfg.thresholds,
+                       batch_size=cfg.batch_size, device=device, seed=cfg.seed, progress=progress)
+    else:
+        report = {k: v for k, v in previous.items() if k not in ("date", "finished", "not_run_yet", "autoattack_so_far")}
+        report["resumed_from"] = previous.get("date")
+    run_aa = bool(cfg.autoattack) and "autoattack" not in report["checks"]
+    run_pag = bool(cfg.judge) and report.get("pag_score", {}).get("judge") != str(cfg.judge)
+    if previous is not None and previous.get("finished") and not (run_aa or run_pag):
+        if cfg.json:
+            write_json(Path(cfg.json), previous)
+        return previous  # nothing to add: the record stays as it is
+    report.update(data=data, limit=cfg.limit, subset_seed=cfg.seed, device=str(device), config=asdict(cfg),
+                  vanilla=cfg.vanilla if previous is None else previous.get("vanilla"))
+    pending = [name for name, todo in (("autoattack", run_aa), ("pag_score", run_pag)) if todo]
     _save_partial(cfg, report, pending)  # a run cut short (a GPU slot ending) keeps the checks it finished
-    if cfg.autoattack:
+    if run_aa:
         def so_far(after: dict[str, float]) -> None:  # a run cut off mid-AutoAttack keeps the attacks it finished
             _save_partial(cfg, {**report, "autoattack_so_far": after}, pending)
 
         report["checks"]["autoattack"] = _autoattack_check(cfg, eps, dataset, data_dir, device, progress, so_far)
         report.update(verdict(report["checks"]))
         _save_partial(cfg, report, pending[1:])
-    if cfg.judge:
+    if run_pag:
         sub = load_dataset(dataset, "test", data_dir=data_dir, limit=cfg.pag_limit, seed=cfg.seed)
         report["pag_score"] = pag_score(model, load_checkpoint(cfg.judge, device), sub.float(), sub.labels,
                                         eps=cfg.pag_eps or default_pag_eps(sub.float()), steps=cfg.pag_steps,
@@ -198,6 +211,26 @@ def run_audit(cfg: AuditConfig, progress: bool = True) -> dict:
     if cfg.json:
         write_json(Path(cfg.json), report)
     return report
+
+
+def _resumable(cfg: AuditConfig, eps: float, n: int, data: str) -> dict | None:
+    """The earlier audit-<norm>.json, if any, checked to share this run's subset and settings: its checks stay valid.
+
+    Raises:
+        ValueError: the earlier audit used other settings, so its checks would not describe this run's.
+    """
+    path = Path(cfg.checkpoint) / f"audit-{cfg.norm}.json"
+    previous = read_json(path)
+    if previous is None:
+        return None
+    now_ = {"eps": eps, "n": n, "limit": cfg.limit, "subset_seed": cfg.seed, "data": data, "vanilla": cfg.vanilla,
+            "restarts": cfg.restarts, "thresholds": asdict(cfg.thresholds)}
+    was = {**{k: previous.get(k) for k in now_}, "restarts": previous["checks"]["more_steps"]["restarts"]}
+    differ = [f"{k} {was[k]!r} (now {now_[k]!r})" for k in now_ if was[k] != now_[k]]
+    if differ:
+        raise ValueError(f"cannot resume {path}: it was run with other settings: {'; '.join(differ)}. "
+                         "Run without --resume to redo the audit.")
+    return previous
 
 
 def _save_partial(cfg: AuditConfig, report: dict, pending: list[str]) -> None:

@@ -195,6 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="also write the report here")
     p.add_argument("--no-record", action="store_true", help="write neither audit-<norm>.json nor metrics.json")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the checks of an earlier audit-<norm>.json run with the same settings (a cut-off run, or "
+                        "one without AutoAttack) and run only what it lacks: AutoAttack, or the PAG score of a new judge")
     return parser
 
 
@@ -292,7 +295,7 @@ def cmd_audit(args: argparse.Namespace, command: str) -> None:
                       autoattack=args.autoattack, autoattack_backend=args.aa_backend, limit=args.limit,
                       pag_limit=args.pag_limit, pag_eps=args.pag_eps, pag_steps=args.pag_steps, restarts=args.restarts,
                       dataset=args.dataset, data_dir=args.data_dir, batch_size=args.batch_size, device=args.device,
-                      seed=args.seed, json=args.json, record=not args.no_record)
+                      seed=args.seed, json=args.json, record=not args.no_record, resume=args.resume)
     print(format_audit(run_audit(cfg)))
 
 

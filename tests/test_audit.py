@@ -1,5 +1,6 @@
 """The gradient-masking audit: end to end on checkpoints, and it catches a model whose gradients are shattered."""
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -109,6 +110,32 @@ def test_an_audit_cut_short_in_autoattack_keeps_the_attacks_it_finished(models, 
     assert saved["finished"] is False and saved["not_run_yet"] == ["autoattack"]
     so_far = saved["autoattack_so_far"]
     assert set(so_far) == {"clean", "apgd-ce"} and so_far["apgd-ce"] == so_far["clean"] == saved["clean_acc"]
+
+
+def test_resume_adds_autoattack_to_an_audit_without_redoing_its_checks(models, tmp_path, monkeypatch):
+    folders = {k: save_checkpoint(m, tmp_path / k, {"dataset": "synthetic", "method": "vanilla"}) for k, m in models.items()}
+    cfg = AuditConfig(str(folders["model"]), norm="linf", eps=EPS, vanilla=str(folders["vanilla"]),
+                      judge=str(folders["judge"]), limit=20, pag_limit=5, pag_eps=16.0, pag_steps=5, restarts=1, device="cpu")
+    first = run_audit(cfg, progress=False)
+    assert "autoattack" not in first["checks"]
+
+    def redone(*args, **kwargs):
+        raise AssertionError("--resume must not rerun the finished checks")
+
+    monkeypatch.setattr("pagdemo.audit.audit", redone)
+    monkeypatch.setattr("pagdemo.audit.pag_score", redone)
+    second = run_audit(replace(cfg, judge=None, autoattack="lite", resume=True), progress=False)
+    assert {k: v for k, v in second["checks"].items() if k != "autoattack"} == first["checks"]
+    assert second["checks"]["autoattack"]["pgd20"] >= second["checks"]["autoattack"]["autoattack"]
+    assert second["pag_score"] == first["pag_score"] and second["resumed_from"] == first["date"]
+    saved = json.loads((folders["model"] / "audit-linf.json").read_text())
+    assert saved["finished"] is True and saved["checks"]["autoattack"] == second["checks"]["autoattack"]
+    evals = json.loads((folders["model"] / "metrics.json").read_text())["evaluations"]
+    assert [e["attack"] for e in evals] == ["audit (pgd-100 x1)", "pgd-20", "autoattack-lite", "audit (pgd-100 x1)"]
+    assert evals[-1]["pag_score"] == first["pag_score"]["score"]
+    assert run_audit(replace(cfg, judge=None, autoattack="lite", resume=True), progress=False) == saved  # nothing to add
+    with pytest.raises(ValueError, match=r"other settings: restarts 1 \(now 3\)"):
+        run_audit(replace(cfg, restarts=3, autoattack="lite", resume=True), progress=False)
 
 
 def test_run_audit_refuses_the_rigd_teacher_as_judge(models, tmp_path):
