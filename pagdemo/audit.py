@@ -180,7 +180,7 @@ def run_audit(cfg: AuditConfig, progress: bool = True) -> dict:
                        batch_size=cfg.batch_size, device=device, seed=cfg.seed, progress=progress)
     else:
         report = {k: v for k, v in previous.items() if k not in ("date", "finished", "not_run_yet", "autoattack_so_far")}
-        report["resumed_from"] = previous.get("date")
+        report.setdefault("resumed_from", previous.get("date"))  # the date of the checks, over any number of resumes
     run_aa = bool(cfg.autoattack) and "autoattack" not in report["checks"]
     run_pag = bool(cfg.judge) and report.get("pag_score", {}).get("judge") != str(cfg.judge)
     if previous is not None and previous.get("finished") and not (run_aa or run_pag):

@@ -134,6 +134,10 @@ def test_resume_adds_autoattack_to_an_audit_without_redoing_its_checks(models, t
     assert [e["attack"] for e in evals] == ["audit (pgd-100 x1)", "pgd-20", "autoattack-lite", "audit (pgd-100 x1)"]
     assert evals[-1]["pag_score"] == first["pag_score"]["score"]
     assert run_audit(replace(cfg, judge=None, autoattack="lite", resume=True), progress=False) == saved  # nothing to add
+    monkeypatch.undo()
+    third = run_audit(replace(cfg, judge=str(folders["vanilla"]), resume=True), progress=False)  # a new judge
+    assert third["pag_score"]["judge"] == str(folders["vanilla"]) and third["checks"] == second["checks"]
+    assert third["resumed_from"] == first["date"]  # the checks' date, however many resumes later
     with pytest.raises(ValueError, match=r"other settings: restarts 1 \(now 3\)"):
         run_audit(replace(cfg, restarts=3, autoattack="lite", resume=True), progress=False)
 
