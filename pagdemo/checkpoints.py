@@ -200,7 +200,11 @@ def info(folder: str | Path) -> dict[str, Any]:
 
 def unfinished_verdict(audit: dict[str, Any]) -> str:
     """What a cut-off audit-<norm>.json can claim: the checks it finished, and what it never ran."""
-    return f"unfinished ({', '.join(audit.get('not_run_yet', []))} not run); checks so far: {audit.get('verdict')}"
+    text = f"unfinished ({', '.join(audit.get('not_run_yet', []))} not run); checks so far: {audit.get('verdict')}"
+    done = [k for k in audit.get("autoattack_so_far", {}) if k != "clean"]
+    if done:  # AutoAttack only lowers accuracy attack by attack, so a cut-off run still bounds it from above
+        text += f"; AutoAttack cut off after {done[-1]}: {100 * audit['autoattack_so_far'][done[-1]]:.1f}% (an upper bound)"
+    return text
 
 
 def list_checkpoints(root: str | Path = "checkpoints") -> tuple[list[dict[str, Any]], list[str]]:

@@ -350,8 +350,9 @@ def audit_rows(infos: list[dict]) -> list[dict[str, Any]]:
             if not aa and not audits:
                 cut = i.get("unfinished_audits", {}).get(norm)
                 rows.append({"model": i["name"], "norm": norm, "verdict": "not audited"} if cut is None else
-                            {"model": i["name"], "norm": norm, "n": cut.get("n"), "device": cut.get("device"),
-                             "date": cut.get("date"), "verdict": unfinished_verdict(cut)})
+                            {"model": i["name"], "norm": norm, "n": cut.get("n"),
+                             "PGD-20 %": _pct(cut.get("checks", {}).get("more_steps", {}).get("pgd20")),
+                             "device": cut.get("device"), "date": cut.get("date"), "verdict": unfinished_verdict(cut)})
                 continue
             a = aa[-1] if aa else {}
             pgd = [ev for ev in evs if ev.get("norm") == norm and ev.get("attack") == "pgd-20"

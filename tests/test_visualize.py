@@ -160,11 +160,13 @@ def test_audit_rows_pair_autoattack_with_pgd_on_the_same_subset():
 
 def test_audit_rows_say_what_an_unfinished_audit_checked():
     cut = {"norm": "l2", "n": 200, "finished": False, "not_run_yet": ["autoattack", "pag_score"],
-           "verdict": "no sign of gradient masking", "device": "cpu"}
+           "verdict": "no sign of gradient masking", "device": "cpu", "checks": {"more_steps": {"pgd20": 0.53}},
+           "autoattack_so_far": {"clean": 0.685, "apgd-ce": 0.515}}
     linf, l2 = audit_rows([{"name": "m", "evaluations": [], "unfinished_audits": {"l2": cut}}])
     assert linf["verdict"] == "not audited"
-    assert l2["n"] == 200 and l2["verdict"] == ("unfinished (autoattack, pag_score not run); "
-                                                "checks so far: no sign of gradient masking")
+    assert l2["n"] == 200 and l2["PGD-20 %"] == 53.0 and l2["verdict"] == (
+        "unfinished (autoattack, pag_score not run); checks so far: no sign of gradient masking; "
+        "AutoAttack cut off after apgd-ce: 51.5% (an upper bound)")
 
 
 def test_audit_rows_show_the_models_pag_score_in_both_norms():
