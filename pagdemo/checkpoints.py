@@ -191,11 +191,11 @@ def info(folder: str | Path) -> dict[str, Any]:
     folder = Path(folder)
     config = read_json(folder / "config.json", {})
     metrics = read_json(folder / "metrics.json", {"evaluations": []})
-    audits = (read_json(f, {}) for f in sorted(folder.glob("audit-*.json")))
-    unfinished = {a.get("norm"): a for a in audits if a.get("finished") is False}  # cut off: not in metrics.json
+    audits = {a.get("norm"): a for a in (read_json(f, {}) for f in sorted(folder.glob("audit-*.json")))}
+    unfinished = {norm: a for norm, a in audits.items() if a.get("finished") is False}  # cut off: not in metrics.json
     return {"name": folder.name, "path": str(folder), "arch": config.get("arch"),
             "classes": config.get("classes"), "run": config.get("run", {}), "evaluations": metrics["evaluations"],
-            "unfinished_audits": unfinished}
+            "audits": audits, "unfinished_audits": unfinished}
 
 
 def unfinished_verdict(audit: dict[str, Any]) -> str:

@@ -344,27 +344,31 @@ def audit_rows(infos: list[dict]) -> list[dict[str, Any]]:
         evs = i.get("evaluations", [])
         scored = [ev for ev in evs if ev.get("pag_score") is not None]  # the score's attack is l2 whatever the audit's norm,
         pag = scored[-1] if scored else {}  # so one audit per model measures it and both rows show it
+        pag_cols = {"PAG score": None if pag.get("pag_score") is None else round(pag["pag_score"], 3),
+                    "gradient cosine": None if pag.get("pag_grad_cosine") is None else round(pag["pag_grad_cosine"], 3),
+                    "judge": pag.get("pag_judge")}
         for norm in ("linf", "l2"):
             aa = [ev for ev in evs if ev.get("norm") == norm and str(ev.get("attack", "")).startswith("autoattack")]
             audits = [ev for ev in evs if ev.get("norm") == norm and "verdict" in ev]
+            record = i.get("audits", {}).get(norm, {})  # audit-<norm>.json, whose PGD-20 shows where AutoAttack never ran
+            own_pgd20 = _pct(record.get("checks", {}).get("more_steps", {}).get("pgd20"))
             if not aa and not audits:
                 cut = i.get("unfinished_audits", {}).get(norm)
                 rows.append({"model": i["name"], "norm": norm, "verdict": "not audited"} if cut is None else
                             {"model": i["name"], "norm": norm, "n": cut.get("n"),
-                             "PGD-20 %": _pct(cut.get("checks", {}).get("more_steps", {}).get("pgd20")),
-                             "device": cut.get("device"), "date": cut.get("date"), "verdict": unfinished_verdict(cut)})
+                             "PGD-20 %": own_pgd20, "verdict": unfinished_verdict(cut), **pag_cols,
+                             "device": cut.get("device"), "date": cut.get("date")})
                 continue
             a = aa[-1] if aa else {}
             pgd = [ev for ev in evs if ev.get("norm") == norm and ev.get("attack") == "pgd-20"
                    and ev.get("n") == a.get("n") and ev.get("subset_seed") == a.get("subset_seed")] if a else []
             audit = audits[-1] if audits else {}
+            pgd20 = (_pct(pgd[-1]["robust_acc"]) if pgd else None) if a else own_pgd20
             rows.append({
                 "model": i["name"], "norm": norm, "n": a.get("n") or audit.get("n"),
-                "PGD-20 %": _pct(pgd[-1]["robust_acc"]) if pgd else None, "AutoAttack %": _pct(a.get("robust_acc")),
-                "AutoAttack": a.get("attack"), "verdict": audit.get("verdict", "masking checks not run"),
-                "PAG score": None if pag.get("pag_score") is None else round(pag["pag_score"], 3),
-                "gradient cosine": None if pag.get("pag_grad_cosine") is None else round(pag["pag_grad_cosine"], 3),
-                "judge": pag.get("pag_judge"), "device": a.get("device") or audit.get("device"),
+                "PGD-20 %": pgd20, "AutoAttack %": _pct(a.get("robust_acc")),
+                "AutoAttack": a.get("attack"), "verdict": audit.get("verdict", "masking checks not run"), **pag_cols,
+                "device": a.get("device") or audit.get("device"),
                 "date": audit.get("date") or a.get("date"),
             })
     return rows

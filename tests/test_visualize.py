@@ -162,11 +162,23 @@ def test_audit_rows_say_what_an_unfinished_audit_checked():
     cut = {"norm": "l2", "n": 200, "finished": False, "not_run_yet": ["autoattack", "pag_score"],
            "verdict": "no sign of gradient masking", "device": "cpu", "checks": {"more_steps": {"pgd20": 0.53}},
            "autoattack_so_far": {"clean": 0.685, "apgd-ce": 0.515}}
-    linf, l2 = audit_rows([{"name": "m", "evaluations": [], "unfinished_audits": {"l2": cut}}])
+    scored = {"attack": "audit (pgd-100 x2)", "verdict": "no sign of gradient masking", "norm": "linf", "pag_score": 0.8}
+    linf, l2 = audit_rows([{"name": "m", "evaluations": [], "audits": {"l2": cut}, "unfinished_audits": {"l2": cut}}])
     assert linf["verdict"] == "not audited"
+    assert audit_rows([{"name": "m", "evaluations": [scored], "unfinished_audits": {"l2": cut}}])[1]["PAG score"] == 0.8
     assert l2["n"] == 200 and l2["PGD-20 %"] == 53.0 and l2["verdict"] == (
         "unfinished (autoattack, pag_score not run); checks so far: no sign of gradient masking; "
         "AutoAttack cut off after apgd-ce: 51.5% (an upper bound)")
+
+
+def test_audit_rows_take_pgd20_from_an_audit_that_ran_no_autoattack():
+    line = {"attack": "audit (pgd-100 x2)", "verdict": "no sign of gradient masking", "n": 200, "norm": "linf"}
+    record = {"norm": "linf", "finished": True, "checks": {"more_steps": {"pgd20": 0.225}}}
+    linf, _ = audit_rows([{"name": "m", "evaluations": [line], "audits": {"linf": record}}])
+    assert (linf["PGD-20 %"], linf["AutoAttack %"], linf["n"]) == (22.5, None, 200)
+    aa = {"attack": "autoattack-standard", "norm": "linf", "n": 200, "subset_seed": 0, "robust_acc": 0.2}
+    linf, _ = audit_rows([{"name": "m", "evaluations": [line, aa], "audits": {"linf": record}}])
+    assert linf["PGD-20 %"] is None  # beside AutoAttack only a PGD-20 line on AutoAttack's own subset counts
 
 
 def test_audit_rows_show_the_models_pag_score_in_both_norms():
