@@ -188,7 +188,7 @@ def run_audit(cfg: AuditConfig, progress: bool = True) -> dict:
             write_json(Path(cfg.json), previous)
         return previous  # nothing to add: the record stays as it is
     report.update(data=data, limit=cfg.limit, subset_seed=cfg.seed, device=str(device), config=asdict(cfg),
-                  vanilla=cfg.vanilla if previous is None else previous.get("vanilla"))
+                  vanilla=cfg.vanilla)  # a resumed audit's vanilla is the same: _resumable checks it
     pending = [name for name, todo in (("autoattack", run_aa), ("pag_score", run_pag)) if todo]
     _save_partial(cfg, report, pending)  # a run cut short (a GPU slot ending) keeps the checks it finished
     if run_aa:

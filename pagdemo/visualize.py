@@ -352,12 +352,13 @@ def audit_rows(infos: list[dict]) -> list[dict[str, Any]]:
             audits = [ev for ev in evs if ev.get("norm") == norm and "verdict" in ev]
             record = i.get("audits", {}).get(norm, {})  # audit-<norm>.json, whose PGD-20 shows where AutoAttack never ran
             own_pgd20 = _pct(record.get("checks", {}).get("more_steps", {}).get("pgd20"))
+            if not aa and not audits and record.get("finished") is False:  # cut off: not in metrics.json
+                rows.append({"model": i["name"], "norm": norm, "n": record.get("n"), "PGD-20 %": own_pgd20,
+                             "verdict": unfinished_verdict(record), **pag_cols, "device": record.get("device"),
+                             "date": record.get("date")})
+                continue
             if not aa and not audits:
-                cut = i.get("unfinished_audits", {}).get(norm)
-                rows.append({"model": i["name"], "norm": norm, "verdict": "not audited"} if cut is None else
-                            {"model": i["name"], "norm": norm, "n": cut.get("n"),
-                             "PGD-20 %": own_pgd20, "verdict": unfinished_verdict(cut), **pag_cols,
-                             "device": cut.get("device"), "date": cut.get("date")})
+                rows.append({"model": i["name"], "norm": norm, "verdict": "not audited"})
                 continue
             a = aa[-1] if aa else {}
             pgd = [ev for ev in evs if ev.get("norm") == norm and ev.get("attack") == "pgd-20"

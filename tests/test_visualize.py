@@ -163,9 +163,9 @@ def test_audit_rows_say_what_an_unfinished_audit_checked():
            "verdict": "no sign of gradient masking", "device": "cpu", "checks": {"more_steps": {"pgd20": 0.53}},
            "autoattack_so_far": {"clean": 0.685, "apgd-ce": 0.515}}
     scored = {"attack": "audit (pgd-100 x2)", "verdict": "no sign of gradient masking", "norm": "linf", "pag_score": 0.8}
-    linf, l2 = audit_rows([{"name": "m", "evaluations": [], "audits": {"l2": cut}, "unfinished_audits": {"l2": cut}}])
+    linf, l2 = audit_rows([{"name": "m", "evaluations": [], "audits": {"l2": cut}}])
     assert linf["verdict"] == "not audited"
-    assert audit_rows([{"name": "m", "evaluations": [scored], "unfinished_audits": {"l2": cut}}])[1]["PAG score"] == 0.8
+    assert audit_rows([{"name": "m", "evaluations": [scored], "audits": {"l2": cut}}])[1]["PAG score"] == 0.8
     assert l2["n"] == 200 and l2["PGD-20 %"] == 53.0 and l2["verdict"] == (
         "unfinished (autoattack, pag_score not run); checks so far: no sign of gradient masking; "
         "AutoAttack cut off after apgd-ce: 51.5% (an upper bound)")
