@@ -190,7 +190,8 @@ def run_audit(cfg: AuditConfig, progress: bool = True) -> dict:
     report.update(data=data, limit=cfg.limit, subset_seed=cfg.seed, device=str(device), config=asdict(cfg),
                   vanilla=cfg.vanilla)  # a resumed audit's vanilla is the same: _resumable checks it
     pending = [name for name, todo in (("autoattack", run_aa), ("pag_score", run_pag)) if todo]
-    _save_partial(cfg, report, pending)  # a run cut short (a GPU slot ending) keeps the checks it finished
+    earlier = {"autoattack_so_far": previous["autoattack_so_far"]} if previous and "autoattack_so_far" in previous else {}
+    _save_partial(cfg, {**report, **earlier}, pending)  # a run cut short keeps what it (or the run it resumes) finished
     if run_aa:
         def so_far(after: dict[str, float]) -> None:  # a run cut off mid-AutoAttack keeps the attacks it finished
             _save_partial(cfg, {**report, "autoattack_so_far": after}, pending)

@@ -110,6 +110,11 @@ def test_an_audit_cut_short_in_autoattack_keeps_the_attacks_it_finished(models, 
     assert saved["finished"] is False and saved["not_run_yet"] == ["autoattack"]
     so_far = saved["autoattack_so_far"]
     assert set(so_far) == {"clean", "apgd-ce"} and so_far["apgd-ce"] == so_far["clean"] == saved["clean_acc"]
+    monkeypatch.setitem(BACKENDS, "pyautoattack", lambda *a, **k: {"apgd-ce": slot_ends})
+    with pytest.raises(KeyboardInterrupt):  # a resume cut off before its first attack ends keeps the earlier bound
+        run_audit(replace(cfg, resume=True), progress=False)
+    resaved = json.loads((folders["model"] / "audit-linf.json").read_text())
+    assert resaved["autoattack_so_far"] == so_far and resaved["resumed_from"] == saved["date"]
 
 
 def test_resume_adds_autoattack_to_an_audit_without_redoing_its_checks(models, tmp_path, monkeypatch):
