@@ -29,6 +29,7 @@ from torch import nn
 from tqdm import tqdm
 
 from pagdemo.attacks import pgd
+from pagdemo.checkpoints import git_commit
 from pagdemo.fastpag import input_gradients_explicit, sampled_misalignment, sampled_pag_loss  # registers impls
 from pagdemo.losses import PAG_IMPLS, cosine_misalignment, pag_loss
 from pagdemo.models import build_model
@@ -59,6 +60,8 @@ class BenchConfig:
     grid_steps: int = 20
     approx_draws: int = 8  # draws of the sampled approximation when measuring its gradient error
     threads: int = 0  # CPU threads for torch; 0 = torch's default
+    profile: tuple[str, ...] = ()  # implementations to profile (one step at the largest batch), e.g. ("explicit",)
+    profile_rows: int = 20  # operators listed per profile
     seed: int = 0
     json: str | None = None  # where to write the results
 
@@ -328,12 +331,37 @@ def bench_approx_error(cfg: BenchConfig, device: torch.device, gen: torch.Genera
     return out
 
 
+def bench_profile(cfg: BenchConfig, device: torch.device, gen: torch.Generator) -> dict:
+    """Where one training step's time goes, per implementation: the operators by their own device (or CPU) time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    b = max(cfg.batch_sizes)
+    model = _model(cfg, device).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x = _images(cfg, b, device, gen)
+    batch = (x, torch.randint(0, cfg.num_classes, (b,), generator=gen).to(device),
+             torch.randn(b, cfg.num_classes, *x.shape[1:], generator=gen).to(device))
+    cuda = device.type == "cuda"
+    out: dict = {"batch": b, "sorted_by": "self CUDA time" if cuda else "self CPU time"}
+    for impl in cfg.profile:
+        step = _train_step(model, opt, batch, impl, cfg, device)
+        for _ in range(max(cfg.warmup, 1)):  # compiles, picks cuDNN algorithms
+            step()
+        _sync(device)
+        with profile(activities=[ProfilerActivity.CPU] + [ProfilerActivity.CUDA] * cuda) as prof:
+            step()
+            _sync(device)
+        out[impl] = prof.key_averages().table(sort_by="self_device_time_total" if cuda else "self_cpu_time_total",
+                                              row_limit=cfg.profile_rows)
+    return out
+
+
 def environment(cfg: BenchConfig, device: torch.device) -> dict:
     """What the numbers were measured on."""
     env = {"date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
            "device": device.type, "torch": torch.__version__, "python": platform.python_version(),
            "cpu": _cpu_name(), "cpu_threads": torch.get_num_threads(), "memory": memory_method(device),
-           "autocast": "bf16" if device.type == "cuda" else "none (fp32)"}
+           "autocast": "bf16" if device.type == "cuda" else "none (fp32)", "commit": git_commit()}
     if hasattr(os, "getloadavg"):
         env["load_avg_1min_at_start"] = os.getloadavg()[0]  # other processes sharing the CPU skew CPU timings
     if device.type == "cuda":
@@ -354,6 +382,8 @@ def run_bench(cfg: BenchConfig) -> dict:
     """Every benchmark; returns the JSON-ready results."""
     if cfg.repeats < 1 or min(cfg.batch_sizes) < 1:
         raise ValueError(f"repeats and batch sizes must be >= 1, got {cfg.repeats} and {cfg.batch_sizes}")
+    if unknown := [i for i in cfg.profile if i not in ("vanilla", *PAG_IMPLS, SAMPLED)]:
+        raise ValueError(f"cannot profile {unknown}; choose from {['vanilla', *sorted(PAG_IMPLS), SAMPLED]}")
     device = torch.device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -369,6 +399,8 @@ def run_bench(cfg: BenchConfig) -> dict:
     sections = {"pgd20_eval": bench_pgd, "app_grid": bench_grid}
     if SAMPLED in step_cases(cfg, device)[0]:
         sections["approx_error"] = bench_approx_error
+    if cfg.profile:
+        sections["profile"] = bench_profile
     for key, fn in sections.items():
         try:  # a section that breaks (a missing torchattacks, say) must not lose the others
             result[key] = fn(cfg, device, gen)
@@ -413,6 +445,9 @@ def format_tables(result: dict) -> str:
                          f"{m['rel_err_per_draw']:.2f}, of their mean {m['rel_err_of_mean']:.2f}")
     for name, why in result["skipped"].items():
         lines.append(f"Skipped {name}: {why}")
+    prof = result.get("profile", {})
+    for impl in (i for i in result["config"].get("profile", ()) if i in prof):
+        lines += ["", f"Profile of one `{impl}` step, batch {prof['batch']}, by {prof['sorted_by']}:", "", prof[impl]]
     return "\n".join(lines)
 
 
@@ -430,6 +465,8 @@ def parse_config(argv: list[str] | None = None) -> BenchConfig:
     p.add_argument("--pgd-repeats", type=int, default=None, help="timed PGD-20 runs per attack (default 20)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--profile", nargs="+", default=None, metavar="IMPL",
+                   help="also profile one training step of these implementations (e.g. explicit) at the largest batch")
     p.add_argument("--small", action="store_true", help="CPU-sized settings (under 5 minutes on 2 cores)")
     a = p.parse_args(argv)
     cfg = BenchConfig(device=a.device, json=a.json, channels_last=a.channels_last)
@@ -437,7 +474,7 @@ def parse_config(argv: list[str] | None = None) -> BenchConfig:
         cfg = replace(cfg, **SMALL)
     given = {"model": a.model, "batch_sizes": a.batch_sizes and tuple(a.batch_sizes), "impls": a.impls and tuple(a.impls),
              "repeats": a.repeats, "warmup": a.warmup, "pgd_batch": a.pgd_batch,
-             "pgd_repeats": a.pgd_repeats, "threads": a.threads}
+             "pgd_repeats": a.pgd_repeats, "threads": a.threads, "profile": a.profile and tuple(a.profile)}
     return replace(cfg, **{k: v for k, v in given.items() if v is not None})
 
 
@@ -459,4 +496,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except ValueError as e:  # bad flags: say what was wrong, no traceback
+        raise SystemExit(f"error: {e}") from None

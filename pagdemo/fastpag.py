@@ -126,17 +126,22 @@ def _trace_batchnorm(module: nn.BatchNorm2d, x: torch.Tensor) -> tuple[torch.Ten
     gamma = module.weight.view(shape) if module.weight is not None else 1.0
     if not (module.training or module.running_mean is None):  # eval: a fixed affine map
         scale = gamma * torch.rsqrt(module.running_var + module.eps).view(shape)
-        return y, lambda g: g * scale
+        return y, lambda g: g * scale.to(g.dtype)
     var, mean = torch.var_mean(_acc(x), dim=(0, 2, 3), unbiased=False)
     invstd = torch.rsqrt(var + module.eps).view(shape)
     xhat = (_acc(x) - mean.view(shape)) * invstd
+    scale = gamma * invstd
 
     def backward(g: torch.Tensor) -> torch.Tensor:
-        # d xhat / d x through the batch mean and variance, per seed over its own B images.
-        g = _acc(g)
-        g_mean = g.mean(dim=(1, 3, 4), keepdim=True)
-        gx_mean = (g * xhat).mean(dim=(1, 3, 4), keepdim=True)
-        return gamma * invstd * (g - g_mean - xhat * gx_mean)
+        # d xhat / d x through the batch mean and variance, per seed over its own B images:
+        # scale * (g - mean(g) - xhat * mean(g * xhat)). The (S, B, ...) tensors stay in g's dtype
+        # (bf16 under autocast) and pass through two fused kernels; the means accumulate in fp32.
+        acc, dims = _acc(g).dtype, (1, 3, 4)
+        xh = xhat.to(g.dtype)
+        g_mean = g.mean(dim=dims, keepdim=True, dtype=acc)
+        gx_mean = (g * xh).mean(dim=dims, keepdim=True, dtype=acc)
+        return torch.addcmul(torch.addcmul((-scale * g_mean).to(g.dtype), (-scale * gx_mean).to(g.dtype), xh),
+                             scale.to(g.dtype), g)
     return y, backward
 
 

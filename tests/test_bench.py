@@ -7,7 +7,7 @@ import torch
 from pagdemo.bench import SAMPLED, BenchConfig, format_tables, parse_config, run_bench, save_json, step_cases
 
 TINY = BenchConfig(device="cpu", model="tinycnn", image_size=8, batch_sizes=(4,), warmup=0, repeats=1,
-                   pgd_batch=4, pgd_repeats=3, grid_steps=2, approx_draws=2)
+                   pgd_batch=4, pgd_repeats=3, grid_steps=2, approx_draws=2, profile=("explicit",))
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +52,15 @@ def test_environment_and_tables(result):
     assert env["device"] == "cpu" and env["torch"] == torch.__version__ and "date_utc" in env
     assert result["config"]["model"] == "tinycnn"
     table = format_tables(result)
-    for case in ("vanilla", "loop", "explicit", SAMPLED, "torchattacks", "App grid", "Skipped compiled"):
+    for case in ("vanilla", "loop", "explicit", SAMPLED, "torchattacks", "App grid", "Skipped compiled",
+                 "Profile of one `explicit` step, batch 4"):
         assert case in table
+
+
+def test_profile_lists_the_steps_operators(result):
+    table = result["profile"]["explicit"]
+    assert result["profile"]["sorted_by"] == "self CPU time" and "Self CPU" in table
+    assert "aten::convolution_backward" in table  # the PAG term differentiates the transposed convolutions
 
 
 def test_small_preset_and_flags_override_it():
@@ -67,6 +74,8 @@ def test_bad_settings_raise():
         step_cases(BenchConfig(impls=("nope",)), torch.device("cpu"))
     with pytest.raises(ValueError, match="repeats"):
         run_bench(BenchConfig(device="cpu", repeats=0))
+    with pytest.raises(ValueError, match="profile"):
+        run_bench(BenchConfig(device="cpu", profile=("nope",)))
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA"):
             run_bench(BenchConfig(device="cuda"))
