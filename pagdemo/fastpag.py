@@ -219,8 +219,12 @@ def input_gradients_vmap(model: nn.Module, x: torch.Tensor, grad_of: str = "logi
 
 @functools.cache
 def _compiled_explicit() -> Callable:
-    """Compile lazily: importing pagdemo must not start the compiler."""
-    return torch.compile(input_gradients_explicit, dynamic=False)
+    """Compile lazily: importing pagdemo must not start the compiler.
+
+    Inductor's mix-order reduction fusion is off: in torch 2.11 on an H100 it fails to compile
+    ResNet-18 at batch 64 ("AssertionError: 256 v.s. 2560", docs/bench/README.md).
+    """
+    return torch.compile(input_gradients_explicit, dynamic=False, options={"triton.mix_order_reduction": False})
 
 
 def input_gradients_compiled(model: nn.Module, x: torch.Tensor, grad_of: str = "logit", create_graph: bool = True):

@@ -115,6 +115,20 @@ def test_explicit_graph_compiles_whole():
     torch.testing.assert_close(results[0], results[1], rtol=1e-4, atol=1e-6)
 
 
+def test_compiled_impl_equals_loop():
+    """The shipped `compiled` (Inductor, with its config) on CPU: ~15 s of compiling for the tiny model."""
+    model = _model("tinycnn", torch.float32, True)
+    x, _, targets = _data((4, 3, 8, 8), 10, torch.float32)
+    results = []
+    for impl in ("compiled", "loop"):
+        m = copy.deepcopy(model)
+        logits, grads = PAG_IMPLS[impl](m, x, grad_of="logsoftmax")
+        cosine_misalignment(grads, targets).backward()
+        results.append((logits, m.features[0].weight.grad, m.features[1].running_var))
+    for compiled, loop in zip(*results):
+        torch.testing.assert_close(compiled, loop, rtol=1e-4, atol=1e-6)
+
+
 def test_sampled_is_the_scaled_cosine_of_the_drawn_classes():
     """k=1 in eval mode: C times the misalignment of one class per image, drawn as documented."""
     model = _model("tinycnn", torch.float64, False)
