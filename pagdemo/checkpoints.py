@@ -261,6 +261,9 @@ def write_model_card(folder: str | Path) -> None:
             ("lr", "learning rate"), ("schedule", "schedule"), ("momentum", "momentum"), ("weight_decay", "weight decay"),
             ("amp", "autocast"), ("seed", "seed"), ("device", "device"), ("world_size", "processes"),
             ("train_time_s", "training time (s)"), ("command", "command"), ("commit", "commit"), ("date", "finished")]
+    done, planned = run.get("epochs_done"), run.get("epochs")
+    if done is not None and planned is not None and done < planned:  # a run stopped (or still going) mid-schedule
+        run = {**run, "epochs": f"{done} of {planned} (stopped before the schedule ended)"}
     lines += ["| setting | value |", "|---|---|"]
     lines += [f"| {label} | `{run[k]}` |" for k, label in keys if run.get(k) not in (None, "")]
     if (folder / NOTES).exists():  # what a reader must know that no setting says (a cut-short schedule, say)

@@ -111,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(the authors' code; default)")
     p.add_argument("--pag-impl", default="batched", choices=sorted(PAG_IMPLS),
                    help="how the C input gradients are computed: loop (reference), batched (authors' repeat-the-batch, "
-                        "default), vmap / explicit (exact like loop, faster), compiled (explicit under torch.compile, GPU)")
+                        "default), vmap / explicit (exact like loop, faster), compiled (explicit under torch.compile: "
+                        "exact and the fastest on a GPU, 11x loop on an H100; ~1 min of compiling first)")
     p.add_argument("--nn-k", type=positive_int, default=100, help="nn: sampled training images per class (default 100)")
     p.add_argument("--teacher", help="rigd: checkpoint folder of an adversarially trained teacher")
     _add_training_args(p)

@@ -137,6 +137,13 @@ def test_model_card_shows_the_notes_file(tiny):
     assert card.index("## Notes") < card.index("Trained for 3 epochs only") < card.index("## Evaluations")
 
 
+def test_model_card_says_when_a_run_stopped_mid_schedule(tiny):
+    model, folder = tiny
+    assert "| epochs | `3` |" in (folder / "README.md").read_text()
+    save_checkpoint(model, folder, {**RUN, "epochs_done": 2})
+    assert "| epochs | `2 of 3 (stopped before the schedule ended)` |" in (folder / "README.md").read_text()
+
+
 def test_model_card_names_an_unfinished_audit(tiny):
     _, folder = tiny
     assert "## Audits" not in (folder / "README.md").read_text()
