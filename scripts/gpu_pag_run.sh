@@ -2,6 +2,8 @@
 # One PAG training run inside one device call, with the compiled exact PAG loss (issue 6), then
 # PGD-20 linf and l2 on the full lossless test set, results packed into $OUT by gpu_collect.sh.
 # The lossless CIFAR-10 must already be staged in $DATA_DIR (three earlier calls carried it).
+# On an H100 with --recipe fast: the first epoch takes ~85 s (compiling), each later one ~12 s;
+# size TRAIN_LIMIT to fit them all, or the cosine schedule is cut short (2026-11-26: 11 of 12).
 #
 #   EPOCHS=12 PAGDEMO_COMMIT=<sha> bash scripts/gpu_pag_run.sh            # on the GPU machine
 #   DRY=1 OUT=/tmp/out bash scripts/gpu_pag_run.sh                         # CPU dry run, synthetic data

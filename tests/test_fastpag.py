@@ -115,6 +115,19 @@ def test_explicit_graph_compiles_whole():
     torch.testing.assert_close(results[0], results[1], rtol=1e-4, atol=1e-6)
 
 
+def test_explicit_under_bf16_autocast_is_as_accurate_as_loop():
+    """explicit keeps its big tensors in bf16 under autocast: its error must stay that of bf16 itself."""
+    model = _model("tinycnn", torch.float32, True)
+    x, y, targets = _data((8, 3, 16, 16), 10, torch.float32)
+    exact = torch.cat([g.flatten() for g in _step(copy.deepcopy(model), "loop", x, y, targets, "logsoftmax")[1]])
+    errors = {}
+    for impl in ("loop", "explicit"):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            grads = _step(copy.deepcopy(model), impl, x, y, targets, "logsoftmax")[1]
+        errors[impl] = ((torch.cat([g.flatten().float() for g in grads]) - exact).norm() / exact.norm()).item()
+    assert 0 < errors["explicit"] < max(1.5 * errors["loop"], 0.02), errors
+
+
 def test_compiled_impl_equals_loop():
     """The shipped `compiled` (Inductor, with its config) on CPU: ~15 s of compiling for the tiny model."""
     model = _model("tinycnn", torch.float32, True)
