@@ -182,6 +182,17 @@ def _images(cfg: BenchConfig, n: int, device: torch.device, gen: torch.Generator
     return x.contiguous(memory_format=torch.channels_last) if cfg.channels_last else x
 
 
+def _training_setup(cfg: BenchConfig, device: torch.device, gen: torch.Generator,
+                    b: int) -> tuple[nn.Module, torch.optim.Optimizer, tuple[torch.Tensor, ...]]:
+    """A train-mode model, the paper's SGD and a synthetic batch (x, y, PAG targets) of b images."""
+    model = _model(cfg, device).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)  # the paper's
+    x = _images(cfg, b, device, gen)
+    y = torch.randint(0, cfg.num_classes, (b,), generator=gen).to(device)
+    targets = torch.randn(b, cfg.num_classes, *x.shape[1:], generator=gen).to(device)
+    return model, opt, (x, y, targets)
+
+
 def _train_step(model: nn.Module, opt: torch.optim.Optimizer, batch: tuple[torch.Tensor, ...], impl: str,
                 cfg: BenchConfig, device: torch.device) -> Callable[[], None]:
     """One SGD step with the vanilla loss, or the PAG loss of `impl`."""
@@ -228,12 +239,8 @@ def bench_steps(cfg: BenchConfig, device: torch.device, gen: torch.Generator) ->
     names, skipped = step_cases(cfg, device)
     rows = []
     for b in cfg.batch_sizes:
-        model = _model(cfg, device).train()  # shared by the cases: same weights-and-optimizer memory baseline
-        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)  # the paper's
-        x = _images(cfg, b, device, gen)
-        y = torch.randint(0, cfg.num_classes, (b,), generator=gen).to(device)
-        targets = torch.randn(b, cfg.num_classes, *x.shape[1:], generator=gen).to(device)
-        steps = {name: _train_step(model, opt, (x, y, targets), name, cfg, device) for name in names}
+        model, opt, batch = _training_setup(cfg, device, gen, b)  # shared by the cases: one memory baseline
+        steps = {name: _train_step(model, opt, batch, name, cfg, device) for name in names}
         stats, _ = interleaved(steps, cfg, device, f"train steps, batch {b}")
         ref = stats["vanilla"]["median_s"], stats["loop"]["median_s"]
         for name, st in stats.items():
@@ -336,11 +343,7 @@ def bench_profile(cfg: BenchConfig, device: torch.device, gen: torch.Generator) 
     from torch.profiler import ProfilerActivity, profile
 
     b = max(cfg.batch_sizes)
-    model = _model(cfg, device).train()
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    x = _images(cfg, b, device, gen)
-    batch = (x, torch.randint(0, cfg.num_classes, (b,), generator=gen).to(device),
-             torch.randn(b, cfg.num_classes, *x.shape[1:], generator=gen).to(device))
+    model, opt, batch = _training_setup(cfg, device, gen, b)
     cuda = device.type == "cuda"
     out: dict = {"batch": b, "sorted_by": "self CUDA time" if cuda else "self CPU time"}
     for impl in cfg.profile:
