@@ -23,23 +23,24 @@ import pandas as pd
 import torch
 
 from pagdemo.checkpoints import list_checkpoints, load_checkpoint
-from pagdemo.data import DataError, load_dataset
-from pagdemo.evaluate import resolve_device
+from pagdemo.compare import compare_untargeted, render_compare
+from pagdemo.data import CIFAR10_CLASSES, DataError, load_dataset
+from pagdemo.evaluate import accuracy_vs_eps, resolve_device
+from pagdemo.grid import GridSpec, pag_grid_steps, to_uint8
 from pagdemo.images import fit_square, pil_to_tensor, read_image
+from pagdemo.plots import curve_plot, figure_to_array, robustness_plot
+from pagdemo.report import audit_rows, robustness_rows
+from pagdemo.threat import NORMS, eps_grid, eval_eps, picture_eps, picture_eps_max
 from pagdemo.toy import ToyConfig, toy_figure
-from pagdemo.visualize import (GridSpec, accuracy_vs_eps, audit_rows, compare_untargeted, curve_plot, eps_grid,
-                               figure_to_array, input_size, pag_grid_steps, render_compare, robustness_plot,
-                               robustness_rows, to_uint8)
 
 log = logging.getLogger("pagdemo.app")
 
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 TOY_DOCS = Path(__file__).resolve().parents[1] / "docs" / "toy"  # `pagdemo toy --out docs/toy` writes the figure here
-CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 ALL_TARGETS = "all classes"
-EPS_MAX = {"l2": 20.0, "linf": 64 / 255}  # l2 20 is ~70% of a CIFAR image's own norm; beyond, nothing new to see
-GRID_EPS = {"l2": 4.0, "linf": 16 / 255}  # large on purpose (the PAG test), as `pagdemo attack`
-EVAL_EPS = {"l2": 0.5, "linf": 8 / 255}  # the paper's CIFAR-10 evaluation radii
+EPS_MAX = {n: picture_eps_max(n) for n in NORMS}
+GRID_EPS = {n: picture_eps(n) for n in NORMS}  # large on purpose (the PAG test), as `pagdemo attack`
+EVAL_EPS = {n: eval_eps(n, "cifar10") for n in NORMS}
 SETTINGS_COLUMNS = ["linf settings", "l2 settings", "paper source"]  # shown in their own, wide table
 PREVIEW_SCALE = 8  # the 32x32 input shown at 256x256, pixel for pixel
 
@@ -149,7 +150,7 @@ class Lab:
         if unknown:
             raise ValueError(f"unknown model(s) {unknown}; choose from {self.names}")
         infos = [self.by_name[n] for n in names]
-        kinds = {(tuple(i.get("classes") or ()), input_size(i["run"].get("dataset"))) for i in infos}
+        kinds = {(tuple(i.get("classes") or ()), i["image_size"]) for i in infos}
         if len(kinds) > 1:
             raise ValueError("the chosen models were trained on different datasets; choose models of one dataset")
         with self._lock:
@@ -160,7 +161,7 @@ class Lab:
 
     def _size(self, names: list[str]) -> int:
         """Input side of the first chosen model (all chosen models share it), 32 when there is none."""
-        return input_size(self.by_name[names[0]]["run"].get("dataset")) if names and names[0] in self.by_name else 32
+        return self.by_name[names[0]]["image_size"] if names and names[0] in self.by_name else 32
 
     def _image(self, image: str | bytes | None, size: int, classes: list[str]) -> tuple[torch.Tensor, int | None, str]:
         """The model's view of an upload, its true label when it is a shipped example, and notes."""

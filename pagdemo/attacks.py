@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-NORMS = ("linf", "l2")
+from pagdemo.threat import check_norm, eval_step
+
 _TINY = 1e-10  # guards per-sample L2 norms against division by zero, as torchattacks does
 
 
@@ -53,8 +54,7 @@ def random_start(x: torch.Tensor, norm: str, eps: float, generator: torch.Genera
 
 def check_attack_args(norm: str, eps: float, steps: int) -> None:
     """Bad attack settings are user errors: name the value and the valid choices."""
-    if norm not in NORMS:
-        raise ValueError(f"unknown norm {norm!r}; choose one of {list(NORMS)}")
+    check_norm(norm)
     if not eps >= 0:
         raise ValueError(f"eps must be >= 0, got {eps}")
     if int(steps) < 1:
@@ -83,7 +83,7 @@ def pgd_steps(
         targeted: descend the cross-entropy toward `y` instead of ascending it away from `y`.
     """
     check_attack_args(norm, eps, steps)
-    alpha = 2 * eps / steps if step_size is None else step_size
+    alpha = eval_step(eps, steps) if step_size is None else step_size
     x = x.detach()
     lo, hi = bounds if bounds is not None else (None, None)
     x_adv = x + random_start(x, norm, eps, generator) if random_init else x.clone()
@@ -103,6 +103,20 @@ def pgd_steps(
                 if bounds is not None:
                     x_adv = x_adv.clamp(lo, hi)
             yield x_adv.detach()
+
+
+def nfgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str = "linf",
+          generator: torch.Generator | None = None) -> torch.Tensor:
+    """N-FGSM (de Jorge et al. 2022), for adversarial training: one signed (linf) or normalized (l2) step of
+    size eps from a random point of the 2-eps ball, not projected back (the noise is what prevents
+    catastrophic overfitting); pixels clamped to [0, 1]."""
+    check_attack_args(norm, eps, 1)
+    x = x.detach()
+    x_noisy = (x + random_start(x, norm, 2 * eps, generator)).clamp(0, 1).requires_grad_(True)
+    with eval_mode(model):
+        (grad,) = torch.autograd.grad(F.cross_entropy(model(x_noisy), y), x_noisy)
+    step = grad.sign() if norm == "linf" else grad / (_per_sample_norm(grad) + _TINY)
+    return (x_noisy.detach() + eps * step).clamp(0, 1)
 
 
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, **kwargs) -> torch.Tensor:

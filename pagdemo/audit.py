@@ -23,10 +23,13 @@ from torch import nn
 
 from pagdemo.attacks import check_attack_args, eval_mode, pgd
 from pagdemo.autoattack import AutoAttackConfig, run_autoattack_eval
-from pagdemo.checkpoints import append_metrics, load_checkpoint, now, read_json, write_json
+from pagdemo.checkpoints import append_metrics, load_checkpoint
 from pagdemo.data import load_dataset
-from pagdemo.evaluate import PAPER_EPS, load_model_and_testset, resolve_device, robust_accuracy, test_data_for
-from pagdemo.pagscore import check_judge, default_pag_eps, format_pag_score, pag_score
+from pagdemo.evaluate import load_model_and_testset, resolve_device, robust_accuracy, test_data_for
+from pagdemo.files import read_json, write_json
+from pagdemo.pagscore import check_judge, format_pag_score, pag_score
+from pagdemo.provenance import now
+from pagdemo.threat import eval_eps, eval_step, picture_eps, strong_step
 
 NO_MASKING = "no sign of gradient masking"
 TOL = 1e-6  # accuracies come from float32 means: 0.105 arrives as 0.10499999672, so a gap of exactly 5 points read as 5.0000003
@@ -75,7 +78,7 @@ def eps_sweep(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str, eps
     """PGD-20 accuracy at growing eps, stopping once it reaches ~0; fails if it never does or rises with eps."""
     radii, accs = [], []
     for m in multipliers:
-        _, acc = robust_accuracy(model, x, y, norm, m * eps, 20, 2 * m * eps / 20, **kw)
+        _, acc = robust_accuracy(model, x, y, norm, m * eps, 20, eval_step(m * eps, 20), **kw)
         radii.append(m * eps)
         accs.append(acc)
         if _within(acc, th.zero_acc):
@@ -100,9 +103,9 @@ def audit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str, eps: fl
     check_attack_args(norm, eps, 1)
     device = torch.device(device)
     kw = dict(batch_size=batch_size, device=device, seed=seed, progress=progress)
-    clean, pgd20 = robust_accuracy(model, x, y, norm, eps, 20, 2 * eps / 20, **kw)
-    _, pgd20_fixed = robust_accuracy(model, x, y, norm, eps, 20, 2 * eps / 20, random_start=False, **kw)
-    _, pgd100 = robust_accuracy(model, x, y, norm, eps, 100, 2.5 * eps / 100, restarts=restarts, **kw)
+    clean, pgd20 = robust_accuracy(model, x, y, norm, eps, 20, eval_step(eps, 20), **kw)
+    _, pgd20_fixed = robust_accuracy(model, x, y, norm, eps, 20, eval_step(eps, 20), random_start=False, **kw)
+    _, pgd100 = robust_accuracy(model, x, y, norm, eps, 100, strong_step(eps, 100), restarts=restarts, **kw)
     checks = {
         "eps_sweep": eps_sweep(model, x, y, norm, eps, multipliers, th, **kw),
         "more_steps": _check(_within(pgd20 - pgd100, th.more_steps),
@@ -118,7 +121,7 @@ def audit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str, eps: fl
         checks["transfer"] = {"passed": None, "reason": "skipped: no vanilla model given"}
     else:
         vanilla_model = vanilla_model.to(device)
-        x_src = _batched_pgd(vanilla_model, x, y, norm, eps, 100, 2.5 * eps / 100, batch_size, device, seed)
+        x_src = _batched_pgd(vanilla_model, x, y, norm, eps, 100, strong_step(eps, 100), batch_size, device, seed)
         survives = _correct(model, x, y, batch_size, device) & _correct(model, x_src, y, batch_size, device)
         black = survives.float().mean().item()
         src = (_correct(vanilla_model, x_src, y, batch_size, device)).float().mean().item()
@@ -141,14 +144,14 @@ def verdict(checks: dict) -> dict:
 class AuditConfig:
     checkpoint: str
     norm: str = "linf"
-    eps: float | None = None  # radius in [0, 1] pixel units; None: the paper's (8/255 linf, 0.5 l2)
+    eps: float | None = None  # radius in [0, 1] pixel units; None: the dataset's (pagdemo.threat)
     vanilla: str | None = None  # checkpoint of the vanilla model, source of the transfer attack
     judge: str | None = None  # robust checkpoint that judges the PAG score; never the model's own RIGD teacher
     autoattack: str | None = None  # AutoAttack version ("standard") to run and compare with PGD-20; None: skip
     autoattack_backend: str = "pyautoattack"  # the reference; "torchattacks" is weaker in l2 (see autoattack.py)
     limit: int | None = 1000  # the fixed class-balanced test subset shared with `eval --attack autoattack`
     pag_limit: int = 100  # test images for the PAG score (x 9 targets each)
-    pag_eps: float | None = None  # L2 radius of the PAG score's attack; None: 4.0 at 32x32, x sqrt(pixels / 1024)
+    pag_eps: float | None = None  # L2 radius of the PAG score's attack; None: the picture's (4.0 at 32x32, x side/32)
     pag_steps: int = 100
     restarts: int = 5  # restarts of the PGD-100 check
     thresholds: Thresholds = field(default_factory=Thresholds)
@@ -169,7 +172,7 @@ def run_audit(cfg: AuditConfig, progress: bool = True) -> dict:
     model, ds = load_model_and_testset(cfg.checkpoint, device, cfg.dataset, cfg.data_dir, cfg.limit, cfg.seed)
     run = getattr(model, "run", {})
     dataset, data_dir = test_data_for(run, cfg.dataset, cfg.data_dir)
-    eps = PAPER_EPS[cfg.norm] if cfg.eps is None else cfg.eps
+    eps = eval_eps(cfg.norm, dataset, model.image_size) if cfg.eps is None else cfg.eps
     if cfg.judge:
         check_judge(cfg.checkpoint, run, cfg.judge)
     data = f"{dataset}/test ({ds.source})"
@@ -202,7 +205,7 @@ def run_audit(cfg: AuditConfig, progress: bool = True) -> dict:
     if run_pag:
         sub = load_dataset(dataset, "test", data_dir=data_dir, limit=cfg.pag_limit, seed=cfg.seed)
         report["pag_score"] = pag_score(model, load_checkpoint(cfg.judge, device), sub.float(), sub.labels,
-                                        eps=cfg.pag_eps or default_pag_eps(sub.float()), steps=cfg.pag_steps,
+                                        eps=cfg.pag_eps or picture_eps("l2", model.image_size), steps=cfg.pag_steps,
                                         batch_size=cfg.batch_size, device=device, progress=progress)
         report["pag_score"]["judge"] = str(cfg.judge)
     report.update(date=now(), finished=True)
@@ -259,7 +262,7 @@ def _summary(report: dict) -> dict:
     pag = report.get("pag_score", {})
     return {"date": report["date"], "data": report["data"], "n": report["n"], "limit": report["limit"],
             "subset_seed": report["subset_seed"], "attack": f"audit (pgd-100 x{more['restarts']})",
-            "norm": report["norm"], "eps": report["eps"], "steps": 100, "step_size": 2.5 * report["eps"] / 100,
+            "norm": report["norm"], "eps": report["eps"], "steps": 100, "step_size": strong_step(report["eps"], 100),
             "restarts": more["restarts"], "random_start": True, "clean_acc": report["clean_acc"],
             "robust_acc": more["pgd100_restarts"], "device": report["device"], "config": report["config"],
             "verdict": report["verdict"], "masking_checks_passed": report["passed"],

@@ -27,8 +27,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pagdemo.attacks import check_attack_args, eval_mode
-from pagdemo.checkpoints import append_metrics, now, write_json
-from pagdemo.evaluate import PAPER_EPS, load_model_and_testset, resolve_device, robust_accuracy
+from pagdemo.checkpoints import append_metrics
+from pagdemo.evaluate import load_model_and_testset, resolve_device, robust_accuracy
+from pagdemo.files import write_json
+from pagdemo.provenance import now
+from pagdemo.threat import eval_eps, eval_step
 
 ATTACKS = ("apgd-ce", "apgd-t", "fab-t", "square")  # the standard version, in the reference's order
 
@@ -166,7 +169,7 @@ def _run_one(attack: Callable, model: nn.Module, x: torch.Tensor, y: torch.Tenso
 class AutoAttackConfig:
     checkpoint: str
     norm: str = "linf"
-    eps: float | None = None  # radius in [0, 1] pixel units; None: the paper's (8/255 linf, 0.5 l2)
+    eps: float | None = None  # radius in [0, 1] pixel units; None: the dataset's (pagdemo.threat)
     version: str = "standard"
     backend: str = "pyautoattack"  # the authors' reference code; torchattacks' l2 Square is weaker (see module docstring)
     limit: int | None = 1000  # a fixed, class-balanced test subset, the same for every model; None: all
@@ -187,17 +190,17 @@ def run_autoattack_eval(cfg: AutoAttackConfig, progress: bool = True,
     model, ds = load_model_and_testset(cfg.checkpoint, device, cfg.dataset, cfg.data_dir, cfg.limit, cfg.seed)
     dataset = ds.name
     x, y = ds.float(), ds.labels
-    eps = PAPER_EPS[cfg.norm] if cfg.eps is None else cfg.eps
+    eps = eval_eps(cfg.norm, dataset, model.image_size) if cfg.eps is None else cfg.eps
     start = time.perf_counter()
     clean, rob, breakdown = autoattack_accuracy(model, x, y, cfg.norm, eps, cfg.version, cfg.backend,
                                                 cfg.batch_size, device, cfg.seed, progress, on_attack)
     seconds = time.perf_counter() - start
-    _, pgd20 = robust_accuracy(model, x, y, cfg.norm, eps, 20, 2 * eps / 20, 1, True, cfg.batch_size, device,
+    _, pgd20 = robust_accuracy(model, x, y, cfg.norm, eps, 20, eval_step(eps, 20), 1, True, cfg.batch_size, device,
                                cfg.seed, progress)
     base = {"date": now(), "data": f"{dataset}/test ({ds.source})", "n": len(ds), "limit": cfg.limit,
             "subset_seed": cfg.seed, "norm": cfg.norm, "eps": eps, "clean_acc": clean, "device": str(device),
             "config": asdict(cfg)}
-    pgd_record = {**base, "attack": "pgd-20", "steps": 20, "step_size": 2 * eps / 20, "restarts": 1,
+    pgd_record = {**base, "attack": "pgd-20", "steps": 20, "step_size": eval_step(eps, 20), "restarts": 1,
                   "random_start": True, "robust_acc": pgd20}
     record = {**base, "attack": f"autoattack-{cfg.version}", "steps": VERSIONS[cfg.version].steps, "step_size": None,
               "restarts": 1, "random_start": True, "robust_acc": rob, "per_attack": breakdown,

@@ -29,11 +29,11 @@ from torch import nn
 from tqdm import tqdm
 
 from pagdemo.attacks import pgd
-from pagdemo.checkpoints import git_commit
-from pagdemo.fastpag import input_gradients_explicit, sampled_misalignment, sampled_pag_loss  # registers impls
-from pagdemo.losses import PAG_IMPLS, cosine_misalignment, pag_loss
+from pagdemo.fastpag import input_gradients_explicit
+from pagdemo.grid import GridSpec, pag_grid_steps
+from pagdemo.losses import PAG_IMPLS, cosine_misalignment, pag_loss, sampled_misalignment, sampled_pag_loss
 from pagdemo.models import build_model
-from pagdemo.visualize import GridSpec, pag_grid_steps
+from pagdemo.provenance import git_commit
 
 SAMPLED = "sampled-k1"  # the approximate impl benchmarked beside the exact ones
 CPU_SKIPPED = {"compiled": "torch.compile takes minutes per shape on CPU; benchmarked on CUDA only"}

@@ -262,7 +262,7 @@ def cmd_attack(args: argparse.Namespace, command: str) -> None:
     from pagdemo.checkpoints import load_checkpoint
     from pagdemo.evaluate import resolve_device
     from pagdemo.images import load_image
-    from pagdemo.visualize import GridSpec, input_size, pag_grid_steps
+    from pagdemo.grid import GridSpec, pag_grid_steps
 
     device = resolve_device(args.device)
     models = [load_checkpoint(c, device) for c in args.checkpoint]
@@ -277,7 +277,7 @@ def cmd_attack(args: argparse.Namespace, command: str) -> None:
         targets = [int(args.target)]
     else:
         raise CLIError(f"unknown target {args.target!r}; choose 'all', one of {classes} or an index below {len(classes)}")
-    x = load_image(args.image, input_size(models[0].run.get("dataset")))
+    x = load_image(args.image, models[0].image_size)
     names = [Path(c).name for c in args.checkpoint]
     spec = GridSpec(names, classes, targets, f"targeted PGD-{args.steps}, {args.norm} eps={args.eps:.4g}")
     frame = None

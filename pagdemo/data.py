@@ -24,10 +24,11 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 SPLITS = ("train", "test")
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 STL10_CLASSES = ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"]
 _NPZ_KEYS = ("encoded", "offsets", "labels", "classes")
 _SYNTHETIC_SIZE = {"train": 1000, "test": 500}  # small: a CPU epoch of PAG training in seconds
-_SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"  # the project's data, beside the repository
+DATA_ROOTS = ("data", "../shared/data")  # looked for relative to the working directory, after $PAGDEMO_DATA_DIR
 
 
 class DataError(ValueError):
@@ -43,9 +44,15 @@ class Dataset:
     classes: list[str]
     name: str
     source: str
+    stats: tuple[list[float], list[float]] | None = None  # (mean, std) to normalize with; None: the arch's default
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    @property
+    def side(self) -> int:
+        """Pixels per side of the (square) images."""
+        return int(self.images.shape[-1])
 
     def float(self, idx: torch.Tensor | None = None) -> torch.Tensor:
         """Images (all, or those at `idx`) as floats in [0, 1], the models' input range."""
@@ -202,17 +209,20 @@ DATASETS: dict[str, Callable[[str, Path | None, int, int | None], _Raw]] = {
 
 
 def default_data_dir(name: str) -> Path | None:
-    """$PAGDEMO_DATA_DIR(/name), else the project's shared/data/<name> beside the repository, if present."""
+    """$PAGDEMO_DATA_DIR(/name), else data/<name> or ../shared/data/<name> below the working directory, if present."""
     if name == "synthetic":
         return None
     env = os.environ.get("PAGDEMO_DATA_DIR")
-    candidates = ([Path(env) / name, Path(env)] if env else []) + [_SHARED / name]
+    candidates = ([Path(env) / name, Path(env)] if env else []) + [Path(root) / name for root in DATA_ROOTS]
     return next((p for p in candidates if p.is_dir()), None)
 
 
 def load_dataset(name: str, split: str = "train", data_dir: str | Path | None = None,
-                 limit: int | None = None, seed: int = 0, synthetic_size: int | None = None) -> Dataset:
+                 limit: int | None = None, seed: int = 0, synthetic_size: int | None = None,
+                 image_size: int | None = None) -> Dataset:
     """Load a split into memory; `limit` keeps a fixed class-balanced subset chosen by `seed`.
+
+    `image_size` is the side a model expects: a built-in dataset of another size is refused.
 
     Raises:
         ValueError: unknown name or split. DataError (a ValueError): missing or malformed files.
@@ -223,12 +233,16 @@ def load_dataset(name: str, split: str = "train", data_dir: str | Path | None = 
         raise ValueError(f"unknown split {split!r}; choose one of {list(SPLITS)}")
     root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir(name)
     if name != "synthetic" and root is None:
-        raise DataError(f"no {name} data found in $PAGDEMO_DATA_DIR or {_SHARED / name}; pass --data-dir")
+        raise DataError(f"no {name} data found in $PAGDEMO_DATA_DIR, " + " or ".join(f"{r}/{name}" for r in DATA_ROOTS)
+                        + " (relative to the working directory); pass --data-dir")
     if name != "synthetic" and not root.is_dir():
         raise DataError(f"{root}: no such folder; expected the {name} data")
     raw = DATASETS[name](split, root, seed, synthetic_size)
     idx = np.arange(len(raw.labels)) if limit is None else stratified_subset(raw.labels, limit, seed)
     images = torch.from_numpy(np.ascontiguousarray(raw.pixels(idx)))
+    if image_size is not None and len(images) and images.shape[-1] != image_size:
+        raise DataError(f"{name} images are {images.shape[-1]}x{images.shape[-1]}, but the model expects "
+                        f"{image_size}x{image_size}; evaluate it on the dataset it was trained on")
     return Dataset(images, torch.from_numpy(raw.labels[idx].astype(np.int64)), list(raw.classes), name, raw.source)
 
 

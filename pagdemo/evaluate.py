@@ -7,23 +7,25 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from pagdemo.attacks import check_attack_args, eval_mode, pgd
-from pagdemo.checkpoints import append_metrics, load_checkpoint, now, write_json
+from pagdemo.checkpoints import append_metrics, load_checkpoint
 from pagdemo.data import Dataset, load_dataset
-
-PAPER_EPS = {"linf": 8 / 255, "l2": 0.5}  # CIFAR-10 threat models of Table 1
+from pagdemo.files import write_json
+from pagdemo.provenance import now
+from pagdemo.threat import eval_eps, eval_step
 
 
 @dataclass(frozen=True)
 class EvalConfig:
     checkpoint: str
     norm: str | None = "linf"  # "linf", "l2", or None for clean accuracy only
-    eps: float | None = None  # radius in [0, 1] pixel units; None: the paper's (8/255 linf, 0.5 l2)
+    eps: float | None = None  # radius in [0, 1] pixel units; None: the dataset's (pagdemo.threat: 8/255 linf, 0.5 l2)
     steps: int = 20
     step_size: float | None = None  # None: 2 * eps / steps, as in the paper
     restarts: int = 1  # a sample counts as robust only if it survives every restart
@@ -103,7 +105,8 @@ def load_model_and_testset(checkpoint: str, device: torch.device, dataset: str |
     """A checkpoint and the test split to judge it on: its own training dataset unless told otherwise."""
     model = load_checkpoint(checkpoint, device)
     dataset, data_dir = test_data_for(getattr(model, "run", {}), dataset, data_dir)
-    return model, load_dataset(dataset, "test", data_dir=data_dir, limit=limit, seed=seed)
+    return model, load_dataset(dataset, "test", data_dir=data_dir, limit=limit, seed=seed,
+                               image_size=getattr(model, "image_size", None))
 
 
 def test_data_for(run: dict, dataset: str | None, data_dir: str | None) -> tuple[str, str | None]:
@@ -119,8 +122,8 @@ def run_eval(cfg: EvalConfig, progress: bool = True) -> dict:
     device = resolve_device(cfg.device)
     model, ds = load_model_and_testset(cfg.checkpoint, device, cfg.dataset, cfg.data_dir, cfg.limit, cfg.seed)
     dataset = ds.name
-    eps = PAPER_EPS.get(cfg.norm, 0.0) if cfg.eps is None else cfg.eps
-    step_size = 2 * eps / cfg.steps if cfg.step_size is None and cfg.norm else cfg.step_size
+    eps = cfg.eps if cfg.eps is not None else eval_eps(cfg.norm, dataset, model.image_size) if cfg.norm else 0.0
+    step_size = eval_step(eps, cfg.steps) if cfg.step_size is None and cfg.norm else cfg.step_size
     clean, rob = robust_accuracy(model, ds.float(), ds.labels, cfg.norm, eps, cfg.steps, step_size, cfg.restarts,
                                  cfg.random_start, cfg.batch_size, device, cfg.seed, progress)
     record = {"date": now(), "data": f"{dataset}/test ({ds.source})", "n": len(ds), "limit": cfg.limit,
@@ -134,6 +137,16 @@ def run_eval(cfg: EvalConfig, progress: bool = True) -> dict:
     if cfg.json:
         write_json(Path(cfg.json), record)
     return record
+
+
+def accuracy_vs_eps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str, eps_list: list[float],
+                    steps: int = 10, batch_size: int = 256, seed: int = 0) -> Iterator[tuple[float, float]]:
+    """Yield (eps, robust accuracy) for each radius; eps 0 is clean accuracy. PGD: random start, step 2*eps/steps."""
+    device = next(model.parameters()).device
+    for eps in eps_list:
+        clean, robust = robust_accuracy(model, x, y, None if eps == 0 else norm, eps, steps=steps,
+                                        batch_size=batch_size, device=device, seed=seed, progress=False)
+        yield eps, clean if robust is None else robust
 
 
 def format_record(record: dict) -> str:

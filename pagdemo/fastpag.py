@@ -1,4 +1,4 @@
-"""Fast input gradients for the PAG loss (Eq. 1), registered into `losses.PAG_IMPLS` on import.
+"""Fast exact input gradients for the PAG loss (Eq. 1); `pagdemo.losses` registers them in `PAG_IMPLS`.
 
 The reference `loop` runs one forward, then C double-differentiable backward passes; autograd's
 double backward of conv/BatchNorm/ReLU is slow and `torch.compile` refuses it. The exact
@@ -12,13 +12,13 @@ implementations here compute what `loop` computes, in train- and eval-mode Batch
   as a (C*B) batch over the activations of a single forward. The PAG term is then a
   first-order graph: autograd differentiates it once, and `torch.compile` can fuse it.
 - `compiled`: `explicit` under `torch.compile` (for CUDA; compiles once per model and shape).
-  Inductor fuses the BatchNorm/ReLU formulas that bound eager `explicit`: 4,795 img/s at batch
-  256 on an H100, 11x `loop` (docs/bench/README.md).
+  Inductor fuses the BatchNorm/ReLU formulas that bound eager `explicit`; the measured speeds
+  are in docs/bench/README.md.
 
-One approximation, kept out of the registry because it changes the loss: `sampled_pag_loss`
-(k of the C classes per image, drawn at random; an unbiased estimate of the sum over classes
-in eval-mode BatchNorm only). Short Class Mean runs with k = 1 plateaued at 30-40% clean
-accuracy (issue 6): do not train with it without evidence.
+One approximation, kept out of the registry because it changes the loss: `sampled_input_gradients`
+(k of the C classes per image, drawn at random), behind `losses.sampled_pag_loss` (an unbiased
+estimate of the sum over classes in eval-mode BatchNorm only). Short Class Mean runs with k = 1
+plateaued at 30-40% clean accuracy (issue 6): do not train with it without evidence.
 """
 from __future__ import annotations
 
@@ -29,9 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pagdemo.checkpoints import PAGClassifier
-from pagdemo.losses import GRAD_OF, PAG_IMPLS, cosine_misalignment
-from pagdemo.models import MLP, BasicBlock, Normalize, ResNet18, TinyCNN
+from pagdemo.inputgrads import check_grad_of
+from pagdemo.models import MLP, BasicBlock, Normalize, PAGClassifier, ResNet18, TinyCNN
 
 # Maps the gradient w.r.t. a layer's output, shaped (S, B, *out) for S seeds of the B images,
 # to the gradient w.r.t. its input, shaped (S, B, *in).
@@ -99,6 +98,13 @@ def _trace_relu(module: nn.ReLU, x: torch.Tensor) -> tuple[torch.Tensor, Backwar
     return _relu(x)
 
 
+@_tracer(nn.GELU)
+def _trace_gelu(module: nn.GELU, x: torch.Tensor) -> tuple[torch.Tensor, Backward]:
+    y = module(x)
+    slope = torch.ops.aten.gelu_backward(torch.ones_like(x), x, approximate=module.approximate)  # GELU'(x)
+    return y, lambda g: g * slope.to(g.dtype)
+
+
 @_tracer(Normalize)
 def _trace_normalize(module: Normalize, x: torch.Tensor) -> tuple[torch.Tensor, Backward]:
     return module(x), lambda g: g / module.std
@@ -155,15 +161,15 @@ def _trace_pool_flatten(x: torch.Tensor) -> tuple[torch.Tensor, Backward]:
 
 @_tracer(BasicBlock)
 def _trace_block(module: BasicBlock, x: torch.Tensor) -> tuple[torch.Tensor, Backward]:
-    out, back_main = _trace_layers((module.conv1, module.bn1, nn.ReLU(), module.conv2, module.bn2), x)
+    out, back_main = _trace_layers((module.conv1, module.bn1, module.act1, module.conv2, module.bn2), x)
     short, back_short = trace(module.shortcut, x)
-    out, back_relu = _relu(out + short)
-    return out, _chain(lambda g: back_main(g) + back_short(g), back_relu)
+    out, back_act = trace(module.act2, out + short)
+    return out, _chain(lambda g: back_main(g) + back_short(g), back_act)
 
 
 @_tracer(ResNet18)
 def _trace_resnet(module: ResNet18, x: torch.Tensor) -> tuple[torch.Tensor, Backward]:
-    stem_and_stages = (module.normalize, module.conv1, module.bn1, nn.ReLU(),
+    stem_and_stages = (module.normalize, module.conv1, module.bn1, module.act,
                        module.layer1, module.layer2, module.layer3, module.layer4)
     x, back_body = _trace_layers(stem_and_stages, x)
     x, back_pool = _trace_pool_flatten(x)
@@ -195,9 +201,8 @@ def class_seeds(logits: torch.Tensor, grad_of: str) -> torch.Tensor:
     eye = torch.eye(c, device=logits.device, dtype=logits.dtype)[:, None, :]
     if grad_of == "logit":
         return eye.expand(c, logits.shape[0], c)
-    if grad_of == "logsoftmax":  # d log p_t / d logits = e_t - p
-        return eye - F.softmax(_acc(logits), dim=1).to(logits.dtype)[None]
-    raise ValueError(f"unknown grad_of {grad_of!r}; choose one of {list(GRAD_OF)}")
+    check_grad_of(grad_of)  # "logsoftmax": d log p_t / d logits = e_t - p
+    return eye - F.softmax(_acc(logits), dim=1).to(logits.dtype)[None]
 
 
 def input_gradients_explicit(model: nn.Module, x: torch.Tensor, grad_of: str = "logit", create_graph: bool = True):
@@ -209,8 +214,7 @@ def input_gradients_explicit(model: nn.Module, x: torch.Tensor, grad_of: str = "
 
 def input_gradients_vmap(model: nn.Module, x: torch.Tensor, grad_of: str = "logit", create_graph: bool = True):
     """(logits (B, C), grads (B, C, *x)) equal to `loop`'s, the C backward passes vectorized by autograd."""
-    if grad_of not in GRAD_OF:
-        raise ValueError(f"unknown grad_of {grad_of!r}; choose one of {list(GRAD_OF)}")
+    check_grad_of(grad_of)
     x = x.detach().requires_grad_(True)
     logits = model(x)
     scores = F.log_softmax(logits, dim=1) if grad_of == "logsoftmax" else logits
@@ -234,45 +238,26 @@ def input_gradients_compiled(model: nn.Module, x: torch.Tensor, grad_of: str = "
     return _compiled_explicit()(model, x, grad_of=grad_of, create_graph=create_graph)
 
 
-def sampled_misalignment(
+def sampled_input_gradients(
     model: nn.Module,
     x: torch.Tensor,
-    targets: torch.Tensor,
     k: int = 1,
     grad_of: str = "logit",
     generator: torch.Generator | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """APPROXIMATE Eq. 2 term: (logits, C/k * misalignment of k random classes per image).
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """APPROXIMATE: (logits (B, C), grads (B, k, *x), classes (B, k)) for k random classes per image, no repeats.
 
-    Unbiased for the sum over all C classes when BatchNorm is in eval mode. In train mode a
-    seed row mixes classes across the batch, so its batch-statistics coupling differs from `loop`'s.
+    In train mode a seed row mixes classes across the batch, so its batch-statistics coupling
+    differs from `loop`'s; `losses.sampled_pag_loss` turns this into the approximate loss.
     """
     logits, backward = trace(model, x.detach())
     b, c = logits.shape
     if not 1 <= k <= c:
         raise ValueError(f"k must be in [1, {c}], got {k}")
-    classes = torch.rand(b, c, generator=generator).argsort(dim=1)[:, :k].to(x.device)  # (B, k), no repeats
+    classes = torch.rand(b, c, generator=generator).argsort(dim=1)[:, :k].to(x.device)  # (B, k)
     rows = torch.arange(b, device=x.device)
     seeds = class_seeds(logits, grad_of)[classes.T, rows]  # (k, B, C)
-    grads = backward(seeds).transpose(0, 1)  # (B, k, *x)
-    return logits, cosine_misalignment(grads, targets[rows[:, None], classes]) * (c / k)
-
-
-def sampled_pag_loss(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    targets: torch.Tensor,
-    lam: float,
-    k: int = 1,
-    grad_of: str = "logit",
-    generator: torch.Generator | None = None,
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """APPROXIMATE Eq. 1 with `sampled_misalignment`; same return as `losses.pag_loss`."""
-    logits, cos = sampled_misalignment(model, x, targets, k, grad_of, generator)
-    ce = F.cross_entropy(logits, y)
-    return ce + lam * cos, {"ce": ce.detach(), "cos": cos.detach(), "logits": logits.detach()}
+    return logits, backward(seeds).transpose(0, 1), classes
 
 
 EXACT_IMPLS = {"vmap": input_gradients_vmap, "explicit": input_gradients_explicit, "compiled": input_gradients_compiled}
-PAG_IMPLS.update(EXACT_IMPLS)

@@ -1,11 +1,13 @@
-"""Classifiers by name: CIFAR-style ResNet-18 (32x32), its STL-10 variant (96x96), the toy MLP.
+"""Classifiers by name: CIFAR-style ResNet-18 (32x32), its strided-stem variant (96x96 and up), a
+GELU ResNet-18 (a stated deviation, for the recipe probe), a tiny CNN for CPU tests and the toy MLP.
 
-Every model takes images in [0, 1] and normalizes them in its first layer, so attacks,
-targets and the app never need to know a dataset's mean and std.
+Every image model takes images in [0, 1] and normalizes them in its first layer, so attacks,
+targets and the app never need to know a dataset's mean and std. `PAGClassifier` is what a
+checkpoint holds: a named architecture plus its class names, input size and normalization.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -15,15 +17,16 @@ CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2471, 0.2435, 0.2616)
 STL10_MEAN = (0.4467, 0.4398, 0.4066)
 STL10_STD = (0.2603, 0.2566, 0.2713)
+Stats = tuple[Sequence[float], Sequence[float]]  # (mean, std) per RGB channel, in [0, 1] pixel units
 
 
 class Normalize(nn.Module):
     """First layer of every image model: keeps the outside world in [0, 1] pixel units."""
 
-    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
-        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("mean", torch.tensor(tuple(mean)).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(tuple(std)).view(1, -1, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
@@ -32,43 +35,48 @@ class Normalize(nn.Module):
 class BasicBlock(nn.Module):
     """The two-conv residual block of ResNet-18 (He et al. 2016), as in the TRADES code."""
 
-    def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
+    def __init__(self, cin: int, cout: int, stride: int = 1, act: type[nn.Module] = nn.ReLU) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(cout)
+        self.act1 = act()
         self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(cout)
+        self.act2 = act()
         self.shortcut = nn.Sequential()
         if stride != 1 or cin != cout:
             self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.act1(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return F.relu(out + self.shortcut(x))
+        return self.act2(out + self.shortcut(x))
 
 
 class ResNet18(nn.Module):
     """CIFAR-style ResNet-18: 3x3 stem, no max-pool, global average pool (11.2M parameters).
 
-    `stem_stride=2` is the 96x96 (STL-10) variant: the stem halves the resolution so the
-    last stage sees 6x6 maps instead of 12x12, keeping the cost near 2.25x CIFAR's.
+    `stem_stride=2` is the variant for 96x96 (STL-10) and larger inputs: the stem halves the
+    resolution, so at 96x96 the last stage sees 6x6 maps and the cost stays near 2.25x CIFAR's.
+    `act` is ReLU as in the paper; GELU is a deviation the recipe probe may test.
     """
 
-    def __init__(self, num_classes: int = 10, mean=CIFAR10_MEAN, std=CIFAR10_STD, stem_stride: int = 1) -> None:
+    def __init__(self, num_classes: int = 10, mean: Sequence[float] = CIFAR10_MEAN, std: Sequence[float] = CIFAR10_STD,
+                 stem_stride: int = 1, act: type[nn.Module] = nn.ReLU) -> None:
         super().__init__()
         self.normalize = Normalize(mean, std)
         self.conv1 = nn.Conv2d(3, 64, 3, stem_stride, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
+        self.act = act()
         widths, strides, layers, cin = (64, 128, 256, 512), (1, 2, 2, 2), [], 64
         for w, s in zip(widths, strides):
-            layers.append(nn.Sequential(BasicBlock(cin, w, s), BasicBlock(w, w, 1)))
+            layers.append(nn.Sequential(BasicBlock(cin, w, s, act), BasicBlock(w, w, 1, act)))
             cin = w
         self.layer1, self.layer2, self.layer3, self.layer4 = layers
         self.linear = nn.Linear(512, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(self.normalize(x))))
+        out = self.act(self.bn1(self.conv1(self.normalize(x))))
         out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
         return self.linear(torch.flatten(F.adaptive_avg_pool2d(out, 1), 1))
 
@@ -87,7 +95,8 @@ class MLP(nn.Module):
 class TinyCNN(nn.Module):
     """A few-thousand-parameter convnet with BatchNorm, so CPU tests of the image pipeline run in seconds."""
 
-    def __init__(self, num_classes: int = 10, mean=CIFAR10_MEAN, std=CIFAR10_STD) -> None:
+    def __init__(self, num_classes: int = 10, mean: Sequence[float] = CIFAR10_MEAN,
+                 std: Sequence[float] = CIFAR10_STD) -> None:
         super().__init__()
         self.normalize = Normalize(mean, std)
         self.features = nn.Sequential(
@@ -101,21 +110,61 @@ class TinyCNN(nn.Module):
         return self.linear(torch.flatten(F.adaptive_avg_pool2d(out, 1), 1))
 
 
-MODELS: dict[str, Callable[..., nn.Module]] = {
-    "resnet18": lambda num_classes: ResNet18(num_classes),
-    "resnet18_stl": lambda num_classes: ResNet18(num_classes, STL10_MEAN, STL10_STD, stem_stride=2),
-    "tinycnn": lambda num_classes: TinyCNN(num_classes),
-    "mlp": lambda num_classes: MLP(num_classes),
+# name -> (constructor(num_classes, mean, std), default (mean, std)): the stats a checkpoint without its own used
+MODELS: dict[str, tuple[Callable[..., nn.Module], Stats]] = {
+    "resnet18": (lambda c, m, s: ResNet18(c, m, s), (CIFAR10_MEAN, CIFAR10_STD)),
+    "resnet18_stl": (lambda c, m, s: ResNet18(c, m, s, stem_stride=2), (STL10_MEAN, STL10_STD)),
+    "resnet18_gelu": (lambda c, m, s: ResNet18(c, m, s, act=nn.GELU), (CIFAR10_MEAN, CIFAR10_STD)),
+    "tinycnn": (lambda c, m, s: TinyCNN(c, m, s), (CIFAR10_MEAN, CIFAR10_STD)),
+    "mlp": (lambda c, m, s: MLP(c), ((), ())),
 }
 
 
-def build_model(name: str, num_classes: int = 10) -> nn.Module:
-    """The one way to make a model, so checkpoints can rebuild it from its name alone."""
+def build_model(name: str, num_classes: int = 10, stats: Stats | None = None) -> nn.Module:
+    """The one way to make a model, so checkpoints can rebuild it from its name (and stats) alone."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
-    return MODELS[name](num_classes)
+    make, default = MODELS[name]
+    mean, std = stats if stats is not None else default
+    return make(num_classes, mean, std)
+
+
+def default_stats(name: str) -> Stats:
+    """The normalization an architecture uses when a checkpoint records none (CIFAR-10's or STL-10's)."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
+    return MODELS[name][1]
 
 
 def count_parameters(model: nn.Module) -> int:
     """Parameter count, to check the architecture against the paper's 11.2M."""
     return sum(p.numel() for p in model.parameters())
+
+
+class PAGClassifier(nn.Module):
+    """What a checkpoint holds: a named architecture, its class names, input side and normalization.
+
+    Rebuilt from `config()` alone (see `pagdemo.checkpoints`); `image_size` is the side of the
+    square image the model was trained on (every loader resizes to it).
+    """
+
+    def __init__(self, arch: str = "resnet18", num_classes: int = 10, classes: Sequence[str] | None = None,
+                 image_size: int = 32, mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> None:
+        super().__init__()
+        default_mean, default_std = default_stats(arch)
+        self.arch, self.num_classes, self.image_size = arch, int(num_classes), int(image_size)
+        self.classes = list(classes) if classes else [str(i) for i in range(num_classes)]
+        if len(self.classes) != self.num_classes:
+            raise ValueError(f"{len(self.classes)} class names for {num_classes} classes")
+        self.mean = [float(v) for v in (mean if mean is not None else default_mean)]
+        self.std = [float(v) for v in (std if std is not None else default_std)]
+        self.net = build_model(arch, num_classes, (self.mean, self.std))
+        self.run: dict = {}  # the training run's record, filled by load_checkpoint
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def config(self) -> dict:
+        """Everything needed to rebuild this model (config.json holds it beside the training run)."""
+        return {"arch": self.arch, "num_classes": self.num_classes, "classes": self.classes,
+                "image_size": self.image_size, "mean": self.mean, "std": self.std}

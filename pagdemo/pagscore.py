@@ -15,7 +15,6 @@ trained to copy, so agreement would be circular): `check_judge` refuses it.
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
@@ -24,14 +23,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pagdemo.attacks import eval_mode, pgd
-from pagdemo.losses import input_gradients_loop
-
-PAG_EPS_32 = 4.0  # L2 radius at 32x32x3 (RMS 0.072 per value, ~18/255): 8x the l2 threat model, class features show
-
-
-def default_pag_eps(x: torch.Tensor) -> float:
-    """4.0 for a 32x32 RGB image, scaled by sqrt(number of values) so the per-pixel size is the same (12.0 at 96x96)."""
-    return PAG_EPS_32 * math.sqrt(x[0].numel() / (3 * 32 * 32))
+from pagdemo.inputgrads import input_gradients_loop
+from pagdemo.threat import strong_step
 
 
 def _pairs(y: torch.Tensor, n_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -67,7 +60,7 @@ def pag_score(model: nn.Module, judge: nn.Module, x: torch.Tensor, y: torch.Tens
     """
     device = torch.device(device)
     model, judge = model.to(device), judge.to(device)
-    step_size = 2.5 * eps / steps if step_size is None else step_size
+    step_size = strong_step(eps, steps) if step_size is None else step_size
     with torch.no_grad(), eval_mode(model):
         n_classes = model(x[:1].to(device)).shape[1]
     idx, t = _pairs(y, n_classes)

@@ -21,7 +21,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from pagdemo.losses import input_gradients_batched
+from pagdemo.inputgrads import input_gradients_batched
 
 _CHUNK = 4096  # images converted to float at a time, so 50k CIFAR images never sit in fp32 at once
 

@@ -21,29 +21,25 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Iterator
 
-import matplotlib
+import torch
+import torch.nn.functional as F
+from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Circle, Patch
+from torch import nn
+from tqdm.auto import tqdm
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from matplotlib.colors import ListedColormap  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.patches import Circle, Patch  # noqa: E402
-from torch import nn  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
-
-from pagdemo.attacks import pgd  # noqa: E402
-from pagdemo.losses import GRAD_OF, PAG_IMPLS, pag_loss  # noqa: E402
-from pagdemo.models import build_model  # noqa: E402
-from pagdemo.targets import NearestNeighborTarget  # noqa: E402
+from pagdemo.attacks import pgd
+from pagdemo.inputgrads import check_grad_of
+from pagdemo.losses import PAG_IMPLS, pag_loss
+from pagdemo.models import build_model
+from pagdemo.paper import TOY as PAPER
+from pagdemo.targets import NearestNeighborTarget
 
 MODE_CENTERS = ((-50.0, -10.0, 30.0), (-30.0, 10.0, 50.0))  # x1 centres of class A's and class B's modes
 SLOPE = 2.0  # the data line: x2 = SLOPE * x1
 CLASS_NAMES = ("class A", "class B")
-# Sec. 5.1 and App. C.1: one run each, accuracies in %
-PAPER = {"vanilla": {"clean_acc": 100.0, "pgd_acc": 0.0}, "pag": {"clean_acc": 100.0, "pgd_acc": 75.5}}
 TEST_SEED_OFFSET = 10_000  # test points come from their own generator: "fresh" samples, never the training ones
 SWEEP_SEED0 = 100  # the lambda sweep runs on seeds 100, 101, ...: lambda is not chosen on the reported seeds
 
@@ -73,8 +69,7 @@ class ToyConfig:
     def __post_init__(self) -> None:
         """Reject bad settings when the config is made (from argv or the app), not minutes into a run."""
         n_modes = sum(len(c) for c in MODE_CENTERS)
-        if self.grad_of not in GRAD_OF:
-            raise ValueError(f"unknown grad_of {self.grad_of!r}; choose one of {list(GRAD_OF)}")
+        check_grad_of(self.grad_of)
         if self.impl not in PAG_IMPLS:
             raise ValueError(f"unknown PAG implementation {self.impl!r}; choose one of {sorted(PAG_IMPLS)}")
         if self.n_test % n_modes:
@@ -268,7 +263,8 @@ def draw_boundaries(vanilla: nn.Module, pag: nn.Module, x_test: torch.Tensor, y_
     x0, x1, y0, y1 = lims
     gx, gy = torch.meshgrid(torch.linspace(x0, x1, 400), torch.linspace(y0, y1, 700), indexing="xy")
     grid = torch.stack([gx.reshape(-1), gy.reshape(-1)], dim=1)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 8.6), sharey=True, layout="constrained")
+    fig = Figure(figsize=(10, 8.6), layout="constrained")
+    axes = fig.subplots(1, 2, sharey=True)
     colors, light = ("#1f77b4", "#d62728"), ListedColormap(["#c6dbef", "#fcc5c0"])
     for ax, model, title in zip(axes, (vanilla, pag), titles):
         pred = _predict(model, grid).view(gx.shape).numpy()
@@ -329,7 +325,6 @@ def run_toy(cfg: ToyConfig, progress: bool = True) -> dict:
         if seed == 0:
             fig = _seed_figure(cfg, vanilla, pag, metrics)
             fig.savefig(out / "decision_boundary.png", dpi=110)
-            plt.close(fig)
     results = {"config": asdict(cfg), "paper": PAPER, "per_seed": runs, "summary": summarize(runs)}
     if cfg.sweep_lams:
         held_out = list(range(SWEEP_SEED0, SWEEP_SEED0 + cfg.seeds))

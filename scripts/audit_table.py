@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from pagdemo.checkpoints import info
-from pagdemo.visualize import audit_rows
+from pagdemo.report import audit_rows
 
 ORDER = ["vanilla", "pag-cm", "adv-linf", "adv-l2"]  # the README's order: baseline, PAG, then the judges
 

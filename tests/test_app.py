@@ -13,7 +13,8 @@ from gradio_client import Client, handle_file  # noqa: E402
 
 from app.__main__ import launch_options  # noqa: E402
 from app.ui import build_demo  # noqa: E402
-from pagdemo.checkpoints import PAGClassifier, append_metrics, save_checkpoint  # noqa: E402
+from pagdemo.checkpoints import append_metrics, save_checkpoint  # noqa: E402
+from pagdemo.models import PAGClassifier  # noqa: E402
 from pagdemo.toy import ToyConfig  # noqa: E402
 from test_images import huge_png  # noqa: E402
 

@@ -9,8 +9,9 @@ import torch
 from torch import nn
 
 from pagdemo.data import load_dataset
-from pagdemo.evaluate import EvalConfig, format_record, resolve_device, robust_accuracy, run_eval
+from pagdemo.evaluate import EvalConfig, accuracy_vs_eps, format_record, resolve_device, robust_accuracy, run_eval
 from pagdemo.evaluate import test_data_for as data_for  # aliased: pytest would collect a test_* name
+from pagdemo.threat import eps_grid
 from pagdemo.train import TrainConfig, train
 
 
@@ -176,3 +177,13 @@ def test_resolve_device_names_the_choices():
     assert resolve_device("cpu") == torch.device("cpu")
     with pytest.raises(ValueError, match="'tpu'.*auto"):
         resolve_device("tpu")
+
+
+def test_accuracy_vs_eps_starts_clean_and_never_beats_it(model_and_data):
+    model, x, y = model_and_data
+    grid = eps_grid("linf")
+    points = list(accuracy_vs_eps(model, x[:24], y[:24], "linf", grid, steps=3))
+    assert [e for e, _ in points] == grid
+    clean = (model(x[:24]).argmax(1) == y[:24]).float().mean().item()
+    assert points[0][1] == pytest.approx(clean)
+    assert all(a <= clean + 1e-6 for _, a in points) and points[-1][1] < clean

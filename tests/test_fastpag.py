@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from pagdemo.fastpag import EXACT_IMPLS, input_gradients_explicit, sampled_misalignment, trace
-from pagdemo.losses import PAG_IMPLS, cosine_misalignment, pag_loss
+from pagdemo.fastpag import EXACT_IMPLS, input_gradients_explicit, trace
+from pagdemo.losses import PAG_IMPLS, cosine_misalignment, pag_loss, sampled_misalignment
 from pagdemo.models import build_model
 
 
@@ -59,7 +59,8 @@ def test_exact_impls_match_loop_in_double(impl, train, grad_of):
 
 
 @pytest.mark.parametrize("name,shape,classes", [("tinycnn", (6, 3, 16, 16), 10), ("mlp", (7, 2), 2),
-                                                ("resnet18", (2, 3, 8, 8), 10), ("resnet18_stl", (2, 3, 16, 16), 10)])
+                                                ("resnet18", (2, 3, 8, 8), 10), ("resnet18_stl", (2, 3, 16, 16), 10),
+                                                ("resnet18_gelu", (2, 3, 8, 8), 10)])
 @pytest.mark.parametrize("train", [True, False])
 def test_explicit_matches_loop_in_fp32(name, shape, classes, train):
     model = _model(name, torch.float32, train, classes)
@@ -78,7 +79,7 @@ def test_batched_differs_from_loop_in_train_mode():
 def test_trace_backward_is_the_input_vjp_for_conv_variants():
     """Odd sizes, stride, dilation, groups and train-mode BatchNorm, against autograd, for several seeds at once."""
     layers = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
-                           nn.Conv2d(4, 6, 3, stride=2, padding=2, dilation=2, groups=2)).double()
+                           nn.Conv2d(4, 6, 3, stride=2, padding=2, dilation=2, groups=2), nn.GELU()).double()
     x = torch.rand(3, 3, 15, 15, dtype=torch.float64, requires_grad=True)
     y, backward = trace(layers, x)
     seeds = torch.randn(4, *y.shape, dtype=torch.float64)
@@ -137,11 +138,16 @@ def test_compiled_impl_equals_loop():
     torch.testing.assert_close(*logits, rtol=1e-4, atol=1e-6)
 
 
+def _sampled_cos(model, x, targets, k, generator=None):
+    """The misalignment term of the approximate loss."""
+    return sampled_misalignment(model, x, targets, k=k, generator=generator)[1]
+
+
 def test_sampled_is_the_scaled_cosine_of_the_drawn_classes():
     """k=1 in eval mode: C times the misalignment of one class per image, drawn as documented."""
     model = _model("tinycnn", torch.float64, False)
     x, _, targets = _data((6, 3, 8, 8), 10, torch.float64)
-    _, cos = sampled_misalignment(model, x, targets, k=1, generator=torch.Generator().manual_seed(3))
+    cos = _sampled_cos(model, x, targets, 1, torch.Generator().manual_seed(3))
     classes = torch.rand(6, 10, generator=torch.Generator().manual_seed(3)).argsort(dim=1)[:, 0]
     _, grads = input_gradients_explicit(model, x)
     rows = torch.arange(6)
@@ -152,7 +158,7 @@ def test_sampled_is_the_scaled_cosine_of_the_drawn_classes():
 def test_sampled_with_all_classes_is_exact_in_eval_mode():
     model = _model("tinycnn", torch.float64, False)
     x, _, targets = _data((4, 3, 8, 8), 10, torch.float64)
-    _, cos = sampled_misalignment(model, x, targets, k=10)
+    cos = _sampled_cos(model, x, targets, 10)
     torch.testing.assert_close(cos, cosine_misalignment(input_gradients_explicit(model, x)[1], targets))
     with pytest.raises(ValueError, match="k must be"):
-        sampled_misalignment(model, x, targets, k=11)
+        _sampled_cos(model, x, targets, 11)

@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from pagdemo.losses import PAG_IMPLS, cosine_misalignment, input_gradients_loop, pag_loss
+from pagdemo.inputgrads import input_gradients_loop
+from pagdemo.losses import PAG_IMPLS, cosine_misalignment, pag_loss
 from pagdemo.models import build_model
 
 

@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from pagdemo.checkpoints import PAGClassifier
+from pagdemo.models import PAGClassifier
 from pagdemo.data import load_dataset
-from pagdemo.pagscore import check_judge, default_pag_eps, format_pag_score, grad_cosine, pag_score
+from pagdemo.pagscore import check_judge, format_pag_score, grad_cosine, pag_score
 from tiny import train_tiny
 
 EPS, STEPS = 16.0, 30  # a radius at which a targeted attack reaches any class of the synthetic data
@@ -48,11 +48,6 @@ def test_grad_cosine_is_one_per_image_for_identical_models_and_leaves_modes_alon
     cos = grad_cosine(model, model, x[:3])
     assert cos.shape == (3,) and torch.allclose(cos, torch.ones(3), atol=1e-4) and model.training
     model.eval()
-
-
-def test_default_eps_keeps_the_per_pixel_size_across_resolutions():
-    assert default_pag_eps(torch.zeros(1, 3, 32, 32)) == 4.0
-    assert default_pag_eps(torch.zeros(1, 3, 96, 96)) == pytest.approx(12.0)
 
 
 def test_check_judge_refuses_the_model_itself_and_its_rigd_teacher(tmp_path):

@@ -2,7 +2,7 @@
 import torch
 import torch.nn.functional as F
 
-from pagdemo.checkpoints import PAGClassifier
+from pagdemo.models import PAGClassifier
 from pagdemo.data import load_dataset
 
 

@@ -1,0 +1,160 @@
+"""The PAG picture (the paper's Figures 1, 4 and 5): large-eps targeted PGD from one image toward
+each class, one row per model, streamed as it forms; and the pixel helpers every panel shares.
+
+Nearest-neighbour enlargement everywhere: every pixel the model sees stays visible.
+"""
+from __future__ import annotations
+
+import textwrap
+import time
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+from torch import nn
+
+from pagdemo.attacks import eval_mode, pgd_steps
+
+WHITE, BLACK, GREY, RED, GREEN = (255, 255, 255), (20, 20, 20), (110, 110, 110), (200, 30, 30), (20, 130, 40)
+
+
+def load_font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """Pillow's bundled scalable font: the same labels on every machine, no system fonts needed."""
+    return ImageFont.load_default(size=size)
+
+
+def label_lines(name: str, width: int) -> list[str]:
+    """A row label in at most three lines (long checkpoint names break at hyphens)."""
+    lines = textwrap.wrap(name, width) or [""]
+    return lines if len(lines) <= 3 else lines[:2] + [lines[2][:width - 3] + "..."]
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Where a model's weights live, so inputs follow them."""
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def probabilities(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Softmax probabilities (N, C) of the deployed (eval-mode) model, on the CPU."""
+    with eval_mode(model):
+        return torch.softmax(model(x.to(model_device(model))), dim=1).cpu()
+
+
+def to_uint8(x: torch.Tensor, scale: int = 1) -> np.ndarray:
+    """(..., 3, h, w) in [0, 1] to (..., h*scale, w*scale, 3) uint8, blown up by pixel repetition.
+
+    Nearest-neighbour on purpose: every pixel the model sees stays visible. One vectorized
+    conversion for a whole batch keeps a streamed frame cheap.
+    """
+    a = (x.detach().cpu().clamp(0, 1) * 255).round().to(torch.uint8).movedim(-3, -1).numpy()
+    return a.repeat(scale, axis=-3).repeat(scale, axis=-2) if scale > 1 else a
+
+
+# ----------------------------------------------------------------------------- PAG grid (Fig. 1, 4, 5)
+
+@dataclass(frozen=True)
+class GridFrame:
+    """One streamed state of the PAG grid."""
+
+    image: np.ndarray  # (H, W, 3) uint8, the labelled grid
+    probs: np.ndarray  # (models, targets): each model's probability of the target, on its own images
+    step: int  # PGD steps done so far (0: the clean image)
+    steps: int
+    images: torch.Tensor  # (models, targets, 3, h, w) the current iterates, in [0, 1], on the CPU
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    """Labels of the grid, fixed while PGD runs."""
+
+    names: list[str]  # one per row (model)
+    classes: list[str]  # class names of the models
+    targets: list[int]  # one per column
+    caption: str  # threat model and settings, printed under the grid
+    scale: int = 3  # each model pixel becomes scale x scale screen pixels (32 -> 96)
+
+
+def _draw_grid(spec: GridSpec, x: torch.Tensor, clean_probs: torch.Tensor, cells: torch.Tensor,
+               probs: torch.Tensor, step: int, steps: int) -> np.ndarray:
+    """Rows = models, columns = [input, target 1, ...]; each cell labelled with p(target).
+
+    `cells` is (models, targets, 3, h, w); pixels are blitted with numpy, text drawn with PIL.
+    """
+    c, pad, label_w, head_h, foot_h = x.shape[-1] * spec.scale, 6, 170, 24, 20
+    rows, cols = cells.shape[0], cells.shape[1] + 1
+    margin = 60  # blank right edge: Gradio's download / fullscreen buttons sit over the image's top-right corner
+    width, height = label_w + cols * (c + pad) + margin, head_h + rows * (c + foot_h + pad) + 26
+    canvas = np.full((height, width, 3), 255, np.uint8)
+    pixels = to_uint8(torch.cat([x.expand(rows, 1, *x.shape), cells], dim=1), spec.scale)  # (rows, cols, c, c, 3)
+    xs = [label_w + pad + j * (c + pad) for j in range(cols)]
+    ys = [head_h + i * (c + foot_h + pad) for i in range(rows)]
+    for i in range(rows):
+        for j in range(cols):
+            canvas[ys[i]:ys[i] + c, xs[j]:xs[j] + c] = pixels[i, j]
+    img = Image.fromarray(canvas)
+    draw, font, small = ImageDraw.Draw(img), load_font(14), load_font(12)
+    for j, title in enumerate(["input"] + [spec.classes[t] for t in spec.targets]):
+        draw.text((xs[j] + c // 2, 4), title, fill=GREY if j == 0 else BLACK, font=font, anchor="ma")
+    for i, name in enumerate(spec.names):
+        pred = int(clean_probs[i].argmax())
+        lines = label_lines(name, 20)
+        top = ys[i] + c // 2 - 9 * len(lines) - 9
+        for k, line in enumerate(lines):
+            draw.text((pad, top + 18 * k), line, fill=BLACK, font=font)
+        draw.text((pad, top + 18 * len(lines) + 2), f"sees: {spec.classes[pred]} {100 * clean_probs[i, pred]:.0f}%",
+                  fill=GREY, font=small)
+        for j in range(1, cols):
+            p = float(probs[i, j - 1])
+            draw.text((xs[j] + c // 2, ys[i] + c + 2), f"p={p:.2f}", fill=GREEN if p >= 0.5 else BLACK, font=small,
+                      anchor="ma")
+    draw.text((pad, height - 20), f"{spec.caption} | step {step}/{steps}", fill=GREY, font=small)
+    return np.asarray(img)
+
+
+def pag_grid_steps(
+    models: list[nn.Module],
+    x: torch.Tensor,
+    spec: GridSpec,
+    norm: str,
+    eps: float,
+    steps: int,
+    step_size: float | None = None,
+    min_interval: float = 0.5,
+) -> Iterator[GridFrame]:
+    """Large-eps targeted PGD from one image toward each target, for every model: the PAG test.
+
+    All targets of a model form one batch (x repeated per target, targeted, no random start, so
+    the picture is deterministic); the models advance one step each in turn, so every row forms
+    together. Yields the clean grid first, then at most one frame per `min_interval` seconds
+    (rendering costs a forward pass per model), and always the last step.
+
+    Args:
+        x: (3, H, W) image in [0, 1].
+        eps: radius in [0, 1] pixel units (l2: per image; linf: per pixel).
+        step_size: defaults to 2 * eps / steps, as in `pgd_steps`.
+    """
+    assert x.dim() == 3, f"expected one (3, H, W) image, got shape {tuple(x.shape)}"
+    assert len(models) == len(spec.names), "one name per model"
+    batch = x.unsqueeze(0).repeat(len(spec.targets), 1, 1, 1)
+    y = torch.tensor(spec.targets)
+    clean_probs = torch.cat([probabilities(m, x.unsqueeze(0)) for m in models])
+    runs = [pgd_steps(m, batch.to(model_device(m)), y.to(model_device(m)), eps, norm=norm, steps=steps,
+                      step_size=step_size, targeted=True, random_init=False) for m in models]
+    current = [batch] * len(models)
+
+    def frame(step: int) -> GridFrame:
+        probs = torch.stack([probabilities(m, xa)[torch.arange(len(y)), y] for m, xa in zip(models, current)])
+        images = torch.stack([xa.cpu() for xa in current])
+        return GridFrame(_draw_grid(spec, x.cpu(), clean_probs, images, probs, step, steps), probs.numpy(), step, steps,
+                         images)
+
+    yield frame(0)
+    last = time.monotonic()
+    for step in range(1, steps + 1):
+        current = [next(run) for run in runs]
+        if step == steps or time.monotonic() - last >= min_interval:
+            yield frame(step)
+            last = time.monotonic()

@@ -1,0 +1,129 @@
+"""Which recorded number to show, and how: the app's tables, the model cards and the README's tables.
+
+Everything here reads records (`checkpoints.info` dicts, metrics.json lines, audit reports) and
+never runs a model. `pagdemo.docs` writes the README's and docs' tables from these functions.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from pagdemo.paper import paper_row
+from pagdemo.threat import DATASET_SIDES, is_eval_eps
+
+
+def fmt_number(value: Any) -> str:
+    """Radii like 8/255 print as 0.03137, not 0.03137254901960784."""
+    return f"{value:.4g}" if isinstance(value, float) else ("" if value is None else str(value))
+
+
+def pct(value: float | None) -> float | None:
+    """Fraction to a percentage rounded to 2 decimals, for tables."""
+    return None if value is None else round(100 * value, 2)
+
+
+def latest_metric(evaluations: list[dict[str, Any]], norm: str | None, eps: float | None = None) -> dict | None:
+    """The newest evaluation for a threat model (norm None means clean accuracy)."""
+    for ev in reversed(evaluations):
+        if norm is None and "clean_acc" in ev:
+            return ev
+        if norm is not None and ev.get("norm") == norm and (eps is None or abs(ev.get("eps", -1) - eps) < 1e-9):
+            return ev
+    return None
+
+
+def best_record(evaluations: list[dict], dataset: str | None, norm: str | None,
+                image_size: int | None = None) -> dict | None:
+    """The record to show: at the dataset's evaluation radius, the most samples (a full test set beats a spot check)."""
+    if norm is None:
+        pool = [ev for ev in evaluations if ev.get("clean_acc") is not None]
+    else:
+        side = image_size or DATASET_SIDES.get(str(dataset))
+        pool = [ev for ev in evaluations if ev.get("norm") == norm and ev.get("robust_acc") is not None
+                and is_eval_eps(ev.get("eps"), norm, dataset, side)]
+    if not pool:
+        return latest_metric(evaluations, norm) if norm is None else None
+    top = max(int(ev.get("n") or 0) for ev in pool)
+    return [ev for ev in pool if int(ev.get("n") or 0) == top][-1]
+
+
+def settings_text(ev: dict | None) -> str:
+    """An evaluation's attack settings in one cell, so a number is never shown without them."""
+    if ev is None:
+        return "not evaluated"
+    start = "random start" if ev.get("random_start") else "no random start"
+    return (f"{ev.get('attack', 'pgd')}, eps {float(ev['eps']):.4g}, step {float(ev.get('step_size') or 0):.4g}, "
+            f"{ev.get('restarts')} restart(s), {start}, n={ev.get('n')} ({ev.get('data', '?')}, {ev.get('date', '?')})")
+
+
+def robustness_rows(infos: list[dict]) -> list[dict[str, Any]]:
+    """One row per checkpoint: recorded clean / PGD linf / PGD l2 accuracy with n and settings, and the paper's."""
+    rows = []
+    for i in infos:
+        run, evs = i.get("run", {}), i.get("evaluations", [])
+        clean, linf, l2 = (best_record(evs, run.get("dataset"), n, i.get("image_size")) for n in (None, "linf", "l2"))
+        paper = paper_row(run)
+        rows.append({
+            "model": i["name"], "method": run.get("method"), "lambda": run.get("lam"), "dataset": run.get("dataset"),
+            "clean %": pct(clean and clean["clean_acc"]), "PGD linf %": pct(linf and linf["robust_acc"]),
+            "PGD l2 %": pct(l2 and l2["robust_acc"]), "paper clean %": paper and paper[1][0],
+            "paper linf %": paper and paper[1][1], "paper l2 %": paper and paper[1][2],
+            "n clean": clean and clean.get("n"), "n linf": linf and linf.get("n"), "n l2": l2 and l2.get("n"),
+            "linf settings": settings_text(linf), "l2 settings": settings_text(l2),
+            "paper source": paper[0] if paper else "no matching row",
+        })
+    return rows
+
+
+def unfinished_verdict(audit: dict[str, Any]) -> str:
+    """What a cut-off audit-<norm>.json can claim: the checks it finished, and what it never ran."""
+    text = f"unfinished ({', '.join(audit.get('not_run_yet', []))} not run); checks so far: {audit.get('verdict')}"
+    done = [k for k in audit.get("autoattack_so_far", {}) if k != "clean"]
+    if done:  # AutoAttack only lowers accuracy attack by attack, so a cut-off run still bounds it from above
+        text += f"; AutoAttack cut off after {done[-1]}: {100 * audit['autoattack_so_far'][done[-1]]:.1f}% (an upper bound)"
+    return text
+
+
+def _pag_columns(evs: list[dict]) -> dict[str, Any]:
+    """The model's latest PAG score: its attack is l2 whatever the audit's norm, so both rows show it."""
+    scored = [ev for ev in evs if ev.get("pag_score") is not None]
+    pag = scored[-1] if scored else {}
+    return {"PAG score": None if pag.get("pag_score") is None else round(pag["pag_score"], 3),
+            "gradient cosine": None if pag.get("pag_grad_cosine") is None else round(pag["pag_grad_cosine"], 3),
+            "judge": pag.get("pag_judge")}
+
+
+def _audit_row(i: dict, norm: str, pag_cols: dict[str, Any]) -> dict[str, Any]:
+    """One checkpoint and threat model: AutoAttack beside PGD-20 on the same subset, or what an audit got to."""
+    evs = i.get("evaluations", [])
+    aa = [ev for ev in evs if ev.get("norm") == norm and str(ev.get("attack", "")).startswith("autoattack")]
+    audits = [ev for ev in evs if ev.get("norm") == norm and "verdict" in ev]
+    record = i.get("audits", {}).get(norm, {})  # audit-<norm>.json, whose PGD-20 shows where AutoAttack never ran
+    own_pgd20 = pct(record.get("checks", {}).get("more_steps", {}).get("pgd20"))
+    if not aa and not audits and record.get("finished") is False:  # cut off: not in metrics.json
+        return {"model": i["name"], "norm": norm, "n": record.get("n"), "PGD-20 %": own_pgd20,
+                "verdict": unfinished_verdict(record), **pag_cols, "device": record.get("device"),
+                "date": record.get("date")}
+    if not aa and not audits:
+        return {"model": i["name"], "norm": norm, "verdict": "not audited"}
+    a = aa[-1] if aa else {}
+    pgd = [ev for ev in evs if ev.get("norm") == norm and ev.get("attack") == "pgd-20"
+           and ev.get("n") == a.get("n") and ev.get("subset_seed") == a.get("subset_seed")] if a else []
+    audit = audits[-1] if audits else {}
+    pgd20 = (pct(pgd[-1]["robust_acc"]) if pgd else None) if a else own_pgd20
+    return {"model": i["name"], "norm": norm, "n": a.get("n") or audit.get("n"), "PGD-20 %": pgd20,
+            "AutoAttack %": pct(a.get("robust_acc")), "AutoAttack": a.get("attack"),
+            "verdict": audit.get("verdict", "masking checks not run"), **pag_cols,
+            "device": a.get("device") or audit.get("device"), "date": audit.get("date") or a.get("date")}
+
+
+def audit_rows(infos: list[dict]) -> list[dict[str, Any]]:
+    """One row per checkpoint and threat model: AutoAttack beside PGD-20 on the same subset, the verdict, the PAG score.
+
+    A number that PGD alone reports could be inflated by gradient masking; this row says whether
+    a stronger attack and the masking checks agree with it (`pagdemo audit`), or that none ran.
+    """
+    rows = []
+    for i in infos:
+        pag_cols = _pag_columns(i.get("evaluations", []))
+        rows += [_audit_row(i, norm, pag_cols) for norm in ("linf", "l2")]
+    return rows

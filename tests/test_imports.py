@@ -1,0 +1,19 @@
+"""The package's import graph: the maths loads no I/O library, and importing changes no global state."""
+import subprocess
+import sys
+
+CHECK = """
+import sys, matplotlib
+backend = dict.__getitem__(matplotlib.rcParams, "backend")  # read without resolving it
+import pagdemo.losses, pagdemo.targets, pagdemo.pagscore, pagdemo.toy
+assert "huggingface_hub" not in sys.modules, "the loss pulled in the checkpoint I/O"
+import pagdemo.cli, pagdemo.train, pagdemo.audit, pagdemo.grid, pagdemo.plots, pagdemo.bench
+assert "matplotlib.pyplot" not in sys.modules, "pyplot imported: it keeps figures and a backend globally"
+assert dict.__getitem__(matplotlib.rcParams, "backend") == backend, "importing pagdemo changed matplotlib's backend"
+print("ok")
+"""
+
+
+def test_maths_loads_no_io_and_imports_change_no_global_state():
+    proc = subprocess.run([sys.executable, "-c", CHECK], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
