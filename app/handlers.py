@@ -36,7 +36,6 @@ from pagdemo.toy import ToyConfig, toy_figure
 log = logging.getLogger("pagdemo.app")
 
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
-TOY_DOCS = Path(__file__).resolve().parents[1] / "docs" / "toy"  # `pagdemo toy --out docs/toy` writes the figure here
 ALL_TARGETS = "all classes"
 EPS_MAX = {n: picture_eps_max(n) for n in NORMS}
 GRID_EPS = {n: picture_eps(n) for n in NORMS}  # large on purpose (the PAG test), as `pagdemo attack`
@@ -119,8 +118,9 @@ class Lab:
     """State shared by the handlers: checkpoints (listed at start, loaded on first use) and caches."""
 
     def __init__(self, root: str | Path = "checkpoints", device: str = "auto", toy_config: ToyConfig = ToyConfig(),
-                 data_dir: str | None = None) -> None:
+                 data_dir: str | None = None, toy_dir: str | Path = "docs/toy") -> None:
         self.root, self.device, self.toy_config, self.data_dir = Path(root), resolve_device(device), toy_config, data_dir
+        self.toy_dir = Path(toy_dir)  # where `pagdemo toy --out` saved the figure shown before anyone trains
         infos, self.skipped = list_checkpoints(self.root)
         self.infos = sorted(infos, key=_display_order)
         self.by_name = {i["name"]: i for i in self.infos}
@@ -290,7 +290,7 @@ class Lab:
 
     def toy_precomputed(self) -> tuple[str | None, str]:
         """The figure `pagdemo toy` saved in docs/toy, shown before anyone trains, and what it shows."""
-        figure, results = TOY_DOCS / "decision_boundary.png", TOY_DOCS / "results.json"
+        figure, results = self.toy_dir / "decision_boundary.png", self.toy_dir / "results.json"
         if not figure.exists():
             return None, "Press *Train and draw* to train both models and draw their decision boundaries."
         try:

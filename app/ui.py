@@ -18,11 +18,16 @@ from pathlib import Path
 import gradio as gr
 from gradio.data_classes import ImageData
 
-from app.handlers import ALL_TARGETS, EPS_MAX, EVAL_EPS, GRID_EPS, Lab, example_paths
+from app.handlers import ALL_TARGETS, EPS_MAX, EVAL_EPS, EXAMPLES_DIR, GRID_EPS, Lab, example_paths
 from pagdemo.images import MAX_BYTES
 from pagdemo.paper import TABLES, TABLE_NAMES
 from pagdemo.toy import ToyConfig
 
+MAX_UPLOAD = "10mb"  # uploads beyond this are refused by Gradio before any handler runs
+CSS = """
+.pixels img, [id^=examples-] img { image-rendering: pixelated; }
+.upload img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }
+"""  # 32x32 images are shown enlarged pixel for pixel, never smoothed
 COMPUTE = "compute"  # one concurrency group for everything that runs a model: attacks, curves, toy training
 INTRO = """# Perceptually Aligned Gradients: see them, attack them
 Ganz, Kawar & Elad, *Do Perceptually Aligned Gradients Imply Adversarial Robustness?* (ICML 2023).
@@ -199,10 +204,16 @@ def _models_tab(lab: Lab) -> None:
     name.change(lab.model_card, name, card, api_name="model_card", concurrency_limit=4, concurrency_id="light")
 
 
+def launch_options(host: str, port: int) -> dict:
+    """The launch settings, shared with the tests so they serve exactly what users get."""
+    return {"server_name": host, "server_port": port, "max_file_size": MAX_UPLOAD, "allowed_paths": [str(EXAMPLES_DIR)],
+            "footer_links": ["api", "gradio"], "show_error": False, "css": CSS}
+
+
 def build_demo(checkpoints: str | Path = "checkpoints", device: str = "auto", toy_config: ToyConfig = ToyConfig(),
-               data_dir: str | None = None, concurrency: int = 1) -> gr.Blocks:
+               data_dir: str | None = None, concurrency: int = 1, toy_dir: str | Path = "docs/toy") -> gr.Blocks:
     """The whole app for one checkpoints folder; `concurrency` bounds the model runs at once (1 suits a CPU)."""
-    lab = Lab(checkpoints, device, toy_config, data_dir)
+    lab = Lab(checkpoints, device, toy_config, data_dir, toy_dir)
     with gr.Blocks(title="pagdemo: Perceptually Aligned Gradients") as demo:
         gr.Markdown(INTRO)
         gr.Markdown(lab.notice(), elem_id="checkpoint-notice")

@@ -5,15 +5,15 @@ counts as broken only if the returned image is misclassified *and* lies in the e
 in [0, 1] (checked here, so no attack's bug can make a model look less robust than it is).
 
 Two backends run the same loop with the same settings:
-- `torchattacks` (default, a requirement): its components, configured as the authors' code.
+- `pyautoattack` (the default, a requirement): the authors' reference code, packaged (logging and
+  a resumable state file added); the faithful choice, also for l2 numbers.
+- `torchattacks` (a requirement, for the cross-check): its components, configured as the authors' code.
   `torchattacks.AutoAttack(version="standard")` itself runs APGD and FAB with 10 iterations
   and Square with a rescaled p-schedule; the reference runs 100 iterations and no rescaling,
   so we build the four attacks ourselves. Cross-checked against the reference: APGD-CE, APGD-T,
   FAB-T and linf Square leave exactly the same images standing; l2 Square does not (torchattacks
   3.5.1 takes the norm of the new windows over all channels, the reference per channel) and was
   weaker (79% vs 71% robust on 48 images of a tiny CNN).
-- `pyautoattack` (optional, PyPI): the authors' reference code, packaged (logging and a resumable
-  state file added); the faithful choice for l2 numbers.
 """
 from __future__ import annotations
 

@@ -1,24 +1,29 @@
 """`pagdemo` command line: the only place that reads argv. Each command builds its config
-dataclass and calls the same function the app and the tests call."""
+dataclass and calls the same function the app and the tests call; choices come from the
+registries and defaults from the config dataclasses, so the help cannot drift from the code."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shlex
 import sys
 from fractions import Fraction
 from pathlib import Path
+from typing import Any, Callable
 
 EXAMPLES = """\
 examples:
   pagdemo train --method cm --dataset synthetic --epochs 1 --out runs/cm
   pagdemo eval --checkpoint runs/cm --norm l2 --eps 0.5 --limit 64 --json runs/cm.json
-  pagdemo train --method oi --dataset cifar10 --recipe fast --out runs/oi          # on a GPU
+  pagdemo train --method oi --dataset cifar10 --recipe fast --pag-impl compiled --out runs/oi   # on a GPU
   torchrun --nproc_per_node=4 -m pagdemo train --method nn --recipe fast --out runs/nn
-  pagdemo adv-train --norm linf --eps 8/255 --attack fgsm --recipe fast --out runs/teacher-linf
+  pagdemo adv-train --norm linf --eps 8/255 --attack nfgsm --recipe fast --out runs/teacher-linf
   pagdemo train --method rigd --teacher runs/teacher-linf --out runs/rigd-linf
+  pagdemo train --method cm --recipe finetune --init checkpoints/vanilla --out runs/cm-ft
   pagdemo attack --checkpoint runs/cm --image cat.png --target all --out grid.png
-  pagdemo toy --seeds 5 --out docs/toy
+  pagdemo toy --seeds 20 --out docs/toy
+  pagdemo app --checkpoints checkpoints
 """
 
 
@@ -63,70 +68,101 @@ def float_list(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}")
 
 
+def default(cls: type, name: str) -> Any:
+    """A config dataclass field's default: the one place a default is written is the dataclass."""
+    field = {f.name: f for f in dataclasses.fields(cls)}[name]
+    return field.default if field.default is not dataclasses.MISSING else field.default_factory()
+
+
+def _escape(text: str) -> str:
+    """argparse help strings treat % as a format character."""
+    return text.replace("%", "%%")
+
+
+def _add_data_args(p: argparse.ArgumentParser, train: bool) -> None:
+    """--dataset and --data-dir, shared by every command that reads data."""
+    from pagdemo.data import DATASETS
+    p.add_argument("--dataset", default="cifar10" if train else None, choices=sorted(DATASETS),
+                   help="training data (default cifar10; synthetic is generated in code, for trying things out)"
+                   if train else "default: the checkpoint's")
+    p.add_argument("--data-dir", help="folder with the packed .npz files, cifar-10-batches-py or stl10_binary "
+                                      "(default: $PAGDEMO_DATA_DIR, else data/<dataset> or ../shared/data/<dataset>)")
+
+
 def _add_training_args(p: argparse.ArgumentParser) -> None:
     """Options shared by `train` and `adv-train`."""
+    from pagdemo.models import MODELS
+    from pagdemo.recipes import RECIPES, help_text
+    from pagdemo.train import MONITORS, TrainConfig
     p.add_argument("--out", required=True, help="run folder (checkpoint + log); rerun the same command to resume")
-    p.add_argument("--dataset", default="cifar10", choices=["cifar10", "stl10", "synthetic"],
-                   help="training data (default cifar10; synthetic is generated in code, for trying things out)")
-    p.add_argument("--data-dir", help="folder with the packed .npz files, cifar-10-batches-py or stl10_binary "
-                                      "(default: $PAGDEMO_DATA_DIR or ../shared/data/cifar10)")
+    _add_data_args(p, train=True)
     p.add_argument("--limit", type=positive_int, help="train on a fixed class-balanced subset of N images")
-    p.add_argument("--arch", choices=["resnet18", "resnet18_stl", "tinycnn"],
-                   help="default resnet18 (resnet18_stl on stl10, tinycnn on synthetic: a few-thousand-parameter CNN for quick CPU trials)")
-    p.add_argument("--recipe", default="paper", choices=["paper", "fast"],
-                   help="paper: SGD 0.01, batch 64, 100 epochs, lr x0.1 at 50%%/75%%; "
-                        "fast: batch 256, lr 0.04, warm-up + cosine, 30 epochs, bf16 on GPU")
+    p.add_argument("--arch", choices=sorted(m for m in MODELS if m != "mlp"),
+                   help="default resnet18 (resnet18_stl on stl10, tinycnn on synthetic: a few-thousand-parameter CNN "
+                        "for quick CPU trials); resnet18_gelu is a smooth-activation deviation from the paper")
+    p.add_argument("--recipe", default=default(TrainConfig, "recipe"), choices=list(RECIPES),
+                   help=_escape(help_text()))
+    p.add_argument("--init", help="start from this checkpoint's weights (same arch and classes; the finetune recipe)")
     p.add_argument("--epochs", type=positive_int, help="override the recipe's epochs")
     p.add_argument("--batch-size", type=positive_int, help="global batch size (override the recipe's)")
     p.add_argument("--lr", type=float, help="peak learning rate (override the recipe's)")
-    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--weight-decay", type=float, default=default(TrainConfig, "weight_decay"))
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
-                   help="bf16 autocast (default: on for --recipe fast on a GPU)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", help="auto (GPU if any), cpu or cuda")
-    p.add_argument("--monitor-limit", type=int, default=1000, help="test images checked after each epoch (0: off)")
-    p.add_argument("--monitor-robust", type=int, default=200,
-                   help="of those, images given the authors' per-epoch L2 PGD-7 eps 0.5 check (0: off)")
+                   help="bf16 autocast (default: the recipe's, on a GPU only)")
+    p.add_argument("--seed", type=int, default=default(TrainConfig, "seed"))
+    p.add_argument("--device", default=default(TrainConfig, "device"), help="auto (GPU if any), cpu or cuda")
+    p.add_argument("--monitor-limit", type=int, default=default(TrainConfig, "monitor_limit"),
+                   help="test images checked after each epoch (0: off)")
+    p.add_argument("--monitor-robust", type=int, default=default(TrainConfig, "monitor_robust"),
+                   help="of those, images given the per-epoch robustness check (0: off)")
+    p.add_argument("--monitor-pgd", default=default(TrainConfig, "monitor_pgd"), choices=list(MONITORS),
+                   help="the per-epoch check: the authors' L2 PGD-7 (eps 0.5), or the paper's PGD-20 in both norms")
     p.add_argument("--keep-state", action="store_true", help="keep train_state/ (optimizer state) after the last epoch")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """All commands, with help that explains the paper's settings rather than just naming flags."""
+def _train_parsers(sub) -> None:
+    """`train` and `adv-train`."""
+    from pagdemo.inputgrads import GRAD_OF
     from pagdemo.losses import PAG_IMPLS
-    parser = Parser(
-        prog="pagdemo", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES,
-        description="Perceptually Aligned Gradients (Ganz, Kawar, Elad, ICML 2023): train ResNet-18s whose input "
-                    "gradients are pushed toward class images, attack them with PGD, and measure their robustness.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+    from pagdemo.threat import NORMS
+    from pagdemo.train import ADV_ATTACKS, METHODS, TrainConfig
     p = sub.add_parser("train", help="train vanilla or PAG (oi, cm, nn, rigd) classifiers",
                        description="Train with Eq. 1: CE + lambda * sum over classes of (1 - cos(input gradient, g(x, t))). "
                                    "vanilla: lambda 0; oi: g toward One Image of class t; cm: toward the Class Mean; "
                                    "nn: toward the Nearest Neighbor among K class-t samples; rigd: the input gradients "
                                    "of a robust teacher (an upper bound, not a fair PAG source).")
-    p.add_argument("--method", default="vanilla", choices=["vanilla", "oi", "cm", "nn", "rigd"])
+    p.add_argument("--method", default=default(TrainConfig, "method"), choices=[m for m in METHODS if m != "adv"])
     p.add_argument("--lam", type=float, help="PAG weight lambda (default: the paper's Table 3 value)")
-    p.add_argument("--grad-of", default="logsoftmax", choices=["logit", "logsoftmax"],
+    p.add_argument("--grad-of", default=default(TrainConfig, "grad_of"), choices=list(GRAD_OF),
                    help="take the input gradient of the class logit (Eq. 1 as written) or of its log-softmax "
                         "(the authors' code; default)")
-    p.add_argument("--pag-impl", default="batched", choices=sorted(PAG_IMPLS),
+    p.add_argument("--pag-impl", default=default(TrainConfig, "pag_impl"), choices=sorted(PAG_IMPLS),
                    help="how the C input gradients are computed: loop (reference), batched (authors' repeat-the-batch, "
                         "default), vmap / explicit (exact like loop, faster), compiled (explicit under torch.compile: "
-                        "exact and the fastest on a GPU, 11x loop on an H100; ~1 min of compiling first)")
-    p.add_argument("--nn-k", type=positive_int, default=100, help="nn: sampled training images per class (default 100)")
+                        "exact and the fastest on a GPU, see docs/bench; about a minute of compiling first)")
+    p.add_argument("--nn-k", type=positive_int, default=default(TrainConfig, "nn_k"),
+                   help="nn: sampled training images per class")
     p.add_argument("--teacher", help="rigd: checkpoint folder of an adversarially trained teacher")
     _add_training_args(p)
 
-    p = sub.add_parser("adv-train", help="adversarially train a robust teacher (PGD-AT or FGSM-RS)",
+    p = sub.add_parser("adv-train", help="adversarially train a robust teacher (PGD-AT, FGSM-RS or N-FGSM)",
                        description="Adversarial training (Madry et al. 2018) for the RIGD teachers: each batch is "
-                                   "replaced by its PGD (or FGSM with random start) adversarial examples.")
-    p.add_argument("--norm", default="linf", choices=["linf", "l2"])
-    p.add_argument("--eps", type=eps_value, default=8 / 255, help="radius in [0, 1] pixel units (default 8/255)")
-    p.add_argument("--attack", default="pgd", choices=["pgd", "fgsm"],
-                   help="pgd: PGD-AT with --adv-steps steps of 2.5*eps/steps; fgsm: FGSM-RS (Wong et al. 2020), ~5x cheaper")
-    p.add_argument("--adv-steps", type=positive_int, default=10)
+                                   "replaced by its adversarial examples.")
+    p.add_argument("--norm", default=default(TrainConfig, "adv_norm"), choices=list(NORMS))
+    p.add_argument("--eps", type=eps_value, help="radius in [0, 1] pixel units (default: the dataset's evaluation "
+                                                 "radius, 8/255 linf, 0.5 l2 on CIFAR-10)")
+    p.add_argument("--attack", default=default(TrainConfig, "adv_attack"), choices=list(ADV_ATTACKS),
+                   help="pgd: PGD-AT with --adv-steps steps of 2.5*eps/steps; fgsm: FGSM-RS (Wong et al. 2020), "
+                        "one step of 1.25 eps; nfgsm: N-FGSM (de Jorge et al. 2022), one step of eps from 2-eps noise")
+    p.add_argument("--adv-steps", type=positive_int, default=default(TrainConfig, "adv_steps"))
     _add_training_args(p)
 
+
+def _eval_parser(sub) -> None:
+    """`eval`: PGD or AutoAttack, appended to metrics.json."""
+    from pagdemo.autoattack import BACKENDS, VERSIONS, AutoAttackConfig
+    from pagdemo.evaluate import EvalConfig
+    from pagdemo.threat import NORMS
     p = sub.add_parser("eval", help="clean and PGD robust accuracy of a checkpoint",
                        description="PGD-k with random start and step 2*eps/k (the paper: k=20, linf eps 8/255, "
                                    "l2 eps 0.5). The result is appended to the checkpoint's metrics.json.")
@@ -134,30 +170,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attack", default="pgd", choices=["pgd", "autoattack"],
                    help="pgd (the paper's) or autoattack (standard: APGD-CE, APGD-T, FAB-T, Square; also reruns "
                         "PGD-20 on the same subset; default --limit 1000)")
-    p.add_argument("--aa-version", default="standard", choices=["standard", "lite"],
+    p.add_argument("--aa-version", default=default(AutoAttackConfig, "version"), choices=list(VERSIONS),
                    help="standard: 100 iterations, 5000 Square queries (report this); lite: a quick look")
-    p.add_argument("--aa-backend", default="pyautoattack", choices=["pyautoattack", "torchattacks"],
+    p.add_argument("--aa-backend", default=default(AutoAttackConfig, "backend"), choices=sorted(BACKENDS),
                    help="pyautoattack: the AutoAttack authors' code (default); torchattacks: same loop, weaker l2 Square")
-    p.add_argument("--norm", default="linf", choices=["linf", "l2", "none"], help="threat model (none: clean only)")
-    p.add_argument("--eps", type=eps_value, help="radius in [0, 1] pixel units (default: 8/255 linf, 0.5 l2)")
-    p.add_argument("--steps", type=positive_int, default=20)
+    p.add_argument("--norm", default=default(EvalConfig, "norm"), choices=[*NORMS, "none"],
+                   help="threat model (none: clean only)")
+    p.add_argument("--eps", type=eps_value, help="radius in [0, 1] pixel units (default: the dataset's, 8/255 linf, "
+                                                 "0.5 l2 on CIFAR-10)")
+    p.add_argument("--steps", type=positive_int, default=default(EvalConfig, "steps"))
     p.add_argument("--step-size", type=float, help="default 2*eps/steps")
-    p.add_argument("--restarts", type=positive_int, default=1)
+    p.add_argument("--restarts", type=positive_int, default=default(EvalConfig, "restarts"))
     p.add_argument("--no-random-start", action="store_true")
     p.add_argument("--limit", type=positive_int, help="a fixed class-balanced subset of N test images")
-    p.add_argument("--dataset", choices=["cifar10", "stl10", "synthetic"], help="default: the checkpoint's")
-    p.add_argument("--data-dir")
-    p.add_argument("--batch-size", type=positive_int, default=256)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--seed", type=int, default=0, help="seed of the subset and of the random start")
+    _add_data_args(p, train=False)
+    p.add_argument("--batch-size", type=positive_int, default=default(EvalConfig, "batch_size"))
+    p.add_argument("--device", default=default(EvalConfig, "device"))
+    p.add_argument("--seed", type=int, default=default(EvalConfig, "seed"), help="seed of the subset and of the random start")
     p.add_argument("--json", help="also write the result to this file")
     p.add_argument("--no-record", action="store_true", help="do not append to the checkpoint's metrics.json")
 
+
+def _toy_and_attack_parsers(sub) -> None:
+    """`toy` (Sec. 5.1) and `attack` (the PAG picture)."""
+    from pagdemo.threat import NORMS, picture_eps
+    from pagdemo.toy import ToyConfig
     p = sub.add_parser("toy", help="the paper's 2-D experiment (Sec. 5.1): vanilla vs PAG decision boundaries",
                        description="Two classes on the line x2 = 2*x1, an MLP 2-32-2, vanilla vs PAG with the "
                                    "Nearest Neighbor target, attacked with L2 PGD-10 (eps 15, step 2).")
-    p.add_argument("--seeds", type=positive_int, default=1, help="number of seeds (results as mean +- std)")
-    p.add_argument("--lam", type=float, help="PAG weight (default: the value our sweep chose, see docs/toy)")
+    p.add_argument("--seeds", type=positive_int, default=default(ToyConfig, "seeds"),
+                   help="number of seeds (results as mean with a 95%% confidence interval)")
+    p.add_argument("--lam", type=float, default=default(ToyConfig, "lam"),
+                   help="PAG weight (default: the value our sweep chose, see docs/toy)")
     p.add_argument("--out", default="runs/toy", help="folder for results.json and decision_boundary.png")
     p.add_argument("--sweep", type=float_list, default=(),
                    help="also sweep these lambdas on held-out seeds 100.. (e.g. 0,0.1,0.3,1,3,10; adds minutes)")
@@ -167,38 +211,98 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, nargs="+", help="one or more checkpoint folders (one row each)")
     p.add_argument("--image", required=True, help="any image file; it is cropped to a square and resized")
     p.add_argument("--target", default="all", help="'all', a class name or a class index")
-    p.add_argument("--norm", default="l2", choices=["linf", "l2"])
-    p.add_argument("--eps", type=eps_value, default=4.0, help="radius in [0, 1] pixel units (default l2 4.0: large on purpose)")
+    p.add_argument("--norm", default="l2", choices=list(NORMS))
+    p.add_argument("--eps", type=eps_value, help=f"radius in [0, 1] pixel units (default: l2 {picture_eps('l2')} at 32x32, "
+                                                 "scaled with the image side; linf 16/255: large on purpose)")
     p.add_argument("--steps", type=positive_int, default=40)
     p.add_argument("--device", default="auto")
     p.add_argument("--out", required=True, help="PNG file for the grid")
 
+
+def _audit_parser(sub) -> None:
+    """`audit`: gradient-masking checks, AutoAttack and the PAG score."""
+    from pagdemo.audit import AuditConfig
+    from pagdemo.autoattack import BACKENDS, VERSIONS
+    from pagdemo.threat import NORMS
     p = sub.add_parser("audit", help="gradient-masking checks and the PAG score of a checkpoint",
                        description="Carlini et al. (2019) sanity checks: accuracy against growing eps must reach 0, "
                                    "PGD-100 with restarts must not beat PGD-20 by much, a transfer attack from the "
                                    "vanilla model must not beat the white-box one. Prints a verdict with the evidence.")
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--norm", default="linf", choices=["linf", "l2"])
-    p.add_argument("--eps", type=eps_value, help="default: the paper's (8/255 linf, 0.5 l2)")
+    p.add_argument("--norm", default=default(AuditConfig, "norm"), choices=list(NORMS))
+    p.add_argument("--eps", type=eps_value, help="default: the dataset's (8/255 linf, 0.5 l2 on CIFAR-10)")
     p.add_argument("--vanilla", help="vanilla checkpoint, source of the transfer attack")
     p.add_argument("--judge", help="robust checkpoint that judges the PAG score (never the model's own RIGD teacher)")
-    p.add_argument("--autoattack", choices=["standard", "lite"], help="also run this AutoAttack version and compare it with PGD-20")
-    p.add_argument("--aa-backend", default="pyautoattack", choices=["pyautoattack", "torchattacks"])
-    p.add_argument("--limit", type=positive_int, default=1000, help="fixed class-balanced test subset (default 1000)")
-    p.add_argument("--pag-limit", type=positive_int, default=100, help="test images for the PAG score")
-    p.add_argument("--pag-eps", type=eps_value, help="L2 radius of the PAG score's targeted attack (default 4.0 at 32x32)")
-    p.add_argument("--pag-steps", type=positive_int, default=100)
-    p.add_argument("--restarts", type=positive_int, default=5, help="restarts of the PGD-100 check")
-    p.add_argument("--dataset", choices=["cifar10", "stl10", "synthetic"])
-    p.add_argument("--data-dir")
-    p.add_argument("--batch-size", type=positive_int, default=256)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--autoattack", choices=list(VERSIONS), help="also run this AutoAttack version and compare it with PGD-20")
+    p.add_argument("--aa-backend", default=default(AuditConfig, "autoattack_backend"), choices=sorted(BACKENDS))
+    p.add_argument("--limit", type=positive_int, default=default(AuditConfig, "limit"),
+                   help="fixed class-balanced test subset")
+    p.add_argument("--pag-limit", type=positive_int, default=default(AuditConfig, "pag_limit"),
+                   help="test images for the PAG score")
+    p.add_argument("--pag-eps", type=eps_value, help="L2 radius of the PAG score's targeted attack (default: the "
+                                                     "picture's, 4.0 at 32x32)")
+    p.add_argument("--pag-steps", type=positive_int, default=default(AuditConfig, "pag_steps"))
+    p.add_argument("--restarts", type=positive_int, default=default(AuditConfig, "restarts"),
+                   help="restarts of the PGD-100 check")
+    _add_data_args(p, train=False)
+    p.add_argument("--batch-size", type=positive_int, default=default(AuditConfig, "batch_size"))
+    p.add_argument("--device", default=default(AuditConfig, "device"))
+    p.add_argument("--seed", type=int, default=default(AuditConfig, "seed"))
     p.add_argument("--json", help="also write the report here")
     p.add_argument("--no-record", action="store_true", help="write neither audit-<norm>.json nor metrics.json")
     p.add_argument("--resume", action="store_true",
                    help="keep the checks of an earlier audit-<norm>.json run with the same settings (a cut-off run, or "
                         "one without AutoAttack) and run only what it lacks: AutoAttack, or the PAG score of a new judge")
+
+
+def _bench_parser(sub) -> None:
+    """`bench`: speed and memory, JSON out."""
+    from pagdemo.bench import BenchConfig
+    p = sub.add_parser("bench", help="training-step, PGD and app-grid speed and memory (JSON out)",
+                       description="Times every PAG implementation against vanilla and the reference loop, our PGD "
+                                   "against torchattacks', and the app's grid; medians of round-robin runs.")
+    p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda if there is a GPU")
+    p.add_argument("--json", help="write the results to this JSON file")
+    p.add_argument("--model", help=f"a pagdemo model name (default {default(BenchConfig, 'model')})")
+    p.add_argument("--batch-sizes", type=positive_int, nargs="+")
+    p.add_argument("--impls", nargs="+", help="PAG implementations (default: all)")
+    p.add_argument("--repeats", type=positive_int)
+    p.add_argument("--warmup", type=positive_int)
+    p.add_argument("--pgd-batch", type=positive_int)
+    p.add_argument("--pgd-repeats", type=positive_int,
+                   help=f"timed PGD-20 runs per attack (default {default(BenchConfig, 'pgd_repeats')})")
+    p.add_argument("--threads", type=positive_int, help="CPU threads (default: torch's)")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--profile", nargs="+", metavar="IMPL",
+                   help="also profile one training step of these implementations (e.g. explicit) at the largest batch")
+    p.add_argument("--small", action="store_true", help="CPU-sized settings (a few minutes on 2 cores)")
+
+
+def _app_parser(sub) -> None:
+    """`app`: the Gradio app (also `python -m app`)."""
+    p = sub.add_parser("app", help="serve the Gradio app on the shipped (or your) checkpoints",
+                       description="Upload an image or pick a test image and watch class-targeted PGD change it, model "
+                                   "by model; compare robustness; the toy experiment. http://127.0.0.1:7860 by default.")
+    p.add_argument("--checkpoints", default=os.environ.get("PAGDEMO_CHECKPOINTS", "checkpoints"),
+                   help="folder of checkpoint folders (default: $PAGDEMO_CHECKPOINTS or ./checkpoints)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 to serve a network)")
+    p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
+    p.add_argument("--device", default="auto", help="auto (GPU if any), cpu or cuda")
+    p.add_argument("--concurrency", type=positive_int, default=1, help="model runs at once; more visitors wait in the queue")
+    p.add_argument("--data-dir", help="test data for the accuracy-vs-eps curve and the example gallery "
+                                      "(default: the checkpoints' own, else pagdemo's default location)")
+    p.add_argument("--toy-dir", default="docs/toy", help="where `pagdemo toy` saved the results the Toy tab shows")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """All commands, with help that explains the paper's settings rather than just naming flags."""
+    parser = Parser(
+        prog="pagdemo", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES,
+        description="Perceptually Aligned Gradients (Ganz, Kawar, Elad, ICML 2023): train ResNet-18s whose input "
+                    "gradients are pushed toward class images, attack them with PGD, and measure their robustness.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_train_parsers, _eval_parser, _toy_and_attack_parsers, _audit_parser, _bench_parser, _app_parser):
+        add(sub)
     return parser
 
 
@@ -207,9 +311,10 @@ def cmd_train(args: argparse.Namespace, command: str) -> None:
     from pagdemo.train import TrainConfig, train
 
     common = dict(out=args.out, dataset=args.dataset, data_dir=args.data_dir, limit=args.limit, arch=args.arch,
-                  recipe=args.recipe, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                  recipe=args.recipe, init=args.init, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                   weight_decay=args.weight_decay, amp=args.amp, seed=args.seed, device=args.device,
-                  monitor_limit=args.monitor_limit, monitor_robust=args.monitor_robust, keep_state=args.keep_state)
+                  monitor_limit=args.monitor_limit, monitor_robust=args.monitor_robust, monitor_pgd=args.monitor_pgd,
+                  keep_state=args.keep_state)
     if args.command == "adv-train":
         cfg = TrainConfig(method="adv", adv_norm=args.norm, adv_eps=args.eps, adv_attack=args.attack,
                           adv_steps=args.adv_steps, **common)
@@ -222,7 +327,7 @@ def cmd_train(args: argparse.Namespace, command: str) -> None:
 
 
 def cmd_eval(args: argparse.Namespace, command: str) -> None:
-    """Evaluate and print one line."""
+    """Evaluate and print one line (AutoAttack: a few lines)."""
     from pagdemo.evaluate import EvalConfig, format_record, run_eval
 
     if args.attack == "autoattack":
@@ -231,7 +336,7 @@ def cmd_eval(args: argparse.Namespace, command: str) -> None:
         if args.norm == "none":
             raise CLIError("--attack autoattack needs --norm linf or l2")
         cfg = AutoAttackConfig(checkpoint=args.checkpoint, norm=args.norm, eps=args.eps, version=args.aa_version,
-                               backend=args.aa_backend, limit=args.limit or 1000,
+                               backend=args.aa_backend, limit=args.limit or default(AutoAttackConfig, "limit"),
                                dataset=args.dataset, data_dir=args.data_dir, batch_size=args.batch_size,
                                device=args.device, seed=args.seed, json=args.json, record=not args.no_record)
         print(format_autoattack(run_autoattack_eval(cfg)))
@@ -248,10 +353,7 @@ def cmd_toy(args: argparse.Namespace, command: str) -> None:
     """Run the toy experiment and say where its files went."""
     from pagdemo.toy import ToyConfig, results_table, run_toy
 
-    kwargs = {"seeds": args.seeds, "out": args.out, "sweep_lams": args.sweep}
-    if args.lam is not None:
-        kwargs["lam"] = args.lam
-    print(results_table(run_toy(ToyConfig(**kwargs))))
+    print(results_table(run_toy(ToyConfig(seeds=args.seeds, lam=args.lam, out=args.out, sweep_lams=args.sweep))))
     print(f"results in {args.out}/results.json, figure in {args.out}/decision_boundary.png")
 
 
@@ -261,14 +363,15 @@ def cmd_attack(args: argparse.Namespace, command: str) -> None:
 
     from pagdemo.checkpoints import load_checkpoint
     from pagdemo.evaluate import resolve_device
-    from pagdemo.images import load_image
     from pagdemo.grid import GridSpec, pag_grid_steps
+    from pagdemo.images import load_image
+    from pagdemo.threat import picture_eps
 
     device = resolve_device(args.device)
     models = [load_checkpoint(c, device) for c in args.checkpoint]
-    classes = models[0].classes
-    if any(m.classes != classes for m in models):
-        raise CLIError("the checkpoints do not share the same classes; give checkpoints of one dataset")
+    classes, size = models[0].classes, models[0].image_size
+    if any(m.classes != classes or m.image_size != size for m in models):
+        raise CLIError("the checkpoints do not share the same classes and image size; give checkpoints of one dataset")
     if args.target == "all":
         targets = list(range(len(classes)))
     elif args.target in classes:
@@ -277,11 +380,13 @@ def cmd_attack(args: argparse.Namespace, command: str) -> None:
         targets = [int(args.target)]
     else:
         raise CLIError(f"unknown target {args.target!r}; choose 'all', one of {classes} or an index below {len(classes)}")
-    x = load_image(args.image, models[0].image_size)
+    eps = args.eps if args.eps is not None else picture_eps(args.norm, size)
+    x = load_image(args.image, size)
     names = [Path(c).name for c in args.checkpoint]
-    spec = GridSpec(names, classes, targets, f"targeted PGD-{args.steps}, {args.norm} eps={args.eps:.4g}")
+    spec = GridSpec(names, classes, targets, f"targeted PGD-{args.steps}, {args.norm} eps={eps:.4g}",
+                    scale=max(1, 96 // size))
     frame = None
-    for frame in pag_grid_steps(models, x, spec, args.norm, args.eps, args.steps, min_interval=float("inf")):
+    for frame in pag_grid_steps(models, x, spec, args.norm, eps, args.steps, min_interval=float("inf")):
         pass
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(frame.image).save(args.out)
@@ -300,8 +405,44 @@ def cmd_audit(args: argparse.Namespace, command: str) -> None:
     print(format_audit(run_audit(cfg)))
 
 
-COMMANDS = {"train": cmd_train, "adv-train": cmd_train, "eval": cmd_eval, "toy": cmd_toy, "attack": cmd_attack,
-            "audit": cmd_audit}
+def bench_config(args: argparse.Namespace):  # noqa: ANN201 (BenchConfig, imported lazily)
+    """Flags -> BenchConfig; --small sets the CPU-sized defaults that the other flags override."""
+    import torch
+
+    from pagdemo.bench import SMALL, BenchConfig
+    cfg = BenchConfig(device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"), json=args.json,
+                      channels_last=args.channels_last)
+    if args.small:
+        cfg = dataclasses.replace(cfg, **SMALL)
+    given = {"model": args.model, "batch_sizes": args.batch_sizes and tuple(args.batch_sizes),
+             "impls": args.impls and tuple(args.impls), "repeats": args.repeats, "warmup": args.warmup,
+             "pgd_batch": args.pgd_batch, "pgd_repeats": args.pgd_repeats, "threads": args.threads,
+             "profile": args.profile and tuple(args.profile)}
+    return dataclasses.replace(cfg, **{k: v for k, v in given.items() if v is not None})
+
+
+def cmd_bench(args: argparse.Namespace, command: str) -> None:
+    """Run the benchmark, write its JSON, print its tables."""
+    from pagdemo.bench import format_tables, run_bench, save_json
+
+    cfg = bench_config(args)
+    result = run_bench(cfg)
+    if cfg.json:
+        save_json(result, cfg.json)
+    print(format_tables(result))
+
+
+def cmd_app(args: argparse.Namespace, command: str) -> None:
+    """Build the app and serve it until interrupted."""
+    from app import serve
+
+    serve(checkpoints=args.checkpoints, host=args.host, port=args.port, device=args.device,
+          concurrency=args.concurrency, data_dir=args.data_dir, toy_dir=args.toy_dir)
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, str], None]] = {
+    "train": cmd_train, "adv-train": cmd_train, "eval": cmd_eval, "toy": cmd_toy, "attack": cmd_attack,
+    "audit": cmd_audit, "bench": cmd_bench, "app": cmd_app}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -311,9 +452,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         COMMANDS[args.command](args, "pagdemo " + shlex.join(argv))
     except KeyboardInterrupt:
-        print("pagdemo: interrupted; run the same command again to resume from the last finished epoch", file=sys.stderr)
+        if args.command in ("train", "adv-train"):
+            print("pagdemo: interrupted; run the same command again to resume from the last finished epoch",
+                  file=sys.stderr)
         return 130
     except (ValueError, OSError, CLIError) as e:  # DataError, CheckpointError and bad settings are ValueErrors
         print(f"pagdemo {args.command}: error: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def bench_main() -> int:
+    """`python -m pagdemo.bench ARGS` is `pagdemo bench ARGS`."""
+    return main(["bench", *sys.argv[1:]])
+
+
+def app_main() -> int:
+    """`python -m app ARGS` is `pagdemo app ARGS`."""
+    return main(["app", *sys.argv[1:]])

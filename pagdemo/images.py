@@ -168,12 +168,6 @@ def pil_to_tensor(img: Image.Image) -> torch.Tensor:
     return torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
 
 
-def tensor_to_pil(x: torch.Tensor) -> Image.Image:
-    """(3, H, W) tensor in [0, 1] to an 8-bit RGB PIL image (rounded, not truncated)."""
-    a = (x.detach().cpu().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    return Image.fromarray(a, "RGB")
-
-
 def load_image(source: str | Path | bytes | Image.Image, size: int = 32) -> torch.Tensor:
     """What the model sees: (3, size, size) float in [0, 1]. Raises ImageError on bad input."""
     img, _ = read_image(source)

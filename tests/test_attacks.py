@@ -3,7 +3,7 @@ import pytest
 import torch
 import torchattacks
 
-from pagdemo.attacks import pgd, pgd_steps
+from pagdemo.attacks import nfgsm, pgd, pgd_steps
 from pagdemo.data import load_dataset
 from pagdemo.models import build_model
 
@@ -91,3 +91,15 @@ def test_unbounded_inputs_for_the_toy_and_bad_settings():
         pgd(mlp, x, torch.tensor([0]), 1.0, norm="l1")
     with pytest.raises(ValueError, match="steps must be >= 1"):
         pgd(mlp, x, torch.tensor([0]), 1.0, steps=0)
+
+
+@pytest.mark.parametrize("norm, eps", [("linf", 8 / 255), ("l2", 0.5)])
+def test_nfgsm_steps_eps_from_noise_twice_as_wide_and_stays_a_valid_image(model, batch, norm, eps):
+    x, y = batch
+    x_adv = nfgsm(model, x, y, eps, norm=norm, generator=torch.Generator().manual_seed(0))
+    d = (x_adv - x).flatten(1)
+    size = d.abs().amax(1) if norm == "linf" else d.norm(dim=1)
+    assert (size <= 3 * eps + 1e-5).all() and (size > eps).any()  # not projected back to the eps-ball
+    assert x_adv.min() >= 0 and x_adv.max() <= 1 and not x_adv.requires_grad
+    again = nfgsm(model, x, y, eps, norm=norm, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(x_adv, again)

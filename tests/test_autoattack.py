@@ -72,7 +72,7 @@ def test_bad_settings_name_the_value_and_the_choices(model, data, kwargs, word):
 @pytest.mark.parametrize("norm", ["linf", "l2"])
 def test_torchattacks_matches_the_reference_implementation(model, data, norm):
     x, y = data
-    ours = autoattack_accuracy(model, x, y, norm, EPS[norm], version="lite", progress=False)
+    ours = autoattack_accuracy(model, x, y, norm, EPS[norm], version="lite", backend="torchattacks", progress=False)
     ref = autoattack_accuracy(model, x, y, norm, EPS[norm], version="lite", backend="pyautoattack", progress=False)
     assert ref[0] == ours[0] and ref[2]["rejected"] == 0
     assert abs(ref[1] - ours[1]) <= 1 / len(x)  # at most one image of 16 apart

@@ -4,9 +4,15 @@ import json
 import pytest
 import torch
 
-from pagdemo.bench import SAMPLED, BenchConfig, format_tables, parse_config, run_bench, save_json, step_cases
+from pagdemo.bench import SAMPLED, BenchConfig, format_tables, run_bench, save_json, step_cases
+from pagdemo.cli import bench_config, build_parser
 
-TINY = BenchConfig(device="cpu", model="tinycnn", image_size=8, batch_sizes=(4,), warmup=0, repeats=1,
+
+def parse_config(argv):
+    """What `pagdemo bench ARGV` runs."""
+    return bench_config(build_parser().parse_args(["bench", *argv]))
+
+TINY = BenchConfig(device="cpu", model="tinycnn", image_size=8, batch_sizes=(4,), warmup=0, repeats=2,
                    pgd_batch=4, pgd_repeats=3, grid_steps=2, approx_draws=2, profile=("explicit",))
 
 
@@ -22,12 +28,13 @@ def test_every_step_is_timed(result):
     assert cases == {"vanilla", "loop", "batched", "vmap", "explicit", SAMPLED}
     assert set(result["skipped"]) == {"compiled"}
     for r in result["train_step"]:
-        assert r["runs"] == 1 and r["batch"] == 4
-        assert 0 < r["min_s"] <= r["median_s"] <= r["max_s"]
-        assert r["img_per_s"] == pytest.approx(4 / r["median_s"])
-        assert r["peak_mem_mb"] > 0 and r["cpu_util"] > 0
-    loop, vanilla = (next(r for r in result["train_step"] if r["case"] == c) for c in ("loop", "vanilla"))
-    assert loop["speedup_vs_loop"] == 1.0 and loop["x_vanilla_time"] == pytest.approx(loop["median_s"] / vanilla["median_s"])
+        assert r["runs"] == 2 and r["batch"] == 4  # two timed runs: min <= median <= max says something
+        assert 0 < r["min_s"] <= r["median_s"] <= r["max_s"] and r["min_s"] < r["max_s"]
+        assert r["img_per_s"] > 0 and r["peak_mem_mb"] > 0 and r["cpu_util"] > 0
+    kinds = {r["case"]: r["semantics"] for r in result["train_step"]}
+    assert kinds[SAMPLED].startswith("APPROXIMATE") and kinds["explicit"] == kinds["vmap"] == "exact (equals loop)"
+    loop = next(r for r in result["train_step"] if r["case"] == "loop")
+    assert loop["speedup_vs_loop"] == 1.0  # the reference of the ratios
 
 
 def test_pgd_ours_and_torchattacks_compute_the_same_attack(result):
@@ -35,7 +42,6 @@ def test_pgd_ours_and_torchattacks_compute_the_same_attack(result):
     assert p["ours"]["img_per_s"] > 0 and p["torchattacks"]["img_per_s"] > 0
     assert p["same_pixels_frac"] > 0.99
     assert p["ours"]["runs"] == p["torchattacks"]["runs"] == 3  # PGD gets its own, larger repeat count
-    assert p["ours_vs_torchattacks_speed_best"] == pytest.approx(p["torchattacks"]["min_s"] / p["ours"]["min_s"])
 
 
 def test_grid_and_approximation_sections(result):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -228,20 +229,89 @@ def test_resume_repeats_the_uninterrupted_run(tmp_path, monkeypatch):
     assert not torch.equal(finals["A"]["net.linear.weight"], fresh["net.linear.weight"])  # it did train
 
 
-@pytest.mark.parametrize("attack", ["fgsm", "pgd"])
+def test_a_run_moved_to_another_machine_resumes_like_the_uninterrupted_run(tmp_path, monkeypatch):
+    """What a GPU window hands to the next: config.json, train_log.jsonl and train_state/, in another folder."""
+    base = dict(method="cm", dataset="synthetic", limit=48, batch_size=16, epochs=2, monitor_limit=0)
+    a = train(TrainConfig(out=str(tmp_path / "A"), **base), progress=False)
+    real_augment, calls = train_mod.augment, {"n": 0}
+
+    def killed_at_epoch_2(x, generator=None):
+        calls["n"] += 1
+        if calls["n"] == 4:  # the first batch of epoch 2: epoch 1 is saved, nothing of epoch 2 is
+            raise KeyboardInterrupt
+        return real_augment(x, generator)
+
+    monkeypatch.setattr(train_mod, "augment", killed_at_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig(out=str(tmp_path / "B"), **base), progress=False)
+    monkeypatch.setattr(train_mod, "augment", real_augment)
+    moved = tmp_path / "elsewhere" / "C"
+    moved.mkdir(parents=True)
+    for name in ("config.json", "train_log.jsonl"):
+        shutil.copy(tmp_path / "B" / name, moved / name)
+    shutil.copytree(tmp_path / "B" / STATE_DIR, moved / STATE_DIR)  # no weights: the state alone travels
+    train(TrainConfig(out=str(moved), **base), progress=False)
+    assert [r["loss"] for r in _log(moved)] == pytest.approx([r["loss"] for r in _log(a)], rel=1e-6)
+    for k, v in load_checkpoint(a).state_dict().items():
+        torch.testing.assert_close(load_checkpoint(moved).state_dict()[k], v, rtol=0, atol=0, msg=k)
+
+
+def test_finetune_starts_from_init_and_records_what_the_start_cost(tmp_path):
+    start = train(TrainConfig(out=str(tmp_path / "vanilla"), **TINY), progress=False)
+    with pytest.raises(ValueError, match="--init"):
+        resolve(TrainConfig(out="x", method="cm", recipe="finetune"))
+    seen = {}
+    real = train_mod._new_model
+
+    def spy(cfg, trainset):
+        seen["model"] = real(cfg, trainset)
+        seen["init"] = {k: v.clone() for k, v in seen["model"].state_dict().items()}
+        return seen["model"]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(train_mod, "_new_model", spy)
+        out = train(TrainConfig(out=str(tmp_path / "ft"), method="cm", recipe="finetune", init=str(start),
+                                **{**TINY, "batch_size": 16}), progress=False)
+    for k, v in load_checkpoint(start).state_dict().items():
+        assert torch.equal(seen["init"][k], v), k  # the run began at the init's (fp16-saved) weights
+    run = _run(out)
+    assert run["init"] == str(start) and run["init_train_time_s"] == _run(start)["train_time_s"]
+    assert run["recipe_settings"]["needs_init"] and run["recipe"] == "finetune"
+    other = save_checkpoint(PAGClassifier("tinycnn", 3, ["a", "b", "c"]), tmp_path / "other", {})
+    with pytest.raises(ValueError, match="--init .* is a tinycnn for \\['a', 'b', 'c'\\]"):
+        train(TrainConfig(out=str(tmp_path / "bad"), method="cm", recipe="finetune", init=str(other), **TINY),
+              progress=False)
+
+
+def test_ramp_logs_the_growing_lambda_and_pgd20_monitor_logs_both_norms(tmp_path):
+    out = train(TrainConfig(out=str(tmp_path / "ramp"), method="cm", recipe="ramp",
+                            **{**TINY, "epochs": 3, "monitor_limit": 16, "monitor_robust": 8, "monitor_pgd": "pgd20"}),
+                progress=False)
+    log = _log(out)  # 6 steps: lambda at the last step of each epoch, full from step 3 (of 0..5) on
+    assert [r["lam"] for r in log] == pytest.approx([0.4 * 2 / 3, 0.4, 0.4])
+    assert {"test_linf_pgd20", "test_l2_pgd20"} <= log[0].keys() and log[0]["test_robust_n"] == 8
+    assert all(0 <= log[0][k] <= log[0]["test_acc"] + 1e-6 for k in ("test_linf_pgd20", "test_l2_pgd20"))
+
+
+@pytest.mark.parametrize("attack", ["fgsm", "pgd", "nfgsm"])
 def test_adversarial_training_attacks_every_batch(attack, tmp_path, monkeypatch):
     seen = []
-    real_pgd = train_mod.pgd
+    real_pgd, real_nfgsm = train_mod.pgd, train_mod.nfgsm
 
     def spy(model, x, y, eps, **kw):
         seen.append((eps, kw["norm"], kw["steps"], kw["step_size"]))
         return real_pgd(model, x, y, eps, **kw)
 
+    def spy_nfgsm(model, x, y, eps, norm, generator):
+        seen.append((eps, norm, 1, eps))
+        return real_nfgsm(model, x, y, eps, norm, generator)
+
     monkeypatch.setattr(train_mod, "pgd", spy)
+    monkeypatch.setattr(train_mod, "nfgsm", spy_nfgsm)
     eps = 8 / 255
     out = train(TrainConfig(out=str(tmp_path / attack), method="adv", adv_attack=attack, adv_steps=2, adv_eps=eps,
                             **TINY), progress=False)
-    steps, size = (1, 1.25 * eps) if attack == "fgsm" else (2, 2.5 * eps / 2)
+    steps, size = {"fgsm": (1, 1.25 * eps), "nfgsm": (1, eps), "pgd": (2, 2.5 * eps / 2)}[attack]
     assert seen == [(eps, "linf", steps, pytest.approx(size))] * 2  # one attack per batch, 2 batches
     run = _run(out)
     assert (run["method"], run["adv_attack"], run["adv_eps"], run["adv_norm"]) == ("adv", attack, eps, "linf")

@@ -1,0 +1,132 @@
+"""Benchmark: training-step throughput (vanilla vs every PAG implementation), PGD-20 evaluation
+(ours next to torchattacks'), and the latency of the app's targeted-PGD grid.
+
+    pagdemo bench [--device cpu|cuda] [--json FILE] [--small]     (also: python -m pagdemo.bench)
+
+Data are synthetic and models randomly initialized: only speed and memory are measured.
+On CUDA everything runs under bf16 autocast. Every timing is a median over `repeats` runs after
+`warmup` untimed runs (which also absorb torch.compile's compilation), with min and max; the
+cases compared with each other run round-robin, so that a busy shared CPU slows them alike.
+`harness` times and measures memory, `cases` holds what is timed, `tables` prints the results.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import Iterator
+
+import torch
+
+from pagdemo.bench.cases import (SAMPLED, bench_approx_error, bench_grid, bench_pgd, bench_profile, bench_steps,
+                                 step_cases)
+from pagdemo.bench.harness import memory_method
+from pagdemo.bench.tables import format_tables
+from pagdemo.losses import PAG_IMPLS
+from pagdemo.provenance import cpu_name, git_commit, now
+
+__all__ = ["BenchConfig", "SMALL", "SAMPLED", "format_tables", "run_bench", "save_json", "step_cases"]
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    device: str = "cuda"
+    model: str = "resnet18"
+    image_size: int = 32  # pixels per side (CIFAR-10)
+    num_classes: int = 10
+    batch_sizes: tuple[int, ...] = (64, 256)  # training-step batches
+    impls: tuple[str, ...] = ()  # PAG implementations to time; () = all registered (+ the sampled approximation)
+    warmup: int = 3  # untimed runs per case
+    repeats: int = 10  # timed runs per case
+    lam: float = 0.4  # PAG weight (Class Mean, CIFAR-10)
+    grad_of: str = "logsoftmax"  # the authors' code
+    channels_last: bool = False  # NHWC model and inputs (GPU tensor-core layout)
+    pgd_batch: int = 256  # images per PGD-20 evaluation batch
+    pgd_eps: float = 8 / 255  # linf radius, [0, 1] pixel units
+    pgd_repeats: int = 20  # timed PGD-20 runs per attack: one run's spread (~10% on a GPU) hides a 5% difference
+    grid_models: int = 3  # the app's grid: rows = models
+    grid_eps: float = 4.0  # L2 radius of the app's targeted PGD (its default), [0, 1] pixel units
+    grid_steps: int = 20
+    approx_draws: int = 8  # draws of the sampled approximation when measuring its gradient error
+    threads: int = 0  # CPU threads for torch; 0 = torch's default
+    profile: tuple[str, ...] = ()  # implementations to profile (one step at the largest batch), e.g. ("explicit",)
+    profile_rows: int = 20  # operators listed per profile
+    seed: int = 0
+    json: str | None = None  # where to write the results
+
+
+SMALL = dict(batch_sizes=(8, 16), warmup=1, repeats=2, pgd_batch=16, pgd_repeats=3, approx_draws=4)  # ~4 min on 2 idle cores
+
+
+def environment(cfg: BenchConfig, device: torch.device) -> dict:
+    """What the numbers were measured on."""
+    env = {"date_utc": now(), "device": device.type, "torch": torch.__version__, "python": platform.python_version(),
+           "cpu": cpu_name(), "cpu_threads": torch.get_num_threads(), "memory": memory_method(device),
+           "autocast": "bf16" if device.type == "cuda" else "none (fp32)", "commit": git_commit()}
+    if hasattr(os, "getloadavg"):
+        env["load_avg_1min_at_start"] = os.getloadavg()[0]  # other processes sharing the CPU skew CPU timings
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+        env["cuda"] = torch.version.cuda
+    return env
+
+
+def run_bench(cfg: BenchConfig) -> dict:
+    """Every benchmark; returns the JSON-ready results."""
+    if cfg.repeats < 1 or min(cfg.batch_sizes) < 1:
+        raise ValueError(f"repeats and batch sizes must be >= 1, got {cfg.repeats} and {cfg.batch_sizes}")
+    if unknown := [i for i in cfg.profile if i not in ("vanilla", *PAG_IMPLS, SAMPLED)]:
+        raise ValueError(f"cannot profile {unknown}; choose from {['vanilla', *sorted(PAG_IMPLS), SAMPLED]}")
+    device = torch.device(cfg.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda asked for, but torch sees no CUDA device")
+    with _settings(cfg, device):
+        return _run_sections(cfg, device)
+
+
+@contextmanager
+def _settings(cfg: BenchConfig, device: torch.device) -> Iterator[None]:
+    """The bench's threads, cuDNN autotuning and seeded RNG, and the caller's back afterwards."""
+    threads, autotune = torch.get_num_threads(), torch.backends.cudnn.benchmark
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(cfg.seed)  # model initialization inside the cases
+            if cfg.threads:
+                torch.set_num_threads(cfg.threads)
+            torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed shapes: let cuDNN pick its fastest
+            yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.backends.cudnn.benchmark = autotune
+
+
+def _run_sections(cfg: BenchConfig, device: torch.device) -> dict:
+    """The timed sections in order; one that fails is recorded as skipped, with its error."""
+    gen = torch.Generator().manual_seed(cfg.seed)
+    start = time.perf_counter()
+    result = {"config": asdict(cfg), "env": environment(cfg, device)}
+    result["train_step"], result["skipped"] = bench_steps(cfg, device, gen)
+    sections = {"pgd20_eval": bench_pgd, "app_grid": bench_grid}
+    if SAMPLED in step_cases(cfg, device)[0]:
+        sections["approx_error"] = bench_approx_error
+    if cfg.profile:
+        sections["profile"] = bench_profile
+    for key, fn in sections.items():
+        try:  # a section that breaks (a missing torchattacks, say) must not lose the others
+            result[key] = fn(cfg, device, gen)
+        except Exception as e:  # noqa: BLE001 - recorded in the JSON
+            result["skipped"][key] = f"failed: {type(e).__name__}: {e}"[:500]
+    result["bench_wall_s"] = time.perf_counter() - start
+    if hasattr(os, "getloadavg"):
+        result["env"]["load_avg_1min_at_end"] = os.getloadavg()[0]
+    return result
+
+
+def save_json(result: dict, path: str) -> None:
+    """Write the results where the README's tables are built from."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(result, f, indent=1)

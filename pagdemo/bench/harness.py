@@ -1,0 +1,118 @@
+"""Timing and memory: medians of round-robin runs, peak RSS or CUDA memory per run."""
+from __future__ import annotations
+
+import ctypes
+import re
+import statistics
+import time
+from contextlib import contextmanager, nullcontext
+from typing import TYPE_CHECKING, Callable, Iterator
+
+import torch
+from tqdm.auto import tqdm
+
+if TYPE_CHECKING:
+    from pagdemo.bench import BenchConfig
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _autocast(device: torch.device):
+    """bf16 autocast on CUDA, as in training; full fp32 on CPU."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+
+def _rss_kib(field: str) -> int | None:
+    """A field of /proc/self/status in KiB (Linux only)."""
+    try:
+        with open("/proc/self/status") as f:
+            return int(re.search(rf"{field}:\s+(\d+)", f.read()).group(1))
+    except (OSError, AttributeError):
+        return None
+
+
+def _reset_peak_rss() -> bool:
+    """Return freed heap to the OS (glibc), then reset the process's peak RSS (Linux >= 4.0)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)  # else memory freed by earlier cases still counts
+    except (OSError, AttributeError):
+        pass
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def memory_method(device: torch.device) -> str:
+    """What `peak_mem_mb` means on this device."""
+    if device.type == "cuda":
+        return "torch.cuda.max_memory_allocated per run (max over runs)"
+    if _reset_peak_rss() and _rss_kib("VmHWM") is not None:
+        return ("process peak RSS per run (VmHWM, reset via /proc/self/clear_refs after malloc_trim; max over runs); "
+                "includes torch itself (~0.3-0.5 GB) and the shared model and optimizer")
+    return "unavailable on this OS"
+
+
+@contextmanager
+def peak_memory(device: torch.device) -> Iterator[dict]:
+    """Fill the yielded dict with the peak memory (MiB) of the block."""
+    out: dict = {}
+    if device.type == "cuda":
+        _sync(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    else:
+        _reset_peak_rss()
+    yield out
+    if device.type == "cuda":
+        _sync(device)
+        out["peak_mem_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    elif (kib := _rss_kib("VmHWM")) is not None:
+        out["peak_mem_mb"] = round(kib / 1024, 1)
+
+
+def measure(fn: Callable[[], object], device: torch.device) -> tuple[float, float, float | None, object]:
+    """(wall seconds, process CPU seconds, peak MiB or None, output) of one call of `fn`.
+
+    CPU seconds over wall seconds near the thread count means the CPU was ours; far below, shared.
+    """
+    with peak_memory(device) as mem:
+        start, cpu_start = time.perf_counter(), time.process_time()
+        out = fn()
+        _sync(device)
+        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+    return seconds, cpu_seconds, mem.get("peak_mem_mb"), out
+
+
+def interleaved(fns: dict[str, Callable[[], object]], cfg: BenchConfig, device: torch.device,
+                desc: str) -> tuple[dict[str, dict], dict[str, object]]:
+    """Time several cases round-robin, so that load from other processes hits them alike.
+
+    Returns per case: runs, median/min/max seconds, the untimed warmup's seconds (it absorbs
+    torch.compile) and peak memory; and each case's last output.
+    """
+    warm, failed = {}, {}
+    for name, fn in fns.items():
+        try:  # one case that breaks on this device (e.g. torch.compile) must not lose the others' numbers
+            warm[name] = sum(measure(fn, device)[0] for _ in range(cfg.warmup))
+        except Exception as e:  # noqa: BLE001 - recorded in the JSON, with its message
+            failed[name] = f"{type(e).__name__}: {e}"[:500]
+    fns = {name: fn for name, fn in fns.items() if name in warm}
+    runs: dict[str, list] = {name: [] for name in fns}
+    last = {}
+    for _ in tqdm(range(cfg.repeats), desc=desc, leave=False):
+        for name, fn in fns.items():
+            seconds, cpu_seconds, peak, last[name] = measure(fn, device)
+            runs[name].append((seconds, cpu_seconds, peak))
+    stats = {}
+    for name, rs in runs.items():
+        times, peaks = [r[0] for r in rs], [r[2] for r in rs if r[2] is not None]
+        stats[name] = {"runs": len(times), "median_s": statistics.median(times), "min_s": min(times),
+                       "max_s": max(times), "warmup_s": warm[name], "peak_mem_mb": max(peaks, default=None),
+                       "cpu_util": sum(r[1] for r in rs) / sum(times)}
+    stats.update({name: {"error": why} for name, why in failed.items()})
+    return stats, last
