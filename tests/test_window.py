@@ -1,0 +1,139 @@
+"""scripts/window.py, dry-run on the CPU: the GPU window's runner trains, evaluates, stops at the deadline,
+and brings everything back within the device tool's limits, in a form the next window resumes from."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from pagdemo.checkpoints import load_checkpoint
+from pagdemo.state import load_state
+from pagdemo.train import TrainConfig, train
+
+REPO = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("window", REPO / "scripts" / "window.py")
+window = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(window)
+
+JOBS = [
+    {"name": "vanilla", "est_s": 1, "eval": True, "ship": True, "cmd": ["train", "--method", "vanilla", "--epochs", "30"]},
+    {"name": "probe-cm", "group": "probe", "est_s": 1, "cmd": ["train", "--method", "cm", "--recipe", "fast-lr01",
+                                                                "--pag-impl", "compiled", "--epochs", "8"]},
+    {"name": "student", "est_s": 1, "needs": ["teacher"], "cmd": ["train", "--method", "vanilla"]},
+    {"name": "teacher", "est_s": 1, "cmd": ["adv-train", "--attack", "nope"]},  # fails: its student is skipped
+]
+
+
+def _queue(tmp_path: Path, jobs: list[dict], **extra) -> Path:
+    queue = {"data": {"dir": str(tmp_path / "data"), "files": []}, "jobs": jobs,
+             "probe_monitor": ["--monitor-pgd", "pgd20"], **extra}
+    path = tmp_path / "queue.json"
+    path.write_text(json.dumps(queue))
+    return path
+
+
+def _start(tmp_path: Path, queue: Path, deadline_s: float) -> Path:
+    runs = tmp_path / "runs"
+    window.main(["start", "--dry", "--foreground", "--runs", str(runs), "--queue", str(queue),
+                 "--deadline-s", str(deadline_s)])
+    return runs
+
+
+def _collect_all(runs: Path, tmp_path: Path) -> list[Path]:
+    parcels = []
+    for i in range(10):
+        out = tmp_path / f"out{i}"
+        out.mkdir()
+        window.main(["collect", "--runs", str(runs), "--out", str(out)])
+        files = [f for f in out.rglob("*") if f.is_file()]
+        if not files:
+            return parcels
+        assert len(files) <= window.MAX_FILES and sum(f.stat().st_size for f in files) <= window.MAX_TOTAL
+        assert all(len(f.relative_to(out).parts) <= 3 for f in files)  # $OUT/a/b/file at most
+        parcels.append(out)
+    raise AssertionError("collect never ran out of files")
+
+
+def test_dry_window_trains_evaluates_skips_and_brings_everything_back(tmp_path):
+    runs = _start(tmp_path, _queue(tmp_path, JOBS), deadline_s=600)
+    status = json.loads((runs / "status.json").read_text())["jobs"]
+    assert {n: s["state"] for n, s in status.items()} == {"vanilla": "done", "probe-cm": "done", "teacher": "failed",
+                                                          "student": "skipped"}
+    evals = json.loads((runs / "vanilla" / "metrics.json").read_text())["evaluations"]
+    assert [e["norm"] for e in evals] == ["linf", "l2"]
+    probe_log = json.loads((runs / "probe-cm" / "train_log.jsonl").read_text().splitlines()[-1])
+    assert {"test_linf_pgd20", "test_l2_pgd20"} <= probe_log.keys()  # the probe's monitor came from the queue
+    here = tmp_path / "here"
+    for parcel in _collect_all(runs, tmp_path):
+        window.main(["unpack", str(parcel), "--into", str(here)])
+    assert load_checkpoint(here / "vanilla").arch == "tinycnn"  # shipped: weights came back
+    assert not list((here / "probe-cm").glob("*.safetensors"))  # a probe brings back its records, not weights
+    assert "runner done" in (here / "session.log").read_text()
+    summary = window.probe_summary(here)
+    assert [r["job"] for r in summary["jobs"]] == ["probe-cm"] and summary["jobs"][0]["recipe"] == "fast-lr01"
+    assert summary["jobs"][0]["trajectory"][0]["test_l2_pgd20"] is not None
+
+
+def test_a_job_cut_at_the_deadline_comes_back_resumable(tmp_path):
+    jobs = [{"name": "long", "est_s": 1, "ship": True, "cmd": ["train", "--method", "vanilla"]}]
+    runs = _start(tmp_path, _queue(tmp_path, jobs, dry_epochs=400), deadline_s=15)
+    status = json.loads((runs / "status.json").read_text())["jobs"]["long"]
+    assert status["state"] == "cut", status
+    here = tmp_path / "here"
+    for parcel in _collect_all(runs, tmp_path):
+        window.main(["unpack", str(parcel), "--into", str(here)])
+    done = len((here / "long" / "train_log.jsonl").read_text().splitlines())
+    assert 0 < done < 400 and (here / "long" / "train_state" / "progress.json").exists()
+    model = load_checkpoint(here / "long")
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    assert load_state(here / "long", model, opt)[0] == done  # every shard of the state came back
+    cfg = json.loads((here / "long" / "config.json").read_text())["run"]
+    other = TrainConfig(**{k: cfg[k] for k in ("method", "dataset", "limit", "batch_size", "arch", "recipe", "seed")},
+                        epochs=done + 1, out=str(here / "long"), monitor_limit=0)
+    with pytest.raises(ValueError, match="epochs: 400 -> "):  # it resumes only under the same command
+        train(other, progress=False)
+
+
+def test_parcels_respect_the_return_limits(tmp_path):
+    files = []
+    for i in range(10):
+        f = tmp_path / f"shard{i}"
+        with open(f, "wb") as fh:
+            fh.truncate(15_000_000)  # a 15 MB shard, sparse
+        files.append((f, f"job/shard{i}"))
+    first = window.parcel(files, set())
+    assert len(first) == 4  # 4 x 15 MB = 60 MB; a fifth would pass 64 MiB
+    second = window.parcel(files, {n for _, n in first})
+    assert [n for _, n in second] == [f"job/shard{i}" for i in range(4, 8)]
+    many = [(tmp_path / "small", f"s{i}") for i in range(20)]
+    (tmp_path / "small").write_bytes(b"x")
+    assert len(window.parcel(many, set())) == window.MAX_FILES
+
+
+def test_plan_carries_the_lossless_data_in_three_calls_under_64_mib(tmp_path):
+    queue = {"data": {"dir": ".stage/cifar10", "files": ["test.npz", "train-0.npz", "train-1.npz", "train-2.npz"]},
+             "carry": {".stage/init/vanilla": "checkpoints/vanilla"}}
+    sizes = {".stage/cifar10/test.npz": 22_697_348, ".stage/cifar10/train-0.npz": 37_811_771,
+             ".stage/cifar10/train-1.npz": 37_860_723, ".stage/cifar10/train-2.npz": 37_804_069,
+             ".stage/cifar10/SHA256SUMS": 309, ".stage/COMMIT": 41, ".stage/init/vanilla": 22_400_000}
+    tree = 3_000_000
+    calls = window.plan_calls(queue, tree, sizes)
+    staging = [c for c in calls if c["carry"]]
+    assert len(staging) == 3 and staging[0]["command"].startswith("python3 scripts/window.py start")
+    assert sorted(p for c in staging for p in c["carry"]) == sorted(sizes)
+    for c in staging:
+        assert tree + sum(sizes[p] for p in c["carry"]) <= window.MAX_TREE and len(c["carry"]) <= 8
+    with pytest.raises(SystemExit, match="take the shipped weights out"):
+        window.plan_calls(queue, 90_000_000, sizes)
+
+
+@pytest.fixture(autouse=True)
+def _cwd(monkeypatch):
+    monkeypatch.chdir(REPO)  # the runner starts `python -m pagdemo` from the repository root, as on the GPU machine
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    yield
+    os.environ.pop("PAGDEMO_COMMIT", None)
