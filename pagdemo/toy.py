@@ -2,35 +2,36 @@
 
 Two classes, three Gaussian modes each, all on the line x2 = 2 * x1. A 2-32-2 ReLU MLP is trained
 twice from the same seed (same data, initialization and batch order): with plain cross-entropy,
-and with the PAG loss of Eq. 1 using the Nearest Neighbor target. Both reach 100% clean accuracy;
-under an L2 PGD-10 attack (eps 15) the vanilla boundary, which hugs the data line, mostly fails,
-while the PAG boundary stands across the line, far from the data (numbers: docs/toy/README.md).
+and with the PAG loss of Eq. 1 using the Nearest Neighbor target; both are attacked with L2
+PGD-10 (eps 15). One seed's outcome is a chaotic training's outcome, so the result is a summary
+over many seeds: means with 95% bootstrap intervals, and the paired PAG - vanilla difference with
+the number of seeds PAG wins and a sign test. Everything runs in float64 on one thread, so a
+seed's numbers are the same in the CLI, the docs and the app on one machine.
 
 The loss (`pagdemo.losses.pag_loss`), the NN target (`pagdemo.targets.NearestNeighborTarget`) and
-the attack (`pagdemo.attacks.pgd`) are the image models' code. Coordinates are raw (no [0, 1] pixel range), so the attack runs with `bounds=None`.
+the attack (`pagdemo.attacks.pgd`) are the image models' code. Coordinates are raw (no [0, 1]
+pixel range), so the attack runs with `bounds=None`. The figure lives in `pagdemo.toyplot`.
 """
 from __future__ import annotations
 
-import copy
 import json
 import math
 import time
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Iterator
 
 import torch
 import torch.nn.functional as F
-from matplotlib.colors import ListedColormap
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
-from matplotlib.patches import Circle, Patch
 from torch import nn
 from tqdm.auto import tqdm
 
 from pagdemo.attacks import pgd
+from pagdemo.files import write_json
 from pagdemo.inputgrads import check_grad_of
 from pagdemo.losses import PAG_IMPLS, pag_loss
 from pagdemo.models import build_model
@@ -39,16 +40,17 @@ from pagdemo.targets import NearestNeighborTarget
 
 MODE_CENTERS = ((-50.0, -10.0, 30.0), (-30.0, 10.0, 50.0))  # x1 centres of class A's and class B's modes
 SLOPE = 2.0  # the data line: x2 = SLOPE * x1
-CLASS_NAMES = ("class A", "class B")
 TEST_SEED_OFFSET = 10_000  # test points come from their own generator: "fresh" samples, never the training ones
 SWEEP_SEED0 = 100  # the lambda sweep runs on seeds 100, 101, ...: lambda is not chosen on the reported seeds
+DTYPES = {"float64": torch.float64, "float32": torch.float32}
+BOOTSTRAP = 10_000  # resamples of the seeds for a 95% interval
 
 
 @dataclass(frozen=True)
 class ToyConfig:
     """App. C.1 defaults; `lam`, `k`, `grad_of` and `random_init` are our choices (the paper gives none)."""
 
-    seeds: int = 5  # number of seeds: 0, 1, ..., seeds - 1 (same seed for the vanilla and the PAG run)
+    seeds: int = 20  # number of seeds: 0, 1, ..., seeds - 1 (same seed for the vanilla and the PAG run)
     lam: float = 1.0  # PAG weight lambda of Eq. 1 (chosen by a sweep on held-out seeds, docs/toy/README.md)
     k: int = 30  # Nearest Neighbor sample size: class-t candidates drawn once per class
     grad_of: str = "logit"  # input gradient of "logit" (Eq. 1, chosen) or "logsoftmax" (authors' code)
@@ -63,6 +65,8 @@ class ToyConfig:
     steps: int = 10
     step_size: float = 2.0
     random_init: bool = False  # the paper's "simple PGD": start at the clean point
+    dtype: str = "float64"  # float64: a seed's outcome barely depends on the CPU's rounding
+    workers: int = 1  # processes for the seeds (each trains on one thread; results do not depend on this)
     sweep_lams: tuple[float, ...] = ()  # lambdas to sweep on `seeds` held-out seeds (SWEEP_SEED0...); empty: no sweep
     out: str = "docs/toy"
 
@@ -72,24 +76,31 @@ class ToyConfig:
         check_grad_of(self.grad_of)
         if self.impl not in PAG_IMPLS:
             raise ValueError(f"unknown PAG implementation {self.impl!r}; choose one of {sorted(PAG_IMPLS)}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {self.dtype!r}; choose one of {sorted(DTYPES)}")
         if self.n_test % n_modes:
             raise ValueError(f"n_test must be a multiple of {n_modes} (one share per mode), got {self.n_test}")
-        for name in ("seeds", "k", "epochs", "batch_size", "n_per_mode", "steps"):
+        for name in ("seeds", "k", "epochs", "batch_size", "n_per_mode", "steps", "workers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lam < 0 or any(lam < 0 for lam in self.sweep_lams):
             raise ValueError(f"lambda must be >= 0, got lam={self.lam}, sweep_lams={self.sweep_lams}")
 
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype]
+
 
 # ----------------------------------------------------------------------------- data and targets
 
-def make_toy_data(n_per_mode: int, generator: torch.Generator, sigma: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+def make_toy_data(n_per_mode: int, generator: torch.Generator, sigma: float = 1.0,
+                  dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
     """App. C.1 data: x1 ~ N(c, sigma^2) for each mode centre c, x2 = 2 * x1; returns (x (N, 2), y (N,))."""
     xs, ys = [], []
     for label, centers in enumerate(MODE_CENTERS):
         for c in centers:
-            x1 = c + sigma * torch.randn(n_per_mode, generator=generator)
-            xs.append(torch.stack([x1, SLOPE * x1], dim=1))
+            x1 = c + sigma * torch.randn(n_per_mode, generator=generator, dtype=torch.float64)
+            xs.append(torch.stack([x1, SLOPE * x1], dim=1).to(dtype))
             ys.append(torch.full((n_per_mode,), label, dtype=torch.long))
     return torch.cat(xs), torch.cat(ys)
 
@@ -97,7 +108,7 @@ def make_toy_data(n_per_mode: int, generator: torch.Generator, sigma: float = 1.
 def make_test_data(cfg: ToyConfig, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """`n_test` fresh points from the training distribution, from a generator the training never touches."""
     gen = torch.Generator().manual_seed(seed + TEST_SEED_OFFSET)
-    return make_toy_data(cfg.n_test // sum(len(c) for c in MODE_CENTERS), gen, cfg.sigma)
+    return make_toy_data(cfg.n_test // sum(len(c) for c in MODE_CENTERS), gen, cfg.sigma, cfg.torch_dtype)
 
 
 def nn_targets(x: torch.Tensor, y: torch.Tensor, k: int, seed: int) -> torch.Tensor:
@@ -113,38 +124,10 @@ def nn_targets(x: torch.Tensor, y: torch.Tensor, k: int, seed: int) -> torch.Ten
 
 # ----------------------------------------------------------------------------- training
 
-def train_toy(cfg: ToyConfig, seed: int, lam: float, progress: bool = False) -> nn.Module:
-    """Train the 2-32-2 MLP with Adam; lam = 0 is the vanilla (cross-entropy only) run.
-
-    The seed fixes the data, the initialization and the batch order, so the vanilla and PAG runs
-    of one seed differ only in the loss (the NN candidates are drawn from a generator of their own).
-    Runs single-threaded: a 2-32-2 MLP's ops are far too small to gain from more threads, and
-    on 2 shared cores a second thread made the PAG run about 4x slower.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    x, y = make_toy_data(cfg.n_per_mode, gen, cfg.sigma)
-    targets = nn_targets(x, y, cfg.k, seed) if lam > 0 else None
-    torch.manual_seed(seed)
-    model = build_model("mlp", 2)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    model.train()
-    with _single_thread():
-        for _ in tqdm(range(cfg.epochs), desc=f"seed {seed} lam {lam:g}", leave=False, disable=not progress):
-            for idx in torch.randperm(x.shape[0], generator=gen).split(cfg.batch_size):
-                if targets is None:
-                    loss = F.cross_entropy(model(x[idx]), y[idx])
-                else:
-                    loss, _ = pag_loss(model, x[idx], y[idx], targets[idx], lam, grad_of=cfg.grad_of, impl=cfg.impl)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-    model.eval()
-    return model
-
-
 @contextmanager
 def _single_thread() -> Iterator[None]:
-    """One intra-op thread for the tiny training steps, then the caller's setting back."""
+    """One intra-op thread (the caller's setting back afterwards): the tiny ops gain nothing from more, and one
+    thread keeps every reduction in one order, so a seed's result does not depend on the machine's core count."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -153,12 +136,40 @@ def _single_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def train_toy(cfg: ToyConfig, seed: int, lam: float, progress: bool = False) -> nn.Module:
+    """Train the 2-32-2 MLP with Adam; lam = 0 is the vanilla (cross-entropy only) run.
+
+    The seed fixes the data, the initialization and the batch order, so the vanilla and PAG runs
+    of one seed differ only in the loss (the NN candidates are drawn from a generator of their own).
+    The global RNG is left as it was.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    x, y = make_toy_data(cfg.n_per_mode, gen, cfg.sigma, cfg.torch_dtype)
+    targets = nn_targets(x, y, cfg.k, seed) if lam > 0 else None
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_model("mlp", 2).to(cfg.torch_dtype)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    model.train()
+    for _ in tqdm(range(cfg.epochs), desc=f"seed {seed} lam {lam:g}", leave=False, disable=not progress):
+        for idx in torch.randperm(x.shape[0], generator=gen).split(cfg.batch_size):
+            if targets is None:
+                loss = F.cross_entropy(model(x[idx]), y[idx])
+            else:
+                loss, _ = pag_loss(model, x[idx], y[idx], targets[idx], lam, grad_of=cfg.grad_of, impl=cfg.impl)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return model.eval()
+
+
 # ----------------------------------------------------------------------------- evaluation
 
 @torch.no_grad()
-def _predict(model: nn.Module, x: torch.Tensor, chunk: int = 1 << 20) -> torch.Tensor:
+def predict(model: nn.Module, x: torch.Tensor, chunk: int = 1 << 20) -> torch.Tensor:
     """Predicted class of many 2-D points, in chunks to bound memory."""
-    return torch.cat([model(c).argmax(dim=1) for c in x.split(chunk)])
+    dtype = next(model.parameters()).dtype
+    return torch.cat([model(c.to(dtype)).argmax(dim=1) for c in x.split(chunk)])
 
 
 def boundary_distance(model: nn.Module, x: torch.Tensor, n_rays: int = 120, r_max: float = 40.0,
@@ -170,20 +181,20 @@ def boundary_distance(model: nn.Module, x: torch.Tensor, n_rays: int = 120, r_ma
     bisect that last interval; the minimum over rays is the distance. A point whose prediction
     never changes within `r_max` gets `r_max`; a boundary region thinner than `step` can be missed.
     """
-    angles = torch.arange(n_rays) * (2 * math.pi / n_rays)
+    angles = torch.arange(n_rays, dtype=x.dtype) * (2 * math.pi / n_rays)
     dirs = torch.stack([angles.cos(), angles.sin()], dim=1)  # (R, 2)
-    radii = torch.arange(1, int(r_max / step) + 1) * step  # (S,)
-    own = _predict(model, x)
+    radii = torch.arange(1, int(r_max / step) + 1, dtype=x.dtype) * step  # (S,)
+    own = predict(model, x)
     pts = x[:, None, None, :] + radii[None, None, :, None] * dirs[None, :, None, :]  # (N, R, S, 2)
-    flipped = (_predict(model, pts.reshape(-1, 2)).view(pts.shape[:3]) != own[:, None, None])
+    flipped = (predict(model, pts.reshape(-1, 2)).view(pts.shape[:3]) != own[:, None, None])
     hit = flipped.any(dim=2)
-    first = flipped.float().argmax(dim=2)  # index of the first flipped radius (0 if none)
-    hi = torch.where(hit, radii[first], torch.full_like(first, r_max, dtype=x.dtype))
+    first = flipped.to(x.dtype).argmax(dim=2)  # index of the first flipped radius (0 if none)
+    hi = torch.where(hit, radii[first], torch.full_like(radii[first], r_max))
     lo = (hi - step).clamp_min(0)
     for _ in range(bisect):
         mid = (lo + hi) / 2
         mid_pts = (x[:, None, :] + mid[..., None] * dirs[None]).reshape(-1, 2)
-        moved = _predict(model, mid_pts).view(mid.shape) != own[:, None]
+        moved = predict(model, mid_pts).view(mid.shape) != own[:, None]
         hi, lo = torch.where(moved, mid, hi), torch.where(moved, lo, mid)
     return hi.min(dim=1).values
 
@@ -202,145 +213,165 @@ def evaluate_toy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: ToyCon
     change lies within eps along any of the rays of `boundary_distance`: a near-exhaustive
     attack in 2-D, so `pgd_acc` (a local search) is normally >= `ray_search_acc`.
     """
-    correct = _predict(model, x) == y
+    correct = predict(model, x) == y
     dist = boundary_distance(model, x)
-    return {
-        "clean_acc": _percent(correct),
-        "pgd_acc": _percent(_predict(model, attack_toy(model, x, y, cfg)) == y),
-        "ray_search_acc": _percent(correct & (dist >= cfg.eps)),
-        "boundary_dist": dist.mean().item(),
-    }
+    return {"clean_acc": _percent(correct), "pgd_acc": _percent(predict(model, attack_toy(model, x, y, cfg)) == y),
+            "ray_search_acc": _percent(correct & (dist >= cfg.eps)), "boundary_dist": dist.mean().item()}
 
 
 def _percent(hits: torch.Tensor) -> float:
     """Share of True entries, in percent."""
-    return 100 * hits.float().mean().item()
+    return 100 * hits.double().mean().item()
 
 
 def run_seed(cfg: ToyConfig, seed: int, lam: float, progress: bool = False) -> tuple[nn.Module, nn.Module, dict]:
-    """Train vanilla and PAG for one seed; evaluate both on the seed's fresh test set."""
-    x_test, y_test = make_test_data(cfg, seed)
+    """Train vanilla and PAG for one seed; evaluate both on the seed's fresh test set (one thread throughout)."""
     metrics: dict = {"seed": seed, "lam": lam}
     models = []
-    for name, weight in (("vanilla", 0.0), ("pag", lam)):
-        t0 = time.perf_counter()
-        models.append(train_toy(cfg, seed, weight, progress))
-        train_s = time.perf_counter() - t0
-        metrics[name] = {**evaluate_toy(models[-1], x_test, y_test, cfg), "train_s": train_s}
+    with _single_thread():
+        x_test, y_test = make_test_data(cfg, seed)
+        for name, weight in (("vanilla", 0.0), ("pag", lam)):
+            t0 = time.perf_counter()
+            models.append(train_toy(cfg, seed, weight, progress))
+            train_s = time.perf_counter() - t0
+            metrics[name] = {**evaluate_toy(models[-1], x_test, y_test, cfg), "train_s": round(train_s, 2)}
     return models[0], models[1], metrics
 
 
-def _mean_std(runs: list[dict]) -> dict[str, dict[str, float]]:
-    """Mean and sample std over seeds of every metric in a list of metric dicts."""
-    out = {}
-    for m in runs[0]:
-        v = torch.tensor([r[m] for r in runs], dtype=torch.float64)
-        out[m] = {"mean": v.mean().item(), "std": v.std().item() if len(v) > 1 else 0.0}
-    return out
+def _metrics_only(args: tuple[ToyConfig, int, float]) -> dict:
+    """A worker's job: one seed's metrics (the models stay in the worker)."""
+    return run_seed(*args)[2]
+
+
+def _pag_only(args: tuple[ToyConfig, int, float]) -> dict:
+    """A sweep's job: one seed's PAG run at one lambda (lambda 0 is the vanilla run)."""
+    cfg, seed, lam = args
+    with _single_thread():
+        model = train_toy(cfg, seed, lam)
+        return {"seed": seed, **evaluate_toy(model, *make_test_data(cfg, seed), cfg)}
+
+
+def _map(fn, jobs: list, workers: int, desc: str, progress: bool) -> list:
+    """fn over jobs in `workers` processes (spawned: no forked torch state), in order, with a progress bar."""
+    if workers == 1:
+        return [fn(j) for j in tqdm(jobs, desc=desc, disable=not progress)]
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        return list(tqdm(pool.map(fn, jobs), total=len(jobs), desc=desc, disable=not progress))
+
+
+def run_seeds(cfg: ToyConfig, seeds: list[int], lam: float, progress: bool = True) -> list[dict]:
+    """Metrics of every seed, in `cfg.workers` processes; each seed's numbers are the same however many there are."""
+    return _map(_metrics_only, [(cfg, s, lam) for s in seeds], cfg.workers, f"seeds, lambda {lam:g}", progress)
+
+
+# ----------------------------------------------------------------------------- over seeds
+
+def bootstrap_ci(values: list[float], level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean over seeds (resamples drawn from a fixed seed)."""
+    v = torch.tensor(values, dtype=torch.float64)
+    if len(v) < 2:
+        return float(v.mean()), float(v.mean())
+    idx = torch.randint(0, len(v), (BOOTSTRAP, len(v)), generator=torch.Generator().manual_seed(seed))
+    means = v[idx].mean(dim=1)
+    lo, hi = torch.quantile(means, torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)).tolist()
+    return lo, hi
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    """Mean, sample std and 95% bootstrap interval of one metric over seeds."""
+    v = torch.tensor(values, dtype=torch.float64)
+    lo, hi = bootstrap_ci(values)
+    return {"mean": v.mean().item(), "std": v.std().item() if len(v) > 1 else 0.0, "ci95": [lo, hi], "n": len(v)}
+
+
+def sign_test(wins: int, losses: int) -> float:
+    """One-sided p-value of at least `wins` wins in wins + losses fair coin flips (ties left out)."""
+    n = wins + losses
+    return sum(math.comb(n, k) for k in range(wins, n + 1)) / 2 ** n if n else 1.0
 
 
 def summarize(runs: list[dict]) -> dict:
-    """Mean +- std over seeds of both models' metrics, from `run_seed`'s metric dicts."""
-    return {name: _mean_std([r[name] for r in runs]) for name in ("vanilla", "pag")}
+    """Per model, every metric's mean / std / 95% interval; and the paired PAG - vanilla PGD difference."""
+    out = {name: {m: _stats([r[name][m] for r in runs]) for m in runs[0][name] if m != "train_s"}
+           for name in ("vanilla", "pag")}
+    diffs = [r["pag"]["pgd_acc"] - r["vanilla"]["pgd_acc"] for r in runs]
+    wins, losses = sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)
+    out["pag_minus_vanilla_pgd"] = {**_stats(diffs), "wins": wins, "losses": losses, "ties": len(diffs) - wins - losses,
+                                    "sign_test_p": sign_test(wins, losses)}
+    return out
 
 
-def sweep(lams: list[float], seeds: list[int], cfg: ToyConfig = ToyConfig(), progress: bool = True) -> list[dict]:
-    """To choose lambda: PAG's metrics per seed and mean +- std for each lambda (lambda = 0 is vanilla)."""
+def sweep(lams: list[float], seeds: list[int], cfg: ToyConfig, progress: bool = True) -> list[dict]:
+    """To choose lambda: PAG's metrics per seed and their summary for each lambda, on held-out seeds."""
     rows = []
-    for lam in tqdm(lams, desc="lambda sweep", disable=not progress):
-        runs = [evaluate_toy(train_toy(cfg, seed, lam), *make_test_data(cfg, seed), cfg) for seed in seeds]
-        rows.append({"lam": lam, "grad_of": cfg.grad_of, "k": cfg.k, "seeds": list(seeds),
-                     "per_seed": runs, **_mean_std(runs)})
+    for lam in lams:
+        runs = _map(_pag_only, [(cfg, s, lam) for s in seeds], cfg.workers, f"sweep, lambda {lam:g}", progress)
+        rows.append({"lam": lam, "grad_of": cfg.grad_of, "k": cfg.k, "seeds": list(seeds), "per_seed": runs,
+                     **{m: _stats([r[m] for r in runs]) for m in runs[0] if m != "seed"}})
     return rows
 
 
-# ----------------------------------------------------------------------------- figure
-
-def draw_boundaries(vanilla: nn.Module, pag: nn.Module, x_test: torch.Tensor, y_test: torch.Tensor,
-                    titles: tuple[str, str] = ("Vanilla", "PAG (Nearest Neighbor)"), eps: float = 15.0,
-                    lims: tuple[float, float, float, float] = (-70.0, 70.0, -125.0, 125.0)) -> Figure:
-    """Figure 3 of the paper: test points over each model's predicted-class background, side by side."""
-    x0, x1, y0, y1 = lims
-    gx, gy = torch.meshgrid(torch.linspace(x0, x1, 400), torch.linspace(y0, y1, 700), indexing="xy")
-    grid = torch.stack([gx.reshape(-1), gy.reshape(-1)], dim=1)
-    fig = Figure(figsize=(10, 8.6), layout="constrained")
-    axes = fig.subplots(1, 2, sharey=True)
-    colors, light = ("#1f77b4", "#d62728"), ListedColormap(["#c6dbef", "#fcc5c0"])
-    for ax, model, title in zip(axes, (vanilla, pag), titles):
-        pred = _predict(model, grid).view(gx.shape).numpy()
-        ax.pcolormesh(gx.numpy(), gy.numpy(), pred, cmap=light, vmin=0, vmax=1, shading="auto", rasterized=True)
-        ax.contour(gx.numpy(), gy.numpy(), pred, levels=[0.5], colors="k", linewidths=1.0)
-        for c in (0, 1):
-            pts = x_test[y_test == c].numpy()
-            ax.scatter(pts[:, 0], pts[:, 1], s=6, color=colors[c], zorder=3)
-        ax.add_patch(Circle((x0 + 20, y1 - 20), eps, fill=False, ls="--", color="k", zorder=4))
-        ax.text(x0 + 20, y1 - 20, f"eps={eps:g}", ha="center", va="center", fontsize=8)
-        ax.set(title=title, xlim=(x0, x1), ylim=(y0, y1), xlabel="x1", aspect="equal")
-    axes[0].set_ylabel("x2")
-    handles = [Line2D([], [], ls="", marker="o", color=colors[c], label=f"test point, {CLASS_NAMES[c]}") for c in (0, 1)]
-    handles += [Patch(color=light(c), label=f"predicted {CLASS_NAMES[c]}") for c in (0, 1)]
-    handles += [Line2D([], [], color="k", label="decision boundary")]
-    fig.legend(handles=handles, loc="outside lower center", ncol=5, fontsize=9)
-    return fig
-
-
-def _titles(lam: float, metrics: dict) -> tuple[str, str]:
-    """Panel titles carrying each model's clean and PGD accuracy."""
-    v, p = metrics["vanilla"], metrics["pag"]
-    return (f"Vanilla: clean {v['clean_acc']:.1f}%, PGD {v['pgd_acc']:.1f}%",
-            f"PAG (NN, lambda={lam:g}): clean {p['clean_acc']:.1f}%, PGD {p['pgd_acc']:.1f}%")
-
-
-def _seed_figure(cfg: ToyConfig, vanilla: nn.Module, pag: nn.Module, metrics: dict) -> Figure:
-    """The two panels of one seed, on that seed's test set."""
-    x_test, y_test = make_test_data(cfg, metrics["seed"])
-    return draw_boundaries(vanilla, pag, x_test, y_test, _titles(metrics["lam"], metrics), cfg.eps)
-
-
-@lru_cache(maxsize=16)
-def _cached_seed(cfg: ToyConfig, seed: int, lam: float) -> tuple[nn.Module, nn.Module, dict]:
-    """`run_seed`, remembered per (config, seed, lambda) so the app redraws a seen setting instantly."""
-    return run_seed(cfg, seed, lam)
-
-
-def toy_figure(seed: int, lam: float, cfg: ToyConfig = ToyConfig()) -> tuple[Figure, dict]:
-    """For the app: train (or reuse) both models of one seed and lambda; return (figure, metrics)."""
-    vanilla, pag, metrics = _cached_seed(cfg, seed, lam)
-    return _seed_figure(cfg, vanilla, pag, metrics), copy.deepcopy(metrics)
-
-
-# ----------------------------------------------------------------------------- the command
+# ----------------------------------------------------------------------------- the command and the app
 
 def run_toy(cfg: ToyConfig, progress: bool = True) -> dict:
-    """`pagdemo toy`: vanilla and PAG for each seed; writes results.json and decision_boundary.png to cfg.out.
+    """`pagdemo toy`: vanilla and PAG for each seed; writes results.json and decision_boundary.png (seed 0) to cfg.out.
 
-    The figure shows seed 0. With `cfg.sweep_lams`, results.json also holds the lambda sweep.
+    With `cfg.sweep_lams`, results.json also holds the lambda sweep on held-out seeds.
     """
+    from pagdemo.toyplot import seed_figure
+
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    runs = []
-    for seed in tqdm(range(cfg.seeds), desc="seeds", disable=not progress):
-        vanilla, pag, metrics = run_seed(cfg, seed, cfg.lam, progress)
-        runs.append(metrics)
-        if seed == 0:
-            fig = _seed_figure(cfg, vanilla, pag, metrics)
-            fig.savefig(out / "decision_boundary.png", dpi=110)
-    results = {"config": asdict(cfg), "paper": PAPER, "per_seed": runs, "summary": summarize(runs)}
+    start = time.perf_counter()
+    runs = run_seeds(cfg, list(range(cfg.seeds)), cfg.lam, progress)
+    vanilla, pag, metrics = _cached_seed(cfg, 0, cfg.lam)  # seed 0 again, for its figure
+    seed_figure(cfg, vanilla, pag, metrics).savefig(out / "decision_boundary.png", dpi=110)
+    results = {"config": asdict(cfg), "paper": PAPER, "per_seed": runs, "summary": summarize(runs),
+               "seed_0_repeats_exactly": _without_times(metrics) == _without_times(runs[0])}
     if cfg.sweep_lams:
         held_out = list(range(SWEEP_SEED0, SWEEP_SEED0 + cfg.seeds))
         results["sweep"] = sweep(list(cfg.sweep_lams), held_out, cfg, progress)
-    (out / "results.json").write_text(json.dumps(results, indent=2))
+    results["seconds"] = round(time.perf_counter() - start, 1)
+    write_json(out / "results.json", results)
     return results
 
 
+def _without_times(metrics: dict) -> dict:
+    """A seed's metrics without its training times (which vary from run to run)."""
+    return {k: ({m: v for m, v in val.items() if m != "train_s"} if isinstance(val, dict) else val)
+            for k, val in metrics.items()}
+
+
+@lru_cache(maxsize=8)
+def _cached_seed(cfg: ToyConfig, seed: int, lam: float) -> tuple[nn.Module, nn.Module, dict]:
+    """`run_seed`, remembered per (config, seed, lambda) so the app redraws a seen setting instantly (8 kept)."""
+    return run_seed(replace(cfg, workers=1), seed, lam)
+
+
+def toy_seed(seed: int, lam: float, cfg: ToyConfig = ToyConfig()) -> tuple[nn.Module, nn.Module, dict]:
+    """For the app: both models of one seed and lambda (trained, or remembered) and their metrics."""
+    vanilla, pag, metrics = _cached_seed(cfg, seed, lam)
+    return vanilla, pag, json.loads(json.dumps(metrics))
+
+
+def _pm(s: dict) -> str:
+    """mean [95% interval] of a summarized metric."""
+    return f"{s['mean']:.1f} [{s['ci95'][0]:.1f}, {s['ci95'][1]:.1f}]"
+
+
 def results_table(results: dict) -> str:
-    """Markdown table of mean +- std over seeds next to the paper's single run, for the CLI and README."""
+    """Markdown table of the summary over seeds next to the paper's single run, for the CLI, docs and app."""
+    cfg, s = results["config"], results["summary"]
     n = len(results["per_seed"])
-    lines = ["| model | clean acc % | PGD acc % | ray-search acc % | boundary dist | paper clean / PGD % |",
+    lines = ["| model | clean acc % | PGD-10 acc % | ray-search acc % | boundary distance | paper: clean / PGD % |",
              "|---|---|---|---|---|---|"]
-    for name, label in (("vanilla", "Vanilla"), ("pag", f"PAG NN (lambda={results['config']['lam']:g})")):
-        s, p = results["summary"][name], PAPER[name]
-        cells = [f"{s[m]['mean']:.1f} +- {s[m]['std']:.1f}" for m in ("clean_acc", "pgd_acc", "ray_search_acc")]
-        cells.append(f"{s['boundary_dist']['mean']:.2f} +- {s['boundary_dist']['std']:.2f}")
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | {p['clean_acc']:.1f} / {p['pgd_acc']:.1f} |")
-    return "\n".join(lines) + f"\n\n(mean +- std over {n} seeds)"
+    for name, label in (("vanilla", "Vanilla"), ("pag", f"PAG NN (lambda={cfg['lam']:g})")):
+        m, p = s[name], PAPER[name]
+        lines.append(f"| {label} | {_pm(m['clean_acc'])} | {_pm(m['pgd_acc'])} | {_pm(m['ray_search_acc'])} | "
+                     f"{m['boundary_dist']['mean']:.2f} [{m['boundary_dist']['ci95'][0]:.2f}, "
+                     f"{m['boundary_dist']['ci95'][1]:.2f}] | {p['clean_acc']:.1f} / {p['pgd_acc']:.1f} |")
+    d = s["pag_minus_vanilla_pgd"]
+    lines += ["", f"Mean over {n} seeds [95% bootstrap interval], {cfg['dtype']}. PAG - vanilla under PGD-10, paired by "
+                  f"seed: {_pm(d)} points; PAG ahead on {d['wins']} of {n} seeds, behind on {d['losses']} "
+                  f"(sign test p = {d['sign_test_p']:.2g})."]
+    return "\n".join(lines)
