@@ -2,7 +2,7 @@
 
 CIFAR-10 comes from the packed `.npz` files of `shared/data/` (PNG or JPEG bytes, see its README)
 or torchvision's `cifar-10-batches-py`; STL-10 from torchvision's `stl10_binary`; `synthetic` is
-generated in code for tests. Images are decoded once and kept as (N, 3, H, W) uint8; batches are
+generated in code for tests; `folder` is your own ImageFolder tree (`pagdemo.folder`). Images are decoded once and kept as (N, 3, H, W) uint8; batches are
 NCHW floats in [0, 1], as every model expects.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ import math
 import os
 import pickle
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -45,6 +45,7 @@ class Dataset:
     name: str
     source: str
     stats: tuple[list[float], list[float]] | None = None  # (mean, std) to normalize with; None: the arch's default
+    skipped: list[str] = field(default_factory=list)  # "path: reason" of each file that could not be read
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -116,7 +117,7 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
 def _decode(encoded: np.ndarray, offsets: np.ndarray, idx: np.ndarray, desc: str) -> np.ndarray:
     """Decode the PNG/JPEG images at `idx` to (k, H, W, 3) uint8 (~6k images/s on one core; threads do not help)."""
     images = [np.asarray(Image.open(io.BytesIO(encoded[offsets[i]:offsets[i + 1]].tobytes())).convert("RGB"))
-              for i in tqdm(idx, desc=desc, unit="img", leave=False)]
+              for i in tqdm(idx, desc=desc, unit="img", leave=False, disable=None)]  # a bar on a terminal only
     return np.stack(images) if images else np.empty((0, 32, 32, 3), dtype=np.uint8)
 
 
@@ -206,6 +207,7 @@ def _synthetic(split: str, root: Path | None, seed: int, size: int | None) -> _R
 
 DATASETS: dict[str, Callable[[str, Path | None, int, int | None], _Raw]] = {
     "cifar10": _cifar10, "stl10": _stl10, "synthetic": _synthetic}
+DATASET_NAMES = (*DATASETS, "folder")  # folder: decoded by pagdemo.folder at the side the model needs
 
 
 def default_data_dir(name: str) -> Path | None:
@@ -219,16 +221,18 @@ def default_data_dir(name: str) -> Path | None:
 
 def load_dataset(name: str, split: str = "train", data_dir: str | Path | None = None,
                  limit: int | None = None, seed: int = 0, synthetic_size: int | None = None,
-                 image_size: int | None = None) -> Dataset:
+                 image_size: int | None = None, on_bad_image: str = "skip", progress: bool = True) -> Dataset:
     """Load a split into memory; `limit` keeps a fixed class-balanced subset chosen by `seed`.
 
-    `image_size` is the side a model expects: a built-in dataset of another size is refused.
+    `image_size` is the side a model expects: an image folder is decoded at it (default: its most
+    common size), a built-in dataset of another size is refused. `on_bad_image` ("skip" or "stop")
+    is what an unreadable file in an image folder does.
 
     Raises:
         ValueError: unknown name or split. DataError (a ValueError): missing or malformed files.
     """
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
+    if name not in DATASET_NAMES:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(DATASET_NAMES)}")
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose one of {list(SPLITS)}")
     root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir(name)
@@ -237,6 +241,8 @@ def load_dataset(name: str, split: str = "train", data_dir: str | Path | None = 
                         + " (relative to the working directory); pass --data-dir")
     if name != "synthetic" and not root.is_dir():
         raise DataError(f"{root}: no such folder; expected the {name} data")
+    if name == "folder":
+        return _load_folder(split, root, limit, seed, image_size, on_bad_image, progress)
     raw = DATASETS[name](split, root, seed, synthetic_size)
     idx = np.arange(len(raw.labels)) if limit is None else stratified_subset(raw.labels, limit, seed)
     images = torch.from_numpy(np.ascontiguousarray(raw.pixels(idx)))
@@ -244,6 +250,40 @@ def load_dataset(name: str, split: str = "train", data_dir: str | Path | None = 
         raise DataError(f"{name} images are {images.shape[-1]}x{images.shape[-1]}, but the model expects "
                         f"{image_size}x{image_size}; evaluate it on the dataset it was trained on")
     return Dataset(images, torch.from_numpy(raw.labels[idx].astype(np.int64)), list(raw.classes), name, raw.source)
+
+
+def check_splits(name: str, data_dir: str | Path | None, splits: tuple[str, ...]) -> None:
+    """Before a run decodes anything: an image folder must hold every split it will read, with the same classes."""
+    if name != "folder":
+        return
+    from pagdemo import folder
+
+    root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir(name)
+    if root is None or not root.is_dir():
+        raise DataError(f"{root or 'data/folder'}: no such folder; pass --data-dir DIR (DIR/train/<class>/...)")
+    trees = [folder.scan(root, s) for s in splits]
+    for tree in trees[1:]:
+        folder.check_same_classes(trees[0], tree)
+
+
+def _load_folder(split: str, root: Path, limit: int | None, seed: int, image_size: int | None, on_bad: str,
+                 progress: bool) -> Dataset:
+    """An ImageFolder split: checked, sized, estimated, then decoded (once: cached) and described."""
+    from pagdemo import folder
+
+    train = folder.scan(root, "train")
+    has_test = any((root / s).is_dir() for s in folder.TEST_SPLITS)
+    tree = train if split == "train" else folder.scan(root, "test")
+    if split == "test" or has_test:  # before any decoding: labels must mean the same in both
+        folder.check_same_classes(train, tree if split == "test" else folder.scan(root, "test"))
+    side = folder.check_side(image_size) if image_size else folder.common_side(train.files)
+    idx = np.arange(len(tree.labels)) if limit is None else stratified_subset(tree.labels, limit, seed)
+    folder.check_memory(len(idx), side, tree.root)
+    images, kept, skipped = folder.decode(tree, idx, side, on_bad, progress)
+    stats = folder.channel_stats(images) if split == "train" else None
+    source = f"{root} (image folder, {side}x{side}" + (f", {len(skipped)} unreadable file(s) skipped)" if skipped else ")")
+    return Dataset(torch.from_numpy(images), torch.from_numpy(tree.labels[kept]), tree.classes, "folder", source,
+                   stats=stats, skipped=skipped)
 
 
 def augment(x: torch.Tensor, generator: torch.Generator | None = None, pad: int = 4) -> torch.Tensor:
