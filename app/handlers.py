@@ -1,19 +1,21 @@
 """One handler per tab: check the request, call pagdemo, shape the answer for Gradio.
 
-`Lab` holds what the handlers share (the checkpoint list, loaded models, caches). Every
-handler turns a user mistake (a bad image, an unknown model, an out-of-range eps) into a
-`gr.Error` with a one-line message; anything unexpected is logged with its traceback and
-shown as a short "internal error" so a visitor never sees a stack trace.
+`Lab` holds what the handlers share: the checkpoint list, the loaded models (every checkpoint
+at most once, ~45 MB each in fp32) and small bounded caches (accuracy curves: 32 settings; toy
+runs: 8, in pagdemo.toy). A handler raises `InputError` (a ValueError naming the field it is
+about) for a user mistake; `app.page` turns that into a message next to the control that caused
+it, and `api_errors` into a one-line gr.Error for API clients. Radii are in [0, 1] pixel units
+here; the page shows linf in /255.
 """
 from __future__ import annotations
 
 import functools
 import hashlib
 import inspect
-import json
 import logging
 import threading
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -25,35 +27,53 @@ import torch
 from pagdemo.checkpoints import list_checkpoints, load_checkpoint
 from pagdemo.compare import compare_untargeted, render_compare
 from pagdemo.data import CIFAR10_CLASSES, DataError, load_dataset
-from pagdemo.evaluate import accuracy_vs_eps, resolve_device
+from pagdemo.evaluate import accuracy_vs_eps, resolve_device, test_data_for
+from pagdemo.files import read_json
 from pagdemo.grid import GridSpec, pag_grid_steps, to_uint8
-from pagdemo.images import fit_square, pil_to_tensor, read_image
+from pagdemo.images import fit_square, pil_to_tensor, read_image, size_warnings
 from pagdemo.plots import curve_plot, figure_to_array, robustness_plot
-from pagdemo.report import audit_rows, robustness_rows
+from pagdemo.report import audit_rows, data_label, display_order, robustness_rows
 from pagdemo.threat import NORMS, eps_grid, eval_eps, picture_eps, picture_eps_max
-from pagdemo.toy import ToyConfig, toy_figure
+from pagdemo.toy import ToyConfig, results_table, toy_seed
+from pagdemo.toyplot import seed_figure
 
 log = logging.getLogger("pagdemo.app")
 
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 ALL_TARGETS = "all classes"
-EPS_MAX = {n: picture_eps_max(n) for n in NORMS}
-GRID_EPS = {n: picture_eps(n) for n in NORMS}  # large on purpose (the PAG test), as `pagdemo attack`
-EVAL_EPS = {n: eval_eps(n, "cifar10") for n in NORMS}
-SETTINGS_COLUMNS = ["linf settings", "l2 settings", "paper source"]  # shown in their own, wide table
-PREVIEW_SCALE = 8  # the 32x32 input shown at 256x256, pixel for pixel
+PREVIEW_PX = 256  # the model input is shown enlarged to about this size, pixel for pixel
+CURVE_CACHE = 32  # accuracy-vs-eps curves remembered (per model, norm, n, steps)
+MAX_STEPS = 100
 
 
-def user_errors(fn: Callable) -> Callable:
-    """Wrap a handler (plain or generator) so errors reach the page as one clear line."""
+class InputError(ValueError):
+    """A user mistake; `field` says which control it is about ("image" or "settings")."""
 
+    def __init__(self, message: str, field: str = "settings") -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def log_refusal(fn: Callable, e: Exception) -> None:
+    """A user mistake is one log line; anything else gets its traceback once."""
+    if isinstance(e, ValueError):
+        log.info("%s refused: %s", fn.__name__, " ".join(str(e).split()))
+    else:
+        log.exception("handler %s failed", fn.__name__)
+
+
+def public_message(e: Exception) -> str:
+    """What a visitor may read: a user mistake's own message, never an internal error's details."""
+    return str(e) if isinstance(e, ValueError) else f"internal error ({type(e).__name__}); it has been logged on the server"
+
+
+def api_errors(fn: Callable) -> Callable:
+    """For API endpoints: any error reaches the client as one clear gr.Error (and the server log as one line)."""
     def translate(e: Exception) -> gr.Error:
         if isinstance(e, gr.Error):
             return e
-        if isinstance(e, ValueError):  # ImageError, CheckpointError, DataError and bad settings
-            return gr.Error(str(e))
-        log.exception("handler %s failed", fn.__name__)
-        return gr.Error(f"internal error ({type(e).__name__}); it has been logged on the server")
+        log_refusal(fn, e)
+        return gr.Error(public_message(e), print_exception=False)
 
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
@@ -73,60 +93,103 @@ def user_errors(fn: Callable) -> Callable:
     return call
 
 
-def _example_labels() -> dict[str, str]:
-    """SHA-256 of each shipped example -> its true class (from the file name, e.g. cat_3543.png)."""
-    return {hashlib.sha256(p.read_bytes()).hexdigest(): p.stem.rsplit("_", 1)[0] for p in EXAMPLES_DIR.glob("*.png")}
+def example_paths(folder: Path = EXAMPLES_DIR) -> list[str]:
+    """The gallery's images: the CIFAR-10 test images shipped with the app (three per class), or a data folder's."""
+    return [str(p) for p in sorted(folder.glob("*.png"))]
 
 
-def _display_order(info: dict) -> tuple[int, str]:
-    """Vanilla first, then PAG models, then adversarially trained ones, as in the paper's figures."""
-    method = info.get("run", {}).get("method")
-    return {"vanilla": 0, "adv": 2}.get(method, 1), info["name"]
+def _example_labels(folder: Path) -> dict[str, str]:
+    """SHA-256 of each gallery image -> its true class (from the file name, e.g. cat_3543.png)."""
+    return {hashlib.sha256(p.read_bytes()).hexdigest(): p.stem.rsplit("_", 1)[0] for p in folder.glob("*.png")}
 
 
-def example_paths() -> list[str]:
-    """The CIFAR-10 test images shipped with the app, three per class."""
-    return [str(p) for p in sorted(EXAMPLES_DIR.glob("*.png"))]
+def folder_gallery(data_dir: str | Path, side: int, per_class: int = 3, max_total: int = 30) -> Path | None:
+    """The first readable test images of each class of an image folder, as PNGs of the model's side in a
+    temporary folder (named <class>_<n>.png, so a pick knows its true class); None when it is no image folder."""
+    import tempfile
+
+    from pagdemo.folder import FolderError, scan
+    try:
+        tree = scan(Path(data_dir), "test")
+    except (FolderError, OSError):
+        return None
+    out, per = Path(tempfile.mkdtemp(prefix="pagdemo-gallery-")), max(1, min(per_class, max_total // len(tree.classes)))
+    for label, name in enumerate(tree.classes):
+        kept = 0
+        for f in (f for f, y in zip(tree.files, tree.labels) if y == label):
+            try:
+                fit_square(read_image(f)[0], side).save(out / f"{name}_{kept}.png")
+            except (ValueError, OSError):
+                continue
+            kept += 1
+            if kept == per:
+                break
+    return out
 
 
-def _check_eps(norm: str, eps: float) -> float:
-    """The components bound eps for the default norm; this bounds it for the chosen one."""
-    if norm not in EPS_MAX:
-        raise ValueError(f"unknown norm {norm!r}; choose one of {sorted(EPS_MAX)}")
-    if not 0 < float(eps) <= EPS_MAX[norm]:
-        raise ValueError(f"eps {eps:g} is out of range for {norm}: choose 0 < eps <= {EPS_MAX[norm]:.4g}")
-    return float(eps)
+def check_norm_eps(norm: Any, eps: Any, image_size: int, default: Callable[[str, int], float]) -> tuple[str, float]:
+    """A threat model and radius from the request (eps None: the norm's default), within the page's range."""
+    if norm not in NORMS:
+        raise InputError(f"unknown threat model {norm!r}; choose one of {list(NORMS)}")
+    if eps is None or eps == "":
+        return norm, default(norm, image_size)
+    try:
+        eps = float(eps)
+    except (TypeError, ValueError):
+        raise InputError(f"eps must be a number, got {eps!r}") from None
+    top = picture_eps_max(norm, image_size)
+    if not 0 < eps <= top:
+        shown = f"{eps * 255:.3g}/255" if norm == "linf" else f"{eps:g}"
+        limit = f"{top * 255:.0f}/255" if norm == "linf" else f"{top:g}"
+        raise InputError(f"eps {shown} is out of range for {norm}: choose 0 < eps <= {limit}")
+    return norm, eps
 
 
-def _frame_table(names: list[str], classes: list[str], targets: list[int], probs: np.ndarray) -> pd.DataFrame:
-    """p(target) per model and target, rounded for reading."""
-    table = pd.DataFrame(np.round(probs.astype(np.float64), 3), columns=[classes[t] for t in targets])
+def check_steps(steps: Any, top: int = MAX_STEPS) -> int:
+    """PGD steps: a whole number from 1 to `top`."""
+    try:
+        value = int(steps)
+    except (TypeError, ValueError):
+        raise InputError(f"steps must be a whole number, got {steps!r}") from None
+    if not 1 <= value <= top or value != float(steps):
+        raise InputError(f"steps must be a whole number from 1 to {top}, got {steps!r}")
+    return value
+
+
+def _probability_table(names: list[str], classes: list[str], targets: list[int], probs: np.ndarray) -> pd.DataFrame:
+    """p(target) per model and target, always with three decimals."""
+    table = pd.DataFrame([[f"{p:.3f}" for p in row] for row in probs.astype(np.float64)],
+                         columns=[classes[t] for t in targets])
     table.insert(0, "model", names)
     return table
 
 
 def _compare_table(results: list[dict], classes: list[str]) -> pd.DataFrame:
     """One row per model: predictions and confidences before and after, the verdict, the perturbation's size."""
-    return pd.DataFrame([{"model": r["model"], "before": classes[r["pred"]], "conf before %": round(100 * r["conf"], 1),
-                          "after": classes[r["adv_pred"]], "conf after %": round(100 * r["adv_conf"], 1),
-                          "fooled": r["fooled"], "already wrong": r["already_wrong"],
-                          "L2 of perturbation": round(r["l2"], 4), "Linf of perturbation": round(r["linf"], 4)}
+    return pd.DataFrame([{"model": r["model"], "before": f"{classes[r['pred']]} {100 * r['conf']:.1f}%",
+                          "after": f"{classes[r['adv_pred']]} {100 * r['adv_conf']:.1f}%",
+                          "verdict": "already wrong" if r["already_wrong"] else "fooled" if r["fooled"] else "not fooled",
+                          "L2 of perturbation": f"{r['l2']:.3f}", "Linf x 255": f"{255 * r['linf']:.1f}"}
                          for r in results])
 
 
 class Lab:
-    """State shared by the handlers: checkpoints (listed at start, loaded on first use) and caches."""
+    """State shared by the handlers: checkpoints (listed at start, loaded on first use) and bounded caches."""
 
     def __init__(self, root: str | Path = "checkpoints", device: str = "auto", toy_config: ToyConfig = ToyConfig(),
                  data_dir: str | None = None, toy_dir: str | Path = "docs/toy") -> None:
         self.root, self.device, self.toy_config, self.data_dir = Path(root), resolve_device(device), toy_config, data_dir
-        self.toy_dir = Path(toy_dir)  # where `pagdemo toy --out` saved the figure shown before anyone trains
+        self.toy_dir = Path(toy_dir)  # where `pagdemo toy --out` saved the results shown before anyone trains
         infos, self.skipped = list_checkpoints(self.root)
-        self.infos = sorted(infos, key=_display_order)
+        self.infos = sorted(infos, key=display_order)
         self.by_name = {i["name"]: i for i in self.infos}
-        self.example_labels = _example_labels()
+        own = self.infos and self.infos[0]["run"].get("dataset") == "folder" and data_dir
+        self.gallery = (folder_gallery(data_dir, self.image_size) if own else None) or EXAMPLES_DIR
+        self.gallery_label = (f"test images of {Path(data_dir).name} ({len(example_paths(self.gallery))})"
+                              if self.gallery != EXAMPLES_DIR else "CIFAR-10 test images (3 per class)")
+        self.example_labels = _example_labels(self.gallery)
         self._models: dict[str, torch.nn.Module] = {}
-        self._curves: dict[tuple, list[tuple[float, float]]] = {}
+        self._curves: OrderedDict[tuple, list[tuple[float, float]]] = OrderedDict()
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ shared helpers
@@ -137,22 +200,32 @@ class Lab:
 
     @property
     def classes(self) -> list[str]:
+        """The class names the page offers: the first checkpoint's (CIFAR-10's when there is none)."""
         return (self.infos[0].get("classes") if self.infos else None) or CIFAR10_CLASSES
 
-    def _models_for(self, names: list[str] | None) -> tuple[list[str], list[torch.nn.Module]]:
+    @property
+    def image_size(self) -> int:
+        """Side of the first checkpoint's inputs (32 when there is none)."""
+        return int(self.infos[0]["image_size"]) if self.infos else 32
+
+    def _models_for(self, names: Any) -> tuple[list[str], list[torch.nn.Module]]:
         """Load (once) the chosen checkpoints; they must share classes and input size to share a picture."""
         if not self.infos:
-            raise ValueError(f"no checkpoints in {self.root}: train one (see the README) or start with --checkpoints DIR")
+            raise InputError(f"no checkpoints in {self.root}: train one (see the README) or start with --checkpoints DIR")
+        if isinstance(names, str):
+            names = [names]
         names = list(names or [])
         if not names:
-            raise ValueError("choose at least one model")
+            raise InputError("choose at least one model")
         unknown = [n for n in names if n not in self.by_name]
         if unknown:
-            raise ValueError(f"unknown model(s) {unknown}; choose from {self.names}")
-        infos = [self.by_name[n] for n in names]
-        kinds = {(tuple(i.get("classes") or ()), i["image_size"]) for i in infos}
+            raise InputError(f"unknown model(s) {unknown}; choose from {self.names}")
+        kinds = {(tuple(self.by_name[n].get("classes") or ()), self.by_name[n]["image_size"]) for n in names}
         if len(kinds) > 1:
-            raise ValueError("the chosen models were trained on different datasets; choose models of one dataset")
+            what = "; ".join(f"{n}: {len(self.by_name[n].get('classes') or ())} classes at "
+                             f"{self.by_name[n]['image_size']}x{self.by_name[n]['image_size']}" for n in names)
+            raise InputError(f"these models were trained on different data ({what}), so one picture cannot hold them: "
+                             "choose models of one dataset")
         with self._lock:
             for n in names:
                 if n not in self._models:
@@ -160,157 +233,200 @@ class Lab:
         return names, [self._models[n] for n in names]
 
     def _size(self, names: list[str]) -> int:
-        """Input side of the first chosen model (all chosen models share it), 32 when there is none."""
-        return self.by_name[names[0]]["image_size"] if names and names[0] in self.by_name else 32
+        """Input side of the chosen models (all share it), else of the first checkpoint."""
+        return int(self.by_name[names[0]]["image_size"]) if names and names[0] in self.by_name else self.image_size
 
     def _image(self, image: str | bytes | None, size: int, classes: list[str]) -> tuple[torch.Tensor, int | None, str]:
-        """The model's view of an upload, its true label when it is a shipped example, and notes."""
+        """The model's view of an upload, its true label when it is a shipped example, and notes in words."""
         if image is None:
-            raise ValueError("give an image first: upload one, paste one or pick an example")
-        img, notes = read_image(image)
-        data = image if isinstance(image, bytes) else Path(image).read_bytes()
+            raise InputError("give an image first: upload one, paste one or pick an example", "image")
+        try:
+            img, notes = read_image(image)
+            data = image if isinstance(image, bytes) else Path(image).read_bytes()
+        except (ValueError, OSError) as e:
+            raise InputError(f"cannot use this image: {e}", "image") from None
         label_name = self.example_labels.get(hashlib.sha256(data).hexdigest())
         label = classes.index(label_name) if label_name in classes else None
         w, h = img.size
         if label_name:
-            text = f"CIFAR-10 test image, true class: **{label_name}**."
-        elif (w, h) != (size, size):
-            text = f"Your image: {w}x{h}, centre-cropped to a square and resized to {size}x{size}."
+            text = f"A CIFAR-10 test image, true class **{label_name}**."
+        elif (w, h) == (size, size):
+            text = f"Your image: {w}x{h}, as the model sees it."
+        elif w == h:
+            text = f"Your image: {w}x{h}, resized to {size}x{size}."
         else:
-            text = f"Your image: {w}x{h}."
-        notes = [text] + [n[0].upper() + n[1:] + "." for n in notes]
+            side = min(w, h)
+            text = f"Your image: {w}x{h}, centre-cropped to {side}x{side}, then resized to {size}x{size}."
+        notes = [text] + [n[0].upper() + n[1:] + "." for n in notes] + size_warnings(w, h, size)
         return pil_to_tensor(fit_square(img, size)), label, " ".join(notes)
 
     # ------------------------------------------------------------------ handlers, one per tab
 
-    @user_errors
-    def preview(self, image: str | None) -> tuple[np.ndarray | None, str]:
+    def preview(self, image: str | bytes | None) -> tuple[np.ndarray | None, str]:
         """The image the model actually sees (pixel for pixel, enlarged) and what was done to the upload."""
         if image is None:
             return None, ""
         size = self._size(self.names)
         x, _, notes = self._image(image, size, self.classes)
-        return to_uint8(x, max(1, PREVIEW_SCALE * 32 // size)), notes
+        return to_uint8(x, max(1, PREVIEW_PX // size)), notes
 
-    @user_errors
-    def pag_grid(self, image: str | None, models: list[str], target: str, norm: str, eps: float,
-                 steps: int) -> Iterator[tuple[np.ndarray, pd.DataFrame, str]]:
+    def pag_grid(self, image: str | bytes | None, models: Any, target: Any, norm: Any, eps: Any,
+                 steps: Any) -> Iterator[tuple[np.ndarray, pd.DataFrame, str]]:
         """Large-eps targeted PGD toward each class (or one), one row per model, streamed as it forms."""
-        eps, steps = _check_eps(norm, eps), int(steps)
         names, nets = self._models_for(models)
-        classes = nets[0].classes
+        size, classes = self._size(names), nets[0].classes
+        norm, eps = check_norm_eps(norm, eps, size, picture_eps)
+        steps = check_steps(steps)
         if target != ALL_TARGETS and target not in classes:
-            raise ValueError(f"unknown target {target!r}; choose {ALL_TARGETS!r} or one of {classes}")
+            raise InputError(f"unknown target {target!r}; choose {ALL_TARGETS!r} or one of {classes}")
         targets = list(range(len(classes))) if target == ALL_TARGETS else [classes.index(target)]
-        x, _, _ = self._image(image, self._size(names), classes)
-        caption = f"targeted PGD-{steps}, {norm} eps={eps:.4g}, step={2 * eps / steps:.3g}"
-        spec = GridSpec(names, classes, targets, caption, scale=max(1, 96 // x.shape[-1]))
+        x, _, _ = self._image(image, size, classes)
+        shown = f"{eps * 255:.3g}/255" if norm == "linf" else f"{eps:.3g}"
+        caption = f"targeted PGD-{steps}, {norm} eps={shown}, step 2*eps/{steps}"
+        spec = GridSpec(names, classes, targets, caption, scale=max(1, 128 // size))
         start = time.perf_counter()
         for frame in pag_grid_steps(nets, x.to(self.device), spec, norm, eps, steps, min_interval=1.0):
             status = f"step {frame.step}/{frame.steps} after {time.perf_counter() - start:.1f} s on {self.device.type}"
             status += " (done)" if frame.step == steps else ""
-            yield frame.image, _frame_table(names, classes, targets, frame.probs), status
+            yield frame.image, _probability_table(names, classes, targets, frame.probs), status
 
-    @user_errors
-    def compare(self, image: str | None, models: list[str], norm: str, eps: float,
-                steps: int) -> tuple[np.ndarray, pd.DataFrame]:
+    def compare(self, image: str | bytes | None, models: Any, norm: Any, eps: Any,
+                steps: Any) -> tuple[np.ndarray, pd.DataFrame]:
         """Untargeted PGD on one image against each model: before/after, the perturbation, fooled or not."""
-        eps, steps = _check_eps(norm, eps), int(steps)
         names, nets = self._models_for(models)
-        classes = nets[0].classes
-        x, label, _ = self._image(image, self._size(names), classes)
+        size, classes = self._size(names), nets[0].classes
+        norm, eps = check_norm_eps(norm, eps, size, lambda n, s: eval_eps(n, image_size=s))
+        steps = check_steps(steps)
+        x, label, _ = self._image(image, size, classes)
         results = compare_untargeted(nets, names, x, norm, eps, steps, label=label)
         attacked = f"true class {classes[label]}" if label is not None else "each model's own prediction (no true label)"
-        caption = (f"untargeted PGD-{steps}, {norm} eps={eps:.4g}, random start, step 2*eps/{steps}; "
-                   f"attacked label: {attacked}")
-        return render_compare(x, results, classes, caption), _compare_table(results, classes)
+        shown = f"{eps * 255:.3g}/255" if norm == "linf" else f"{eps:.3g}"
+        caption = f"untargeted PGD-{steps}, {norm} eps={shown}, random start, step 2*eps/{steps}; attacked: {attacked}"
+        return render_compare(x, results, classes, caption, scale=max(1, 128 // size)), _compare_table(results, classes)
 
-    @user_errors
     def robustness(self) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray, pd.DataFrame]:
-        """Each checkpoint's recorded clean / PGD-20 linf / PGD-20 l2 accuracy beside the paper's; their settings;
-        and its audits (AutoAttack vs PGD-20, masking verdict, PAG score)."""
+        """Each checkpoint's recorded clean / PGD-20 accuracy beside the paper's, their settings, and its audits."""
         if not self.infos:
-            raise ValueError(f"no checkpoints in {self.root}: nothing to compare yet")
-        infos = sorted(list_checkpoints(self.root)[0], key=_display_order)  # re-read: `pagdemo eval` may have run
+            raise InputError(f"no checkpoints in {self.root}: nothing to compare yet")
+        infos = sorted(list_checkpoints(self.root)[0], key=display_order)  # re-read: `pagdemo eval` may have run
         rows = robustness_rows(infos)
-        table, plot = pd.DataFrame(rows), figure_to_array(robustness_plot(rows))
-        return (table.drop(columns=SETTINGS_COLUMNS), table[["model"] + SETTINGS_COLUMNS], plot,
-                pd.DataFrame(audit_rows(infos)))
+        plot = figure_to_array(robustness_plot(rows))
+        table = pd.DataFrame([{"model": r["model"], "method": r["method"], "lambda": r["lambda"],
+                               **{k: _pct(r[k]) for k in ("clean %", "PGD linf %", "PGD l2 %", "paper clean %",
+                                                          "paper linf %", "paper l2 %")},
+                               "n": r["n clean"]} for r in rows])
+        settings = pd.DataFrame([{"model": r["model"], "linf settings": data_label(r["linf settings"]),
+                                  "l2 settings": data_label(r["l2 settings"]), "paper source": r["paper source"]}
+                                 for r in rows])
+        audits = pd.DataFrame([{"model": a["model"], "norm": a["norm"], "n": a.get("n"),
+                                "PGD-20 %": _pct(a.get("PGD-20 %")), "AutoAttack %": _pct(a.get("AutoAttack %")),
+                                "verdict": a["verdict"], "PAG score": _num(a.get("PAG score")),
+                                "grad cos": _num(a.get("gradient cosine")),
+                                "judge": Path(a["judge"]).name if a.get("judge") else "", "device": a.get("device") or ""}
+                               for a in audit_rows(infos)])
+        return table, settings, plot, audits
 
-    def _test_subset(self, dataset: str, n: int) -> tuple[torch.Tensor, torch.Tensor, str]:
-        """A fixed class-balanced test subset, or the shipped examples when the dataset is not on this machine."""
+    def _test_subset(self, run: dict, n: int, size: int) -> tuple[torch.Tensor, torch.Tensor, str]:
+        """A fixed class-balanced test subset; for CIFAR-10, the shipped examples when its test set is not here."""
+        dataset, data_dir = test_data_for(run, None, self.data_dir)
         try:
-            ds = load_dataset(dataset, "test", data_dir=self.data_dir, limit=n, seed=0)
-            return ds.float(), ds.labels, f"{len(ds)} {dataset} test images (class-balanced, seed 0)"
+            ds = load_dataset(dataset, "test", data_dir=data_dir, limit=n, seed=0, image_size=size, progress=False)
+            return ds.float(), ds.labels, f"{len(ds)} {dataset} test images (fixed, class-balanced)"
         except DataError as e:
             if dataset != "cifar10":
-                raise
-            log.warning("test data unavailable (%s); using the shipped examples", e)
+                raise InputError(f"the {dataset} test images are not on this machine ({e}); start the app with "
+                                 "--data-dir pointing at them") from None
             paths = example_paths()[:n]
-            x = torch.stack([pil_to_tensor(read_image(p)[0]) for p in paths])
+            x = torch.stack([pil_to_tensor(fit_square(read_image(p)[0], size)) for p in paths])
             y = torch.tensor([CIFAR10_CLASSES.index(Path(p).stem.rsplit("_", 1)[0]) for p in paths])
             return x, y, f"only the {len(paths)} example images shipped with the app ({dataset} test data not found)"
 
-    @user_errors
-    def eps_curve(self, models: list[str], norm: str, n: int, steps: int,
-                  progress: gr.Progress = gr.Progress()) -> tuple[np.ndarray, pd.DataFrame]:
-        """Accuracy against eps on a small test subset, computed on demand and cached per setting."""
-        if norm not in EPS_MAX:
-            raise ValueError(f"unknown norm {norm!r}; choose one of {sorted(EPS_MAX)}")
+    def eps_curve(self, models: Any, norm: Any, n: Any, steps: Any) -> Iterator[tuple[Any, pd.DataFrame, str]]:
+        """Accuracy against eps on a small test subset, point by point (a closed page stops it), cached per setting."""
+        if norm not in NORMS:
+            raise InputError(f"unknown threat model {norm!r}; choose one of {list(NORMS)}")
         names, nets = self._models_for(models)
-        n, steps, grid = int(n), int(steps), eps_grid(norm)
-        x, y, source = self._test_subset(self.by_name[names[0]]["run"].get("dataset") or "cifar10", n)
-        curves, done, total = {}, 0, len(names) * len(grid)
+        n, steps, size = check_steps(n, 512), check_steps(steps, 50), self._size(names)
+        grid = eps_grid(norm, size)
+        x, y, source = self._test_subset(self.by_name[names[0]]["run"], n, size)
+        curves: dict[str, list[tuple[float, float]]] = {}
         for name, net in zip(names, nets):
             key = (self.by_name[name]["path"], norm, n, steps)
             if key not in self._curves:
                 points = []
                 for point in accuracy_vs_eps(net, x, y, norm, grid, steps=steps):
                     points.append(point)
-                    done += 1
-                    progress(done / total, desc=f"{name}: eps {point[0]:.4g} -> {100 * point[1]:.1f}%")
+                    yield gr.skip(), self._curve_table({**curves, name: points}, norm, grid), \
+                        f"{name}: eps {_eps_text(point[0], norm)} -> {100 * point[1]:.1f}%"
                 self._curves[key] = points
-            else:
-                done += len(grid)
+                while len(self._curves) > CURVE_CACHE:
+                    self._curves.popitem(last=False)
+            self._curves.move_to_end(key)
             curves[name] = self._curves[key]
         caption = f"PGD-{steps} ({norm}, random start, step 2*eps/{steps}) on {source}"
-        scale = {"eps x 255": [round(e * 255, 2) for e in grid]} if norm == "linf" else {}
-        table = pd.DataFrame({"eps": [round(e, 5) for e in grid], **scale,
-                              **{name: [round(100 * a, 2) for _, a in pts] for name, pts in curves.items()}})
-        return figure_to_array(curve_plot(curves, norm, caption)), table
+        yield figure_to_array(curve_plot(curves, norm, caption)), self._curve_table(curves, norm, grid), "done"
 
-    @user_errors
-    def toy(self, lam: float, seed: int) -> tuple[np.ndarray, pd.DataFrame]:
-        """The 2-D experiment (Sec. 5.1): vanilla vs PAG decision boundaries for one lambda and seed."""
-        fig, metrics = toy_figure(int(seed), float(lam), self.toy_config)
-        models = (("vanilla", metrics["vanilla"]), (f"PAG lambda={lam:g}", metrics["pag"]))
-        table = pd.DataFrame([{"model": name, "clean acc %": round(m["clean_acc"], 1), "PGD acc %": round(m["pgd_acc"], 1),
-                               "mean distance to boundary": round(m["boundary_dist"], 2)} for name, m in models])
-        return figure_to_array(fig), table
+    @staticmethod
+    def _curve_table(curves: dict[str, list[tuple[float, float]]], norm: str, grid: list[float]) -> pd.DataFrame:
+        """Accuracy (%) per radius and model; linf radii in /255."""
+        col = {"eps x 255": [f"{e * 255:.0f}" for e in grid]} if norm == "linf" else {"eps": [f"{e:.3g}" for e in grid]}
+        return pd.DataFrame({**col, **{name: [f"{100 * a:.1f}" for _, a in pts] + [""] * (len(grid) - len(pts))
+                                        for name, pts in curves.items()}})
 
-    def toy_precomputed(self) -> tuple[str | None, str]:
-        """The figure `pagdemo toy` saved in docs/toy, shown before anyone trains, and what it shows."""
-        figure, results = self.toy_dir / "decision_boundary.png", self.toy_dir / "results.json"
-        if not figure.exists():
+    def toy(self, lam: Any, seed: Any) -> Iterator[tuple[Any, pd.DataFrame, str]]:
+        """The 2-D experiment (Sec. 5.1) for one lambda and seed; the saved run's numbers beside it when it has them."""
+        try:
+            lam, seed = float(lam), int(seed)
+        except (TypeError, ValueError):
+            raise InputError(f"lambda and seed must be numbers, got {lam!r} and {seed!r}") from None
+        if not 0 <= lam <= 10 or not 0 <= seed <= 999:
+            raise InputError(f"choose 0 <= lambda <= 10 and a seed from 0 to 999, got {lam:g} and {seed}")
+        yield gr.skip(), gr.skip(), f"training vanilla and PAG for seed {seed}, lambda {lam:g} (about 15 s on 2 CPU cores)..."
+        vanilla, pag, metrics = toy_seed(seed, lam, self.toy_config)
+        saved = self._saved_toy_seed(seed, lam)
+        rows = [{"model": f"vanilla (seed {seed})", **_toy_cells(metrics["vanilla"])},
+                {"model": f"PAG lambda={lam:g} (seed {seed})", **_toy_cells(metrics["pag"])}]
+        if saved:
+            rows += [{"model": f"vanilla, saved run (seed {seed})", **_toy_cells(saved["vanilla"])},
+                     {"model": f"PAG, saved run (seed {seed})", **_toy_cells(saved["pag"])}]
+        same = saved and all(abs(saved[m]["pgd_acc"] - metrics[m]["pgd_acc"]) < 1e-9 for m in ("vanilla", "pag"))
+        note = ("the saved run (`pagdemo toy`) gave the same numbers for this seed" if same else
+                "the saved run gave other numbers for this seed: it ran on another CPU, whose rounding changes a "
+                "chaotic 2-D training" if saved else "not in the saved run (another seed or lambda)")
+        fig = seed_figure(self.toy_config, vanilla, pag, metrics)
+        yield figure_to_array(fig), pd.DataFrame(rows), f"Trained now: seed {seed}, lambda {lam:g}; {note}."
+
+    def _saved_toy_seed(self, seed: int, lam: float) -> dict | None:
+        """The saved run's record of one seed, when it ran this lambda with the app's settings."""
+        saved = read_json(self.toy_dir / "results.json", {}) or {}
+        if saved.get("config", {}).get("lam") != lam or saved.get("config", {}).get("epochs") != self.toy_config.epochs:
+            return None
+        return next((r for r in saved.get("per_seed", []) if r["seed"] == seed), None)
+
+    def toy_saved(self) -> tuple[str | None, str]:
+        """The figure and summary `pagdemo toy` saved, shown before anyone trains, and what they show."""
+        figure, results = self.toy_dir / "decision_boundary.png", read_json(self.toy_dir / "results.json")
+        if not figure.exists() or not results:
             return None, "Press *Train and draw* to train both models and draw their decision boundaries."
         try:
-            lam = json.loads(results.read_text())["config"]["lam"]
-            what = f"lambda={lam:g}, seed 0"
-        except (OSError, ValueError, KeyError, TypeError):
-            what = "settings in docs/toy"
-        return str(figure), f"Shown: the saved result of `pagdemo toy` ({what}). Press *Train and draw* for another lambda."
+            cfg = results["config"]
+            text = (f"**The saved result of `pagdemo toy`** ({len(results['per_seed'])} seeds, lambda {cfg['lam']:g}, "
+                    f"{cfg['dtype']}; the figure shows seed 0). A single seed is a chaotic training's outcome: the "
+                    "claim is in the summary.\n\n" + results_table(results))
+        except (KeyError, TypeError, IndexError):
+            text = f"The saved result in `{self.toy_dir}` is in an older format: rerun `pagdemo toy --out {self.toy_dir}`."
+        return str(figure), text
 
-    @user_errors
-    def model_card(self, name: str | None) -> str:
-        """A checkpoint's model card (README.md, rendered from its config and metrics), without the YAML header."""
+    def model_card(self, name: Any) -> str:
+        """A checkpoint's model card (rendered from its config and metrics), without the YAML header."""
         if not self.infos:
             return self.notice()
         if name not in self.by_name:
-            raise ValueError(f"unknown model {name!r}; choose from {self.names}")
+            raise InputError(f"unknown model {name!r}; choose from {self.names}")
         card = (Path(self.by_name[name]["path"]) / "README.md").read_text(encoding="utf-8")
         if card.startswith("---"):
             card = card.split("---", 2)[-1]
-        return card.strip()
+        return data_label(card.strip())
 
     def notice(self) -> str:
         """What the page says about the checkpoints folder: how many, which were skipped, what to do if none."""
@@ -323,3 +439,24 @@ class Lab:
             lines.append(f"{len(self.infos)} checkpoint(s) in `{self.root}`, running on **{self.device.type}**.")
         lines += [f"- skipped: {reason}" for reason in self.skipped]
         return "\n".join(lines)
+
+
+def _pct(value: Any) -> str:
+    """A recorded percentage with one decimal, blank when missing."""
+    return "" if value is None else f"{float(value):.1f}"
+
+
+def _num(value: Any) -> str:
+    """A score with three decimals, blank when missing."""
+    return "" if value is None else f"{float(value):.3f}"
+
+
+def _eps_text(eps: float, norm: str) -> str:
+    """A radius as people write it: linf in /255."""
+    return f"{eps * 255:.3g}/255" if norm == "linf" else f"{eps:.3g}"
+
+
+def _toy_cells(m: dict) -> dict[str, str]:
+    """One toy model's numbers for the table."""
+    return {"clean %": f"{m['clean_acc']:.1f}", "PGD-10 %": f"{m['pgd_acc']:.1f}",
+            "ray-search %": f"{m['ray_search_acc']:.1f}", "distance to boundary": f"{m['boundary_dist']:.2f}"}

@@ -157,6 +157,7 @@ class AuditConfig:
     thresholds: Thresholds = field(default_factory=Thresholds)
     dataset: str | None = None  # None: the dataset the checkpoint was trained on
     data_dir: str | None = None
+    on_bad_image: str = "skip"  # an image folder's unreadable test file: "skip" or "stop"
     batch_size: int = 256
     device: str = "auto"
     seed: int = 0
@@ -169,7 +170,8 @@ def run_audit(cfg: AuditConfig, progress: bool = True) -> dict:
     """Load the checkpoint(s) and the subset, run every check, write the report, return it."""
     check_attack_args(cfg.norm, cfg.eps or 0.0, 1)
     device = resolve_device(cfg.device)
-    model, ds = load_model_and_testset(cfg.checkpoint, device, cfg.dataset, cfg.data_dir, cfg.limit, cfg.seed)
+    model, ds = load_model_and_testset(cfg.checkpoint, device, cfg.dataset, cfg.data_dir, cfg.limit, cfg.seed,
+                                       cfg.on_bad_image)
     run = getattr(model, "run", {})
     dataset, data_dir = test_data_for(run, cfg.dataset, cfg.data_dir)
     eps = eval_eps(cfg.norm, dataset, model.image_size) if cfg.eps is None else cfg.eps
@@ -203,7 +205,8 @@ def run_audit(cfg: AuditConfig, progress: bool = True) -> dict:
         report.update(verdict(report["checks"]))
         _save_partial(cfg, report, pending[1:])
     if run_pag:
-        sub = load_dataset(dataset, "test", data_dir=data_dir, limit=cfg.pag_limit, seed=cfg.seed)
+        sub = load_dataset(dataset, "test", data_dir=data_dir, limit=cfg.pag_limit, seed=cfg.seed,
+                           image_size=model.image_size, on_bad_image=cfg.on_bad_image)
         report["pag_score"] = pag_score(model, load_checkpoint(cfg.judge, device), sub.float(), sub.labels,
                                         eps=cfg.pag_eps or picture_eps("l2", model.image_size), steps=cfg.pag_steps,
                                         batch_size=cfg.batch_size, device=device, progress=progress)
@@ -249,8 +252,8 @@ def _autoattack_check(cfg: AuditConfig, eps: float, dataset: str, data_dir: str 
     """AutoAttack vs PGD-20 on the audit's subset; both land in metrics.json like `eval --attack autoattack`."""
     aa = run_autoattack_eval(AutoAttackConfig(
         cfg.checkpoint, norm=cfg.norm, eps=eps, version=cfg.autoattack, backend=cfg.autoattack_backend,
-        limit=cfg.limit, dataset=dataset, data_dir=data_dir, batch_size=cfg.batch_size, device=str(device),
-        seed=cfg.seed, record=cfg.record), progress, on_attack)
+        limit=cfg.limit, dataset=dataset, data_dir=data_dir, on_bad_image=cfg.on_bad_image, batch_size=cfg.batch_size,
+        device=str(device), seed=cfg.seed, record=cfg.record), progress, on_attack)
     gap = aa["pgd20_robust_acc"] - aa["robust_acc"]
     return _check(_within(gap, cfg.thresholds.autoattack), f"AutoAttack is {100 * gap:.1f} points below PGD-20",
                   autoattack=aa["robust_acc"], pgd20=aa["pgd20_robust_acc"], per_attack=aa["per_attack"])

@@ -175,6 +175,7 @@ class AutoAttackConfig:
     limit: int | None = 1000  # a fixed, class-balanced test subset, the same for every model; None: all
     dataset: str | None = None  # None: the dataset the checkpoint was trained on
     data_dir: str | None = None
+    on_bad_image: str = "skip"  # an image folder's unreadable test file: "skip" or "stop"
     batch_size: int = 256
     device: str = "auto"
     seed: int = 0  # seed of the subset, of PGD's random start and of the attacks
@@ -187,7 +188,8 @@ def run_autoattack_eval(cfg: AutoAttackConfig, progress: bool = True,
     """AutoAttack and PGD-20 on the same fixed subset; both records go to metrics.json."""
     check_attack_args(cfg.norm, cfg.eps or 0.0, 1)  # fail before loading anything
     device = resolve_device(cfg.device)
-    model, ds = load_model_and_testset(cfg.checkpoint, device, cfg.dataset, cfg.data_dir, cfg.limit, cfg.seed)
+    model, ds = load_model_and_testset(cfg.checkpoint, device, cfg.dataset, cfg.data_dir, cfg.limit, cfg.seed,
+                                       cfg.on_bad_image)
     dataset = ds.name
     x, y = ds.float(), ds.labels
     eps = eval_eps(cfg.norm, dataset, model.image_size) if cfg.eps is None else cfg.eps

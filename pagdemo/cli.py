@@ -79,14 +79,28 @@ def _escape(text: str) -> str:
     return text.replace("%", "%%")
 
 
+FOLDER_HELP = ("folder: your own images in torchvision's ImageFolder layout, DIR/train/<class>/* and DIR/test/<class>/* "
+               "(or val/), any number of classes from 2, any size and common format; each image is centre-cropped "
+               "to a square and resized to --image-size")
+
+
 def _add_data_args(p: argparse.ArgumentParser, train: bool) -> None:
-    """--dataset and --data-dir, shared by every command that reads data."""
-    from pagdemo.data import DATASETS
-    p.add_argument("--dataset", default="cifar10" if train else None, choices=sorted(DATASETS),
-                   help="training data (default cifar10; synthetic is generated in code, for trying things out)"
-                   if train else "default: the checkpoint's")
-    p.add_argument("--data-dir", help="folder with the packed .npz files, cifar-10-batches-py or stl10_binary "
+    """--dataset, --data-dir and the image-folder options, shared by every command that reads data."""
+    from pagdemo.data import DATASET_NAMES
+    from pagdemo.folder import ON_BAD, SIDE_LIMITS
+    p.add_argument("--dataset", default="cifar10" if train else None, choices=sorted(DATASET_NAMES),
+                   help=("training data (default cifar10; synthetic is generated in code, for trying things out; "
+                         if train else "default: the checkpoint's (") + FOLDER_HELP + ")")
+    p.add_argument("--data-dir", help="the data: packed .npz files, cifar-10-batches-py, stl10_binary or an image folder "
                                       "(default: $PAGDEMO_DATA_DIR, else data/<dataset> or ../shared/data/<dataset>)")
+    if train:
+        p.add_argument("--image-size", type=positive_int,
+                       help=f"folder: the side images are resized to, {SIDE_LIMITS[0]}-{SIDE_LIMITS[1]} (default: the most "
+                            "common shorter side in the tree); up to 64 trains the CIFAR ResNet-18, larger sides the "
+                            "strided-stem resnet18_stl")
+    p.add_argument("--on-bad-image", default="skip", choices=list(ON_BAD),
+                   help="folder: a file that cannot be read as an image is skipped and counted (skip, default) or "
+                        "stops the run naming it (stop)")
 
 
 def _add_training_args(p: argparse.ArgumentParser) -> None:
@@ -205,6 +219,10 @@ def _toy_and_attack_parsers(sub) -> None:
     p.add_argument("--out", default="runs/toy", help="folder for results.json and decision_boundary.png")
     p.add_argument("--sweep", type=float_list, default=(),
                    help="also sweep these lambdas on held-out seeds 100.. (e.g. 0,0.1,0.3,1,3,10; adds minutes)")
+    p.add_argument("--workers", type=positive_int, default=default(ToyConfig, "workers"),
+                   help="processes to spread the seeds over (each trains on one thread; the numbers do not change)")
+    p.add_argument("--dtype", default=default(ToyConfig, "dtype"), choices=["float64", "float32"],
+                   help="float64 (default): a seed's outcome barely depends on the CPU's rounding")
     p = sub.add_parser("attack", help="the PAG picture: targeted PGD from one image toward each class",
                        description="Large-eps targeted PGD from your image toward every class (or one): robust and "
                                    "PAG models paint class features, vanilla models add noise (the paper's Fig. 1).")
@@ -294,6 +312,16 @@ def _app_parser(sub) -> None:
     p.add_argument("--toy-dir", default="docs/toy", help="where `pagdemo toy` saved the results the Toy tab shows")
 
 
+def _docs_parser(sub) -> None:
+    """`docs`: the README's and docs' tables from the records."""
+    p = sub.add_parser("docs", help="print every table of README.md and docs/ from the committed records",
+                       description="Rewrites each <!-- generated:NAME --> block of README.md, checkpoints/README.md and "
+                                   "docs/**/*.md from the checkpoints' records and the committed JSON files; --check "
+                                   "only compares (the test suite runs it).")
+    p.add_argument("--check", action="store_true", help="change nothing; fail if a block differs from the records")
+    p.add_argument("--root", default=".", help="the repository (default: the working directory)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """All commands, with help that explains the paper's settings rather than just naming flags."""
     parser = Parser(
@@ -301,7 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Perceptually Aligned Gradients (Ganz, Kawar, Elad, ICML 2023): train ResNet-18s whose input "
                     "gradients are pushed toward class images, attack them with PGD, and measure their robustness.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_train_parsers, _eval_parser, _toy_and_attack_parsers, _audit_parser, _bench_parser, _app_parser):
+    for add in (_train_parsers, _eval_parser, _toy_and_attack_parsers, _audit_parser, _bench_parser, _app_parser,
+                _docs_parser):
         add(sub)
     return parser
 
@@ -314,7 +343,7 @@ def cmd_train(args: argparse.Namespace, command: str) -> None:
                   recipe=args.recipe, init=args.init, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                   weight_decay=args.weight_decay, amp=args.amp, seed=args.seed, device=args.device,
                   monitor_limit=args.monitor_limit, monitor_robust=args.monitor_robust, monitor_pgd=args.monitor_pgd,
-                  keep_state=args.keep_state)
+                  keep_state=args.keep_state, image_size=args.image_size, on_bad_image=args.on_bad_image)
     if args.command == "adv-train":
         cfg = TrainConfig(method="adv", adv_norm=args.norm, adv_eps=args.eps, adv_attack=args.attack,
                           adv_steps=args.adv_steps, **common)
@@ -337,15 +366,16 @@ def cmd_eval(args: argparse.Namespace, command: str) -> None:
             raise CLIError("--attack autoattack needs --norm linf or l2")
         cfg = AutoAttackConfig(checkpoint=args.checkpoint, norm=args.norm, eps=args.eps, version=args.aa_version,
                                backend=args.aa_backend, limit=args.limit or default(AutoAttackConfig, "limit"),
-                               dataset=args.dataset, data_dir=args.data_dir, batch_size=args.batch_size,
-                               device=args.device, seed=args.seed, json=args.json, record=not args.no_record)
+                               dataset=args.dataset, data_dir=args.data_dir, on_bad_image=args.on_bad_image,
+                               batch_size=args.batch_size, device=args.device, seed=args.seed, json=args.json,
+                               record=not args.no_record)
         print(format_autoattack(run_autoattack_eval(cfg)))
         return
     cfg = EvalConfig(checkpoint=args.checkpoint, norm=None if args.norm == "none" else args.norm, eps=args.eps,
                      steps=args.steps, step_size=args.step_size, restarts=args.restarts,
                      random_start=not args.no_random_start, limit=args.limit, dataset=args.dataset,
-                     data_dir=args.data_dir, batch_size=args.batch_size, device=args.device, seed=args.seed,
-                     json=args.json, record=not args.no_record)
+                     data_dir=args.data_dir, on_bad_image=args.on_bad_image, batch_size=args.batch_size,
+                     device=args.device, seed=args.seed, json=args.json, record=not args.no_record)
     print(format_record(run_eval(cfg)))
 
 
@@ -353,7 +383,9 @@ def cmd_toy(args: argparse.Namespace, command: str) -> None:
     """Run the toy experiment and say where its files went."""
     from pagdemo.toy import ToyConfig, results_table, run_toy
 
-    print(results_table(run_toy(ToyConfig(seeds=args.seeds, lam=args.lam, out=args.out, sweep_lams=args.sweep))))
+    cfg = ToyConfig(seeds=args.seeds, lam=args.lam, out=args.out, sweep_lams=args.sweep, workers=args.workers,
+                    dtype=args.dtype)
+    print(results_table(run_toy(cfg)))
     print(f"results in {args.out}/results.json, figure in {args.out}/decision_boundary.png")
 
 
@@ -400,8 +432,9 @@ def cmd_audit(args: argparse.Namespace, command: str) -> None:
     cfg = AuditConfig(checkpoint=args.checkpoint, norm=args.norm, eps=args.eps, vanilla=args.vanilla, judge=args.judge,
                       autoattack=args.autoattack, autoattack_backend=args.aa_backend, limit=args.limit,
                       pag_limit=args.pag_limit, pag_eps=args.pag_eps, pag_steps=args.pag_steps, restarts=args.restarts,
-                      dataset=args.dataset, data_dir=args.data_dir, batch_size=args.batch_size, device=args.device,
-                      seed=args.seed, json=args.json, record=not args.no_record, resume=args.resume)
+                      dataset=args.dataset, data_dir=args.data_dir, on_bad_image=args.on_bad_image,
+                      batch_size=args.batch_size, device=args.device, seed=args.seed, json=args.json,
+                      record=not args.no_record, resume=args.resume)
     print(format_audit(run_audit(cfg)))
 
 
@@ -440,9 +473,19 @@ def cmd_app(args: argparse.Namespace, command: str) -> None:
           concurrency=args.concurrency, data_dir=args.data_dir, toy_dir=args.toy_dir)
 
 
+def cmd_docs(args: argparse.Namespace, command: str) -> None:
+    """Rewrite (or check) the generated tables; problems are one line each."""
+    from pagdemo.docs import update
+
+    problems = update(Path(args.root), check=args.check)
+    if problems:
+        raise CLIError(f"{len(problems)} problem(s): " + " | ".join(problems))
+    print("every generated table matches the records" if args.check else "generated tables rewritten")
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, str], None]] = {
     "train": cmd_train, "adv-train": cmd_train, "eval": cmd_eval, "toy": cmd_toy, "attack": cmd_attack,
-    "audit": cmd_audit, "bench": cmd_bench, "app": cmd_app}
+    "audit": cmd_audit, "bench": cmd_bench, "app": cmd_app, "docs": cmd_docs}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,6 +33,7 @@ class EvalConfig:
     limit: int | None = None  # a fixed, class-balanced subset of the test set; None: all of it
     dataset: str | None = None  # None: the dataset the checkpoint was trained on
     data_dir: str | None = None
+    on_bad_image: str = "skip"  # an image folder's unreadable test file: "skip" (counted in n) or "stop"
     batch_size: int = 256
     device: str = "auto"
     seed: int = 0
@@ -101,12 +102,12 @@ def _robust_accuracy(model, x, y, norm, eps, steps, step_size, restarts, random_
 
 
 def load_model_and_testset(checkpoint: str, device: torch.device, dataset: str | None, data_dir: str | None,
-                           limit: int | None, seed: int) -> tuple[nn.Module, Dataset]:
+                           limit: int | None, seed: int, on_bad_image: str = "skip") -> tuple[nn.Module, Dataset]:
     """A checkpoint and the test split to judge it on: its own training dataset unless told otherwise."""
     model = load_checkpoint(checkpoint, device)
     dataset, data_dir = test_data_for(getattr(model, "run", {}), dataset, data_dir)
     return model, load_dataset(dataset, "test", data_dir=data_dir, limit=limit, seed=seed,
-                               image_size=getattr(model, "image_size", None))
+                               image_size=getattr(model, "image_size", None), on_bad_image=on_bad_image)
 
 
 def test_data_for(run: dict, dataset: str | None, data_dir: str | None) -> tuple[str, str | None]:
@@ -120,7 +121,8 @@ def test_data_for(run: dict, dataset: str | None, data_dir: str | None) -> tuple
 def run_eval(cfg: EvalConfig, progress: bool = True) -> dict:
     """Evaluate a checkpoint on its test set and record the result with its exact settings."""
     device = resolve_device(cfg.device)
-    model, ds = load_model_and_testset(cfg.checkpoint, device, cfg.dataset, cfg.data_dir, cfg.limit, cfg.seed)
+    model, ds = load_model_and_testset(cfg.checkpoint, device, cfg.dataset, cfg.data_dir, cfg.limit, cfg.seed,
+                                       cfg.on_bad_image)
     dataset = ds.name
     eps = cfg.eps if cfg.eps is not None else eval_eps(cfg.norm, dataset, model.image_size) if cfg.norm else 0.0
     step_size = eval_step(eps, cfg.steps) if cfg.step_size is None and cfg.norm else cfg.step_size

@@ -10,6 +10,7 @@ clipped), CMYK and wide-gamut photos through their ICC profile to sRGB.
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from pathlib import Path
 
@@ -53,8 +54,10 @@ def _open(data: bytes) -> Image.Image:
             return Image.open(io.BytesIO(data), formats=FORMATS)
     except UnidentifiedImageError:
         raise ImageError(f"not an image file, or not one of the supported formats ({', '.join(FORMATS)})") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError(f"the image has too many pixels; the limit is {MAX_PIXELS / 1e6:.0f} megapixels") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        found = re.search(r"\((\d+) pixels\)", str(e))  # Pillow names the pixel count, not the size
+        size = f"{int(found.group(1)) / 1e6:.0f} megapixels" if found else "too many pixels"
+        raise ImageError(f"the image is {size}; the limit is {MAX_PIXELS / 1e6:.0f} megapixels") from None
     except (OSError, SyntaxError, ValueError) as e:  # a header Pillow recognizes but cannot parse
         raise ImageError(f"the image file is corrupt ({e})") from None
 
@@ -84,8 +87,32 @@ def _decode(data: bytes, max_pixels: int) -> tuple[Image.Image, list[str]]:
     except ImageError:
         raise
     except Exception as e:  # truncated data, bad CRC, broken LZW stream... all mean the same to a user
-        raise ImageError(f"the image file is corrupt or truncated ({e})") from None
+        raise ImageError(_damage(e)) from None
     return img, notes
+
+
+def _damage(e: Exception) -> str:
+    """A broken file in plain words: Pillow's own phrases ("0 bytes not processed") mean nothing to a visitor."""
+    text = str(e).lower()
+    if "truncated" in text or "end of file" in text or "not enough data" in text:
+        return ("the image file is cut short: it ends before the picture does (was it fully downloaded or copied?); "
+                "the file is corrupt or truncated")
+    if "crc" in text or "checksum" in text:
+        return "the image file is damaged: a checksum inside it does not match (corrupt or truncated)"
+    return "the image file is damaged and cannot be decoded (corrupt or truncated)"
+
+
+def size_warnings(w: int, h: int, side: int) -> list[str]:
+    """Warnings for images the model can barely use: tiny ones, and ones so elongated the crop keeps a sliver."""
+    notes = []
+    if max(w, h) < side // 2:
+        notes.append(f"**Warning:** at {w}x{h} the image holds almost nothing: the model sees it blown up to "
+                     f"{side}x{side}, {side * side // max(1, w * h)} model pixels for each of its pixels.")
+    if max(w, h) > 4 * min(w, h):
+        kept = 100 * min(w, h) / max(w, h)
+        notes.append(f"**Warning:** the image is {max(w, h) / min(w, h):.0f} times as {'wide' if w > h else 'tall'} as "
+                     f"it is {'tall' if w > h else 'wide'}: the square crop keeps only {kept:.0f}% of it.")
+    return notes
 
 
 def _sixteen_bit_to_8(img: Image.Image) -> Image.Image:

@@ -51,3 +51,20 @@ def figure_to_array(fig: Figure, dpi: int = 100) -> np.ndarray:
     fig.savefig(buf, format="png", dpi=dpi)
     buf.seek(0)
     return np.asarray(Image.open(buf).convert("RGB"))
+
+
+def cost_plot(rows: list[dict[str, Any]]) -> Figure:
+    """Robust accuracy (PGD-20, both norms) against training seconds, one point per checkpoint and norm."""
+    fig = Figure(figsize=(7.5, 4.2), layout="constrained")
+    ax = fig.subplots()
+    for norm, marker in (("linf", "o"), ("l2", "s")):
+        pts = [r for r in rows if r["seconds"] is not None and r[norm] is not None]
+        ax.scatter([r["seconds"] for r in pts], [r[norm] for r in pts], marker=marker, label=f"PGD-20 {norm}")
+        for r in pts:
+            ax.annotate(r["model"], (r["seconds"], r[norm]), textcoords="offset points", xytext=(4, 3), fontsize=7)
+    ax.set(xlabel="training seconds (one GPU; shared with other runs where its log says so)",
+           ylabel="robust accuracy (%)", ylim=(-2, 100), title="What robustness cost, by route (recorded)")
+    ax.set_xscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig

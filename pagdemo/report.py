@@ -5,10 +5,29 @@ never runs a model. `pagdemo.docs` writes the README's and docs' tables from the
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pagdemo.paper import paper_row
 from pagdemo.threat import DATASET_SIDES, is_eval_eps
+
+
+ORDER = {"vanilla": 0, "oi": 1, "cm": 2, "nn": 3, "rigd": 4, "adv": 5}  # the paper's rows, then the teachers
+
+
+def display_order(info: dict) -> tuple[int, int, str]:
+    """Vanilla first, then the PAG targets and RIGD in the paper's order, then adversarially trained teachers."""
+    run = info.get("run", {})
+    return ORDER.get(run.get("method"), 4), {"linf": 0, "l2": 1}.get(run.get("adv_norm"), 2), info["name"]
+
+
+_DATA_PATH = re.compile(r"(?<=[(`])[^()`|]*?\s\(((?:npz|cifar-10-batches-py|stl10_binary|image folder)[^()]*)\)")
+
+
+def data_label(text: str) -> str:
+    """Records name the data folder of the machine that ran them (".stage/cifar10 (npz, png)"); a reader needs the
+    format, not another machine's path: "(npz, png)"."""
+    return _DATA_PATH.sub(r"\1", text)
 
 
 def fmt_number(value: Any) -> str:

@@ -25,7 +25,8 @@ from tqdm.auto import tqdm
 
 from pagdemo.attacks import nfgsm, pgd
 from pagdemo.checkpoints import load_checkpoint, save_checkpoint
-from pagdemo.data import Dataset, augment, batches, load_dataset
+from pagdemo.data import DATASET_NAMES, Dataset, augment, batches, check_splits, load_dataset
+from pagdemo.folder import ON_BAD
 from pagdemo.evaluate import resolve_device, robust_accuracy
 from pagdemo.files import read_json
 from pagdemo.inputgrads import check_grad_of
@@ -38,7 +39,7 @@ from pagdemo.recipes import lam_at as recipe_lam_at
 from pagdemo.recipes import lr_at as recipe_lr_at
 from pagdemo.state import drop_state, has_state, load_state, save_state
 from pagdemo.targets import TARGETS, TeacherGradientTarget, build_target
-from pagdemo.threat import FGSM_RS_STEP, check_norm, eval_eps, strong_step
+from pagdemo.threat import DATASET_SIDES, FGSM_RS_STEP, check_norm, eval_eps, strong_step
 
 METHODS = ("vanilla", "oi", "cm", "nn", "rigd", "adv")
 ADV_ATTACKS = ("pgd", "fgsm", "nfgsm")
@@ -46,6 +47,7 @@ MONITORS = ("l2-pgd7", "pgd20")  # the authors' per-epoch check / the paper's ev
 PAPER_ROWS = {"oi": "One Image", "cm": "Class Mean", "nn": "Nearest Neighbor", "rigd": "RIGD linf"}
 LAMBDA = {ds: {m: PAPER_LAMBDAS[ds][row] for m, row in PAPER_ROWS.items()} for ds in PAPER_LAMBDAS}  # Table 3
 DEFAULT_ARCH = {"stl10": "resnet18_stl", "synthetic": "tinycnn"}  # synthetic data is for trying things on a CPU
+SMALL_SIDE = 64  # an image folder of at most this side trains the CIFAR ResNet-18; larger sides, the strided stem
 RESUME_IGNORES = {"out", "device", "monitor_limit", "monitor_robust", "keep_state", "data_dir", "amp"}
 
 
@@ -59,8 +61,10 @@ class TrainConfig:
     nn_k: int = 100  # Nearest Neighbor: sampled images per class
     teacher: str | None = None  # RIGD: checkpoint folder of the robust teacher
     init: str | None = None  # start from this checkpoint's weights (the finetune recipe needs one)
-    dataset: str = "cifar10"  # cifar10, stl10, synthetic or folder
+    dataset: str = "cifar10"  # cifar10, stl10, synthetic or folder (an ImageFolder tree: pagdemo.folder)
     data_dir: str | None = None  # None: the dataset's default location
+    image_size: int | None = None  # folder: the side images are resized to; None: the tree's most common size
+    on_bad_image: str = "skip"  # folder: a file that cannot be read is skipped and counted ("skip") or stops the run
     limit: int | None = None  # train on a fixed class-balanced subset of this size
     arch: str | None = None  # None: resnet18 (resnet18_stl for stl10, tinycnn for synthetic)
     recipe: str = "paper"  # a key of recipes.RECIPES
@@ -85,9 +89,12 @@ class TrainConfig:
 def _check_choices(cfg: TrainConfig) -> None:
     """Every named setting against its registry, before anything is loaded."""
     for name, value, choices in (("method", cfg.method, METHODS), ("PAG implementation", cfg.pag_impl, PAG_IMPLS),
-                                 ("adversarial attack", cfg.adv_attack, ADV_ATTACKS), ("monitor", cfg.monitor_pgd, MONITORS)):
+                                 ("adversarial attack", cfg.adv_attack, ADV_ATTACKS), ("monitor", cfg.monitor_pgd, MONITORS),
+                                 ("dataset", cfg.dataset, DATASET_NAMES), ("--on-bad-image", cfg.on_bad_image, ON_BAD)):
         if value not in choices:
             raise ValueError(f"unknown {name} {value!r}; choose one of {sorted(choices)}")
+    if cfg.image_size is not None and cfg.dataset != "folder":
+        raise ValueError(f"--image-size is for --dataset folder; {cfg.dataset} images have their own size")
     if cfg.arch is not None and cfg.arch not in MODELS:
         raise ValueError(f"unknown model {cfg.arch!r}; choose one of {sorted(MODELS)}")
     check_grad_of(cfg.grad_of)
@@ -108,16 +115,24 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
     lam = cfg.lam
     if lam is None:
         lam = 0.0 if cfg.method in ("vanilla", "adv") else LAMBDA.get(cfg.dataset, LAMBDA["cifar10"])[cfg.method]
-    adv_eps = cfg.adv_eps if cfg.adv_eps is not None else eval_eps(cfg.adv_norm, cfg.dataset)
     out = replace(cfg, lam=lam, epochs=r.epochs if cfg.epochs is None else cfg.epochs, batch_size=batch,
-                  lr=r.lr if cfg.lr is None else cfg.lr, arch=cfg.arch or DEFAULT_ARCH.get(cfg.dataset, "resnet18"),
-                  adv_eps=adv_eps)
+                  lr=r.lr if cfg.lr is None else cfg.lr)
+    if cfg.dataset != "folder":  # an image folder's side, known once it is read, settles these (`for_data`)
+        out = for_data(out, DATASET_SIDES.get(cfg.dataset, 32))
     for name in ("epochs", "batch_size"):
         if getattr(out, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(out, name)}")
     if out.lr <= 0 or out.lam < 0:
         raise ValueError(f"lr must be > 0 and lam >= 0, got lr={out.lr}, lam={out.lam}")
     return out
+
+
+def for_data(cfg: TrainConfig, side: int) -> TrainConfig:
+    """The settings that depend on the images' side: the architecture and the adversarial radius."""
+    default_arch = DEFAULT_ARCH.get(cfg.dataset) or ("resnet18" if side <= SMALL_SIDE else "resnet18_stl")
+    adv_eps = cfg.adv_eps if cfg.adv_eps is not None else eval_eps(cfg.adv_norm, cfg.dataset, side)
+    return replace(cfg, arch=cfg.arch or default_arch, adv_eps=adv_eps,
+                   image_size=side if cfg.dataset == "folder" else None)  # a folder's side, whether given or found
 
 
 def lr_at(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
@@ -267,10 +282,16 @@ def _start(cfg: TrainConfig, command: str) -> _Run:
     out = Path(cfg.out)
     if (out / "config.json").exists() and not has_state(out):
         raise ValueError(f"{out} already holds a finished run; choose another --out (or delete that folder)")
+    check_splits(cfg.dataset, cfg.data_dir, ("train", "test") if cfg.monitor_limit else ("train",))
+    trainset = load_dataset(cfg.dataset, "train", data_dir=cfg.data_dir, limit=cfg.limit, seed=cfg.seed,
+                            image_size=cfg.image_size, on_bad_image=cfg.on_bad_image, progress=rank == 0)
+    cfg = for_data(cfg, trainset.side)
     check_resumable(out, cfg)
-    trainset = load_dataset(cfg.dataset, "train", data_dir=cfg.data_dir, limit=cfg.limit, seed=cfg.seed)
     testset = (load_dataset(cfg.dataset, "test", data_dir=cfg.data_dir, limit=cfg.monitor_limit, seed=0,
-                            image_size=trainset.side) if cfg.monitor_limit and rank == 0 else None)
+                            image_size=trainset.side, on_bad_image=cfg.on_bad_image, progress=False)
+               if cfg.monitor_limit and rank == 0 else None)
+    if trainset.skipped and rank == 0:
+        tqdm.write(f"skipped {len(trainset.skipped)} unreadable training file(s), e.g. {trainset.skipped[0]}")
     steps_per_epoch = len(trainset) // cfg.batch_size
     if steps_per_epoch == 0:
         raise ValueError(f"{len(trainset)} training images are fewer than one batch of {cfg.batch_size}")
@@ -286,7 +307,7 @@ def _start(cfg: TrainConfig, command: str) -> _Run:
     target = make_target(cfg, trainset, device)
     record = {**asdict(cfg), "target_info": target.describe() if hasattr(target, "describe") else None,
               "recipe_settings": recipe.settings(), **_init_record(cfg), "data_source": trainset.source,
-              "train_size": len(trainset), "image_size": trainset.side, "amp": amp, "world_size": world,
+              "train_size": len(trainset), "skipped_files": len(trainset.skipped), "amp": amp, "world_size": world,
               "device": device_name(device), "command": command, "commit": git_commit(), "torch": torch.__version__}
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     return _Run(cfg, rank, world, device, out, trainset, testset, model, net, opt, target, amp, cfg.adv_eps,

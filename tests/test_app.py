@@ -1,5 +1,6 @@
 """The real app on a local port, called through every named endpoint with gradio_client."""
 import socket
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from gradio_client import Client, handle_file  # noqa: E402
 from app.ui import build_demo, launch_options  # noqa: E402
 from pagdemo.checkpoints import append_metrics, save_checkpoint  # noqa: E402
 from pagdemo.models import PAGClassifier  # noqa: E402
-from pagdemo.toy import ToyConfig  # noqa: E402
+from pagdemo.toy import ToyConfig, run_toy  # noqa: E402
 from test_images import huge_png  # noqa: E402
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -44,10 +45,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _serve(checkpoints):
-    demo = build_demo(checkpoints, "cpu", toy_config=TINY_TOY)
+def _serve(checkpoints, toy_dir="docs/toy"):
+    demo = build_demo(checkpoints, "cpu", toy_config=TINY_TOY, toy_dir=toy_dir)
     port = _free_port()
-    demo.launch(prevent_thread_lock=True, quiet=True, **launch_options("127.0.0.1", port))
+    demo.launch(prevent_thread_lock=True, quiet=True, **launch_options("127.0.0.1", port, demo))
     return demo, Client(f"http://127.0.0.1:{port}/", verbose=False)
 
 
@@ -55,7 +56,9 @@ def _serve(checkpoints):
 def app(tmp_path_factory):
     root = tmp_path_factory.mktemp("ckpts")
     make_tiny_checkpoints(root)
-    demo, client = _serve(root)
+    toy_dir = tmp_path_factory.mktemp("toy")
+    run_toy(replace(TINY_TOY, seeds=2, out=str(toy_dir)), progress=False)  # what `pagdemo toy` saves, in seconds
+    demo, client = _serve(root, toy_dir)
     yield demo, client
     demo.close()
 
@@ -78,7 +81,7 @@ def _error(client, *args, api_name):
 
 def test_every_tab_has_a_named_endpoint(client):
     api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    assert sorted(api) == sorted(ENDPOINTS)
+    assert sorted(api) == sorted(ENDPOINTS)  # the page's own events are private
 
 
 def test_preview_shows_what_the_model_sees(client):
@@ -86,7 +89,18 @@ def test_preview_shows_what_the_model_sees(client):
     a = _png(image)
     assert a.shape == (256, 256, 3)
     assert np.array_equal(a[::8, ::8], np.asarray(Image.open(EXAMPLE).convert("RGB")))
-    assert "true class: **cat**" in notes
+    assert "true class **cat**" in notes
+
+
+@pytest.mark.parametrize("size, words", [((1, 1), ["1x1, resized to 32x32", "holds almost nothing"]),
+                                         ((400, 10), ["centre-cropped to 10x10", "40 times as wide", "keeps only 2%"]),
+                                         ((64, 48), ["centre-cropped to 48x48, then resized to 32x32"])])
+def test_preview_says_what_was_done_and_warns_about_tiny_or_sliver_images(client, tmp_path, size, words):
+    path = tmp_path / "odd.png"
+    Image.new("RGB", size, (120, 30, 200)).save(path)
+    _, notes = client.predict(handle_file(str(path)), api_name="/preview")
+    assert all(w in notes for w in words), notes
+    assert ("Warning" in notes) == (size != (64, 48))
 
 
 def test_pag_grid_streams_partial_grids(client):
@@ -98,29 +112,33 @@ def test_pag_grid_streams_partial_grids(client):
     assert "done" in status
     assert probs["headers"] == ["model"] + CLASSES
     assert [row[0] for row in probs["data"]] == ["vanilla", "pag-cm", "pag-oi"]
-    assert all(0 <= p <= 1 for row in probs["data"] for p in row[1:])
+    assert all(len(p) == 5 and 0 <= float(p) <= 1 for row in probs["data"] for p in row[1:])  # always 0.xxx
     h, w, _ = _png(grid).shape
-    assert w > 11 * 96 and h > 3 * 96
+    assert w > 11 * 128 and h > 3 * 128  # cells of 128 px for a 32x32 input
 
 
-def test_pag_grid_single_target(client):
+def test_pag_grid_single_target_and_the_api_default_radius(client):
     grid, probs, _ = client.predict(handle_file(EXAMPLE), ["pag-cm"], "dog", "linf", 16 / 255, 3, api_name="/pag_grid")
     assert probs["headers"] == ["model", "dog"] and len(probs["data"]) == 1
+    _, _, status = client.predict(handle_file(EXAMPLE), ["pag-cm"], "dog", "linf", steps=2, api_name="/pag_grid")
+    assert "done" in status  # no eps: the threat model's default (16/255 for the picture)
 
 
-def test_compare(client):
+def test_compare_with_each_norms_default(client):
     panel, table = client.predict(handle_file(EXAMPLE), ["vanilla", "pag-oi"], "l2", 0.5, 5, api_name="/compare")
     assert [row[0] for row in table["data"]] == ["vanilla", "pag-oi"]
     l2 = table["headers"].index("L2 of perturbation")
-    assert all(0 < row[l2] <= 0.5 + 1e-4 for row in table["data"])
+    assert all(0 < float(row[l2]) <= 0.5 + 1e-3 for row in table["data"])
     assert _png(panel).shape[0] > 2 * 128
+    _, linf = client.predict(handle_file(EXAMPLE), ["vanilla"], "linf", api_name="/compare")  # eps and steps defaulted
+    assert float(linf["data"][0][linf["headers"].index("Linf x 255")]) <= 8.0 + 1e-3
 
 
 def test_robustness_table_against_the_paper(client):
     table, settings, plot, audits = client.predict(api_name="/robustness")
     rows = {r[0]: dict(zip(table["headers"], r)) for r in table["data"]}
-    assert rows["pag-cm"]["PGD linf %"] == 5.0 and rows["pag-cm"]["paper linf %"] == 15.65
-    assert rows["vanilla"]["paper clean %"] == 93.61 and rows["vanilla"]["n linf"] == 64
+    assert rows["pag-cm"]["PGD linf %"] == "5.0" and rows["pag-cm"]["paper linf %"] == "15.7"
+    assert rows["vanilla"]["paper clean %"] == "93.6" and rows["vanilla"]["n"] == 64
     how = {r[0]: dict(zip(settings["headers"], r)) for r in settings["data"]}
     assert "eps 0.03137" in how["vanilla"]["linf settings"] and how["vanilla"]["l2 settings"] == "not evaluated"
     assert _png(plot).ndim == 3
@@ -128,7 +146,7 @@ def test_robustness_table_against_the_paper(client):
     assert verdicts[("vanilla", "l2")]["verdict"] == "not audited" and len(verdicts) == 2 * len(rows)
 
 
-def test_eps_curve_is_computed_then_cached(client, monkeypatch):
+def test_eps_curve_streams_then_is_served_from_the_cache(client, monkeypatch):
     import app.handlers as handlers
     calls = []
 
@@ -138,19 +156,26 @@ def test_eps_curve_is_computed_then_cached(client, monkeypatch):
 
     real = handlers.accuracy_vs_eps
     monkeypatch.setattr(handlers, "accuracy_vs_eps", counting)  # the server runs in this process
-    plot, table = client.predict(["vanilla", "pag-cm"], "linf", 16, 2, api_name="/eps_curve")
-    assert len(calls) == 2  # one curve per model
-    assert table["headers"] == ["eps", "eps x 255", "vanilla", "pag-cm"] and len(table["data"]) == 6
-    assert [row[1] for row in table["data"]] == [0, 1, 2, 4, 8, 16]
-    assert all(row[k] <= table["data"][0][k] for row in table["data"] for k in (2, 3))  # none beats clean accuracy
-    _, again = client.predict(["vanilla", "pag-cm"], "linf", 16, 2, api_name="/eps_curve")
+    job = client.submit(["vanilla", "pag-cm"], "linf", 16, 2, api_name="/eps_curve")
+    statuses = [out[2] for out in job]
+    plot, table, status = job.result()
+    assert len(calls) == 2 and status == "done" and len(statuses) > 3  # one curve per model, point by point
+    assert table["headers"] == ["eps x 255", "vanilla", "pag-cm"] and len(table["data"]) == 6
+    assert [row[0] for row in table["data"]] == ["0", "1", "2", "4", "8", "16"]
+    assert all(float(row[k]) <= float(table["data"][0][k]) for row in table["data"] for k in (1, 2))
+    _, again, _ = client.predict(["vanilla", "pag-cm"], "linf", 16, 2, api_name="/eps_curve")
     assert again["data"] == table["data"] and len(calls) == 2  # the same setting is served from the cache
 
 
-def test_toy(client):
-    figure, metrics = client.predict(0.5, 0, api_name="/toy")
-    assert [r[0] for r in metrics["data"]] == ["vanilla", "PAG lambda=0.5"]
-    assert _png(figure).shape[1] > 500
+def test_toy_matches_the_saved_run_for_the_same_seed(client):
+    figure, metrics, caption = client.predict(TINY_TOY.lam, 1, api_name="/toy")
+    names = [r[0] for r in metrics["data"]]
+    assert names == ["vanilla (seed 1)", f"PAG lambda={TINY_TOY.lam:g} (seed 1)", "vanilla, saved run (seed 1)",
+                     "PAG, saved run (seed 1)"]
+    assert metrics["data"][0][1:] == metrics["data"][2][1:] and metrics["data"][1][1:] == metrics["data"][3][1:]
+    assert "gave the same numbers" in caption and _png(figure).shape[1] > 500
+    _, other, caption = client.predict(0.5, 7, api_name="/toy")
+    assert len(other["data"]) == 2 and "not in the saved run" in caption
 
 
 def test_model_card(client):
@@ -160,8 +185,9 @@ def test_model_card(client):
 
 @pytest.mark.parametrize("make, message", [
     (lambda p: p.write_bytes(b"just some text"), "not an image"),
-    (lambda p: p.write_bytes(open(EXAMPLE, "rb").read()[:300]), "corrupt or truncated"),
-    (lambda p: p.write_bytes(huge_png(9000, 9000)), "megapixels"),
+    (lambda p: p.write_bytes(open(EXAMPLE, "rb").read()[:300]), "cut short"),
+    (lambda p: p.write_bytes(huge_png(9000, 9000)), "the image is 9000x9000 = 81 megapixels; the limit is 40"),
+    (lambda p: p.write_bytes(huge_png(20000, 20000)), "the image is 400 megapixels; the limit is 40"),
 ])
 def test_bad_images_get_a_clear_message_and_the_server_lives(client, tmp_path, make, message):
     path = tmp_path / "upload.png"
@@ -199,28 +225,44 @@ def test_uploads_over_the_size_limit_are_refused(client, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    ((["vanilla"], "all classes", "linf", 5.0, 2), "out of range for linf"),
+    ((["vanilla"], "all classes", "linf", 0.5, 2), "eps 128/255 is out of range for linf: choose 0 < eps <= 64/255"),
     (([], "all classes", "l2", 4.0, 2), "choose at least one model"),
-    ((["nope"], "all classes", "l2", 4.0, 2), "not in the list of choices"),
-    ((["vanilla"], "unicorn", "l2", 4.0, 2), "not in the list of choices"),
-    ((["vanilla"], "all classes", "l3", 4.0, 2), "not in the list of choices"),
-    ((["vanilla"], "all classes", "l2", 400.0, 2), "greater than maximum"),
-    ((["vanilla"], "all classes", "l2", 4.0, 1000), "greater than maximum"),
+    ((None, "all classes", "l2", 4.0, 2), "choose at least one model"),
+    ((["nope"], "all classes", "l2", 4.0, 2), "unknown model(s) ['nope']; choose from"),
+    ((["vanilla"], "unicorn", "l2", 4.0, 2), "unknown target 'unicorn'"),
+    ((["vanilla"], "all classes", "l3", 4.0, 2), "unknown threat model 'l3'"),
+    ((["vanilla"], "all classes", "l2", 400.0, 2), "out of range for l2"),
+    ((["vanilla"], "all classes", "l2", "big", 2), "eps must be a number"),
+    ((["vanilla"], "all classes", "l2", 4.0, 1000), "steps must be a whole number from 1 to 100"),
     ((["vanilla"], "all classes", "l2", 0.0, 2), "out of range"),
 ])
-def test_bad_settings_are_refused(client, args, message):
+def test_bad_settings_are_refused_in_words(client, args, message):
     assert message in _error(client, handle_file(EXAMPLE), *args, api_name="/pag_grid")
 
 
 def test_missing_image_and_unknown_card(client):
     assert "give an image first" in _error(client, None, ["vanilla"], "l2", 0.5, 2, api_name="/compare")
-    assert "not in the list of choices" in _error(client, "nope", api_name="/model_card")
+    assert "unknown model 'nope'" in _error(client, "nope", api_name="/model_card")
+
+
+def test_models_of_different_data_are_not_put_in_one_picture(tmp_path):
+    root = tmp_path / "mixed"
+    make_tiny_checkpoints(root)
+    save_checkpoint(PAGClassifier("tinycnn", 3, ["cat", "dog", "fox"], image_size=48), root / "pets", {"method": "vanilla"})
+    demo, client = _serve(root)
+    try:
+        message = _error(client, handle_file(EXAMPLE), ["vanilla", "pets"], "all classes", "l2", 4.0, 2,
+                         api_name="/pag_grid")
+        assert "vanilla: 10 classes at 32x32; pets: 3 classes at 48x48" in message and "one dataset" in message
+    finally:
+        demo.close()
 
 
 def test_model_runs_share_one_bounded_queue(app):
     demo, _ = app
-    compute = [fn for fn in demo.fns.values() if fn.api_name in ("pag_grid", "compare", "eps_curve", "toy")]
-    assert len(compute) == 4 and {fn.concurrency_id for fn in compute} == {"compute"}
+    compute = [fn for fn in demo.fns.values() if fn.api_name in ("pag_grid", "compare", "eps_curve", "toy")
+               or str(fn.api_name).startswith("page_") and fn.concurrency_id == "compute"]
+    assert len(compute) == 8 and {fn.concurrency_id for fn in compute} == {"compute"}
     assert all(fn.concurrency_limit == "default" for fn in compute)  # the queue's default: one run at a time
     assert demo._queue.default_concurrency_limit == 1 and demo._queue.max_size == 32
 
@@ -232,37 +274,63 @@ def test_without_checkpoints_the_page_says_so_and_the_toy_works(tmp_path):
         assert "No checkpoints found" in client.predict(None, api_name="/model_card")
         assert "no checkpoints" in _error(client, handle_file(EXAMPLE), [], "all classes", "l2", 4.0, 2, api_name="/pag_grid")
         assert "no checkpoints" in _error(client, api_name="/robustness")
-        _, metrics = client.predict(0.5, 1, api_name="/toy")
+        _, metrics, _ = client.predict(0.5, 1, api_name="/toy")
         assert len(metrics["data"]) == 2
     finally:
         demo.close()
 
 
-def test_handler_errors_become_one_line_messages():
+def test_api_errors_are_one_line_and_hide_internal_details(caplog):
     import gradio as gr
 
-    from app.handlers import user_errors
+    from app.handlers import InputError, api_errors
 
-    @user_errors
+    @api_errors
     def bad_value():
-        raise ValueError("eps must be positive")
+        raise InputError("eps must be positive")
 
-    @user_errors
+    @api_errors
     def crash():
         raise RuntimeError("secret internal detail")
 
-    @user_errors
+    @api_errors
     def stream():
         yield 1
         raise KeyError("boom")
 
-    with pytest.raises(gr.Error, match="eps must be positive"):
-        bad_value()
+    with caplog.at_level("INFO", logger="pagdemo.app"):
+        with pytest.raises(gr.Error, match="eps must be positive"):
+            bad_value()
+    assert [r.getMessage() for r in caplog.records] == ["bad_value refused: eps must be positive"]
+    assert caplog.records[0].exc_info is None  # a user mistake is one line, no traceback
     with pytest.raises(gr.Error, match=r"internal error \(RuntimeError\)") as info:
         crash()
     assert "secret" not in str(info.value)
     with pytest.raises(gr.Error, match=r"internal error \(KeyError\)"):
         list(stream())
+
+
+def test_a_failed_page_run_keeps_the_last_result_and_says_why_beside_its_control():
+    import gradio as gr
+
+    from app.handlers import InputError
+    from app.page import page_call, to_unit
+
+    def grid(image, eps):
+        if image is None:
+            raise InputError("give an image first", "image")
+        if eps > 1:
+            raise InputError(f"eps {eps} is out of range")
+        yield "grid", "table", "step 20/20 (done)"
+
+    call = page_call(grid, 3, {2: lambda m: "Not run: see the message beside the controls."})
+    assert list(call("img", 0.5)) == [("grid", "table", "step 20/20 (done)", "", "")]
+    (out,) = list(call("img", 5))
+    assert isinstance(out[0], type(gr.skip())) and isinstance(out[1], type(gr.skip()))  # the last grid and table stay
+    assert "done" not in out[2] and out[3] == "" and "eps 5 is out of range" in out[4]
+    (out,) = list(call(None, 0.5))
+    assert "give an image first" in out[3] and out[4] == ""  # under the image, not under the settings
+    assert to_unit("linf", 8) == pytest.approx(8 / 255) and to_unit("l2", 0.5) == 0.5
 
 
 def test_data_urls_reach_the_loader_as_bytes():

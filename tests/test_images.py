@@ -104,10 +104,18 @@ def test_png_with_a_bad_crc_is_refused():
         read_image(bytes(png))
 
 
-@pytest.mark.parametrize("size", [(8000, 6000), (40000, 40000), (2**31 - 1, 2**31 - 1)])
-def test_huge_images_are_refused_before_decoding(size):
-    with pytest.raises(ImageError, match="megapixels"):
+@pytest.mark.parametrize("size, words", [((8000, 6000), "8000x6000 = 48 megapixels; the limit is 40"),
+                                         ((40000, 40000), "1600 megapixels; the limit is 40"),
+                                         ((2**31 - 1, 2**31 - 1), "megapixels; the limit is 40")])
+def test_huge_images_are_refused_before_decoding_naming_their_size(size, words):
+    with pytest.raises(ImageError, match=words):
         read_image(huge_png(*size))
+
+
+def test_a_truncated_file_is_explained_in_plain_words():
+    with pytest.raises(ImageError) as info:
+        read_image(open(EXAMPLE, "rb").read()[:300])
+    assert "cut short" in str(info.value) and "bytes not processed" not in str(info.value)
 
 
 def test_files_over_the_byte_limit_are_refused(monkeypatch, tmp_path):

@@ -1,0 +1,273 @@
+"""The README's and docs' tables, printed from the committed records: no number in them is typed.
+
+A generated block sits between `<!-- generated:NAME -->` and `<!-- /generated -->` in a Markdown
+file. `pagdemo docs` rewrites every block (and the figures the blocks show); `pagdemo docs --check`
+fails when a block differs from what the records give, or when a Markdown table holding a digit
+sits outside a block (tests/test_docs.py runs the check).
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Callable
+
+from pagdemo.bench.tables import format_tables, step_table
+from pagdemo.checkpoints import list_checkpoints
+from pagdemo.files import read_json, read_jsonl
+from pagdemo.paper import TABLES
+from pagdemo.report import audit_rows, display_order, robustness_rows
+
+BLOCK = re.compile(r"(<!-- generated:([\w-]+) -->\n)(.*?)(<!-- /generated -->)", re.S)
+DOC_FILES = ("README.md", "checkpoints/README.md", "docs/**/*.md")
+COST_FIGURE = "docs/cost.png"
+
+
+def _cell(value: object, digits: int = 2) -> str:
+    """A number as the tables print it; blank when missing."""
+    if value is None:
+        return ""
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def _infos(root: Path) -> list[dict]:
+    """The shipped checkpoints, in the paper's order."""
+    return sorted(list_checkpoints(root / "checkpoints")[0], key=display_order)
+
+
+def _training(run: dict) -> str:
+    """What trained a checkpoint, in a few words: method, lambda, recipe, epochs (flagging a cut schedule)."""
+    method = {"vanilla": "cross-entropy", "adv": f"{str(run.get('adv_attack', '')).upper()} {run.get('adv_norm')} "
+                                                 f"{run.get('adv_eps', 0):.4g}"}.get(run.get("method"))
+    method = method or f"PAG {run.get('method')}, lambda {run.get('lam')}"
+    done, planned = run.get("epochs_done"), run.get("epochs")
+    epochs = f"{done} of {planned} epochs" if done is not None and planned and done < planned else f"{done} epochs"
+    return f"{method}, {run.get('recipe')} recipe, {'**' + epochs + '**' if done != planned else epochs}"
+
+
+def table1(root: Path) -> str:
+    """README: every shipped checkpoint's recorded clean / PGD-20 accuracy beside the paper's row."""
+    lines = ["| checkpoint | training | clean | PGD-20 linf 8/255 | PGD-20 l2 0.5 | n | device | paper: clean / linf / l2 |",
+             "|---|---|---|---|---|---|---|---|"]
+    for i, row in zip(_infos(root), robustness_rows(_infos(root))):
+        paper = (f"{row['paper clean %']:.2f} / {row['paper linf %']:.2f} / {row['paper l2 %']:.2f}"
+                 if row["paper clean %"] is not None else "(a teacher: not in Table 1)")
+        lines.append(f"| `{row['model']}` | {_training(i['run'])} | {_cell(row['clean %'])} | {_cell(row['PGD linf %'])} | "
+                     f"{_cell(row['PGD l2 %'])} | {row['n clean']} | {i['run'].get('device')} | {paper} |")
+    return "\n".join(lines)
+
+
+def recipes(root: Path) -> str:
+    """docs/training.md: every named recipe's settings, from pagdemo.recipes."""
+    from pagdemo.recipes import RECIPES
+
+    lines = ["| recipe | epochs | batch | lr | schedule | Nesterov | bf16 on a GPU | lambda | start | what |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| `{name}` | {r.epochs} | {r.batch_size} | {r.lr} | {r.schedule} | {'yes' if r.nesterov else 'no'} | "
+              f"{'yes' if r.amp else 'no'} | {r.lam_schedule} | {'--init' if r.needs_init else 'scratch'} | {r.summary} |"
+              for name, r in RECIPES.items()]
+    return "\n".join(lines)
+
+
+def paper_table(root: Path) -> str:
+    """The paper's Table 1, for the rows no checkpoint has yet."""
+    lines = ["| method | clean | linf | l2 |", "|---|---|---|---|"]
+    lines += [f"| {m} | {c:.2f} | {li:.2f} | {l2:.2f} |" for m, (c, li, l2) in TABLES["cifar10"].items()]
+    return "\n".join(lines)
+
+
+def audits(root: Path) -> str:
+    """The audit table: AutoAttack beside PGD-20 on the same subset, the masking verdict, the PAG score."""
+    lines = ["| checkpoint | norm | n | PGD-20 | AutoAttack | masking verdict | PAG score (judge) | gradient cosine | device |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in audit_rows(_infos(root)):
+        judge = f" ({Path(r['judge']).name})" if r.get("judge") else ""
+        pag = f"{r['PAG score']}{judge}" if r.get("PAG score") is not None else ""
+        lines.append(f"| `{r['model']}` | {r['norm']} | {_cell(r.get('n'))} | {_cell(r.get('PGD-20 %'), 1)} | "
+                     f"{_cell(r.get('AutoAttack %'), 1)} | {r['verdict']} | {pag} | {_cell(r.get('gradient cosine'), 3)} | "
+                     f"{_cell(r.get('device'))} |")
+    return "\n".join(lines)
+
+
+def autoattack_runs(root: Path) -> str:
+    """docs/cpu-audits: each recorded AutoAttack run, with how long it took and where."""
+    lines = ["| checkpoint | norm | n | backend | PGD-20 | AutoAttack | after APGD-CE / APGD-T / FAB-T | minutes | device | date |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for i in _infos(root):
+        for ev in i["evaluations"]:
+            if not str(ev.get("attack", "")).startswith("autoattack"):
+                continue
+            after = ev.get("per_attack", {})
+            steps = " / ".join(_cell(100 * after[k], 1) for k in ("apgd-ce", "apgd-t", "fab-t") if k in after)
+            lines.append(f"| `{i['name']}` | {ev['norm']} | {ev['n']} | {ev.get('backend', '')} | "
+                         f"{_cell(100 * ev['pgd20_robust_acc'], 1)} | {_cell(100 * ev['robust_acc'], 1)} | {steps} | "
+                         f"{_cell(ev.get('seconds', 0) / 60, 1)} | {ev.get('device')} | {str(ev.get('date'))[:10]} |")
+    return "\n".join(lines)
+
+
+def gpu_seconds(i: dict) -> float | None:
+    """Training seconds of a checkpoint, its starting point's included (a fine-tuned model's price has both)."""
+    run = i["run"]
+    if run.get("train_time_s") is None:
+        return None
+    return run["train_time_s"] + (run.get("init_train_time_s") or 0)
+
+
+def cost_rows(root: Path) -> list[dict]:
+    """Per checkpoint: training seconds and the recorded robust accuracies (the cost figure's points)."""
+    rows = []
+    for i, r in zip(_infos(root), robustness_rows(_infos(root))):
+        log = read_jsonl(Path(i["path"]) / "train_log.jsonl")
+        rows.append({"model": i["name"], "method": i["run"].get("method"), "device": i["run"].get("device"),
+                     "seconds": gpu_seconds(i), "epochs": len(log), "clean": r["clean %"], "linf": r["PGD linf %"],
+                     "l2": r["PGD l2 %"]})
+    return rows
+
+
+def cost(root: Path) -> str:
+    """The cost table beside docs/cost.png: what each route to robustness cost in training time."""
+    rows = cost_rows(root)
+    lines = ["| checkpoint | route | device | training seconds | epochs | clean | PGD-20 linf | PGD-20 l2 |",
+             "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| `{r['model']}` | {r['method']} | {r['device']} | {_cell(r['seconds'], 0)} | {r['epochs']} | "
+              f"{_cell(r['clean'])} | {_cell(r['linf'])} | {_cell(r['l2'])} |" for r in rows]
+    return "\n".join(lines)
+
+
+def _bench(path: str) -> Callable[[Path], str]:
+    """A benchmark JSON's full tables (docs/bench)."""
+    return lambda root: format_tables(read_json(root / path), profiles=False)  # the profiles are in the session logs
+
+
+def _steps(path: str) -> Callable[[Path], str]:
+    """A benchmark JSON's training-step table, compact (README, GPU session notes)."""
+    return lambda root: step_table(read_json(root / path), path)
+
+
+def toy(root: Path) -> str:
+    """The toy experiment's summary over seeds, from docs/toy/results.json."""
+    from pagdemo.toy import results_table
+
+    return results_table(read_json(root / "docs/toy/results.json"))
+
+
+def _ci(s: dict, digits: int = 1) -> str:
+    """mean [95% interval] of a summarized metric."""
+    return f"{s['mean']:.{digits}f} [{s['ci95'][0]:.{digits}f}, {s['ci95'][1]:.{digits}f}]"
+
+
+def toy_seeds(root: Path) -> str:
+    """docs/toy: every seed's PGD accuracy, vanilla against PAG."""
+    results = read_json(root / "docs/toy/results.json")
+    lines = ["| seed | vanilla PGD-10 % | PAG PGD-10 % | PAG - vanilla | vanilla / PAG boundary distance |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {r['seed']} | {r['vanilla']['pgd_acc']:.1f} | {r['pag']['pgd_acc']:.1f} | "
+              f"{r['pag']['pgd_acc'] - r['vanilla']['pgd_acc']:+.1f} | {r['vanilla']['boundary_dist']:.2f} / "
+              f"{r['pag']['boundary_dist']:.2f} |" for r in results["per_seed"]]
+    return "\n".join(lines)
+
+
+def toy_vanilla(root: Path) -> str:
+    """docs/toy: how far the vanilla row is from the paper's 0.0%, in one sentence printed from the results."""
+    results = read_json(root / "docs/toy/results.json")
+    s, runs = results["summary"]["vanilla"], results["per_seed"]
+    zero = [r["seed"] for r in runs if r["vanilla"]["pgd_acc"] == 0.0]
+    return (f"Vanilla's PGD-10 accuracy is {_ci(s['pgd_acc'])}% over {len(runs)} seeds, against the paper's "
+            f"{results['paper']['vanilla']['pgd_acc']:.1f}% from one run. It is exactly 0.0% on {len(zero)} of the "
+            f"{len(runs)} seeds ({', '.join(map(str, zero)) or 'none'}) and reaches {max(r['vanilla']['pgd_acc'] for r in runs):.1f}% "
+            f"on the luckiest; the near-exhaustive ray search puts it at {_ci(s['ray_search_acc'])}%.")
+
+
+def _sweep_rows(rows: list[dict], keys: tuple[str, ...]) -> list[str]:
+    """One line per swept setting: the setting, then clean, PGD, ray-search accuracy and boundary distance."""
+    return [" | ".join([""] + [str(r.get(k)) for k in keys] + [_ci(r[m]) for m in ("clean_acc", "pgd_acc", "ray_search_acc")]
+                       + [_ci(r["boundary_dist"], 2)]).strip() + " |" for r in rows]
+
+
+def toy_sweep(root: Path) -> str:
+    """docs/toy: PAG against lambda on the held-out seeds (lambda 0 is vanilla)."""
+    rows = read_json(root / "docs/toy/results.json").get("sweep", [])
+    head = ["| lambda | clean % | PGD-10 % | ray-search % | boundary distance |", "|---|---|---|---|---|"]
+    return "\n".join(head + _sweep_rows(rows, ("lam",)))
+
+
+def toy_ablation(part: str, keys: tuple[str, ...]) -> Callable[[Path], str]:
+    """docs/toy: one part of docs/toy/ablations.json."""
+    def table(root: Path) -> str:
+        rows = (read_json(root / "docs/toy/ablations.json", {}) or {}).get(part)
+        if not rows:
+            return f"(not run yet: `python docs/toy/ablations.py {part}`)"
+        head = ["| " + " | ".join(keys) + " | clean % | PGD-10 % | ray-search % | boundary distance |",
+                "|" + "---|" * (len(keys) + 4)]
+        return "\n".join(head + _sweep_rows(rows, keys))
+    return table
+
+
+def probe(root: Path) -> str:
+    """The recipe probe (issue 17), from its committed JSON; says so when no window has run it yet."""
+    found = sorted(root.glob("docs/gpu/*/probe.json"))
+    if not found:
+        return "(no GPU window has run the probe yet: `scripts/queue.json` holds it first)"
+    data = read_json(found[-1])
+    lines = [f"From [`{found[-1].relative_to(root)}`]({found[-1].relative_to(root / 'docs')}): "
+             f"{data['jobs'][0]['device'] if data['jobs'] else ''}, {data['jobs'][0]['subset_n'] if data['jobs'] else ''} "
+             "test images, after the last epoch.", "",
+             "| recipe | arch | batch | lr | epochs | clean | PGD-20 linf | PGD-20 l2 | seconds | commit |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in data["jobs"]:
+        lines.append(f"| {r['recipe']} | {r['arch']} | {r['batch_size']} | {r['lr']} | {r['epochs_done']}/{r['epochs']} | "
+                     f"{_cell(100 * (r['clean'] or 0))} | {_cell(100 * (r['linf_pgd20'] or 0))} | "
+                     f"{_cell(100 * (r['l2_pgd20'] or 0))} | {_cell(r['train_time_s'], 0)} | `{str(r['commit'])[:7]}` |")
+    return "\n".join(lines)
+
+
+GENERATORS: dict[str, Callable[[Path], str]] = {
+    "table1": table1, "paper-table1": paper_table, "recipes": recipes, "audits": audits, "autoattack-runs": autoattack_runs, "cost": cost,
+    "toy": toy, "toy-seeds": toy_seeds, "toy-vanilla": toy_vanilla, "toy-sweep": toy_sweep,
+    "toy-lam": toy_ablation("lam", ("grad_of", "lam")), "toy-k": toy_ablation("k", ("k",)),
+    "toy-attack": toy_ablation("attack", ("lam", "random_init")), "probe": probe, "bench-cpu": _bench("docs/bench/cpu.json"),
+    "bench-h100": _bench("docs/gpu/2026-11-26-h100/bench.json"), "bench-h200": _bench("docs/gpu/2026-11-26-h200/bench.json"),
+    "steps-h100": _steps("docs/gpu/2026-11-26-h100/bench.json"), "steps-cpu": _steps("docs/bench/cpu.json"),
+}
+
+
+def doc_files(root: Path) -> list[Path]:
+    """Every Markdown file whose tables must come from the records."""
+    return sorted({p for pattern in DOC_FILES for p in root.glob(pattern)})
+
+
+def render(text: str, root: Path) -> str:
+    """The file with every generated block printed afresh from the records."""
+    def fill(m: re.Match) -> str:
+        if m.group(2) not in GENERATORS:
+            raise ValueError(f"unknown generated block {m.group(2)!r}; known: {sorted(GENERATORS)}")
+        return f"{m.group(1)}{GENERATORS[m.group(2)](root).rstrip()}\n{m.group(4)}"
+    return BLOCK.sub(fill, text)
+
+
+def typed_tables(text: str) -> list[str]:
+    """Table rows with a digit outside every generated block: numbers someone typed."""
+    outside = BLOCK.sub("", text)
+    return [ln for ln in outside.splitlines() if ln.startswith("|") and not ln.startswith("|--") and re.search(r"\d", ln)]
+
+
+def write_figures(root: Path) -> None:
+    """The figures the generated blocks sit beside (not compared by --check: PNG bytes vary with matplotlib)."""
+    from pagdemo.plots import cost_plot
+
+    cost_plot(cost_rows(root)).savefig(root / COST_FIGURE, dpi=100)
+
+
+def update(root: Path = Path("."), check: bool = False) -> list[str]:
+    """Rewrite (or, with check, compare) every generated block; returns the problems found."""
+    if not check:
+        write_figures(root)
+    problems = []
+    for path in doc_files(root):
+        text = path.read_text(encoding="utf-8")
+        new = render(text, root)
+        problems += [f"{path}: a table with numbers outside a generated block: {row[:80]}" for row in typed_tables(text)]
+        if check and new != text:
+            problems.append(f"{path}: a generated block differs from the records (run `pagdemo docs`)")
+        elif not check and new != text:
+            path.write_text(new, encoding="utf-8")
+    return problems
