@@ -9,10 +9,7 @@ here; the page shows linf in /255.
 """
 from __future__ import annotations
 
-import functools
 import hashlib
-import inspect
-import logging
 import threading
 import time
 from collections import OrderedDict
@@ -24,6 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from app.errors import InputError
 from pagdemo.checkpoints import list_checkpoints, load_checkpoint
 from pagdemo.compare import compare_untargeted, render_compare
 from pagdemo.data import CIFAR10_CLASSES, DataError, load_dataset
@@ -37,60 +35,12 @@ from pagdemo.threat import NORMS, eps_grid, eval_eps, picture_eps, picture_eps_m
 from pagdemo.toy import ToyConfig, results_table, toy_seed
 from pagdemo.toyplot import seed_figure
 
-log = logging.getLogger("pagdemo.app")
 
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 ALL_TARGETS = "all classes"
 PREVIEW_PX = 256  # the model input is shown enlarged to about this size, pixel for pixel
 CURVE_CACHE = 32  # accuracy-vs-eps curves remembered (per model, norm, n, steps)
 MAX_STEPS = 100
-
-
-class InputError(ValueError):
-    """A user mistake; `field` says which control it is about ("image" or "settings")."""
-
-    def __init__(self, message: str, field: str = "settings") -> None:
-        super().__init__(message)
-        self.field = field
-
-
-def log_refusal(fn: Callable, e: Exception) -> None:
-    """A user mistake is one log line; anything else gets its traceback once."""
-    if isinstance(e, ValueError):
-        log.info("%s refused: %s", fn.__name__, " ".join(str(e).split()))
-    else:
-        log.exception("handler %s failed", fn.__name__)
-
-
-def public_message(e: Exception) -> str:
-    """What a visitor may read: a user mistake's own message, never an internal error's details."""
-    return str(e) if isinstance(e, ValueError) else f"internal error ({type(e).__name__}); it has been logged on the server"
-
-
-def api_errors(fn: Callable) -> Callable:
-    """For API endpoints: any error reaches the client as one clear gr.Error (and the server log as one line)."""
-    def translate(e: Exception) -> gr.Error:
-        if isinstance(e, gr.Error):
-            return e
-        log_refusal(fn, e)
-        return gr.Error(public_message(e), print_exception=False)
-
-    if inspect.isgeneratorfunction(fn):
-        @functools.wraps(fn)
-        def stream(*args: Any, **kwargs: Any) -> Iterator:
-            try:
-                yield from fn(*args, **kwargs)
-            except Exception as e:
-                raise translate(e) from None
-        return stream
-
-    @functools.wraps(fn)
-    def call(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except Exception as e:
-            raise translate(e) from None
-    return call
 
 
 def example_paths(folder: Path = EXAMPLES_DIR) -> list[str]:
@@ -381,7 +331,7 @@ class Lab:
             raise InputError(f"lambda and seed must be numbers, got {lam!r} and {seed!r}") from None
         if not 0 <= lam <= 10 or not 0 <= seed <= 999:
             raise InputError(f"choose 0 <= lambda <= 10 and a seed from 0 to 999, got {lam:g} and {seed}")
-        yield gr.skip(), gr.skip(), f"training vanilla and PAG for seed {seed}, lambda {lam:g} (about 15 s on 2 CPU cores)..."
+        yield gr.skip(), gr.skip(), f"training vanilla and PAG for seed {seed}, lambda {lam:g} ({self.toy_time()})..."
         vanilla, pag, metrics = toy_seed(seed, lam, self.toy_config)
         saved = self._saved_toy_seed(seed, lam)
         rows = [{"model": f"vanilla (seed {seed})", **_toy_cells(metrics["vanilla"])},
@@ -402,6 +352,12 @@ class Lab:
         if saved.get("config", {}).get("lam") != lam or saved.get("config", {}).get("epochs") != self.toy_config.epochs:
             return None
         return next((r for r in saved.get("per_seed", []) if r["seed"] == seed), None)
+
+    def toy_time(self) -> str:
+        """How long one seed trains, from the saved run's own record (never a number typed into the code)."""
+        saved = read_json(self.toy_dir / "results.json", {}) or {}
+        times = [r["vanilla"].get("train_s", 0) + r["pag"].get("train_s", 0) for r in saved.get("per_seed", [])]
+        return f"the saved run trained each seed in {sum(times) / len(times):.0f} s" if times else "seconds to a minute"
 
     def toy_saved(self) -> tuple[str | None, str]:
         """The figure and summary `pagdemo toy` saved, shown before anyone trains, and what they show."""

@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterator
 
 import gradio as gr
 
-from app.handlers import log_refusal, public_message
+from app.errors import log_refusal, public_message, release_memory
 from pagdemo.threat import picture_eps_max
 
 FIELDS = ("image", "settings")  # the error slots of a tab: under the image, under the run button
@@ -61,6 +61,8 @@ def page_call(fn: Callable, n_results: int, on_error: dict[int, Callable[[str], 
                     yield (*out, "", "")
             except Exception as e:  # noqa: BLE001 - every failure reaches the page as a message
                 yield failure(e)
+            finally:
+                release_memory()
         return stream
 
     @functools.wraps(fn)
@@ -70,4 +72,6 @@ def page_call(fn: Callable, n_results: int, on_error: dict[int, Callable[[str], 
             return (*(out if isinstance(out, tuple) else (out,)), "", "")
         except Exception as e:  # noqa: BLE001
             return failure(e)
+        finally:
+            release_memory()
     return call

@@ -22,7 +22,8 @@ import gradio as gr
 import pandas as pd
 from gradio.data_classes import ImageData
 
-from app.handlers import ALL_TARGETS, EXAMPLES_DIR, Lab, api_errors, example_paths, log_refusal, public_message
+from app.errors import api_errors, log_refusal, public_message
+from app.handlers import ALL_TARGETS, EXAMPLES_DIR, Lab, example_paths
 from app.page import eps_slider_args, error_note, page_call, to_unit
 from pagdemo.images import MAX_BYTES
 from pagdemo.paper import TABLE_NAMES, TABLES
@@ -277,8 +278,8 @@ def _toy_tab(lab: Lab) -> None:
     """Toy: the 2-D experiment of Sec. 5.1 (Figure 3), vanilla vs PAG, and its summary over seeds."""
     gr.Markdown("Two classes on the line x2 = 2 x1, three modes each; a 2-32-2 MLP trained with cross-entropy (left) "
                 "and with the PAG loss, Nearest Neighbor target (right). The dashed circle is the L2 PGD-10 radius "
-                "(eps 15). *Train and draw* trains both models for one seed and lambda (about 15 s on 2 CPU cores; a "
-                "setting seen before is redrawn from memory).")
+                f"(eps 15). *Train and draw* trains both models for one seed and lambda ({lab.toy_time()}; a setting "
+                "seen before is redrawn from memory).")
     saved, summary = lab.toy_saved()
     gr.Markdown(summary, elem_id="toy-summary")
     with gr.Row():

@@ -202,6 +202,28 @@ def toy_ablation(part: str, keys: tuple[str, ...]) -> Callable[[Path], str]:
     return table
 
 
+def app_load(root: Path) -> str:
+    """docs/app.md: the server's memory over 50 mixed requests, and how soon a closed page's run stops."""
+    data = read_json(root / "docs/app-load.json")
+    if not data:
+        return "(not measured yet: `python scripts/app_load.py`)"
+    trace = data["trace"]
+    at = {t["after"]: t for t in trace}
+    kinds: dict[str, int] = {}
+    for t in trace[1:]:
+        kinds[t["kind"]] = kinds.get(t["kind"], 0) + 1
+    peak = max(t["rss_mb"] for t in trace)
+    lines = ["| after request | 0 (started) | 10 | 20 | 30 | 40 | 50 | peak |", "|---|---|---|---|---|---|---|---|",
+             "| server memory (RSS, MiB) | " + " | ".join(f"{at[n]['rss_mb']:.0f}" for n in (0, 10, 20, 30, 40, 50))
+             + f" | {peak:.0f} |", "",
+             f"{data['date']}, {data['cpu']}, the checkpoints {', '.join(data['checkpoints'])}; requests: "
+             + ", ".join(f"{n} {k}" for k, n in kinds.items()) + f"; {trace[-1]['s']:.0f} s in all. "
+             f"Growth from request 10 to 50: {at[50]['rss_mb'] - at[10]['rss_mb']:+.0f} MiB. A page closed during a "
+             f"run ({data['abandoned_run']['abandoned']}): the next visitor's request took "
+             f"{data['abandoned_run']['next_request_s']:.1f} s."]
+    return "\n".join(lines)
+
+
 def probe(root: Path) -> str:
     """The recipe probe (issue 17), from its committed JSON; says so when no window has run it yet."""
     found = sorted(root.glob("docs/gpu/*/probe.json"))
@@ -224,7 +246,7 @@ GENERATORS: dict[str, Callable[[Path], str]] = {
     "table1": table1, "paper-table1": paper_table, "recipes": recipes, "audits": audits, "autoattack-runs": autoattack_runs, "cost": cost,
     "toy": toy, "toy-seeds": toy_seeds, "toy-vanilla": toy_vanilla, "toy-sweep": toy_sweep,
     "toy-lam": toy_ablation("lam", ("grad_of", "lam")), "toy-k": toy_ablation("k", ("k",)),
-    "toy-attack": toy_ablation("attack", ("lam", "random_init")), "probe": probe, "bench-cpu": _bench("docs/bench/cpu.json"),
+    "toy-attack": toy_ablation("attack", ("lam", "random_init")), "probe": probe, "app-load": app_load, "bench-cpu": _bench("docs/bench/cpu.json"),
     "bench-h100": _bench("docs/gpu/2026-11-26-h100/bench.json"), "bench-h200": _bench("docs/gpu/2026-11-26-h200/bench.json"),
     "steps-h100": _steps("docs/gpu/2026-11-26-h100/bench.json"), "steps-cpu": _steps("docs/bench/cpu.json"),
 }

@@ -234,7 +234,7 @@ def _compiled_explicit() -> Callable:
 
 
 def input_gradients_compiled(model: nn.Module, x: torch.Tensor, grad_of: str = "logit", create_graph: bool = True):
-    """`explicit` under torch.compile: the first call per model and shape compiles (minutes on CPU)."""
+    """`explicit` under torch.compile: the first call per model and shape compiles (slow, most of all on a CPU)."""
     return _compiled_explicit()(model, x, grad_of=grad_of, create_graph=create_graph)
 
 

@@ -82,7 +82,7 @@ class TrainConfig:
     device: str = "auto"
     monitor_limit: int = 1000  # test images for the per-epoch clean accuracy (0: off)
     monitor_robust: int = 200  # of those, how many get the per-epoch robustness check (0: off)
-    monitor_pgd: str = "l2-pgd7"  # l2-pgd7: the authors' L2 PGD-7 (eps 0.5); pgd20: PGD-20 in both norms
+    monitor_pgd: str = "l2-pgd7"  # l2-pgd7: the authors' L2 PGD-7 (eps 0.5 at 32x32); pgd20: PGD-20 in both norms
     keep_state: bool = False  # keep train_state/ after the last epoch (it is 2x the fp32 weights)
 
 
@@ -216,9 +216,10 @@ def monitor(cfg: TrainConfig, model, test: Dataset | None, device: torch.device)
     if not n:
         return out
     out["test_robust_n"] = len(x[:n])
-    if cfg.monitor_pgd == "l2-pgd7":
+    if cfg.monitor_pgd == "l2-pgd7":  # the authors' check: eps 0.5 on CIFAR-10, the dataset's l2 radius elsewhere
         out["test_acc_robust_subset"], out["test_l2_pgd7"] = robust_accuracy(
-            model, x[:n], y[:n], "l2", 0.5, steps=7, device=device, progress=False)
+            model, x[:n], y[:n], "l2", eval_eps("l2", test.name, model.image_size), steps=7, device=device,
+            progress=False)
         return out
     for norm in ("linf", "l2"):
         _, out[f"test_{norm}_pgd20"] = robust_accuracy(model, x[:n], y[:n], norm, eval_eps(norm, test.name, model.image_size),

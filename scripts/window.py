@@ -35,6 +35,7 @@ import tarfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # pagdemo from the checkout (not installed on the GPU machine)
 QUEUE = Path("scripts/queue.json")
 STAGE = Path(".stage")
 MAX_FILES, MAX_FILE, MAX_TOTAL = 8, 16 * 2**20, 64 * 2**20  # what comes back from one call

@@ -13,11 +13,12 @@ from gradio_client import Client, handle_file  # noqa: E402
 
 from app.ui import build_demo, launch_options  # noqa: E402
 from pagdemo.checkpoints import append_metrics, save_checkpoint  # noqa: E402
+from pagdemo.data import CIFAR10_CLASSES  # noqa: E402
 from pagdemo.models import PAGClassifier  # noqa: E402
 from pagdemo.toy import ToyConfig, run_toy  # noqa: E402
 from test_images import huge_png  # noqa: E402
 
-CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+CLASSES = CIFAR10_CLASSES  # the one list, in pagdemo.data
 EXAMPLE = str(Path(__file__).resolve().parents[1] / "app" / "examples" / "cat_3543.png")
 ENDPOINTS = ["/preview", "/pag_grid", "/compare", "/robustness", "/eps_curve", "/toy", "/model_card"]
 TINY_TOY = ToyConfig(epochs=2, n_per_mode=60, n_test=60, k=10)  # the real experiment, shrunk to a second
@@ -283,7 +284,7 @@ def test_without_checkpoints_the_page_says_so_and_the_toy_works(tmp_path):
 def test_api_errors_are_one_line_and_hide_internal_details(caplog):
     import gradio as gr
 
-    from app.handlers import InputError, api_errors
+    from app.errors import InputError, api_errors
 
     @api_errors
     def bad_value():
@@ -313,7 +314,7 @@ def test_api_errors_are_one_line_and_hide_internal_details(caplog):
 def test_a_failed_page_run_keeps_the_last_result_and_says_why_beside_its_control():
     import gradio as gr
 
-    from app.handlers import InputError
+    from app.errors import InputError
     from app.page import page_call, to_unit
 
     def grid(image, eps):

@@ -126,7 +126,7 @@ def test_pag_explorer_in_a_real_browser(server, browser):
     browser.find_element(By.ID, "run-pag").click()
     wait.until(EC.text_to_be_present_in_element((By.ID, "pag-status"), "(done)"))
     grid = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, "#pag-grid img")))
-    width = browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", grid)
+    width = wait.until(lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", grid))
     assert width > 11 * 128
     assert browser.execute_script("return arguments[0].getBoundingClientRect().width", grid) >= width - 1  # own size
     assert "step 20/20" in browser.find_element(By.ID, "pag-status").text

@@ -6,25 +6,16 @@ import pytest
 import torch
 
 from pagdemo.grid import GridSpec, pag_grid_steps, to_uint8
-from pagdemo.models import build_model
-
-CLASSES = [f"class{i}" for i in range(10)]
-
+from pictures import CLASSES, one_image, tiny_models
 
 @pytest.fixture(scope="module")
 def models():
-    out = []
-    for seed in (0, 1):
-        torch.manual_seed(seed)
-        m = build_model("tinycnn", 10)
-        m.classes = CLASSES
-        out.append(m.eval())
-    return out
+    return tiny_models()
 
 
 @pytest.fixture
 def x():
-    return torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(0))
+    return one_image()
 
 
 def _grid(models, x, targets=None, norm="l2", eps=4.0, steps=6, min_interval=0.0):

@@ -1,0 +1,76 @@
+"""How the app's handlers fail: a user mistake is an InputError naming its field, logged in one line and shown
+in words; anything else is logged with its traceback once and shown as a short "internal error"."""
+from __future__ import annotations
+
+import ctypes
+import functools
+import gc
+import inspect
+import logging
+from typing import Any, Callable, Iterator
+
+import gradio as gr
+
+log = logging.getLogger("pagdemo.app")
+
+
+class InputError(ValueError):
+    """A user mistake; `field` says which control it is about ("image" or "settings")."""
+
+    def __init__(self, message: str, field: str = "settings") -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def log_refusal(fn: Callable, e: Exception) -> None:
+    """A user mistake is one log line; anything else gets its traceback once."""
+    if isinstance(e, ValueError):
+        log.info("%s refused: %s", fn.__name__, " ".join(str(e).split()))
+    else:
+        log.exception("handler %s failed", fn.__name__)
+
+
+def release_memory() -> None:
+    """Free what a finished run left: figures and tensors held only by reference cycles (collected now, not
+    whenever the collector next runs), and the heap they freed, handed back to the OS (glibc keeps it otherwise,
+    and the server's memory only grows)."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def public_message(e: Exception) -> str:
+    """What a visitor may read: a user mistake's own message, never an internal error's details."""
+    return str(e) if isinstance(e, ValueError) else f"internal error ({type(e).__name__}); it has been logged on the server"
+
+
+def api_errors(fn: Callable) -> Callable:
+    """For API endpoints: any error reaches the client as one clear gr.Error (and the server log as one line)."""
+    def translate(e: Exception) -> gr.Error:
+        if isinstance(e, gr.Error):
+            return e
+        log_refusal(fn, e)
+        return gr.Error(public_message(e), print_exception=False)
+
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def stream(*args: Any, **kwargs: Any) -> Iterator:
+            try:
+                yield from fn(*args, **kwargs)
+            except Exception as e:
+                raise translate(e) from None
+            finally:
+                release_memory()
+        return stream
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:
+            raise translate(e) from None
+        finally:
+            release_memory()
+    return call
