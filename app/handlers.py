@@ -95,15 +95,15 @@ def check_norm_eps(norm: Any, eps: Any, image_size: int, default: Callable[[str,
     return norm, eps
 
 
-def check_steps(steps: Any, top: int = MAX_STEPS) -> int:
-    """PGD steps: a whole number from 1 to `top`."""
+def check_count(value: Any, top: int = MAX_STEPS, what: str = "steps") -> int:
+    """A count from the request (PGD steps, test images): a whole number from 1 to `top`."""
     try:
-        value = int(steps)
+        count = int(value)
     except (TypeError, ValueError):
-        raise InputError(f"steps must be a whole number, got {steps!r}") from None
-    if not 1 <= value <= top or value != float(steps):
-        raise InputError(f"steps must be a whole number from 1 to {top}, got {steps!r}")
-    return value
+        raise InputError(f"{what} must be a whole number, got {value!r}") from None
+    if not 1 <= count <= top or count != float(value):
+        raise InputError(f"{what} must be a whole number from 1 to {top}, got {value!r}")
+    return count
 
 
 def _probability_table(names: list[str], classes: list[str], targets: list[int], probs: np.ndarray) -> pd.DataFrame:
@@ -133,9 +133,11 @@ class Lab:
         infos, self.skipped = list_checkpoints(self.root)
         self.infos = sorted(infos, key=display_order)
         self.by_name = {i["name"]: i for i in self.infos}
-        own = self.infos and self.infos[0]["run"].get("dataset") == "folder" and data_dir
-        self.gallery = (folder_gallery(data_dir, self.image_size) if own else None) or EXAMPLES_DIR
-        self.gallery_label = (f"test images of {Path(data_dir).name} ({len(example_paths(self.gallery))})"
+        run = self.infos[0]["run"] if self.infos else {}
+        own = test_data_for(run, None, data_dir)[1] if run.get("dataset") == "folder" else None  # given, or recorded
+        self.gallery = (folder_gallery(own, self.image_size) if own else None) or EXAMPLES_DIR
+        self.gallery_name = "CIFAR-10" if self.gallery == EXAMPLES_DIR else Path(own).name
+        self.gallery_label = (f"{self.gallery_name} test images ({len(example_paths(self.gallery))})"
                               if self.gallery != EXAMPLES_DIR else "CIFAR-10 test images (3 per class)")
         self.example_labels = _example_labels(self.gallery)
         self._models: dict[str, torch.nn.Module] = {}
@@ -199,7 +201,7 @@ class Lab:
         label = classes.index(label_name) if label_name in classes else None
         w, h = img.size
         if label_name:
-            text = f"A CIFAR-10 test image, true class **{label_name}**."
+            text = f"A {self.gallery_name} test image, true class **{label_name}**."
         elif (w, h) == (size, size):
             text = f"Your image: {w}x{h}, as the model sees it."
         elif w == h:
@@ -226,7 +228,7 @@ class Lab:
         names, nets = self._models_for(models)
         size, classes = self._size(names), nets[0].classes
         norm, eps = check_norm_eps(norm, eps, size, picture_eps)
-        steps = check_steps(steps)
+        steps = check_count(steps)
         if target != ALL_TARGETS and target not in classes:
             raise InputError(f"unknown target {target!r}; choose {ALL_TARGETS!r} or one of {classes}")
         targets = list(range(len(classes))) if target == ALL_TARGETS else [classes.index(target)]
@@ -246,7 +248,7 @@ class Lab:
         names, nets = self._models_for(models)
         size, classes = self._size(names), nets[0].classes
         norm, eps = check_norm_eps(norm, eps, size, lambda n, s: eval_eps(n, image_size=s))
-        steps = check_steps(steps)
+        steps = check_count(steps)
         x, label, _ = self._image(image, size, classes)
         results = compare_untargeted(nets, names, x, norm, eps, steps, label=label)
         attacked = f"true class {classes[label]}" if label is not None else "each model's own prediction (no true label)"
@@ -276,11 +278,14 @@ class Lab:
                                for a in audit_rows(infos)])
         return table, settings, plot, audits
 
-    def _test_subset(self, run: dict, n: int, size: int) -> tuple[torch.Tensor, torch.Tensor, str]:
+    def _test_subset(self, run: dict, n: int, size: int, run_classes: list[str]) -> tuple[torch.Tensor, torch.Tensor, str]:
         """A fixed class-balanced test subset; for CIFAR-10, the shipped examples when its test set is not here."""
         dataset, data_dir = test_data_for(run, None, self.data_dir)
         try:
             ds = load_dataset(dataset, "test", data_dir=data_dir, limit=n, seed=0, image_size=size, progress=False)
+            if list(ds.classes) != list(run_classes):
+                raise InputError(f"the {dataset} test images here have the classes {ds.classes}, not the model's "
+                                 f"{run_classes}: start the app with --data-dir pointing at the data it was trained on")
             return ds.float(), ds.labels, f"{len(ds)} {dataset} test images (fixed, class-balanced)"
         except DataError as e:
             if dataset != "cifar10":
@@ -296,9 +301,9 @@ class Lab:
         if norm not in NORMS:
             raise InputError(f"unknown threat model {norm!r}; choose one of {list(NORMS)}")
         names, nets = self._models_for(models)
-        n, steps, size = check_steps(n, 512), check_steps(steps, 50), self._size(names)
+        n, steps, size = check_count(n, 512, "the number of test images"), check_count(steps, 50), self._size(names)
         grid = eps_grid(norm, size)
-        x, y, source = self._test_subset(self.by_name[names[0]]["run"], n, size)
+        x, y, source = self._test_subset(self.by_name[names[0]]["run"], n, size, nets[0].classes)
         curves: dict[str, list[tuple[float, float]]] = {}
         for name, net in zip(names, nets):
             key = (self.by_name[name]["path"], norm, n, steps)

@@ -183,7 +183,7 @@ def _explorer_tab(lab: Lab) -> None:
                  concurrency_id="light")
     norm.change(_eps_for_norm("picture", size), norm, eps, api_name="page_pag_norm", api_visibility="private",
                 queue=False)
-    run.click(page_call(grid_page, 3, {2: lambda m: "Not run: see the message beside the controls."}),
+    run.click(page_call(grid_page, 3, {2: lambda m: "Stopped: see the message beside the controls."}),
               [image, models, target, norm, eps, steps], [grid, probs, status, image_error, settings_error],
               api_name="page_pag_grid", api_visibility="private", concurrency_id=COMPUTE, time_limit=600)
     _hidden_api(lab.preview, _api_inputs(lab, "image"), [seen, notes], "preview", concurrency_limit=4,
@@ -205,7 +205,8 @@ def _compare_tab(lab: Lab) -> None:
                 norm = gr.Radio(["l2", "linf"], value="l2", label="Threat model")
                 steps = gr.Slider(1, 100, value=20, step=1, precision=0, label="PGD steps")
             eps = gr.Slider(**eps_slider_args("l2", eval_eps("l2", image_size=size), size), elem_id="compare-eps",
-                            info="defaults: the paper's evaluation radii (l2 0.5, linf 8/255)")
+                            info=f"defaults: the evaluation radii at {size}x{size} (l2 {eval_eps('l2', image_size=size):g}, "
+                                 f"linf {eval_eps('linf') * 255:.0f}/255)")
             run = gr.Button("Attack", variant="primary", elem_id="run-compare")
             settings_error = _error_slot("compare-error")
     _examples(lab, image, "examples-compare")

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pagdemo.threat import check_norm, eval_step
+from pagdemo.threat import NFGSM_NOISE, check_norm, eval_step
 
 _TINY = 1e-10  # guards per-sample L2 norms against division by zero, as torchattacks does
 
@@ -112,7 +112,7 @@ def nfgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: 
     catastrophic overfitting); pixels clamped to [0, 1]."""
     check_attack_args(norm, eps, 1)
     x = x.detach()
-    x_noisy = (x + random_start(x, norm, 2 * eps, generator)).clamp(0, 1).requires_grad_(True)
+    x_noisy = (x + random_start(x, norm, NFGSM_NOISE * eps, generator)).clamp(0, 1).requires_grad_(True)
     with eval_mode(model):
         (grad,) = torch.autograd.grad(F.cross_entropy(model(x_noisy), y), x_noisy)
     step = grad.sign() if norm == "linf" else grad / (_per_sample_norm(grad) + _TINY)

@@ -22,6 +22,7 @@ from huggingface_hub import load_torch_model, save_torch_state_dict
 from pagdemo.card import render_card
 from pagdemo.files import RecordError, atomic_write_text, read_json, write_json
 from pagdemo.models import MODELS, PAGClassifier
+from pagdemo.threat import DATASET_SIDES
 
 MAX_SHARD = "15MB"  # every file stays under the 16 MB that comes back from a GPU machine
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt")
@@ -94,13 +95,20 @@ def check_folder(folder: str | Path) -> Path:
     return folder
 
 
+def image_side(config: dict[str, Any]) -> int:
+    """The side a checkpoint's model takes: recorded, else (older checkpoints) its dataset's, else its arch's."""
+    run = config.get("run") or {}
+    return int(config.get("image_size") or DATASET_SIDES.get(str(run.get("dataset")))
+               or (96 if config.get("arch") == "resnet18_stl" else 32))
+
+
 def model_from_config(config: dict[str, Any], where: str = "config.json") -> PAGClassifier:
-    """The untrained model a config describes; older checkpoints without a size or stats get their arch's."""
+    """The untrained model a config describes; older checkpoints without a size or stats get their data's."""
     arch = config.get("arch")
     if arch not in MODELS:
         raise CheckpointError(f"{where}: unknown arch {arch!r}; this pagdemo knows {sorted(MODELS)}")
     kwargs = {k: config[k] for k in MODEL_KEYS if config.get(k) is not None}
-    kwargs.setdefault("image_size", 96 if arch == "resnet18_stl" else 32)
+    kwargs["image_size"] = image_side(config)
     try:
         return PAGClassifier(**kwargs)
     except (TypeError, ValueError) as e:
@@ -147,7 +155,7 @@ def info(folder: str | Path) -> dict[str, Any]:
     unfinished = {norm: a for norm, a in audits.items() if a.get("finished") is False}  # cut off: not in metrics.json
     notes = folder / NOTES
     return {"name": folder.name, "path": str(folder), "arch": config.get("arch"), "classes": config.get("classes"),
-            "image_size": config.get("image_size") or (96 if config.get("arch") == "resnet18_stl" else 32),
+            "image_size": image_side(config),
             "run": config.get("run", {}), "evaluations": metrics["evaluations"], "audits": audits,
             "unfinished_audits": unfinished, "notes": notes.read_text(encoding="utf-8") if notes.exists() else None}
 

@@ -271,12 +271,11 @@ def _load_folder(split: str, root: Path, limit: int | None, seed: int, image_siz
     """An ImageFolder split: checked, sized, estimated, then decoded (once: cached) and described."""
     from pagdemo import folder
 
-    train = folder.scan(root, "train")
-    has_test = any((root / s).is_dir() for s in folder.TEST_SPLITS)
-    tree = train if split == "train" else folder.scan(root, "test")
-    if split == "test" or has_test:  # before any decoding: labels must mean the same in both
-        folder.check_same_classes(train, tree if split == "test" else folder.scan(root, "test"))
-    side = folder.check_side(image_size) if image_size else folder.common_side(train.files)
+    tree = folder.scan(root, split)
+    other = "test" if split == "train" else "train"
+    if (root / "train").is_dir() and any((root / s).is_dir() for s in folder.TEST_SPLITS):
+        folder.check_same_classes(tree, folder.scan(root, other))  # before any decoding: labels mean the same in both
+    side = folder.check_side(image_size) if image_size else folder.common_side(tree.files)
     idx = np.arange(len(tree.labels)) if limit is None else stratified_subset(tree.labels, limit, seed)
     folder.check_memory(len(idx), side, tree.root)
     images, kept, skipped = folder.decode(tree, idx, side, on_bad, progress)

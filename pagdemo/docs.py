@@ -16,6 +16,7 @@ from pagdemo.checkpoints import list_checkpoints
 from pagdemo.files import read_json, read_jsonl
 from pagdemo.paper import TABLES
 from pagdemo.report import audit_rows, display_order, robustness_rows
+from pagdemo.threat import eval_eps
 
 BLOCK = re.compile(r"(<!-- generated:([\w-]+) -->\n)(.*?)(<!-- /generated -->)", re.S)
 DOC_FILES = ("README.md", "checkpoints/README.md", "docs/**/*.md")
@@ -46,7 +47,9 @@ def _training(run: dict) -> str:
 
 def table1(root: Path) -> str:
     """README: every shipped checkpoint's recorded clean / PGD-20 accuracy beside the paper's row."""
-    lines = ["| checkpoint | training | clean | PGD-20 linf 8/255 | PGD-20 l2 0.5 | n | device | paper: clean / linf / l2 |",
+    linf, l2 = eval_eps("linf", "cifar10"), eval_eps("l2", "cifar10")
+    lines = [f"| checkpoint | training | clean | PGD-20 linf {linf * 255:.0f}/255 | PGD-20 l2 {l2:g} | n | device | "
+             "paper: clean / linf / l2 |",
              "|---|---|---|---|---|---|---|---|"]
     for i, row in zip(_infos(root), robustness_rows(_infos(root))):
         paper = (f"{row['paper clean %']:.2f} / {row['paper linf %']:.2f} / {row['paper l2 %']:.2f}"
@@ -221,6 +224,10 @@ def app_load(root: Path) -> str:
              f"Growth from request 10 to 50: {at[50]['rss_mb'] - at[10]['rss_mb']:+.0f} MiB. A page closed during a "
              f"run ({data['abandoned_run']['abandoned']}): the next visitor's request took "
              f"{data['abandoned_run']['next_request_s']:.1f} s."]
+    mistakes = data.get("user_mistakes")
+    if mistakes:
+        lines[-1] += (f" {mistakes['sent']} user mistakes sent through the API: {mistakes['refused']} refused, "
+                      f"{mistakes['log_lines']} line(s) in the server's log, {mistakes['tracebacks']} traceback(s).")
     return "\n".join(lines)
 
 

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from pagdemo.attacks import check_attack_args, eval_mode, pgd
 from pagdemo.checkpoints import append_metrics, load_checkpoint
-from pagdemo.data import Dataset, load_dataset
+from pagdemo.data import DataError, Dataset, load_dataset
 from pagdemo.files import write_json
 from pagdemo.provenance import now
 from pagdemo.threat import eval_eps, eval_step
@@ -106,8 +106,18 @@ def load_model_and_testset(checkpoint: str, device: torch.device, dataset: str |
     """A checkpoint and the test split to judge it on: its own training dataset unless told otherwise."""
     model = load_checkpoint(checkpoint, device)
     dataset, data_dir = test_data_for(getattr(model, "run", {}), dataset, data_dir)
-    return model, load_dataset(dataset, "test", data_dir=data_dir, limit=limit, seed=seed,
-                               image_size=getattr(model, "image_size", None), on_bad_image=on_bad_image)
+    ds = load_dataset(dataset, "test", data_dir=data_dir, limit=limit, seed=seed,
+                      image_size=getattr(model, "image_size", None), on_bad_image=on_bad_image)
+    check_classes(model, ds)
+    return model, ds
+
+
+def check_classes(model: nn.Module, ds: Dataset) -> None:
+    """Labels only mean the model's classes when the test data names the same ones, in the same order."""
+    classes = getattr(model, "classes", None)
+    if classes is not None and list(classes) != list(ds.classes):
+        raise DataError(f"the {ds.name} test data has the classes {ds.classes}, but the model was trained on {classes}: "
+                        "evaluate it on the data it was trained on")
 
 
 def test_data_for(run: dict, dataset: str | None, data_dir: str | None) -> tuple[str, str | None]:

@@ -84,10 +84,12 @@ def _trace_layers(layers, x: torch.Tensor) -> tuple[torch.Tensor, Backward]:
 
 @_tracer(nn.Sequential)
 def _trace_sequential(module: nn.Sequential, x: torch.Tensor) -> tuple[torch.Tensor, Backward]:
+    """Layers in order."""
     return _trace_layers(module, x)
 
 
 def _relu(x: torch.Tensor) -> tuple[torch.Tensor, Backward]:
+    """ReLU and its input-backward."""
     y = F.relu(x)
     mask = y > 0  # as autograd's threshold_backward: zero gradient where the output is 0
     return y, lambda g: g * mask
@@ -95,11 +97,13 @@ def _relu(x: torch.Tensor) -> tuple[torch.Tensor, Backward]:
 
 @_tracer(nn.ReLU)
 def _trace_relu(module: nn.ReLU, x: torch.Tensor) -> tuple[torch.Tensor, Backward]:
+    """ReLU: the gradient passes where the output is positive."""
     return _relu(x)
 
 
 @_tracer(nn.GELU)
 def _trace_gelu(module: nn.GELU, x: torch.Tensor) -> tuple[torch.Tensor, Backward]:
+    """GELU: the gradient scaled by GELU's slope at x."""
     y = module(x)
     slope = torch.ops.aten.gelu_backward(torch.ones_like(x), x, approximate=module.approximate)  # GELU'(x)
     return y, lambda g: g * slope.to(g.dtype)
@@ -107,16 +111,19 @@ def _trace_gelu(module: nn.GELU, x: torch.Tensor) -> tuple[torch.Tensor, Backwar
 
 @_tracer(Normalize)
 def _trace_normalize(module: Normalize, x: torch.Tensor) -> tuple[torch.Tensor, Backward]:
+    """(x - mean) / std: the gradient divided by std."""
     return module(x), lambda g: g / module.std
 
 
 @_tracer(nn.Linear)
 def _trace_linear(module: nn.Linear, x: torch.Tensor) -> tuple[torch.Tensor, Backward]:
+    """A linear layer: the gradient times the weight."""
     return module(x), lambda g: g @ module.weight
 
 
 @_tracer(nn.Conv2d)
 def _trace_conv(module: nn.Conv2d, x: torch.Tensor) -> tuple[torch.Tensor, Backward]:
+    """A convolution: its backward to the input is the transposed convolution."""
     if module.padding_mode != "zeros" or isinstance(module.padding, str):
         raise ValueError(f"explicit PAG gradients need numeric zero padding, got {module.padding!r}/{module.padding_mode!r}")
     y = module(x)
@@ -129,6 +136,7 @@ def _trace_conv(module: nn.Conv2d, x: torch.Tensor) -> tuple[torch.Tensor, Backw
 
 @_tracer(nn.BatchNorm2d)
 def _trace_batchnorm(module: nn.BatchNorm2d, x: torch.Tensor) -> tuple[torch.Tensor, Backward]:
+    """BatchNorm: an affine map in eval mode; through the batch statistics in train mode."""
     y = module(x)  # updates the running statistics exactly once, as in `loop`
     shape = (1, -1, 1, 1)
     gamma = module.weight.view(shape) if module.weight is not None else 1.0
@@ -161,6 +169,7 @@ def _trace_pool_flatten(x: torch.Tensor) -> tuple[torch.Tensor, Backward]:
 
 @_tracer(BasicBlock)
 def _trace_block(module: BasicBlock, x: torch.Tensor) -> tuple[torch.Tensor, Backward]:
+    """A residual block: main path and shortcut, summed before the last activation."""
     out, back_main = _trace_layers((module.conv1, module.bn1, module.act1, module.conv2, module.bn2), x)
     short, back_short = trace(module.shortcut, x)
     out, back_act = trace(module.act2, out + short)
@@ -169,6 +178,7 @@ def _trace_block(module: BasicBlock, x: torch.Tensor) -> tuple[torch.Tensor, Bac
 
 @_tracer(ResNet18)
 def _trace_resnet(module: ResNet18, x: torch.Tensor) -> tuple[torch.Tensor, Backward]:
+    """ResNet-18: stem, stages, pool, linear."""
     stem_and_stages = (module.normalize, module.conv1, module.bn1, module.act,
                        module.layer1, module.layer2, module.layer3, module.layer4)
     x, back_body = _trace_layers(stem_and_stages, x)
@@ -179,11 +189,13 @@ def _trace_resnet(module: ResNet18, x: torch.Tensor) -> tuple[torch.Tensor, Back
 
 @_tracer(PAGClassifier)
 def _trace_classifier(module: PAGClassifier, x: torch.Tensor) -> tuple[torch.Tensor, Backward]:
+    """The checkpoint wrapper: its network."""
     return trace(module.net, x)  # the checkpoint wrapper that training uses: its network is the whole model
 
 
 @_tracer(TinyCNN)
 def _trace_tinycnn(module: TinyCNN, x: torch.Tensor) -> tuple[torch.Tensor, Backward]:
+    """The tiny CNN: features, pool, linear."""
     x, back_body = _trace_layers((module.normalize, module.features), x)
     x, back_pool = _trace_pool_flatten(x)
     logits, back_linear = trace(module.linear, x)
@@ -192,6 +204,7 @@ def _trace_tinycnn(module: TinyCNN, x: torch.Tensor) -> tuple[torch.Tensor, Back
 
 @_tracer(MLP)
 def _trace_mlp(module: MLP, x: torch.Tensor) -> tuple[torch.Tensor, Backward]:
+    """The toy MLP."""
     return trace(module.net, x)
 
 

@@ -6,14 +6,16 @@ the app's image hardening (`pagdemo.images`: a few raster formats only, size lim
 header, decompression bombs, truncated and non-image files refused), and a file that cannot be
 read is skipped and counted, or stops the run, as `on_bad` says. Decoding runs once, with a
 progress bar; the uint8 array is cached in DIR/.pagdemo-cache/ (or ~/.cache/pagdemo when DIR is
-read-only), keyed by every file's path, size and time and the image side, so a changed tree is
-decoded again.
+read-only), keyed by every file's path, size and times and the image side, so a changed tree is
+decoded again (old cache files stay until you delete the folder).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import tempfile
+import zipfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,7 +129,7 @@ def _cache_file(tree: Tree, idx: np.ndarray, side: int) -> Path:
     h = hashlib.sha256(f"v{CACHE_VERSION} side {side}\n".encode())
     for i in idx:
         st = tree.files[i].stat()
-        h.update(f"{tree.files[i].relative_to(tree.root)}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+        h.update(f"{tree.files[i].relative_to(tree.root)}\t{st.st_size}\t{st.st_mtime_ns}\t{st.st_ctime_ns}\n".encode())
     root = tree.root.parent / ".pagdemo-cache"
     if not os.access(tree.root.parent, os.W_OK):
         root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pagdemo"
@@ -150,12 +152,11 @@ def decode(tree: Tree, idx: np.ndarray, side: int, on_bad: str = "skip",
     if on_bad not in ON_BAD:
         raise ValueError(f"unknown on_bad {on_bad!r}; choose one of {list(ON_BAD)}")
     cache = _cache_file(tree, idx, side)
-    if cache.exists():
-        with np.load(cache, allow_pickle=False) as z:
-            images, kept, skipped = z["images"], z["kept"], json.loads(str(z["skipped"]))
-        if skipped and on_bad == "stop":  # the cache remembers which files failed, and why
-            raise FolderError(f"{skipped[0]} (--on-bad-image skip would leave it out)")
-        return images, kept, skipped
+    cached = _read_cache(cache)
+    if cached is not None:
+        if cached[2] and on_bad == "stop":  # the cache remembers which files failed, and why
+            raise FolderError(f"{cached[2][0]} (--on-bad-image skip would leave it out)")
+        return cached
     images, kept, skipped = [], [], []
     with tqdm(idx, desc=f"decode {tree.root.name}", unit="img", disable=None if progress else True, leave=False) as bar:
         for i in bar:  # on a terminal only (disable=None); closed and cleared on an error too: the error stays one line
@@ -173,15 +174,31 @@ def decode(tree: Tree, idx: np.ndarray, side: int, on_bad: str = "skip",
     return out
 
 
+def _read_cache(path: Path) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
+    """A cached split, or None when there is none or it is damaged (then it is removed and decoded again)."""
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return z["images"], z["kept"], json.loads(str(z["skipped"]))
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        path.unlink(missing_ok=True)
+        return None
+
+
 def _write_cache(path: Path, images: np.ndarray, kept: np.ndarray, skipped: list[str]) -> None:
-    """Write the decoded split atomically; a cache that cannot be written costs only time."""
+    """Write the decoded split atomically, under a temporary name of its own (several processes may decode at
+    once); a cache that cannot be written costs only time, and leaves no temporary file behind."""
+    tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp.npz")
-        np.savez(tmp, images=images, kept=kept, skipped=np.asarray(json.dumps(skipped)))
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz")
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, images=images, kept=kept, skipped=np.asarray(json.dumps(skipped)))
         os.replace(tmp, path)
     except OSError:
-        pass
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
 
 
 def channel_stats(images: np.ndarray, chunk: int = 4096) -> tuple[list[float], list[float]]:

@@ -4,7 +4,7 @@
 time comes in 15-minute windows: `fast` is the linear-scaling shortcut that trained the shipped
 `pag-cm` and was unstable at lr 0.04 (its log: train accuracy fell in epoch 2 and settled only
 below lr ~0.012); `fast-lr01`, `short-b64`, `ramp` and `finetune` are the candidates the
-recipe probe (issue 17, scripts/probe.json) compares at an equal budget. Every checkpoint
+recipe probe (issue 17, scripts/queue.json) compares at an equal budget. Every checkpoint
 records its recipe's name and settings. The schedules are pure functions of the step, so
 resuming a run needs no scheduler state.
 """

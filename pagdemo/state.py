@@ -62,7 +62,10 @@ def load_state(out: Path, model: nn.Module, opt: torch.optim.Optimizer) -> tuple
         raise ValueError(f"{folder} is incomplete: {', '.join(missing)} missing (did every shard arrive?)")
     tensors = {}
     for f in sorted(n for n in shard_names(folder) if n.endswith(".safetensors")):
-        tensors.update(load_file(folder / f))
+        try:
+            tensors.update(load_file(folder / f))
+        except Exception as e:  # safetensors raises its own error type for a truncated or damaged shard
+            raise ValueError(f"{folder / f} cannot be read ({type(e).__name__}: {e}); the state is damaged") from None
     model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
     for i, group in enumerate(opt.param_groups):
         for j, p in enumerate(group["params"]):

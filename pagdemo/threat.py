@@ -14,6 +14,7 @@ EVAL_EPS = {"cifar10": {"linf": LINF_EPS, "l2": L2_EPS_AT_32}, "stl10": {"linf":
 DATASET_SIDES = {"cifar10": 32, "stl10": 96, "synthetic": 32}  # pixels per side of each built-in dataset
 EPS_TOLERANCE = 1e-3  # two radii closer than this are the same threat model (0.031 and 8/255)
 FGSM_RS_STEP = 1.25  # FGSM with random start (Wong et al. 2020): one step of 1.25 eps
+NFGSM_NOISE = 2.0  # N-FGSM (de Jorge et al. 2022): the step starts from uniform noise in a ball of 2 eps
 PICTURE_EPS_AT_32 = {"l2": 4.0, "linf": 16 / 255}  # the PAG picture's large targeted attack (8x the l2 threat model)
 PICTURE_EPS_MAX_AT_32 = {"l2": 20.0, "linf": 64 / 255}  # l2 20 is ~70% of a CIFAR image's own norm
 

@@ -88,6 +88,7 @@ class ToyConfig:
 
     @property
     def torch_dtype(self) -> torch.dtype:
+        """The dtype the whole experiment runs in."""
         return DTYPES[self.dtype]
 
 

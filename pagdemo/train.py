@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -48,7 +51,7 @@ PAPER_ROWS = {"oi": "One Image", "cm": "Class Mean", "nn": "Nearest Neighbor", "
 LAMBDA = {ds: {m: PAPER_LAMBDAS[ds][row] for m, row in PAPER_ROWS.items()} for ds in PAPER_LAMBDAS}  # Table 3
 DEFAULT_ARCH = {"stl10": "resnet18_stl", "synthetic": "tinycnn"}  # synthetic data is for trying things on a CPU
 SMALL_SIDE = 64  # an image folder of at most this side trains the CIFAR ResNet-18; larger sides, the strided stem
-RESUME_IGNORES = {"out", "device", "monitor_limit", "monitor_robust", "keep_state", "data_dir", "amp"}
+RESUME_IGNORES = {"out", "device", "monitor_limit", "monitor_robust", "monitor_pgd", "keep_state", "data_dir", "amp"}
 
 
 @dataclass(frozen=True)
@@ -259,9 +262,9 @@ def _new_model(cfg: TrainConfig, trainset: Dataset) -> PAGClassifier:
                               **(dict(zip(("mean", "std"), trainset.stats)) if trainset.stats else {}))
     if cfg.init:
         init = load_checkpoint(cfg.init)
-        if init.config() != model.config():
-            raise ValueError(f"--init {cfg.init} is a {init.arch} for {init.classes} at {init.image_size}px; "
-                             f"this run trains a {model.arch} for {model.classes} at {model.image_size}px")
+        differ = [f"{k} {v!r} (this run: {model.config()[k]!r})" for k, v in init.config().items() if v != model.config()[k]]
+        if differ:
+            raise ValueError(f"--init {cfg.init} is not this run's model: its {'; '.join(differ)}")
         model.load_state_dict(init.state_dict())
     return model
 
@@ -305,6 +308,7 @@ def _start(cfg: TrainConfig, command: str) -> _Run:
                           nesterov=recipe.nesterov)
     out.mkdir(parents=True, exist_ok=True)
     start_epoch, step, elapsed = load_state(out, model, opt) if has_state(out) else (0, 0, 0.0)
+    _trim_log(out / "train_log.jsonl", start_epoch)
     target = make_target(cfg, trainset, device)
     record = {**asdict(cfg), "target_info": target.describe() if hasattr(target, "describe") else None,
               "recipe_settings": recipe.settings(), **_init_record(cfg), "data_source": trainset.source,
@@ -347,19 +351,45 @@ def _train_epoch(r: _Run, epoch: int, progress: bool) -> dict:
     return stats
 
 
+def _trim_log(path: Path, epochs: int) -> None:
+    """Keep the log lines of the epochs the state holds (a run killed between its writes may have one more)."""
+    if path.exists():
+        lines = path.read_text().splitlines(keepends=True)
+        if len(lines) > epochs:
+            path.write_text("".join(lines[:epochs]))
+
+
+@contextmanager
+def _writes_before_interrupt():
+    """An epoch's log line, checkpoint and state are written together: a Ctrl-C (or the GPU window's SIGINT at
+    its deadline) that arrives meanwhile takes effect once they are."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda sig, frame: caught.append(sig))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
+
+
 def _end_epoch(r: _Run, epoch: int, stats: dict, seconds: float, progress: bool) -> None:
-    """Rank 0 logs the epoch, rewrites the checkpoint and saves the full state."""
+    """Rank 0 logs the epoch, rewrites the checkpoint and saves the full state, uninterrupted."""
     cfg = r.cfg
     log = {"epoch": epoch + 1, "loss": stats["loss"] / stats["seen"], "train_acc": stats["correct"] / stats["seen"],
            **{k: stats[k] / stats["seen"] for k in ("ce", "cos") if k in stats},
            "lr": lr_at(cfg, r.step - 1, r.steps_per_epoch), "lam": lam_at(cfg, r.step - 1, r.steps_per_epoch),
            "epoch_s": round(seconds, 2), "img_per_s": round(stats["seen"] * r.world / seconds, 1), "date": now(),
            **monitor(cfg, r.model, r.testset, r.device)}
-    with open(r.out / "train_log.jsonl", "a") as f:
-        f.write(json.dumps(log) + "\n")
-    save_checkpoint(r.model, r.out, {**r.record, "epochs_done": epoch + 1, "train_time_s": round(r.elapsed, 1),
-                                     "date": now()})
-    save_state(r.out, r.model, r.opt, epoch + 1, r.step, r.elapsed)
+    with _writes_before_interrupt():
+        with open(r.out / "train_log.jsonl", "a") as f:
+            f.write(json.dumps(log) + "\n")
+        save_checkpoint(r.model, r.out, {**r.record, "epochs_done": epoch + 1, "train_time_s": round(r.elapsed, 1),
+                                         "date": now()})
+        save_state(r.out, r.model, r.opt, epoch + 1, r.step, r.elapsed)
     if progress:
         tqdm.write(" | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in log.items()))
 

@@ -22,11 +22,14 @@ from pathlib import Path
 from gradio_client import Client, handle_file
 from PIL import Image
 
+from pagdemo.threat import LINF_EPS
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "app" / "examples").glob("*.png"))
 
 
 def _free_port() -> int:
+    """A port nothing listens on."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -39,10 +42,11 @@ def rss_mb(pid: int) -> float:
 
 
 def _wait(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
+    """Until the app answers at url (or exits, or the timeout passes)."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if proc.poll() is not None:
-            raise SystemExit(f"the app exited: {proc.stdout.read()[-2000:]}")
+            raise SystemExit(f"the app exited with code {proc.returncode} (see its log beside the JSON)")
         try:
             urllib.request.urlopen(url, timeout=2)
             return
@@ -71,7 +75,7 @@ def requests(client: Client, names: list[str], odd: list[Path]) -> list[tuple[st
             "preview": lambda image=image: client.predict(handle_file(image), api_name="/preview"),
             "pag_grid": lambda image=image: client.predict(handle_file(image), names[:3], "all classes", "l2", 4.0, 10,
                                                            api_name="/pag_grid"),
-            "compare": lambda image=image: client.predict(handle_file(image), names[:3], "linf", 8 / 255, 10,
+            "compare": lambda image=image: client.predict(handle_file(image), names[:3], "linf", LINF_EPS, 10,
                                                           api_name="/compare"),
             "eps_curve": lambda i=i: client.predict(names[:2], ("linf", "l2")[i % 2], 16 + 16 * (i % 3), 3,
                                                     api_name="/eps_curve"),
@@ -95,16 +99,34 @@ def abandoned_run(url: str, names: list[str]) -> dict:
             "abandoned": f"pag_grid, {len(names)} models, 100 steps, dropped after 4 s"}
 
 
+def refusals(client: Client, names: list[str], folder: Path) -> int:
+    """Three user mistakes through the API (a bad radius, an unknown model, a text file as an image)."""
+    bad = folder / "notes.png"
+    bad.write_bytes(b"not a picture")
+    calls = [lambda: client.predict(handle_file(str(EXAMPLES[0])), names[:1], "all classes", "linf", 5.0, 2,
+                                    api_name="/pag_grid"),
+             lambda: client.predict(handle_file(str(EXAMPLES[0])), ["nope"], "l2", 0.5, 2, api_name="/compare"),
+             lambda: client.predict(handle_file(str(bad)), api_name="/preview")]
+    refused = 0
+    for call in calls:
+        try:
+            call()
+        except Exception:  # noqa: BLE001 - each must be refused
+            refused += 1
+    return refused
+
+
 def main() -> None:
+    """Start the app, send the requests, write the JSON."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoints", default="checkpoints")
     p.add_argument("--json", default="docs/app-load.json")
     args = p.parse_args()
     port = _free_port()
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
+    log = open(Path(args.json).with_suffix(".server.log"), "w")  # read afterwards: one line per refused request
     proc = subprocess.Popen([sys.executable, "-m", "app", "--checkpoints", args.checkpoints, "--port", str(port),
-                             "--device", "cpu"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+                             "--device", "cpu"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}/"
     try:
         _wait(url, proc)
@@ -120,7 +142,13 @@ def main() -> None:
             trace.append({"after": n, "kind": kind, "rss_mb": round(rss_mb(proc.pid), 1),
                           "s": round(time.perf_counter() - t0, 1)})
             print(trace[-1], flush=True)
+        refused = refusals(client, names, Path(os.environ.get("TMPDIR", "/tmp")))
+        time.sleep(1)
+        server_log = Path(args.json).with_suffix(".server.log").read_text()
         result = {"checkpoints": names, "trace": trace, "abandoned_run": abandoned_run(url, names),
+                  "user_mistakes": {"sent": 3, "refused": refused,
+                                    "log_lines": sum("refused:" in line for line in server_log.splitlines()),
+                                    "tracebacks": server_log.count("Traceback")},
                   "rss_after_abandoned_mb": round(rss_mb(proc.pid), 1), "date": time.strftime("%Y-%m-%d"),
                   "cpu": open("/proc/cpuinfo").read().split("model name")[1].split(":")[1].split("\n")[0].strip()}
         Path(args.json).write_text(json.dumps(result, indent=1))
@@ -128,6 +156,7 @@ def main() -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+        log.close()
 
 
 if __name__ == "__main__":

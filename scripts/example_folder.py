@@ -29,6 +29,7 @@ def grating(label: int, size: tuple[int, int], rng: np.random.Generator) -> Imag
 
 
 def main() -> None:
+    """Write the folder."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("out", help="the folder to write (DIR/train/<class>/..., DIR/test/<class>/...)")
     p.add_argument("--classes", type=int, default=4, help=f"2 to {len(NAMES)}")

@@ -278,7 +278,7 @@ def test_finetune_starts_from_init_and_records_what_the_start_cost(tmp_path):
     assert run["init"] == str(start) and run["init_train_time_s"] == _run(start)["train_time_s"]
     assert run["recipe_settings"]["needs_init"] and run["recipe"] == "finetune"
     other = save_checkpoint(PAGClassifier("tinycnn", 3, ["a", "b", "c"]), tmp_path / "other", {})
-    with pytest.raises(ValueError, match="--init .* is a tinycnn for \\['a', 'b', 'c'\\]"):
+    with pytest.raises(ValueError, match=r"--init .* is not this run's model: its num_classes 3 \(this run: 10\)"):
         train(TrainConfig(out=str(tmp_path / "bad"), method="cm", recipe="finetune", init=str(other), **TINY),
               progress=False)
 

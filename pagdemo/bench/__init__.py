@@ -26,6 +26,8 @@ from pagdemo.bench.cases import (SAMPLED, bench_approx_error, bench_grid, bench_
 from pagdemo.bench.harness import memory_method
 from pagdemo.bench.tables import format_tables
 from pagdemo.losses import PAG_IMPLS
+from pagdemo.paper import LAMBDAS
+from pagdemo.threat import LINF_EPS, PICTURE_EPS_AT_32
 from pagdemo.provenance import cpu_name, git_commit, now
 
 __all__ = ["BenchConfig", "SMALL", "SAMPLED", "format_tables", "run_bench", "save_json", "step_cases"]
@@ -41,14 +43,14 @@ class BenchConfig:
     impls: tuple[str, ...] = ()  # PAG implementations to time; () = all registered (+ the sampled approximation)
     warmup: int = 3  # untimed runs per case
     repeats: int = 10  # timed runs per case
-    lam: float = 0.4  # PAG weight (Class Mean, CIFAR-10)
+    lam: float = LAMBDAS["cifar10"]["Class Mean"]  # PAG weight (Table 3)
     grad_of: str = "logsoftmax"  # the authors' code
     channels_last: bool = False  # NHWC model and inputs (GPU tensor-core layout)
     pgd_batch: int = 256  # images per PGD-20 evaluation batch
-    pgd_eps: float = 8 / 255  # linf radius, [0, 1] pixel units
+    pgd_eps: float = LINF_EPS  # linf radius, [0, 1] pixel units
     pgd_repeats: int = 20  # timed PGD-20 runs per attack: one run's spread (~10% on a GPU) hides a 5% difference
     grid_models: int = 3  # the app's grid: rows = models
-    grid_eps: float = 4.0  # L2 radius of the app's targeted PGD (its default), [0, 1] pixel units
+    grid_eps: float = PICTURE_EPS_AT_32["l2"]  # L2 radius of the app's targeted PGD (its default), [0, 1] pixel units
     grid_steps: int = 20
     approx_draws: int = 8  # draws of the sampled approximation when measuring its gradient error
     threads: int = 0  # CPU threads for torch; 0 = torch's default

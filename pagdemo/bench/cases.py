@@ -27,11 +27,13 @@ CPU_SKIPPED = {"compiled": "torch.compile takes minutes per shape on CPU; benchm
 
 
 def _model(cfg: BenchConfig, device: torch.device) -> nn.Module:
+    """A randomly initialized model of the bench's kind (speed only)."""
     model = build_model(cfg.model, cfg.num_classes).to(device)
     return model.to(memory_format=torch.channels_last) if cfg.channels_last else model
 
 
 def _images(cfg: BenchConfig, n: int, device: torch.device, gen: torch.Generator) -> torch.Tensor:
+    """n random images in the model's layout."""
     x = torch.rand(n, 3, cfg.image_size, cfg.image_size, generator=gen).to(device)
     return x.contiguous(memory_format=torch.channels_last) if cfg.channels_last else x
 

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 
 def _sync(device: torch.device) -> None:
+    """Wait for the GPU, so a timing covers the work and not only its launch."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 

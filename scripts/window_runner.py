@@ -1,0 +1,418 @@
+"""The GPU machine's side of a window (scripts/window.py is the command): start the runner, run the queue
+against a deadline, keep the machine with polls, and hand the results back in parcels.
+
+The runner (`run`, in the background) waits for the data and checks its SHA-256, then starts the
+queue's jobs in order, concurrently on the one GPU while the estimated work left fits before the
+deadline, evaluates each finished job that asks for it (PGD-20, both norms, full test set), and
+stops whatever still runs at the deadline: every job is sent SIGINT at once (training finishes the
+save it is in, keeps its last epoch and its train_state/), then SIGKILL after a shared grace.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+STAGE = Path(".stage")
+MAX_FILES, MAX_FILE, MAX_TOTAL = 8, 16 * 2**20, 64 * 2**20  # what comes back from one call
+EVAL_RESERVE_S = 25  # seconds the two full-test-set PGD-20 evaluations of one job take on an H100
+WARM_RESERVE_S = 20  # GPU seconds a compile warm-up still running is counted for
+STOP_GRACE_S = 15  # after SIGINT, how long every job together has to finish its save
+STAGING_CALL_S, COLLECT_CALL_S, MARGIN_S = 40, 30, 30  # what the deadline leaves for the calls still to come
+DRY_TRAIN = ["--dataset", "synthetic", "--limit", "128", "--batch-size", "32", "--arch", "tinycnn", "--device", "cpu",
+             "--monitor-limit", "32", "--monitor-robust", "8"]
+DRY_EVAL = ["--dataset", "synthetic", "--limit", "32", "--device", "cpu"]
+
+
+def read(path: Path, default=None):  # noqa: ANN001, ANN201
+    """A JSON file, or `default` when it is missing."""
+    return json.loads(path.read_text()) if path.exists() else default
+
+
+def write(path: Path, obj) -> None:  # noqa: ANN001
+    """JSON written atomically: the runner and the polls read these files while they change."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)
+
+
+def sha256(path: Path) -> str:
+    """A file's SHA-256, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def log(runs: Path, text: str) -> None:
+    """One line to the window's session log (and stdout), stamped with seconds since the start."""
+    plan = read(runs / "plan.json", {})
+    line = f"[+{time.time() - plan.get('t0', time.time()):6.1f}s] {text}"
+    print(line, flush=True)
+    with open(runs / "session.log", "a") as f:
+        f.write(line + "\n")
+
+
+def _plan(runs: Path) -> dict:
+    """The window's plan.json: start time, deadline, queue, process ids."""
+    return read(runs / "plan.json")
+
+
+# ----------------------------------------------------------------------------- the jobs
+
+def job_commands(job: dict, queue: dict, runs: Path, dry: bool) -> list[list[str]]:
+    """The commands of one job: its training, then (if asked) PGD-20 in both norms on the full test set."""
+    out, data_dir = runs / job["name"], queue["data"]["dir"]
+    cmd = [a.replace("{runs}", str(runs)) for a in job["cmd"]]
+    if job.get("init"):
+        cmd += ["--init", str(runs / "dry-init") if dry else job["init"]]
+    if job.get("group") == "probe":
+        cmd += queue.get("probe_monitor", [])
+    if dry:
+        cmd = [("explicit" if a == "compiled" else a) for a in cmd]
+        cmd = [a for i, a in enumerate(cmd) if not (i and cmd[i - 1] == "--epochs")]
+        cmd = [a for a in cmd if a != "--epochs"] + ["--epochs", str(queue.get("dry_epochs", 1))] + DRY_TRAIN
+    else:
+        cmd += ["--dataset", "cifar10", "--data-dir", data_dir]
+    steps = [[sys.executable, "-m", "pagdemo", *cmd, "--out", str(out)]]
+    if job.get("eval"):
+        extra = DRY_EVAL if dry else ["--data-dir", data_dir, "--device", "cuda"]
+        steps += [[sys.executable, "-m", "pagdemo", "eval", "--checkpoint", str(out), "--norm", n, *extra]
+                  for n in ("linf", "l2")]
+    return steps
+
+
+def data_ready(queue: dict, dry: bool) -> bool:
+    """Every data file is there and matches SHA256SUMS (a partly copied file must not train)."""
+    if dry:
+        return True
+    folder = Path(queue["data"]["dir"])
+    sums = folder / "SHA256SUMS"
+    if not sums.exists() or not all((folder / n).exists() for n in queue["data"]["files"]):
+        return False
+    expected = {ln.split()[1].lstrip("*"): ln.split()[0] for ln in sums.read_text().splitlines() if ln.strip()}
+    return all(n in expected and sha256(folder / n) == expected[n] for n in queue["data"]["files"])
+
+
+def progress(runs: Path, job: dict) -> tuple[int, int]:
+    """(epochs logged, epochs planned) of a job's training."""
+    train_log = runs / job["name"] / "train_log.jsonl"
+    done = len(train_log.read_text().splitlines()) if train_log.exists() else 0
+    cmd = job["cmd"]
+    return done, int(cmd[cmd.index("--epochs") + 1]) if "--epochs" in cmd else 30
+
+
+def job_left(runs: Path, job: dict) -> float:
+    """A job's estimated GPU seconds still to go (a resumed job has done part of its epochs already)."""
+    done, planned = progress(runs, job)
+    return job["est_s"] * (1 - min(done, planned) / max(planned, 1)) + (EVAL_RESERVE_S if job.get("eval") else 0)
+
+
+def work_left(runs: Path, jobs: list[dict], running: dict) -> float:
+    """GPU seconds the running jobs and live compile warm-ups still need (the GPU is time-shared: they add up)."""
+    warm = sum(_alive(pid) for pid in _plan(runs).get("warmups", []))
+    return sum(job_left(runs, j) for j in jobs if j["name"] in running) + WARM_RESERVE_S * warm
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process still runs (and is not a zombie we already reaped)."""
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return True
+
+
+def launch(job: dict, queue: dict, runs: Path, dry: bool) -> subprocess.Popen:
+    """Run a job's commands in a shell of its own (a new session, so a stop at the deadline reaches all of it).
+
+    The evaluations run only after a training that finished its schedule: a cut or failed run's
+    exit code ends the shell before them.
+    """
+    train, *evals = [shlex.join(step) for step in job_commands(job, queue, runs, dry)]
+    script = " && ".join([train, *evals])
+    env = {**os.environ, "TQDM_DISABLE": "1"}  # the logs keep one line per epoch, not every redraw of a bar
+    with open(runs / f"{job['name']}.log", "w") as out:
+        return subprocess.Popen(["bash", "-c", script], stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                env=env)
+
+
+def stop_all(procs: list[subprocess.Popen], pids: list[int] = ()) -> None:
+    """SIGINT to every job at once (each finishes the save it is in), one shared grace, then SIGKILL what is left."""
+    groups = [p.pid for p in procs] + list(pids)
+    for pid in groups:
+        try:
+            os.killpg(pid, signal.SIGINT)
+        except ProcessLookupError:
+            pass
+    end = time.time() + STOP_GRACE_S
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.1, end - time.time()))
+        except subprocess.TimeoutExpired:
+            pass
+    for pid in groups:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    for p in procs:
+        p.wait()
+
+
+def _reap(runs: Path, running: dict, status: dict) -> None:
+    """Record the jobs that ended since the last look."""
+    for name, proc in list(running.items()):
+        if proc.poll() is not None:
+            status["jobs"][name].update(state="done" if proc.returncode == 0 else "failed", rc=proc.returncode,
+                                        ended_s=round(time.time() - _plan(runs)["t0"], 1))
+            log(runs, f"{name}: {status['jobs'][name]['state']} (rc {proc.returncode})")
+            del running[name]
+
+
+def _start_fitting(runs: Path, queue: dict, running: dict, status: dict, dry: bool, max_parallel: int) -> None:
+    """Start, in queue order, each pending job whose needs are met and whose work fits before the deadline."""
+    for job in queue["jobs"]:
+        st = status["jobs"][job["name"]]
+        if st["state"] != "pending" or len(running) >= max_parallel:
+            continue
+        needs = [status["jobs"][n]["state"] for n in job.get("needs", [])]
+        if any(s in ("failed", "skipped", "cut") for s in needs):
+            st.update(state="skipped", why="a job it needs did not finish")
+        elif all(s == "done" for s in needs) and \
+                work_left(runs, queue["jobs"], running) + job_left(runs, job) <= _plan(runs)["deadline"] - time.time():
+            running[job["name"]] = launch(job, queue, runs, dry)
+            st.update(state="running", started_s=round(time.time() - _plan(runs)["t0"], 1))
+            log(runs, f"{job['name']}: started")
+
+
+def _wait_for_data(runs: Path, queue: dict, dry: bool) -> bool:
+    """Until the data is complete and the deadline has been set (or a provisional one nears its end)."""
+    while not data_ready(queue, dry):
+        if time.time() > _plan(runs)["deadline"] - 60:
+            return False
+        time.sleep(3)
+    log(runs, "data complete, SHA-256 checked")
+    while not dry and not _plan(runs).get("deadline_set") and time.time() < _plan(runs)["deadline"] - 300:
+        time.sleep(1)  # the call that sets the deadline may still be on its way
+    return True
+
+
+def run(runs: Path, queue: dict, dry: bool, max_parallel: int = 7) -> dict:
+    """The window's scheduler: returns the final status (also written to runs/status.json as it goes)."""
+    status = {"jobs": {j["name"]: {"state": "pending"} for j in queue["jobs"]}}
+    running: dict[str, subprocess.Popen] = {}
+    log(runs, f"runner up: {len(queue['jobs'])} jobs, dry={dry}")
+    if not _wait_for_data(runs, queue, dry):
+        log(runs, "the data never arrived complete; nothing trained")
+        return _finish(runs, status)
+    if dry:
+        _dry_init(runs)
+    while True:
+        _reap(runs, running, status)
+        _start_fitting(runs, queue, running, status, dry, max_parallel)
+        if time.time() > _plan(runs)["deadline"]:
+            log(runs, "deadline: stopping " + (", ".join(running) or "nothing"))
+            stop_all(list(running.values()), [p for p in _plan(runs).get("warmups", []) if _alive(p)])
+            for name, proc in running.items():
+                status["jobs"][name].update(state="cut", rc=proc.returncode,
+                                            ended_s=round(time.time() - _plan(runs)["t0"], 1))
+            running.clear()
+        for job in queue["jobs"]:
+            status["jobs"][job["name"]]["epochs"] = "%d/%d" % progress(runs, job)
+        write(runs / "status.json", {**status, "t_s": round(time.time() - _plan(runs)["t0"], 1),
+                                     "deadline_s": round(_plan(runs)["deadline"] - _plan(runs)["t0"], 1)})
+        if not running:  # nothing left that fits (time only shrinks) or whose needs can still be met
+            break
+        time.sleep(0.5 if dry else 3)
+    for st in status["jobs"].values():
+        if st["state"] == "pending":
+            st.update(state="skipped", why="did not fit before the deadline")
+    return _finish(runs, status)
+
+
+def _finish(runs: Path, status: dict) -> dict:
+    """The final status, for the polls and the archive."""
+    plan = _plan(runs)
+    status.update(finished=True, t_s=round(time.time() - plan["t0"], 1), deadline_s=round(plan["deadline"] - plan["t0"], 1))
+    write(runs / "status.json", status)
+    log(runs, "runner done: " + ", ".join(f"{n} {s['state']}" for n, s in status["jobs"].items()))
+    return status
+
+
+def _dry_init(runs: Path) -> None:
+    """The dry run's stand-in for a carried vanilla checkpoint: a one-epoch tinycnn on the synthetic data."""
+    if not (runs / "dry-init" / "config.json").exists():
+        subprocess.run([sys.executable, "-m", "pagdemo", "train", "--epochs", "1", *DRY_TRAIN, "--monitor-limit", "0",
+                        "--out", str(runs / "dry-init")], check=True, capture_output=True)
+
+
+# ----------------------------------------------------------------------------- the calls
+
+def start(runs: Path, queue_path: str, deadline_s: float, dry: bool, foreground: bool) -> None:
+    """Call 1: note a provisional deadline, start the runner in a session of its own (it outlives the call)."""
+    runs.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    write(runs / "plan.json", {"t0": t0, "deadline": t0 + deadline_s, "deadline_set": False, "dry": dry,
+                               "queue": queue_path, "warmups": []})
+    commit = STAGE / "COMMIT"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **({"PAGDEMO_COMMIT": commit.read_text().strip()} if commit.exists() else {})}
+    if foreground:
+        os.environ.update(env)
+        run(runs, read(Path(queue_path)), dry)
+        return
+    cmd = [sys.executable, str(Path(__file__).with_name("window.py")), "run", "--runs", str(runs), "--queue", queue_path]
+    with open(runs / "runner.log", "a") as out:
+        proc = subprocess.Popen(cmd + (["--dry"] if dry else []), stdout=out, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
+    warmups = [] if dry else warm_compile(runs, read(Path(queue_path)), env)
+    write(runs / "plan.json", {**_plan(runs), "runner": proc.pid, "warmups": warmups})
+    log(runs, f"started the runner; training ends {deadline_s:.0f} s from now unless a poll sets the deadline")
+    _environment(runs)
+
+
+def compiled_shapes(queue: dict) -> list[tuple[str, int]]:
+    """(arch, batch) of every job that trains with the compiled PAG step: what the warm-up compiles."""
+    from pagdemo.recipes import get_recipe
+
+    shapes = []
+    for job in queue["jobs"]:
+        cmd = job["cmd"]
+        if "compiled" not in cmd:
+            continue
+        arch = cmd[cmd.index("--arch") + 1] if "--arch" in cmd else "resnet18"
+        recipe = get_recipe(cmd[cmd.index("--recipe") + 1] if "--recipe" in cmd else "paper")
+        shapes.append((arch, int(cmd[cmd.index("--batch-size") + 1]) if "--batch-size" in cmd else recipe.batch_size))
+    return sorted(set(shapes))
+
+
+def warm_compile(runs: Path, queue: dict, env: dict) -> list[int]:
+    """While the data is on its way: compile the PAG step of each (arch, batch) on synthetic images of the same
+    shape, so the real jobs find torch.compile's caches (/tmp/torchinductor_*) warm. Returns their pids."""
+    pids = []
+    for arch, batch in compiled_shapes(queue):
+        cmd = [sys.executable, "-m", "pagdemo", "train", "--method", "cm", "--dataset", "synthetic", "--arch", arch,
+               "--limit", str(2 * batch), "--batch-size", str(batch), "--epochs", "1", "--recipe", "fast",
+               "--pag-impl", "compiled", "--monitor-limit", "0", "--out", str(runs / f"warm-{arch}-{batch}")]
+        with open(runs / f"warm-{arch}-{batch}.log", "w") as out:
+            pids.append(subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**env, "TQDM_DISABLE": "1"},
+                                         start_new_session=True).pid)
+        log(runs, f"warming the compiled step: {arch} at batch {batch}")
+    return pids
+
+
+def _environment(runs: Path) -> None:
+    """What the machine is: Python, torch, GPU (into the session log)."""
+    probe = ("import torch, sys; print(sys.version.split()[0], torch.__version__, "
+             "torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu')")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    log(runs, f"python / torch / device: {out.stdout.strip() or out.stderr.strip()[-200:]}")
+
+
+def collect_calls(queue: dict) -> int:
+    """How many collect calls a window's results need: the archive and shipped weights, a cut job's state beside."""
+    ship = sum(bool(j.get("ship")) for j in queue["jobs"])
+    return math.ceil((1 + 2 * ship) / MAX_FILES) + 1
+
+
+def set_deadline(runs: Path, budget_left_s: float, staging_left: int) -> float:
+    """The deadline from the lease's budget left: what the calls still to come need is kept back."""
+    plan = _plan(runs)
+    reserve = STAGING_CALL_S * staging_left + COLLECT_CALL_S * collect_calls(read(Path(plan["queue"]))) + MARGIN_S
+    write(runs / "plan.json", {**plan, "deadline": time.time() + budget_left_s - reserve, "deadline_set": True})
+    log(runs, f"deadline set: training ends {budget_left_s - reserve:.0f} s from now ({reserve:.0f} s kept back)")
+    return budget_left_s - reserve
+
+
+def poll(runs: Path, wait_s: float) -> None:
+    """Keep the machine while the runner works: the status now and then; back when done, dead, or after wait_s."""
+    end, last = time.time() + wait_s, 0.0
+    while True:
+        status, plan = read(runs / "status.json", {}), _plan(runs)
+        dead = plan.get("runner") and not _alive(plan["runner"]) and not status.get("finished")
+        if time.time() - last > 30 or status.get("finished") or dead or time.time() >= end:
+            print(status_line(status), flush=True)
+            last = time.time()
+        if dead:
+            tail = (runs / "runner.log").read_text()[-1500:] if (runs / "runner.log").exists() else ""
+            print(f"the runner has died; the end of its log:\n{tail}", flush=True)
+            return
+        if status.get("finished") or time.time() >= end:
+            return
+        time.sleep(2)
+
+
+def status_line(status: dict) -> str:
+    """Every job's state in one line."""
+    jobs = status.get("jobs", {})
+    return (f"t={status.get('t_s', '?')} s (deadline {status.get('deadline_s', '?')} s): "
+            + ", ".join(f"{n} {s['state']} {s.get('epochs', '')}" for n, s in jobs.items()) if jobs else "runner not ready")
+
+
+def to_send(runs: Path) -> list[tuple[Path, str]]:
+    """(file, name under $OUT) in priority order: the results archive, shipped weights, then the training
+    states of shipped jobs cut at the deadline (the next window resumes them; a probe is not resumed)."""
+    ship = [j["name"] for j in read(Path(_plan(runs)["queue"]))["jobs"] if j.get("ship")]
+    files = [(runs / "results.tgz", "results.tgz")]
+    for name in ship:
+        files += [(f, f"{name}/{f.name}") for f in sorted((runs / name).glob("model*.safetensors"))]
+    for name in ship:
+        files += [(f, f"{name}/train_state/{f.name}") for f in sorted((runs / name).glob("train_state/*.safetensors"))]
+    return files
+
+
+def parcel(files: list[tuple[Path, str]], sent: set[str]) -> list[tuple[Path, str]]:
+    """The next files that fit one call's return: at most 8, each at most 16 MiB, 64 MiB together.
+
+    Raises:
+        ValueError: a file is over 16 MiB, so it could never come back.
+    """
+    big = [name for path, name in files if path.stat().st_size > MAX_FILE]
+    if big:
+        raise ValueError(f"over 16 MiB, cannot come back: {big}")
+    out, total = [], 0
+    for path, name in files:
+        if name in sent:
+            continue
+        if len(out) == MAX_FILES or total + path.stat().st_size > MAX_TOTAL:
+            break
+        out.append((path, name))
+        total += path.stat().st_size
+    return out
+
+
+def collect(runs: Path, out: Path, force: bool = False) -> None:
+    """One call's parcel into $OUT; the first also packs every small file (logs, configs, metrics) into results.tgz."""
+    if not read(runs / "status.json", {}).get("finished") and not force:
+        raise SystemExit("the runner is still working: poll until it is done (or collect --force)")
+    sent_file = runs / "sent.json"
+    sent = set(read(sent_file, []))
+    if not sent:
+        with tarfile.open(runs / "results.tgz", "w:gz") as tar:
+            for f in sorted(runs.rglob("*")):
+                if f.is_file() and f.suffix != ".safetensors" and f.name not in ("results.tgz", "sent.json") \
+                        and "dry-init" not in f.parts:
+                    tar.add(f, arcname=str(f.relative_to(runs)))
+    batch = parcel(to_send(runs), sent)
+    for path, name in batch:
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, out / name)
+    sent |= {name for _, name in batch}
+    write(sent_file, sorted(sent))
+    left = [n for _, n in to_send(runs) if n not in sent]
+    print(f"parcel: {len(batch)} files, {sum(p.stat().st_size for p, _ in batch) / 2**20:.1f} MiB; "
+          f"{len(left)} files left" + (f" (next: {left[0]})" if left else " - all collected"))
