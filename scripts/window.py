@@ -4,21 +4,18 @@ A window is 15 minutes of device time, the machine's start included; the working
 travels is at most 64 MiB per call, and at most 8 files of 16 MiB (64 MiB together) come back.
 This script turns scripts/queue.json into that sequence of calls:
 
-  here:   python scripts/window.py stage              # copies data, init checkpoints, the commit into .stage/;
-                                                      # prints every device call (command + carry list)
-  call 1: python3 scripts/window.py start --deadline-s 600   # carries train-0 + test; starts the runner (setsid)
-  call 2: python3 scripts/window.py poll --set-deadline-s N  # carries train-1 (+ init); N from the lease left
-  call 3: python3 scripts/window.py poll --wait-s 500        # carries train-2: training starts once it is checked
-  ...     python3 scripts/window.py poll --wait-s 540        # until every job is done or cut at the deadline
-  then:   python3 scripts/window.py collect                  # repeated: each call brings the next parcel back
-  here:   python scripts/window.py unpack <files_at> --into runs/window-<date>   # after each collect call
+  here:   python scripts/window.py stage                           # copies data, init checkpoints and the commit
+                                                                   # into .stage/; prints every call and its carry
+  call 1: python3 scripts/window.py start                          # carries data; starts the runner (setsid)
+  call 2: python3 scripts/window.py poll --budget-left-s B --wait-s 5   # B: the lease's budget_left_s after call 1
+  call 3: python3 scripts/window.py poll --wait-s 500              # the last data: training starts once it checks out
+  ...     python3 scripts/window.py poll --wait-s 540              # until every job is done or cut at the deadline
+  then:   python3 scripts/window.py collect                        # repeated: each call brings the next parcel back
+  here:   python scripts/window.py unpack <files_at> --into runs/window-<date>   # in the same batch as the next call
 
-The runner (`run`, in the background) waits for the data and checks its SHA-256, then starts
-the queue's jobs in order, concurrently on the one GPU while the estimated work left fits before
-the deadline, evaluates each finished job that asks for it (PGD-20, both norms, full test set),
-and stops whatever still runs at the deadline (a training keeps its last finished epoch and its
-train_state/, which comes back so the next window can resume it). `--dry` runs the same cycle
-on the CPU with synthetic data and tiny models; tests/test_window.py does that.
+The calls follow each other without a pause: the machine goes back after 30 s idle. What runs on
+the GPU machine is scripts/window_runner.py (the runner, polls, collect); `--dry` runs the same
+cycle on the CPU with synthetic data and tiny models (tests/test_window.py does).
 """
 from __future__ import annotations
 
