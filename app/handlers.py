@@ -5,7 +5,8 @@ at most once, ~45 MB each in fp32) and small bounded caches (accuracy curves: 32
 runs: 8, in pagdemo.toy). A handler raises `InputError` (a ValueError naming the field it is
 about) for a user mistake; `app.page` turns that into a message next to the control that caused
 it, and `api_errors` into a one-line gr.Error for API clients. Radii are in [0, 1] pixel units
-here; the page shows linf in /255.
+here; the page shows linf in /255. The request checks and the gallery are `app.inputs`; how
+tables print numbers, `app.tables`.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import threading
 import time
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import gradio as gr
 import numpy as np
@@ -22,6 +23,8 @@ import pandas as pd
 import torch
 
 from app.errors import InputError
+from app.inputs import EXAMPLES_DIR, check_count, check_norm_eps, example_labels, example_paths, folder_gallery
+from app.tables import compare_table, eps_text, num, pct, probability_table, toy_cells
 from pagdemo.checkpoints import list_checkpoints, load_checkpoint
 from pagdemo.compare import compare_untargeted, render_compare
 from pagdemo.data import CIFAR10_CLASSES, DataError, load_dataset
@@ -31,96 +34,15 @@ from pagdemo.grid import GridSpec, pag_grid_steps, to_uint8
 from pagdemo.images import fit_square, pil_to_tensor, read_image, size_warnings
 from pagdemo.plots import curve_plot, figure_to_array, robustness_plot
 from pagdemo.report import audit_rows, data_label, display_order, robustness_rows
-from pagdemo.threat import NORMS, eps_grid, eval_eps, picture_eps, picture_eps_max
-from pagdemo.toy import ToyConfig, results_table, toy_seed
+from pagdemo.threat import NORMS, eps_grid, eval_eps, picture_eps
+from pagdemo.toy import ToyConfig, toy_seed
+from pagdemo.toystats import results_table
 from pagdemo.toyplot import seed_figure
 
 
-EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 ALL_TARGETS = "all classes"
 PREVIEW_PX = 256  # the model input is shown enlarged to about this size, pixel for pixel
 CURVE_CACHE = 32  # accuracy-vs-eps curves remembered (per model, norm, n, steps)
-MAX_STEPS = 100
-
-
-def example_paths(folder: Path = EXAMPLES_DIR) -> list[str]:
-    """The gallery's images: the CIFAR-10 test images shipped with the app (three per class), or a data folder's."""
-    return [str(p) for p in sorted(folder.glob("*.png"))]
-
-
-def _example_labels(folder: Path) -> dict[str, str]:
-    """SHA-256 of each gallery image -> its true class (from the file name, e.g. cat_3543.png)."""
-    return {hashlib.sha256(p.read_bytes()).hexdigest(): p.stem.rsplit("_", 1)[0] for p in folder.glob("*.png")}
-
-
-def folder_gallery(data_dir: str | Path, side: int, per_class: int = 3, max_total: int = 30) -> Path | None:
-    """The first readable test images of each class of an image folder, as PNGs of the model's side in a
-    temporary folder (named <class>_<n>.png, so a pick knows its true class); None when it is no image folder."""
-    import tempfile
-
-    from pagdemo.folder import FolderError, scan
-    try:
-        tree = scan(Path(data_dir), "test")
-    except (FolderError, OSError):
-        return None
-    out, per = Path(tempfile.mkdtemp(prefix="pagdemo-gallery-")), max(1, min(per_class, max_total // len(tree.classes)))
-    for label, name in enumerate(tree.classes):
-        kept = 0
-        for f in (f for f, y in zip(tree.files, tree.labels) if y == label):
-            try:
-                fit_square(read_image(f)[0], side).save(out / f"{name}_{kept}.png")
-            except (ValueError, OSError):
-                continue
-            kept += 1
-            if kept == per:
-                break
-    return out
-
-
-def check_norm_eps(norm: Any, eps: Any, image_size: int, default: Callable[[str, int], float]) -> tuple[str, float]:
-    """A threat model and radius from the request (eps None: the norm's default), within the page's range."""
-    if norm not in NORMS:
-        raise InputError(f"unknown threat model {norm!r}; choose one of {list(NORMS)}")
-    if eps is None or eps == "":
-        return norm, default(norm, image_size)
-    try:
-        eps = float(eps)
-    except (TypeError, ValueError):
-        raise InputError(f"eps must be a number, got {eps!r}") from None
-    top = picture_eps_max(norm, image_size)
-    if not 0 < eps <= top:
-        shown = f"{eps * 255:.3g}/255" if norm == "linf" else f"{eps:g}"
-        limit = f"{top * 255:.0f}/255" if norm == "linf" else f"{top:g}"
-        raise InputError(f"eps {shown} is out of range for {norm}: choose 0 < eps <= {limit}")
-    return norm, eps
-
-
-def check_count(value: Any, top: int = MAX_STEPS, what: str = "steps") -> int:
-    """A count from the request (PGD steps, test images): a whole number from 1 to `top`."""
-    try:
-        count = int(value)
-    except (TypeError, ValueError):
-        raise InputError(f"{what} must be a whole number, got {value!r}") from None
-    if not 1 <= count <= top or count != float(value):
-        raise InputError(f"{what} must be a whole number from 1 to {top}, got {value!r}")
-    return count
-
-
-def _probability_table(names: list[str], classes: list[str], targets: list[int], probs: np.ndarray) -> pd.DataFrame:
-    """p(target) per model and target, always with three decimals."""
-    table = pd.DataFrame([[f"{p:.3f}" for p in row] for row in probs.astype(np.float64)],
-                         columns=[classes[t] for t in targets])
-    table.insert(0, "model", names)
-    return table
-
-
-def _compare_table(results: list[dict], classes: list[str]) -> pd.DataFrame:
-    """One row per model: predictions and confidences before and after, the verdict, the perturbation's size."""
-    return pd.DataFrame([{"model": r["model"], "before": f"{classes[r['pred']]} {100 * r['conf']:.1f}%",
-                          "after": f"{classes[r['adv_pred']]} {100 * r['adv_conf']:.1f}%",
-                          "verdict": "already wrong" if r["already_wrong"] else "fooled" if r["fooled"] else "not fooled",
-                          "L2 of perturbation": f"{r['l2']:.3f}", "Linf x 255": f"{255 * r['linf']:.1f}"}
-                         for r in results])
 
 
 class Lab:
@@ -139,7 +61,7 @@ class Lab:
         self.gallery_name = "CIFAR-10" if self.gallery == EXAMPLES_DIR else Path(own).name
         self.gallery_label = (f"{self.gallery_name} test images ({len(example_paths(self.gallery))})"
                               if self.gallery != EXAMPLES_DIR else "CIFAR-10 test images (3 per class)")
-        self.example_labels = _example_labels(self.gallery)
+        self.example_labels = example_labels(self.gallery)
         self._models: dict[str, torch.nn.Module] = {}
         self._curves: OrderedDict[tuple, list[tuple[float, float]]] = OrderedDict()
         self._lock = threading.Lock()
@@ -240,7 +162,7 @@ class Lab:
         for frame in pag_grid_steps(nets, x.to(self.device), spec, norm, eps, steps, min_interval=1.0):
             status = f"step {frame.step}/{frame.steps} after {time.perf_counter() - start:.1f} s on {self.device.type}"
             status += " (done)" if frame.step == steps else ""
-            yield frame.image, _probability_table(names, classes, targets, frame.probs), status
+            yield frame.image, probability_table(names, classes, targets, frame.probs), status
 
     def compare(self, image: str | bytes | None, models: Any, norm: Any, eps: Any,
                 steps: Any) -> tuple[np.ndarray, pd.DataFrame]:
@@ -254,7 +176,7 @@ class Lab:
         attacked = f"true class {classes[label]}" if label is not None else "each model's own prediction (no true label)"
         shown = f"{eps * 255:.3g}/255" if norm == "linf" else f"{eps:.3g}"
         caption = f"untargeted PGD-{steps}, {norm} eps={shown}, random start, step 2*eps/{steps}; attacked: {attacked}"
-        return render_compare(x, results, classes, caption, scale=max(1, 128 // size)), _compare_table(results, classes)
+        return render_compare(x, results, classes, caption, scale=max(1, 128 // size)), compare_table(results, classes)
 
     def robustness(self) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray, pd.DataFrame]:
         """Each checkpoint's recorded clean / PGD-20 accuracy beside the paper's, their settings, and its audits."""
@@ -264,16 +186,16 @@ class Lab:
         rows = robustness_rows(infos)
         plot = figure_to_array(robustness_plot(rows))
         table = pd.DataFrame([{"model": r["model"], "method": r["method"], "lambda": r["lambda"],
-                               **{k: _pct(r[k]) for k in ("clean %", "PGD linf %", "PGD l2 %", "paper clean %",
+                               **{k: pct(r[k]) for k in ("clean %", "PGD linf %", "PGD l2 %", "paper clean %",
                                                           "paper linf %", "paper l2 %")},
                                "n": r["n clean"]} for r in rows])
         settings = pd.DataFrame([{"model": r["model"], "linf settings": data_label(r["linf settings"]),
                                   "l2 settings": data_label(r["l2 settings"]), "paper source": r["paper source"]}
                                  for r in rows])
         audits = pd.DataFrame([{"model": a["model"], "norm": a["norm"], "n": a.get("n"),
-                                "PGD-20 %": _pct(a.get("PGD-20 %")), "AutoAttack %": _pct(a.get("AutoAttack %")),
-                                "verdict": a["verdict"], "PAG score": _num(a.get("PAG score")),
-                                "grad cos": _num(a.get("gradient cosine")),
+                                "PGD-20 %": pct(a.get("PGD-20 %")), "AutoAttack %": pct(a.get("AutoAttack %")),
+                                "verdict": a["verdict"], "PAG score": num(a.get("PAG score")),
+                                "grad cos": num(a.get("gradient cosine")),
                                 "judge": Path(a["judge"]).name if a.get("judge") else "", "device": a.get("device") or ""}
                                for a in audit_rows(infos)])
         return table, settings, plot, audits
@@ -312,7 +234,7 @@ class Lab:
                 for point in accuracy_vs_eps(net, x, y, norm, grid, steps=steps):
                     points.append(point)
                     yield gr.skip(), self._curve_table({**curves, name: points}, norm, grid), \
-                        f"{name}: eps {_eps_text(point[0], norm)} -> {100 * point[1]:.1f}%"
+                        f"{name}: eps {eps_text(point[0], norm)} -> {100 * point[1]:.1f}%"
                 self._curves[key] = points
                 while len(self._curves) > CURVE_CACHE:
                     self._curves.popitem(last=False)
@@ -339,11 +261,11 @@ class Lab:
         yield gr.skip(), gr.skip(), f"training vanilla and PAG for seed {seed}, lambda {lam:g} ({self.toy_time()})..."
         vanilla, pag, metrics = toy_seed(seed, lam, self.toy_config)
         saved = self._saved_toy_seed(seed, lam)
-        rows = [{"model": f"vanilla (seed {seed})", **_toy_cells(metrics["vanilla"])},
-                {"model": f"PAG lambda={lam:g} (seed {seed})", **_toy_cells(metrics["pag"])}]
+        rows = [{"model": f"vanilla (seed {seed})", **toy_cells(metrics["vanilla"])},
+                {"model": f"PAG lambda={lam:g} (seed {seed})", **toy_cells(metrics["pag"])}]
         if saved:
-            rows += [{"model": f"vanilla, saved run (seed {seed})", **_toy_cells(saved["vanilla"])},
-                     {"model": f"PAG, saved run (seed {seed})", **_toy_cells(saved["pag"])}]
+            rows += [{"model": f"vanilla, saved run (seed {seed})", **toy_cells(saved["vanilla"])},
+                     {"model": f"PAG, saved run (seed {seed})", **toy_cells(saved["pag"])}]
         same = saved and all(abs(saved[m]["pgd_acc"] - metrics[m]["pgd_acc"]) < 1e-9 for m in ("vanilla", "pag"))
         note = ("the saved run (`pagdemo toy`) gave the same numbers for this seed" if same else
                 "the saved run gave other numbers for this seed: it ran on another CPU, whose rounding changes a "
@@ -400,24 +322,3 @@ class Lab:
             lines.append(f"{len(self.infos)} checkpoint(s) in `{self.root}`, running on **{self.device.type}**.")
         lines += [f"- skipped: {reason}" for reason in self.skipped]
         return "\n".join(lines)
-
-
-def _pct(value: Any) -> str:
-    """A recorded percentage with one decimal, blank when missing."""
-    return "" if value is None else f"{float(value):.1f}"
-
-
-def _num(value: Any) -> str:
-    """A score with three decimals, blank when missing."""
-    return "" if value is None else f"{float(value):.3f}"
-
-
-def _eps_text(eps: float, norm: str) -> str:
-    """A radius as people write it: linf in /255."""
-    return f"{eps * 255:.3g}/255" if norm == "linf" else f"{eps:.3g}"
-
-
-def _toy_cells(m: dict) -> dict[str, str]:
-    """One toy model's numbers for the table."""
-    return {"clean %": f"{m['clean_acc']:.1f}", "PGD-10 %": f"{m['pgd_acc']:.1f}",
-            "ray-search %": f"{m['ray_search_acc']:.1f}", "distance to boundary": f"{m['boundary_dist']:.2f}"}

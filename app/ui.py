@@ -23,7 +23,8 @@ import pandas as pd
 from gradio.data_classes import ImageData
 
 from app.errors import api_errors, log_refusal, public_message
-from app.handlers import ALL_TARGETS, EXAMPLES_DIR, Lab, example_paths
+from app.handlers import ALL_TARGETS, Lab
+from app.inputs import EXAMPLES_DIR, example_paths
 from app.page import eps_slider_args, error_note, page_call, to_unit
 from pagdemo.images import MAX_BYTES
 from pagdemo.paper import TABLE_NAMES, TABLES

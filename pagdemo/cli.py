@@ -97,7 +97,7 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
     """Options shared by `train` and `adv-train`."""
     from pagdemo.models import MODELS
     from pagdemo.recipes import RECIPES, help_text
-    from pagdemo.train import MONITORS, TrainConfig
+    from pagdemo.trainconfig import MONITORS, TrainConfig
     p.add_argument("--out", required=True, help="run folder (checkpoint + log); rerun the same command to resume")
     _add_data_args(p, train=True)
     p.add_argument("--limit", type=positive_int, help="train on a fixed class-balanced subset of N images")
@@ -129,7 +129,7 @@ def _train_parsers(sub) -> None:
     from pagdemo.inputgrads import GRAD_OF
     from pagdemo.losses import PAG_IMPLS
     from pagdemo.threat import NORMS
-    from pagdemo.train import ADV_ATTACKS, METHODS, TrainConfig
+    from pagdemo.trainconfig import ADV_ATTACKS, METHODS, TrainConfig
     p = sub.add_parser("train", help="train vanilla or PAG (oi, cm, nn, rigd) classifiers",
                        description="Train with Eq. 1: CE + lambda * sum over classes of (1 - cos(input gradient, g(x, t))). "
                                    "vanilla: lambda 0; oi: g toward One Image of class t; cm: toward the Class Mean; "

@@ -65,7 +65,8 @@ def cmd_eval(args: argparse.Namespace, command: str) -> None:
 
 def cmd_toy(args: argparse.Namespace, command: str) -> None:
     """Run the toy experiment and say where its files went."""
-    from pagdemo.toy import ToyConfig, results_table, run_toy
+    from pagdemo.toy import ToyConfig, run_toy
+    from pagdemo.toystats import results_table
 
     cfg = ToyConfig(seeds=args.seeds, lam=args.lam, out=args.out, sweep_lams=args.sweep, workers=args.workers,
                     dtype=args.dtype)

@@ -17,6 +17,7 @@ from pagdemo.files import read_json, read_jsonl
 from pagdemo.paper import TABLES
 from pagdemo.report import audit_rows, display_order, robustness_rows
 from pagdemo.threat import eval_eps
+from pagdemo.toystats import ci_text, results_table
 
 BLOCK = re.compile(r"(<!-- generated:([\w-]+) -->\n)(.*?)(<!-- /generated -->)", re.S)
 DOC_FILES = ("README.md", "checkpoints/README.md", "docs/**/*.md")
@@ -148,14 +149,7 @@ def _steps(path: str) -> Callable[[Path], str]:
 
 def toy(root: Path) -> str:
     """The toy experiment's summary over seeds, from docs/toy/results.json."""
-    from pagdemo.toy import results_table
-
     return results_table(read_json(root / "docs/toy/results.json"))
-
-
-def _ci(s: dict, digits: int = 1) -> str:
-    """mean [95% interval] of a summarized metric."""
-    return f"{s['mean']:.{digits}f} [{s['ci95'][0]:.{digits}f}, {s['ci95'][1]:.{digits}f}]"
 
 
 def toy_seeds(root: Path) -> str:
@@ -174,16 +168,16 @@ def toy_vanilla(root: Path) -> str:
     results = read_json(root / "docs/toy/results.json")
     s, runs = results["summary"]["vanilla"], results["per_seed"]
     zero = [r["seed"] for r in runs if r["vanilla"]["pgd_acc"] == 0.0]
-    return (f"Vanilla's PGD-10 accuracy is {_ci(s['pgd_acc'])}% over {len(runs)} seeds, against the paper's "
+    return (f"Vanilla's PGD-10 accuracy is {ci_text(s['pgd_acc'])}% over {len(runs)} seeds, against the paper's "
             f"{results['paper']['vanilla']['pgd_acc']:.1f}% from one run. It is exactly 0.0% on {len(zero)} of the "
             f"{len(runs)} seeds ({', '.join(map(str, zero)) or 'none'}) and reaches {max(r['vanilla']['pgd_acc'] for r in runs):.1f}% "
-            f"on the luckiest; the near-exhaustive ray search puts it at {_ci(s['ray_search_acc'])}%.")
+            f"on the luckiest; the near-exhaustive ray search puts it at {ci_text(s['ray_search_acc'])}%.")
 
 
 def _sweep_rows(rows: list[dict], keys: tuple[str, ...]) -> list[str]:
     """One line per swept setting: the setting, then clean, PGD, ray-search accuracy and boundary distance."""
-    return [" | ".join([""] + [str(r.get(k)) for k in keys] + [_ci(r[m]) for m in ("clean_acc", "pgd_acc", "ray_search_acc")]
-                       + [_ci(r["boundary_dist"], 2)]).strip() + " |" for r in rows]
+    return [" | ".join([""] + [str(r.get(k)) for k in keys] + [ci_text(r[m]) for m in ("clean_acc", "pgd_acc", "ray_search_acc")]
+                       + [ci_text(r["boundary_dist"], 2)]).strip() + " |" for r in rows]
 
 
 def toy_sweep(root: Path) -> str:

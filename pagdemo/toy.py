@@ -10,7 +10,8 @@ seed's numbers are the same in the CLI, the docs and the app on one machine.
 
 The loss (`pagdemo.losses.pag_loss`), the NN target (`pagdemo.targets.NearestNeighborTarget`) and
 the attack (`pagdemo.attacks.pgd`) are the image models' code. Coordinates are raw (no [0, 1]
-pixel range), so the attack runs with `bounds=None`. The figure lives in `pagdemo.toyplot`.
+pixel range), so the attack runs with `bounds=None`. The figure lives in `pagdemo.toyplot`, the
+statistics over seeds and the results table in `pagdemo.toystats`.
 """
 from __future__ import annotations
 
@@ -37,13 +38,13 @@ from pagdemo.losses import PAG_IMPLS, pag_loss
 from pagdemo.models import build_model
 from pagdemo.paper import TOY as PAPER
 from pagdemo.targets import NearestNeighborTarget
+from pagdemo.toystats import describe, summarize
 
 MODE_CENTERS = ((-50.0, -10.0, 30.0), (-30.0, 10.0, 50.0))  # x1 centres of class A's and class B's modes
 SLOPE = 2.0  # the data line: x2 = SLOPE * x1
 TEST_SEED_OFFSET = 10_000  # test points come from their own generator: "fresh" samples, never the training ones
 SWEEP_SEED0 = 100  # the lambda sweep runs on seeds 100, 101, ...: lambda is not chosen on the reported seeds
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
-BOOTSTRAP = 10_000  # resamples of the seeds for a 95% interval
 
 
 @dataclass(frozen=True)
@@ -265,50 +266,13 @@ def run_seeds(cfg: ToyConfig, seeds: list[int], lam: float, progress: bool = Tru
     return _map(_metrics_only, [(cfg, s, lam) for s in seeds], cfg.workers, f"seeds, lambda {lam:g}", progress)
 
 
-# ----------------------------------------------------------------------------- over seeds
-
-def bootstrap_ci(values: list[float], level: float = 0.95, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean over seeds (resamples drawn from a fixed seed)."""
-    v = torch.tensor(values, dtype=torch.float64)
-    if len(v) < 2:
-        return float(v.mean()), float(v.mean())
-    idx = torch.randint(0, len(v), (BOOTSTRAP, len(v)), generator=torch.Generator().manual_seed(seed))
-    means = v[idx].mean(dim=1)
-    lo, hi = torch.quantile(means, torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)).tolist()
-    return lo, hi
-
-
-def _stats(values: list[float]) -> dict[str, float]:
-    """Mean, sample std and 95% bootstrap interval of one metric over seeds."""
-    v = torch.tensor(values, dtype=torch.float64)
-    lo, hi = bootstrap_ci(values)
-    return {"mean": v.mean().item(), "std": v.std().item() if len(v) > 1 else 0.0, "ci95": [lo, hi], "n": len(v)}
-
-
-def sign_test(wins: int, losses: int) -> float:
-    """One-sided p-value of at least `wins` wins in wins + losses fair coin flips (ties left out)."""
-    n = wins + losses
-    return sum(math.comb(n, k) for k in range(wins, n + 1)) / 2 ** n if n else 1.0
-
-
-def summarize(runs: list[dict]) -> dict:
-    """Per model, every metric's mean / std / 95% interval; and the paired PAG - vanilla PGD difference."""
-    out = {name: {m: _stats([r[name][m] for r in runs]) for m in runs[0][name] if m != "train_s"}
-           for name in ("vanilla", "pag")}
-    diffs = [r["pag"]["pgd_acc"] - r["vanilla"]["pgd_acc"] for r in runs]
-    wins, losses = sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)
-    out["pag_minus_vanilla_pgd"] = {**_stats(diffs), "wins": wins, "losses": losses, "ties": len(diffs) - wins - losses,
-                                    "sign_test_p": sign_test(wins, losses)}
-    return out
-
-
 def sweep(lams: list[float], seeds: list[int], cfg: ToyConfig, progress: bool = True) -> list[dict]:
     """To choose lambda: PAG's metrics per seed and their summary for each lambda, on held-out seeds."""
     rows = []
     for lam in lams:
         runs = _map(_pag_only, [(cfg, s, lam) for s in seeds], cfg.workers, f"sweep, lambda {lam:g}", progress)
         rows.append({"lam": lam, "grad_of": cfg.grad_of, "k": cfg.k, "seeds": list(seeds), "per_seed": runs,
-                     **{m: _stats([r[m] for r in runs]) for m in runs[0] if m != "seed"}})
+                     **{m: describe([r[m] for r in runs]) for m in runs[0] if m != "seed"}})
     return rows
 
 
@@ -353,26 +317,3 @@ def toy_seed(seed: int, lam: float, cfg: ToyConfig = ToyConfig()) -> tuple[nn.Mo
     """For the app: both models of one seed and lambda (trained, or remembered) and their metrics."""
     vanilla, pag, metrics = _cached_seed(cfg, seed, lam)
     return vanilla, pag, json.loads(json.dumps(metrics))
-
-
-def _pm(s: dict) -> str:
-    """mean [95% interval] of a summarized metric."""
-    return f"{s['mean']:.1f} [{s['ci95'][0]:.1f}, {s['ci95'][1]:.1f}]"
-
-
-def results_table(results: dict) -> str:
-    """Markdown table of the summary over seeds next to the paper's single run, for the CLI, docs and app."""
-    cfg, s = results["config"], results["summary"]
-    n = len(results["per_seed"])
-    lines = ["| model | clean acc % | PGD-10 acc % | ray-search acc % | boundary distance | paper: clean / PGD % |",
-             "|---|---|---|---|---|---|"]
-    for name, label in (("vanilla", "Vanilla"), ("pag", f"PAG NN (lambda={cfg['lam']:g})")):
-        m, p = s[name], PAPER[name]
-        lines.append(f"| {label} | {_pm(m['clean_acc'])} | {_pm(m['pgd_acc'])} | {_pm(m['ray_search_acc'])} | "
-                     f"{m['boundary_dist']['mean']:.2f} [{m['boundary_dist']['ci95'][0]:.2f}, "
-                     f"{m['boundary_dist']['ci95'][1]:.2f}] | {p['clean_acc']:.1f} / {p['pgd_acc']:.1f} |")
-    d = s["pag_minus_vanilla_pgd"]
-    lines += ["", f"Mean over {n} seeds [95% bootstrap interval], {cfg['dtype']}. PAG - vanilla under PGD-10, paired by "
-                  f"seed: {_pm(d)} points; PAG ahead on {d['wins']} of {n} seeds, behind on {d['losses']} "
-                  f"(sign test p = {d['sign_test_p']:.2g})."]
-    return "\n".join(lines)

@@ -16,7 +16,7 @@ from PIL import Image
 from pagdemo import cli, folder
 from pagdemo.checkpoints import load_checkpoint
 from pagdemo.data import load_dataset
-from pagdemo.train import TrainConfig, for_data, resolve
+from pagdemo.trainconfig import TrainConfig, for_data, resolve
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["cat", "dog", "fox"]

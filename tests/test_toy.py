@@ -10,8 +10,9 @@ from matplotlib.figure import Figure
 
 from pagdemo import toy
 from pagdemo.plots import figure_to_array
-from pagdemo.toy import (MODE_CENTERS, ToyConfig, boundary_distance, bootstrap_ci, make_test_data, make_toy_data,
-                         nn_targets, run_seed, run_seeds, run_toy, sign_test, summarize)
+from pagdemo.toy import (MODE_CENTERS, ToyConfig, boundary_distance, make_test_data, make_toy_data, nn_targets, run_seed,
+                         run_seeds, run_toy)
+from pagdemo.toystats import bootstrap_ci, results_table, sign_test, summarize
 from pagdemo.toyplot import draw_boundaries
 
 SMALL = ToyConfig(epochs=4, n_per_mode=100, n_test=60, seeds=2)  # seconds: for plumbing, not for the result
@@ -143,7 +144,7 @@ def test_run_toy_writes_results_a_figure_and_a_table(tmp_path):
     from PIL import Image
     w, h = Image.open(tmp_path / "decision_boundary.png").size
     assert w > h > 600, (w, h)
-    table = toy.results_table(saved)
+    table = results_table(saved)
     assert "PAG - vanilla under PGD-10, paired by seed" in table and "sign test" in table and "[" in table
 
 

@@ -18,7 +18,8 @@ from pagdemo.checkpoints import load_checkpoint, save_checkpoint
 from pagdemo.models import PAGClassifier
 from pagdemo.recipes import RECIPES
 from pagdemo.state import STATE_DIR
-from pagdemo.train import LAMBDA, TrainConfig, lr_at, resolve, train
+from pagdemo.train import train
+from pagdemo.trainconfig import LAMBDA, TrainConfig, lr_at, resolve
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(dataset="synthetic", limit=32, batch_size=16, epochs=1, monitor_limit=0)  # 2 steps: seconds on a CPU

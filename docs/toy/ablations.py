@@ -9,7 +9,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from pagdemo.toy import SWEEP_SEED0, ToyConfig, _stats, evaluate_toy, make_test_data, sweep, train_toy
+from pagdemo.toy import SWEEP_SEED0, ToyConfig, evaluate_toy, make_test_data, sweep, train_toy
+from pagdemo.toystats import describe
 
 SEEDS = list(range(SWEEP_SEED0, SWEEP_SEED0 + 10))
 BASE = ToyConfig(workers=2)
@@ -36,7 +37,7 @@ def attack_part() -> list[dict]:
             c = replace(cfg, random_init=random_init)
             runs = [evaluate_toy(m, *make_test_data(c, s), c) for m, s in zip(models, SEEDS)]
             rows.append({"lam": lam, "random_init": random_init, "seeds": SEEDS, "per_seed": runs,
-                         **{m: _stats([r[m] for r in runs]) for m in runs[0]}})
+                         **{m: describe([r[m] for r in runs]) for m in runs[0]}})
     return rows
 
 
