@@ -14,8 +14,9 @@ This script turns scripts/queue.json into that sequence of calls:
   here:   python scripts/window.py unpack <files_at> --into runs/window-<date>   # in the same batch as the next call
 
 The calls follow each other without a pause: the machine goes back after 30 s idle. What runs on
-the GPU machine is scripts/window_runner.py (the runner, polls, collect); `--dry` runs the same
-cycle on the CPU with synthetic data and tiny models (tests/test_window.py does).
+the GPU machine is scripts/window_runner.py (the runner and the polls) with scripts/window_parcels.py
+(the shared files and the parcels that come back); `--dry` runs the same cycle on the CPU with
+synthetic data and tiny models (tests/test_window.py does).
 """
 from __future__ import annotations
 
@@ -30,8 +31,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # pagdemo from the checkout (not installed on the GPU machine)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import window_parcels as parcels  # noqa: E402
 import window_runner as runner  # noqa: E402
-from window_runner import MAX_FILES, MAX_TOTAL, STAGE, parcel, read, write  # noqa: E402,F401 (the tests use them)
+from window_parcels import MAX_FILES, MAX_TOTAL, STAGE, parcel, read, write  # noqa: E402,F401 (the tests use them)
 
 QUEUE = Path("scripts/queue.json")
 MAX_TREE = 64 * 2**20  # what travels to the machine in one call
@@ -207,7 +209,7 @@ def main(argv: list[str] | None = None) -> None:
         runner.poll(Path(args.runs), args.wait_s)
     elif args.cmd == "collect":
         import os
-        runner.collect(Path(args.runs), Path(args.out or os.environ["OUT"]), args.force)
+        parcels.collect(Path(args.runs), Path(args.out or os.environ["OUT"]), args.force)
     else:
         {"stage": cmd_stage, "unpack": cmd_unpack, "probe": cmd_probe, "ship": cmd_ship}[args.cmd](args)
 

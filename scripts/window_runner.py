@@ -1,5 +1,5 @@
 """The GPU machine's side of a window (scripts/window.py is the command): start the runner, run the queue
-against a deadline, keep the machine with polls, and hand the results back in parcels.
+against a deadline, and keep the machine with polls (scripts/window_parcels.py hands the results back).
 
 The runner (`run`, in the background) waits for the data and checks its SHA-256, then starts the
 queue's jobs in order, concurrently on the one GPU while the estimated work left fits before the
@@ -9,21 +9,16 @@ save it is in, keeps its last epoch and its train_state/), then SIGKILL after a 
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import math
 import os
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
-import tarfile
 import time
 from pathlib import Path
 
-STAGE = Path(".stage")
-MAX_FILES, MAX_FILE, MAX_TOTAL = 8, 16 * 2**20, 64 * 2**20  # what comes back from one call
+from window_parcels import STAGE, collect_calls, log, read, read_plan, sha256, write
+
 EVAL_RESERVE_S = 25  # seconds the two full-test-set PGD-20 evaluations of one job take on an H100
 WARM_RESERVE_S = 20  # GPU seconds a compile warm-up still running is counted for
 STOP_GRACE_S = 15  # after SIGINT, how long every job together has to finish its save
@@ -31,42 +26,6 @@ STAGING_CALL_S, COLLECT_CALL_S, MARGIN_S = 40, 30, 30  # what the deadline leave
 DRY_TRAIN = ["--dataset", "synthetic", "--limit", "128", "--batch-size", "32", "--arch", "tinycnn", "--device", "cpu",
              "--monitor-limit", "32", "--monitor-robust", "8"]
 DRY_EVAL = ["--dataset", "synthetic", "--limit", "32", "--device", "cpu"]
-
-
-def read(path: Path, default=None):  # noqa: ANN001, ANN201
-    """A JSON file, or `default` when it is missing."""
-    return json.loads(path.read_text()) if path.exists() else default
-
-
-def write(path: Path, obj) -> None:  # noqa: ANN001
-    """JSON written atomically: the runner and the polls read these files while they change."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
-
-
-def sha256(path: Path) -> str:
-    """A file's SHA-256, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def log(runs: Path, text: str) -> None:
-    """One line to the window's session log (and stdout), stamped with seconds since the start."""
-    plan = read(runs / "plan.json", {})
-    line = f"[+{time.time() - plan.get('t0', time.time()):6.1f}s] {text}"
-    print(line, flush=True)
-    with open(runs / "session.log", "a") as f:
-        f.write(line + "\n")
-
-
-def _plan(runs: Path) -> dict:
-    """The window's plan.json: start time, deadline, queue, process ids."""
-    return read(runs / "plan.json")
 
 
 # ----------------------------------------------------------------------------- the jobs
@@ -121,7 +80,7 @@ def job_left(runs: Path, job: dict) -> float:
 
 def work_left(runs: Path, jobs: list[dict], running: dict) -> float:
     """GPU seconds the running jobs and live compile warm-ups still need (the GPU is time-shared: they add up)."""
-    warm = sum(_alive(pid) for pid in _plan(runs).get("warmups", []))
+    warm = sum(_alive(pid) for pid in read_plan(runs).get("warmups", []))
     return sum(job_left(runs, j) for j in jobs if j["name"] in running) + WARM_RESERVE_S * warm
 
 
@@ -179,7 +138,7 @@ def _reap(runs: Path, running: dict, status: dict) -> None:
     for name, proc in list(running.items()):
         if proc.poll() is not None:
             status["jobs"][name].update(state="done" if proc.returncode == 0 else "failed", rc=proc.returncode,
-                                        ended_s=round(time.time() - _plan(runs)["t0"], 1))
+                                        ended_s=round(time.time() - read_plan(runs)["t0"], 1))
             log(runs, f"{name}: {status['jobs'][name]['state']} (rc {proc.returncode})")
             del running[name]
 
@@ -194,20 +153,20 @@ def _start_fitting(runs: Path, queue: dict, running: dict, status: dict, dry: bo
         if any(s in ("failed", "skipped", "cut") for s in needs):
             st.update(state="skipped", why="a job it needs did not finish")
         elif all(s == "done" for s in needs) and \
-                work_left(runs, queue["jobs"], running) + job_left(runs, job) <= _plan(runs)["deadline"] - time.time():
+                work_left(runs, queue["jobs"], running) + job_left(runs, job) <= read_plan(runs)["deadline"] - time.time():
             running[job["name"]] = launch(job, queue, runs, dry)
-            st.update(state="running", started_s=round(time.time() - _plan(runs)["t0"], 1))
+            st.update(state="running", started_s=round(time.time() - read_plan(runs)["t0"], 1))
             log(runs, f"{job['name']}: started")
 
 
 def _wait_for_data(runs: Path, queue: dict, dry: bool) -> bool:
     """Until the data is complete and the deadline has been set (or a provisional one nears its end)."""
     while not data_ready(queue, dry):
-        if time.time() > _plan(runs)["deadline"] - 60:
+        if time.time() > read_plan(runs)["deadline"] - 60:
             return False
         time.sleep(3)
     log(runs, "data complete, SHA-256 checked")
-    while not dry and not _plan(runs).get("deadline_set") and time.time() < _plan(runs)["deadline"] - 300:
+    while not dry and not read_plan(runs).get("deadline_set") and time.time() < read_plan(runs)["deadline"] - 300:
         time.sleep(1)  # the call that sets the deadline may still be on its way
     return True
 
@@ -225,17 +184,17 @@ def run(runs: Path, queue: dict, dry: bool, max_parallel: int = 7) -> dict:
     while True:
         _reap(runs, running, status)
         _start_fitting(runs, queue, running, status, dry, max_parallel)
-        if time.time() > _plan(runs)["deadline"]:
+        if time.time() > read_plan(runs)["deadline"]:
             log(runs, "deadline: stopping " + (", ".join(running) or "nothing"))
-            stop_all(list(running.values()), [p for p in _plan(runs).get("warmups", []) if _alive(p)])
+            stop_all(list(running.values()), [p for p in read_plan(runs).get("warmups", []) if _alive(p)])
             for name, proc in running.items():
                 status["jobs"][name].update(state="cut", rc=proc.returncode,
-                                            ended_s=round(time.time() - _plan(runs)["t0"], 1))
+                                            ended_s=round(time.time() - read_plan(runs)["t0"], 1))
             running.clear()
         for job in queue["jobs"]:
             status["jobs"][job["name"]]["epochs"] = "%d/%d" % progress(runs, job)
-        write(runs / "status.json", {**status, "t_s": round(time.time() - _plan(runs)["t0"], 1),
-                                     "deadline_s": round(_plan(runs)["deadline"] - _plan(runs)["t0"], 1)})
+        write(runs / "status.json", {**status, "t_s": round(time.time() - read_plan(runs)["t0"], 1),
+                                     "deadline_s": round(read_plan(runs)["deadline"] - read_plan(runs)["t0"], 1)})
         if not running:  # nothing left that fits (time only shrinks) or whose needs can still be met
             break
         time.sleep(0.5 if dry else 3)
@@ -247,7 +206,7 @@ def run(runs: Path, queue: dict, dry: bool, max_parallel: int = 7) -> dict:
 
 def _finish(runs: Path, status: dict) -> dict:
     """The final status, for the polls and the archive."""
-    plan = _plan(runs)
+    plan = read_plan(runs)
     status.update(finished=True, t_s=round(time.time() - plan["t0"], 1), deadline_s=round(plan["deadline"] - plan["t0"], 1))
     write(runs / "status.json", status)
     log(runs, "runner done: " + ", ".join(f"{n} {s['state']}" for n, s in status["jobs"].items()))
@@ -280,7 +239,7 @@ def start(runs: Path, queue_path: str, deadline_s: float, dry: bool, foreground:
         proc = subprocess.Popen(cmd + (["--dry"] if dry else []), stdout=out, stderr=subprocess.STDOUT, env=env,
                                 start_new_session=True)
     warmups = [] if dry else warm_compile(runs, read(Path(queue_path)), env)
-    write(runs / "plan.json", {**_plan(runs), "runner": proc.pid, "warmups": warmups})
+    write(runs / "plan.json", {**read_plan(runs), "runner": proc.pid, "warmups": warmups})
     log(runs, f"started the runner; training ends {deadline_s:.0f} s from now unless a poll sets the deadline")
     _environment(runs)
 
@@ -323,15 +282,9 @@ def _environment(runs: Path) -> None:
     log(runs, f"python / torch / device: {out.stdout.strip() or out.stderr.strip()[-200:]}")
 
 
-def collect_calls(queue: dict) -> int:
-    """How many collect calls a window's results need: the archive and shipped weights, a cut job's state beside."""
-    ship = sum(bool(j.get("ship")) for j in queue["jobs"])
-    return math.ceil((1 + 2 * ship) / MAX_FILES) + 1
-
-
 def set_deadline(runs: Path, budget_left_s: float, staging_left: int) -> float:
     """The deadline from the lease's budget left: what the calls still to come need is kept back."""
-    plan = _plan(runs)
+    plan = read_plan(runs)
     reserve = STAGING_CALL_S * staging_left + COLLECT_CALL_S * collect_calls(read(Path(plan["queue"]))) + MARGIN_S
     write(runs / "plan.json", {**plan, "deadline": time.time() + budget_left_s - reserve, "deadline_set": True})
     log(runs, f"deadline set: training ends {budget_left_s - reserve:.0f} s from now ({reserve:.0f} s kept back)")
@@ -342,7 +295,7 @@ def poll(runs: Path, wait_s: float) -> None:
     """Keep the machine while the runner works: the status now and then; back when done, dead, or after wait_s."""
     end, last = time.time() + wait_s, 0.0
     while True:
-        status, plan = read(runs / "status.json", {}), _plan(runs)
+        status, plan = read(runs / "status.json", {}), read_plan(runs)
         dead = plan.get("runner") and not _alive(plan["runner"]) and not status.get("finished")
         if time.time() - last > 30 or status.get("finished") or dead or time.time() >= end:
             print(status_line(status), flush=True)
@@ -361,58 +314,3 @@ def status_line(status: dict) -> str:
     jobs = status.get("jobs", {})
     return (f"t={status.get('t_s', '?')} s (deadline {status.get('deadline_s', '?')} s): "
             + ", ".join(f"{n} {s['state']} {s.get('epochs', '')}" for n, s in jobs.items()) if jobs else "runner not ready")
-
-
-def to_send(runs: Path) -> list[tuple[Path, str]]:
-    """(file, name under $OUT) in priority order: the results archive, shipped weights, then the training
-    states of shipped jobs cut at the deadline (the next window resumes them; a probe is not resumed)."""
-    ship = [j["name"] for j in read(Path(_plan(runs)["queue"]))["jobs"] if j.get("ship")]
-    files = [(runs / "results.tgz", "results.tgz")]
-    for name in ship:
-        files += [(f, f"{name}/{f.name}") for f in sorted((runs / name).glob("model*.safetensors"))]
-    for name in ship:
-        files += [(f, f"{name}/train_state/{f.name}") for f in sorted((runs / name).glob("train_state/*.safetensors"))]
-    return files
-
-
-def parcel(files: list[tuple[Path, str]], sent: set[str]) -> list[tuple[Path, str]]:
-    """The next files that fit one call's return: at most 8, each at most 16 MiB, 64 MiB together.
-
-    Raises:
-        ValueError: a file is over 16 MiB, so it could never come back.
-    """
-    big = [name for path, name in files if path.stat().st_size > MAX_FILE]
-    if big:
-        raise ValueError(f"over 16 MiB, cannot come back: {big}")
-    out, total = [], 0
-    for path, name in files:
-        if name in sent:
-            continue
-        if len(out) == MAX_FILES or total + path.stat().st_size > MAX_TOTAL:
-            break
-        out.append((path, name))
-        total += path.stat().st_size
-    return out
-
-
-def collect(runs: Path, out: Path, force: bool = False) -> None:
-    """One call's parcel into $OUT; the first also packs every small file (logs, configs, metrics) into results.tgz."""
-    if not read(runs / "status.json", {}).get("finished") and not force:
-        raise SystemExit("the runner is still working: poll until it is done (or collect --force)")
-    sent_file = runs / "sent.json"
-    sent = set(read(sent_file, []))
-    if not sent:
-        with tarfile.open(runs / "results.tgz", "w:gz") as tar:
-            for f in sorted(runs.rglob("*")):
-                if f.is_file() and f.suffix != ".safetensors" and f.name not in ("results.tgz", "sent.json") \
-                        and "dry-init" not in f.parts:
-                    tar.add(f, arcname=str(f.relative_to(runs)))
-    batch = parcel(to_send(runs), sent)
-    for path, name in batch:
-        (out / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, out / name)
-    sent |= {name for _, name in batch}
-    write(sent_file, sorted(sent))
-    left = [n for _, n in to_send(runs) if n not in sent]
-    print(f"parcel: {len(batch)} files, {sum(p.stat().st_size for p, _ in batch) / 2**20:.1f} MiB; "
-          f"{len(left)} files left" + (f" (next: {left[0]})" if left else " - all collected"))

@@ -1,0 +1,117 @@
+"""The files a window's calls share (the plan, the status, the session log, all JSON written atomically) and the
+parcels that bring the results back: at most 8 files of 16 MiB, 64 MiB together, per call.
+
+Both sides use it: scripts/window_runner.py on the GPU machine, scripts/window.py here.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import tarfile
+import time
+from pathlib import Path
+
+STAGE = Path(".stage")
+MAX_FILES, MAX_FILE, MAX_TOTAL = 8, 16 * 2**20, 64 * 2**20  # what comes back from one call
+
+
+def read(path: Path, default=None):  # noqa: ANN001, ANN201
+    """A JSON file, or `default` when it is missing."""
+    return json.loads(path.read_text()) if path.exists() else default
+
+
+def write(path: Path, obj) -> None:  # noqa: ANN001
+    """JSON written atomically: the runner and the polls read these files while they change."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)
+
+
+def sha256(path: Path) -> str:
+    """A file's SHA-256, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def log(runs: Path, text: str) -> None:
+    """One line to the window's session log (and stdout), stamped with seconds since the start."""
+    plan = read(runs / "plan.json", {})
+    line = f"[+{time.time() - plan.get('t0', time.time()):6.1f}s] {text}"
+    print(line, flush=True)
+    with open(runs / "session.log", "a") as f:
+        f.write(line + "\n")
+
+
+def read_plan(runs: Path) -> dict:
+    """The window's plan.json: start time, deadline, queue, process ids."""
+    return read(runs / "plan.json")
+
+
+# ----------------------------------------------------------------------------- the parcels
+
+def collect_calls(queue: dict) -> int:
+    """How many collect calls a window's results need: the archive and shipped weights, a cut job's state beside."""
+    ship = sum(bool(j.get("ship")) for j in queue["jobs"])
+    return math.ceil((1 + 2 * ship) / MAX_FILES) + 1
+
+
+def to_send(runs: Path) -> list[tuple[Path, str]]:
+    """(file, name under $OUT) in priority order: the results archive, shipped weights, then the training
+    states of shipped jobs cut at the deadline (the next window resumes them; a probe is not resumed)."""
+    ship = [j["name"] for j in read(Path(read_plan(runs)["queue"]))["jobs"] if j.get("ship")]
+    files = [(runs / "results.tgz", "results.tgz")]
+    for name in ship:
+        files += [(f, f"{name}/{f.name}") for f in sorted((runs / name).glob("model*.safetensors"))]
+    for name in ship:
+        files += [(f, f"{name}/train_state/{f.name}") for f in sorted((runs / name).glob("train_state/*.safetensors"))]
+    return files
+
+
+def parcel(files: list[tuple[Path, str]], sent: set[str]) -> list[tuple[Path, str]]:
+    """The next files that fit one call's return: at most 8, each at most 16 MiB, 64 MiB together.
+
+    Raises:
+        ValueError: a file is over 16 MiB, so it could never come back.
+    """
+    big = [name for path, name in files if path.stat().st_size > MAX_FILE]
+    if big:
+        raise ValueError(f"over 16 MiB, cannot come back: {big}")
+    out, total = [], 0
+    for path, name in files:
+        if name in sent:
+            continue
+        if len(out) == MAX_FILES or total + path.stat().st_size > MAX_TOTAL:
+            break
+        out.append((path, name))
+        total += path.stat().st_size
+    return out
+
+
+def collect(runs: Path, out: Path, force: bool = False) -> None:
+    """One call's parcel into $OUT; the first also packs every small file (logs, configs, metrics) into results.tgz."""
+    if not read(runs / "status.json", {}).get("finished") and not force:
+        raise SystemExit("the runner is still working: poll until it is done (or collect --force)")
+    sent_file = runs / "sent.json"
+    sent = set(read(sent_file, []))
+    if not sent:
+        with tarfile.open(runs / "results.tgz", "w:gz") as tar:
+            for f in sorted(runs.rglob("*")):
+                if f.is_file() and f.suffix != ".safetensors" and f.name not in ("results.tgz", "sent.json") \
+                        and "dry-init" not in f.parts:
+                    tar.add(f, arcname=str(f.relative_to(runs)))
+    batch = parcel(to_send(runs), sent)
+    for path, name in batch:
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, out / name)
+    sent |= {name for _, name in batch}
+    write(sent_file, sorted(sent))
+    left = [n for _, n in to_send(runs) if n not in sent]
+    print(f"parcel: {len(batch)} files, {sum(p.stat().st_size for p, _ in batch) / 2**20:.1f} MiB; "
+          f"{len(left)} files left" + (f" (next: {left[0]})" if left else " - all collected"))
