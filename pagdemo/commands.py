@@ -141,12 +141,13 @@ def bench_config(args: argparse.Namespace):  # noqa: ANN201 (BenchConfig, import
 
 def cmd_bench(args: argparse.Namespace, command: str) -> None:
     """Run the benchmark, write its JSON, print its tables."""
-    from pagdemo.bench import format_tables, run_bench, save_json
+    from pagdemo.bench import format_tables, run_bench
+    from pagdemo.files import write_json
 
     cfg = bench_config(args)
     result = run_bench(cfg)
     if cfg.json:
-        save_json(result, cfg.json)
+        write_json(cfg.json, result)
     print(format_tables(result))
 
 

@@ -2,12 +2,12 @@
 
 CIFAR-10 comes from the packed `.npz` files of `shared/data/` (PNG or JPEG bytes, see its README)
 or torchvision's `cifar-10-batches-py`; STL-10 from torchvision's `stl10_binary`; `synthetic` is
-generated in code for tests; `folder` is your own ImageFolder tree (`pagdemo.folder`). Images are decoded once and kept as (N, 3, H, W) uint8; batches are
-NCHW floats in [0, 1], as every model expects.
+generated in code for tests; `folder` is your own ImageFolder tree (`pagdemo.folder`). Images are
+decoded once and kept as (N, 3, H, W) uint8; batches are NCHW floats in [0, 1], as every model
+expects.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import math
 import os
@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
+
+from pagdemo.files import read_sha256sums, sha256
 
 SPLITS = ("train", "test")
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -90,16 +92,13 @@ def _verify_checksums(files: list[Path]) -> None:
     sums = files[0].parent / "SHA256SUMS"
     if not sums.is_file():
         return
-    expected = {ln.split()[1].lstrip("*"): ln.split()[0] for ln in sums.read_text().splitlines() if ln.strip()}
+    expected = read_sha256sums(sums)
     for f in files:
         if f.name not in expected:
             continue
-        h = hashlib.sha256()
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-        if h.hexdigest() != expected[f.name]:
-            raise DataError(f"{f}: SHA-256 {h.hexdigest()[:12]}... does not match {sums} ({expected[f.name][:12]}...)")
+        digest = sha256(f)
+        if digest != expected[f.name]:
+            raise DataError(f"{f}: SHA-256 {digest[:12]}... does not match {sums} ({expected[f.name][:12]}...)")
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
@@ -219,6 +218,11 @@ def default_data_dir(name: str) -> Path | None:
     return next((p for p in candidates if p.is_dir()), None)
 
 
+def data_root(name: str, data_dir: str | Path | None) -> Path | None:
+    """The folder a dataset is read from: the one given, else its default location."""
+    return Path(data_dir).expanduser() if data_dir is not None else default_data_dir(name)
+
+
 def load_dataset(name: str, split: str = "train", data_dir: str | Path | None = None,
                  limit: int | None = None, seed: int = 0, synthetic_size: int | None = None,
                  image_size: int | None = None, on_bad_image: str = "skip", progress: bool = True) -> Dataset:
@@ -235,7 +239,7 @@ def load_dataset(name: str, split: str = "train", data_dir: str | Path | None = 
         raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(DATASET_NAMES)}")
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose one of {list(SPLITS)}")
-    root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir(name)
+    root = data_root(name, data_dir)
     if name != "synthetic" and root is None:
         raise DataError(f"no {name} data found in $PAGDEMO_DATA_DIR, " + " or ".join(f"{r}/{name}" for r in DATA_ROOTS)
                         + " (relative to the working directory); pass --data-dir")
@@ -258,7 +262,7 @@ def check_splits(name: str, data_dir: str | Path | None, splits: tuple[str, ...]
         return
     from pagdemo import folder
 
-    root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir(name)
+    root = data_root(name, data_dir)
     if root is None or not root.is_dir():
         raise DataError(f"{root or 'data/folder'}: no such folder; pass --data-dir DIR (DIR/train/<class>/...)")
     trees = [folder.scan(root, s) for s in splits]

@@ -1,6 +1,8 @@
-"""Atomic text and JSON files: every record pagdemo writes (configs, metrics, audits, logs) goes through here."""
+"""Atomic text and JSON files (every record pagdemo writes: configs, metrics, audits, logs goes through here), and
+the SHA-256 checks that keep a partly copied data file from training silently."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -44,3 +46,18 @@ def read_jsonl(path: str | Path) -> list[dict]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def sha256(path: str | Path) -> str:
+    """A file's SHA-256, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_sha256sums(path: str | Path) -> dict[str, str]:
+    """A `sha256sum` listing (SHA256SUMS): file name -> expected hex digest."""
+    lines = Path(path).read_text().splitlines()
+    return {ln.split()[1].lstrip("*"): ln.split()[0] for ln in lines if ln.strip()}

@@ -9,7 +9,6 @@ and train_state/) to another machine and running the same command there resumes 
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
@@ -20,7 +19,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from pagdemo.checkpoints import MAX_SHARD, shard_names
-from pagdemo.files import write_json
+from pagdemo.files import read_json, write_json
 
 STATE_DIR = "train_state"
 
@@ -56,7 +55,7 @@ def has_state(out: Path) -> bool:
 def load_state(out: Path, model: nn.Module, opt: torch.optim.Optimizer) -> tuple[int, int, float]:
     """Restore a saved state into `model` and `opt`; returns (epochs done, global step, seconds trained so far)."""
     folder = out / STATE_DIR
-    progress = json.loads((folder / "progress.json").read_text())
+    progress = read_json(folder / "progress.json")
     missing = sorted(n for n in shard_names(folder) if not (folder / n).exists())
     if missing:
         raise ValueError(f"{folder} is incomplete: {', '.join(missing)} missing (did every shard arrive?)")

@@ -22,6 +22,8 @@ from pathlib import Path
 from gradio_client import Client, handle_file
 from PIL import Image
 
+from pagdemo.files import write_json
+from pagdemo.provenance import cpu_name
 from pagdemo.threat import LINF_EPS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -150,8 +152,8 @@ def main() -> None:
                                     "log_lines": sum("refused:" in line for line in server_log.splitlines()),
                                     "tracebacks": server_log.count("Traceback")},
                   "rss_after_abandoned_mb": round(rss_mb(proc.pid), 1), "date": time.strftime("%Y-%m-%d"),
-                  "cpu": open("/proc/cpuinfo").read().split("model name")[1].split(":")[1].split("\n")[0].strip()}
-        Path(args.json).write_text(json.dumps(result, indent=1))
+                  "cpu": cpu_name()}
+        write_json(args.json, result)
         print(json.dumps({k: v for k, v in result.items() if k != "trace"}, indent=1))
     finally:
         proc.terminate()

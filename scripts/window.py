@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import window_parcels as parcels  # noqa: E402
 import window_runner as runner  # noqa: E402
+from pagdemo.files import read_jsonl  # noqa: E402 (stdlib only: the GPU side's calls load no torch)
 from window_parcels import MAX_FILES, MAX_TOTAL, STAGE, parcel, read, write  # noqa: E402,F401 (the tests use them)
 
 QUEUE = Path("scripts/queue.json")
@@ -83,9 +84,9 @@ def cmd_stage(args: argparse.Namespace) -> None:
     for target, source in queue.get("carry", {}).items():
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(source, target, ignore=shutil.ignore_patterns("README.md", "audit-*.json", "NOTES.md"))
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout
-    (STAGE / "COMMIT").write_text(commit + ("-dirty" if dirty.strip() else "") + "\n")
+    from pagdemo.provenance import git_commit
+
+    (STAGE / "COMMIT").write_text(git_commit() + "\n")
     paths = [f"{queue['data']['dir']}/{n}" for n in [*queue["data"]["files"], "SHA256SUMS"]] + [str(STAGE / "COMMIT")]
     sizes = {p: Path(p).stat().st_size for p in paths}
     sizes.update({t: sum(f.stat().st_size for f in Path(t).rglob("*") if f.is_file()) for t in queue.get("carry", {})})
@@ -112,10 +113,10 @@ def cmd_unpack(args: argparse.Namespace) -> None:
         target = dest / f.relative_to(src)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(f, target)
-    missing = []
-    for index in dest.rglob("model.safetensors.index.json"):
-        shards = set(json.loads(index.read_text())["weight_map"].values())
-        missing += [str(index.parent / s) for s in sorted(shards) if not (index.parent / s).exists()]
+    from pagdemo.checkpoints import shard_names
+
+    missing = [str(index.parent / name) for index in dest.rglob("model.safetensors.index.json")
+               for name in sorted(shard_names(index.parent)) if not (index.parent / name).exists()]
     print(f"unpacked into {dest}; " + (f"still missing {len(missing)} shard(s), e.g. {missing[0]}" if missing
                                        else "every indexed shard is here"))
 
@@ -127,8 +128,8 @@ def probe_summary(folder: Path) -> dict:
     """Every probe job of an unpacked window: its recipe and settings, per-epoch trajectory, and final subset numbers."""
     rows = []
     for run_dir in sorted(p for p in folder.iterdir() if p.name.startswith("probe-") and (p / "config.json").exists()):
-        run = json.loads((run_dir / "config.json").read_text())["run"]
-        log = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines() if line.strip()]
+        run = read(run_dir / "config.json")["run"]
+        log = read_jsonl(run_dir / "train_log.jsonl")
         last = log[-1] if log else {}
         rows.append({"job": run_dir.name, "recipe": run["recipe"], "arch": run["arch"], "recipe_settings": run["recipe_settings"],
                      "lam": run["lam"], "batch_size": run["batch_size"], "lr": run["lr"], "epochs": run["epochs"],

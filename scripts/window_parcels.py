@@ -1,43 +1,22 @@
 """The files a window's calls share (the plan, the status, the session log, all JSON written atomically) and the
 parcels that bring the results back: at most 8 files of 16 MiB, 64 MiB together, per call.
 
-Both sides use it: scripts/window_runner.py on the GPU machine, scripts/window.py here.
+Both sides use it: scripts/window_runner.py on the GPU machine, scripts/window.py here. JSON goes
+through pagdemo.files (atomic writes: the runner and the polls read these files while they change).
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import os
 import shutil
 import tarfile
 import time
 from pathlib import Path
 
+from pagdemo.files import read_json as read
+from pagdemo.files import write_json as write
+
 STAGE = Path(".stage")
 MAX_FILES, MAX_FILE, MAX_TOTAL = 8, 16 * 2**20, 64 * 2**20  # what comes back from one call
-
-
-def read(path: Path, default=None):  # noqa: ANN001, ANN201
-    """A JSON file, or `default` when it is missing."""
-    return json.loads(path.read_text()) if path.exists() else default
-
-
-def write(path: Path, obj) -> None:  # noqa: ANN001
-    """JSON written atomically: the runner and the polls read these files while they change."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
-
-
-def sha256(path: Path) -> str:
-    """A file's SHA-256, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def log(runs: Path, text: str) -> None:

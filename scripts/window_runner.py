@@ -17,7 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-from window_parcels import STAGE, collect_calls, log, read, read_plan, sha256, write
+from pagdemo.files import read_json as read
+from pagdemo.files import read_sha256sums, sha256, write_json as write
+from window_parcels import STAGE, collect_calls, log, read_plan
 
 EVAL_RESERVE_S = 25  # seconds the two full-test-set PGD-20 evaluations of one job take on an H100
 WARM_RESERVE_S = 20  # GPU seconds a compile warm-up still running is counted for
@@ -60,7 +62,7 @@ def data_ready(queue: dict, dry: bool) -> bool:
     sums = folder / "SHA256SUMS"
     if not sums.exists() or not all((folder / n).exists() for n in queue["data"]["files"]):
         return False
-    expected = {ln.split()[1].lstrip("*"): ln.split()[0] for ln in sums.read_text().splitlines() if ln.strip()}
+    expected = read_sha256sums(sums)
     return all(n in expected and sha256(folder / n) == expected[n] for n in queue["data"]["files"])
 
 

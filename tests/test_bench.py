@@ -4,8 +4,10 @@ import json
 import pytest
 import torch
 
-from pagdemo.bench import SAMPLED, BenchConfig, format_tables, run_bench, save_json, step_cases
-from pagdemo.cli import bench_config, build_parser
+from pagdemo.bench import SAMPLED, BenchConfig, format_tables, run_bench, step_cases
+from pagdemo.cli import build_parser
+from pagdemo.commands import bench_config
+from pagdemo.files import write_json
 
 
 def parse_config(argv):
@@ -19,7 +21,7 @@ TINY = BenchConfig(device="cpu", model="tinycnn", image_size=8, batch_sizes=(4,)
 @pytest.fixture(scope="module")
 def result(tmp_path_factory):
     path = tmp_path_factory.mktemp("bench") / "cpu.json"
-    save_json(run_bench(TINY), str(path))
+    write_json(path, run_bench(TINY))
     return json.loads(path.read_text())
 
 

@@ -11,7 +11,6 @@ cases compared with each other run round-robin, so that a busy shared CPU slows 
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
 import time
@@ -30,7 +29,7 @@ from pagdemo.paper import LAMBDAS
 from pagdemo.threat import LINF_EPS, PICTURE_EPS_AT_32
 from pagdemo.provenance import cpu_name, git_commit, now
 
-__all__ = ["BenchConfig", "SMALL", "SAMPLED", "format_tables", "run_bench", "save_json", "step_cases"]
+__all__ = ["BenchConfig", "SMALL", "SAMPLED", "format_tables", "run_bench", "step_cases"]
 
 
 @dataclass(frozen=True)
@@ -126,9 +125,3 @@ def _run_sections(cfg: BenchConfig, device: torch.device) -> dict:
         result["env"]["load_avg_1min_at_end"] = os.getloadavg()[0]
     return result
 
-
-def save_json(result: dict, path: str) -> None:
-    """Write the results where the README's tables are built from."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(result, f, indent=1)
