@@ -23,7 +23,8 @@ import pandas as pd
 import torch
 
 from app.errors import InputError
-from app.inputs import EXAMPLES_DIR, check_count, check_norm_eps, example_labels, example_paths, folder_gallery
+from app.inputs import (EXAMPLES_DIR, check_count, check_norm_eps, check_threat, eval_default, example_class,
+                        example_labels, example_paths, folder_gallery)
 from app.tables import compare_table, eps_text, num, pct, probability_table, toy_cells
 from pagdemo.checkpoints import list_checkpoints, load_checkpoint
 from pagdemo.compare import compare_untargeted, render_compare
@@ -34,7 +35,7 @@ from pagdemo.grid import GridSpec, pag_grid_steps, to_uint8
 from pagdemo.images import fit_square, pil_to_tensor, read_image, size_warnings
 from pagdemo.plots import curve_plot, figure_to_array, robustness_plot
 from pagdemo.report import audit_rows, data_label, display_order, robustness_rows
-from pagdemo.threat import NORMS, eps_grid, eval_eps, picture_eps
+from pagdemo.threat import eps_grid, picture_eps
 from pagdemo.toy import ToyConfig, toy_seed
 from pagdemo.toystats import results_table
 from pagdemo.toyplot import seed_figure
@@ -155,8 +156,7 @@ class Lab:
             raise InputError(f"unknown target {target!r}; choose {ALL_TARGETS!r} or one of {classes}")
         targets = list(range(len(classes))) if target == ALL_TARGETS else [classes.index(target)]
         x, _, _ = self._image(image, size, classes)
-        shown = f"{eps * 255:.3g}/255" if norm == "linf" else f"{eps:.3g}"
-        caption = f"targeted PGD-{steps}, {norm} eps={shown}, step 2*eps/{steps}"
+        caption = f"targeted PGD-{steps}, {norm} eps={eps_text(eps, norm)}, step 2*eps/{steps}"
         spec = GridSpec(names, classes, targets, caption, scale=max(1, 128 // size))
         start = time.perf_counter()
         for frame in pag_grid_steps(nets, x.to(self.device), spec, norm, eps, steps, min_interval=1.0):
@@ -169,13 +169,12 @@ class Lab:
         """Untargeted PGD on one image against each model: before/after, the perturbation, fooled or not."""
         names, nets = self._models_for(models)
         size, classes = self._size(names), nets[0].classes
-        norm, eps = check_norm_eps(norm, eps, size, lambda n, s: eval_eps(n, image_size=s))
+        norm, eps = check_norm_eps(norm, eps, size, eval_default)
         steps = check_count(steps)
         x, label, _ = self._image(image, size, classes)
         results = compare_untargeted(nets, names, x, norm, eps, steps, label=label)
         attacked = f"true class {classes[label]}" if label is not None else "each model's own prediction (no true label)"
-        shown = f"{eps * 255:.3g}/255" if norm == "linf" else f"{eps:.3g}"
-        caption = f"untargeted PGD-{steps}, {norm} eps={shown}, random start, step 2*eps/{steps}; attacked: {attacked}"
+        caption = f"untargeted PGD-{steps}, {norm} eps={eps_text(eps, norm)}, random start, step 2*eps/{steps}; attacked: {attacked}"
         return render_compare(x, results, classes, caption, scale=max(1, 128 // size)), compare_table(results, classes)
 
     def robustness(self) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray, pd.DataFrame]:
@@ -215,13 +214,12 @@ class Lab:
                                  "--data-dir pointing at them") from None
             paths = example_paths()[:n]
             x = torch.stack([pil_to_tensor(fit_square(read_image(p)[0], size)) for p in paths])
-            y = torch.tensor([CIFAR10_CLASSES.index(Path(p).stem.rsplit("_", 1)[0]) for p in paths])
+            y = torch.tensor([CIFAR10_CLASSES.index(example_class(p)) for p in paths])
             return x, y, f"only the {len(paths)} example images shipped with the app ({dataset} test data not found)"
 
     def eps_curve(self, models: Any, norm: Any, n: Any, steps: Any) -> Iterator[tuple[Any, pd.DataFrame, str]]:
         """Accuracy against eps on a small test subset, point by point (a closed page stops it), cached per setting."""
-        if norm not in NORMS:
-            raise InputError(f"unknown threat model {norm!r}; choose one of {list(NORMS)}")
+        norm = check_threat(norm)
         names, nets = self._models_for(models)
         n, steps, size = check_count(n, 512, "the number of test images"), check_count(steps, 50), self._size(names)
         grid = eps_grid(norm, size)

@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 from app.errors import InputError
 from pagdemo.images import fit_square, read_image
-from pagdemo.threat import NORMS, picture_eps_max
+from pagdemo.threat import NORMS, eval_eps, picture_eps_max
 
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 MAX_STEPS = 100
@@ -21,9 +21,14 @@ def example_paths(folder: Path = EXAMPLES_DIR) -> list[str]:
     return [str(p) for p in sorted(folder.glob("*.png"))]
 
 
+def example_class(path: str | Path) -> str:
+    """A gallery image's true class, from its name: cat_3543.png (shipped), <class>_<n>.png (a data folder's)."""
+    return Path(path).stem.rsplit("_", 1)[0]
+
+
 def example_labels(folder: Path) -> dict[str, str]:
-    """SHA-256 of each gallery image -> its true class (from the file name, e.g. cat_3543.png)."""
-    return {hashlib.sha256(p.read_bytes()).hexdigest(): p.stem.rsplit("_", 1)[0] for p in folder.glob("*.png")}
+    """SHA-256 of each gallery image -> its true class."""
+    return {hashlib.sha256(p.read_bytes()).hexdigest(): example_class(p) for p in folder.glob("*.png")}
 
 
 def folder_gallery(data_dir: str | Path, side: int, per_class: int = 3, max_total: int = 30) -> Path | None:
@@ -50,10 +55,21 @@ def folder_gallery(data_dir: str | Path, side: int, per_class: int = 3, max_tota
     return out
 
 
-def check_norm_eps(norm: Any, eps: Any, image_size: int, default: Callable[[str, int], float]) -> tuple[str, float]:
-    """A threat model and radius from the request (eps None: the norm's default), within the page's range."""
+def check_threat(norm: Any) -> str:
+    """A threat model from the request: one of NORMS."""
     if norm not in NORMS:
         raise InputError(f"unknown threat model {norm!r}; choose one of {list(NORMS)}")
+    return norm
+
+
+def eval_default(norm: str, image_size: int) -> float:
+    """Attack & compare's default radius: the evaluation radius at the models' side."""
+    return eval_eps(norm, image_size=image_size)
+
+
+def check_norm_eps(norm: Any, eps: Any, image_size: int, default: Callable[[str, int], float]) -> tuple[str, float]:
+    """A threat model and radius from the request (eps None: the norm's default), within the page's range."""
+    check_threat(norm)
     if eps is None or eps == "":
         return norm, default(norm, image_size)
     try:

@@ -24,10 +24,11 @@ from gradio.data_classes import ImageData
 
 from app.errors import api_errors, log_refusal, public_message
 from app.handlers import ALL_TARGETS, Lab
-from app.inputs import EXAMPLES_DIR, example_paths
+from app.inputs import EXAMPLES_DIR, eval_default, example_paths
 from app.page import eps_slider_args, error_note, page_call, to_unit
 from pagdemo.images import MAX_BYTES
 from pagdemo.paper import TABLE_NAMES, TABLES
+from pagdemo.report import paper_table
 from pagdemo.threat import eval_eps, picture_eps
 from pagdemo.toy import ToyConfig
 
@@ -108,7 +109,7 @@ def _api_inputs(lab: Lab, *names: str) -> list[gr.components.Component]:
 
 def _eps_for_norm(kind: str, image_size: int):  # noqa: ANN202
     """A norm change resets the eps slider to that norm's units, range and default."""
-    default = picture_eps if kind == "picture" else (lambda n, s: eval_eps(n, image_size=s))
+    default = picture_eps if kind == "picture" else eval_default
 
     def update(norm: str) -> gr.Slider:
         return gr.Slider(**eps_slider_args(norm, default(norm, image_size), image_size))
@@ -205,8 +206,8 @@ def _compare_tab(lab: Lab) -> None:
             with gr.Row():
                 norm = gr.Radio(["l2", "linf"], value="l2", label="Threat model")
                 steps = gr.Slider(1, 100, value=20, step=1, precision=0, label="PGD steps")
-            eps = gr.Slider(**eps_slider_args("l2", eval_eps("l2", image_size=size), size), elem_id="compare-eps",
-                            info=f"defaults: the evaluation radii at {size}x{size} (l2 {eval_eps('l2', image_size=size):g}, "
+            eps = gr.Slider(**eps_slider_args("l2", eval_default("l2", size), size), elem_id="compare-eps",
+                            info=f"defaults: the evaluation radii at {size}x{size} (l2 {eval_default('l2', size):g}, "
                                  f"linf {eval_eps('linf') * 255:.0f}/255)")
             run = gr.Button("Attack", variant="primary", elem_id="run-compare")
             settings_error = _error_slot("compare-error")
@@ -232,8 +233,7 @@ def _paper_tables() -> str:
     out = []
     for dataset, rows in TABLES.items():
         out += [f"**Paper, {TABLE_NAMES[dataset]}** (ResNet-18, PGD-20; linf eps 0.031, l2 eps "
-                f"{eval_eps('l2', dataset):g})", "", "| method | clean % | linf % | l2 % |", "|---|---|---|---|"]
-        out += [f"| {name} | {c:.2f} | {li:.2f} | {l2:.2f} |" for name, (c, li, l2) in rows.items()] + [""]
+                f"{eval_eps('l2', dataset):g})", "", paper_table(dataset), ""]
     return "\n".join(out)
 
 

@@ -14,7 +14,6 @@ from typing import Callable
 from pagdemo.bench.tables import format_tables, step_table
 from pagdemo.checkpoints import list_checkpoints
 from pagdemo.files import read_json, read_jsonl
-from pagdemo.paper import TABLES
 from pagdemo.report import audit_rows, display_order, robustness_rows
 from pagdemo.threat import eval_eps
 from pagdemo.toystats import ci_text, results_table
@@ -52,7 +51,8 @@ def table1(root: Path) -> str:
     lines = [f"| checkpoint | training | clean | PGD-20 linf {linf * 255:.0f}/255 | PGD-20 l2 {l2:g} | n | device | "
              "paper: clean / linf / l2 |",
              "|---|---|---|---|---|---|---|---|"]
-    for i, row in zip(_infos(root), robustness_rows(_infos(root))):
+    infos = _infos(root)
+    for i, row in zip(infos, robustness_rows(infos)):
         paper = (f"{row['paper clean %']:.2f} / {row['paper linf %']:.2f} / {row['paper l2 %']:.2f}"
                  if row["paper clean %"] is not None else "(a teacher: not in Table 1)")
         lines.append(f"| `{row['model']}` | {_training(i['run'])} | {_cell(row['clean %'])} | {_cell(row['PGD linf %'])} | "
@@ -69,13 +69,6 @@ def recipes(root: Path) -> str:
     lines += [f"| `{name}` | {r.epochs} | {r.batch_size} | {r.lr} | {r.schedule} | {'yes' if r.nesterov else 'no'} | "
               f"{'yes' if r.amp else 'no'} | {r.lam_schedule} | {'--init' if r.needs_init else 'scratch'} | {r.summary} |"
               for name, r in RECIPES.items()]
-    return "\n".join(lines)
-
-
-def paper_table(root: Path) -> str:
-    """The paper's Table 1, for the rows no checkpoint has yet."""
-    lines = ["| method | clean | linf | l2 |", "|---|---|---|---|"]
-    lines += [f"| {m} | {c:.2f} | {li:.2f} | {l2:.2f} |" for m, (c, li, l2) in TABLES["cifar10"].items()]
     return "\n".join(lines)
 
 
@@ -119,7 +112,8 @@ def gpu_seconds(i: dict) -> float | None:
 def cost_rows(root: Path) -> list[dict]:
     """Per checkpoint: training seconds and the recorded robust accuracies (the cost figure's points)."""
     rows = []
-    for i, r in zip(_infos(root), robustness_rows(_infos(root))):
+    infos = _infos(root)
+    for i, r in zip(infos, robustness_rows(infos)):
         log = read_jsonl(Path(i["path"]) / "train_log.jsonl")
         rows.append({"model": i["name"], "method": i["run"].get("method"), "device": i["run"].get("device"),
                      "seconds": gpu_seconds(i), "epochs": len(log), "clean": r["clean %"], "linf": r["PGD linf %"],
@@ -244,12 +238,12 @@ def probe(root: Path) -> str:
 
 
 GENERATORS: dict[str, Callable[[Path], str]] = {
-    "table1": table1, "paper-table1": paper_table, "recipes": recipes, "audits": audits, "autoattack-runs": autoattack_runs, "cost": cost,
+    "table1": table1, "recipes": recipes, "audits": audits, "autoattack-runs": autoattack_runs, "cost": cost,
     "toy": toy, "toy-seeds": toy_seeds, "toy-vanilla": toy_vanilla, "toy-sweep": toy_sweep,
     "toy-lam": toy_ablation("lam", ("grad_of", "lam")), "toy-k": toy_ablation("k", ("k",)),
     "toy-attack": toy_ablation("attack", ("lam", "random_init")), "probe": probe, "app-load": app_load, "bench-cpu": _bench("docs/bench/cpu.json"),
     "bench-h100": _bench("docs/gpu/2026-11-26-h100/bench.json"), "bench-h200": _bench("docs/gpu/2026-11-26-h200/bench.json"),
-    "steps-h100": _steps("docs/gpu/2026-11-26-h100/bench.json"), "steps-cpu": _steps("docs/bench/cpu.json"),
+    "steps-h100": _steps("docs/gpu/2026-11-26-h100/bench.json"),
 }
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pagdemo.paper import paper_row
+from pagdemo.paper import TABLES, paper_row
 from pagdemo.threat import DATASET_SIDES, is_eval_eps
 
 
@@ -38,6 +38,13 @@ def fmt_number(value: Any) -> str:
 def pct(value: float | None) -> float | None:
     """Fraction to a percentage rounded to 2 decimals, for tables."""
     return None if value is None else round(100 * value, 2)
+
+
+def paper_table(dataset: str) -> str:
+    """The paper's table for a dataset (Table 1: CIFAR-10, Table 2: STL-10) in Markdown: the page and the docs."""
+    lines = ["| method | clean % | linf % | l2 % |", "|---|---|---|---|"]
+    lines += [f"| {m} | {c:.2f} | {li:.2f} | {l2:.2f} |" for m, (c, li, l2) in TABLES[dataset].items()]
+    return "\n".join(lines)
 
 
 def latest_metric(evaluations: list[dict[str, Any]], norm: str | None, eps: float | None = None) -> dict | None:
