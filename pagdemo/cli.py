@@ -9,7 +9,7 @@ import shlex
 import sys
 from fractions import Fraction
 
-from pagdemo.commands import COMMANDS, CLIError, bench_config, default  # noqa: F401 (bench_config: tests, python -m)
+from pagdemo.commands import COMMANDS, CLIError, default
 
 EXAMPLES = """\
 examples:
@@ -198,7 +198,7 @@ def _eval_parser(sub) -> None:
 def _toy_and_attack_parsers(sub) -> None:
     """`toy` (Sec. 5.1) and `attack` (the PAG picture)."""
     from pagdemo.threat import NORMS, picture_eps
-    from pagdemo.toy import ToyConfig
+    from pagdemo.toy import DTYPES, SWEEP_SEED0, ToyConfig
     p = sub.add_parser("toy", help="the paper's 2-D experiment (Sec. 5.1): vanilla vs PAG decision boundaries",
                        description="Two classes on the line x2 = 2*x1, an MLP 2-32-2, vanilla vs PAG with the "
                                    "Nearest Neighbor target, attacked with L2 PGD-10 (eps 15, step 2).")
@@ -208,10 +208,10 @@ def _toy_and_attack_parsers(sub) -> None:
                    help="PAG weight (default: the value our sweep chose, see docs/toy)")
     p.add_argument("--out", default="runs/toy", help="folder for results.json and decision_boundary.png")
     p.add_argument("--sweep", type=float_list, default=(),
-                   help="also sweep these lambdas on held-out seeds 100.. (e.g. 0,0.1,0.3,1,3,10; adds minutes)")
+                   help=f"also sweep these lambdas on held-out seeds {SWEEP_SEED0}.. (e.g. 0,0.1,0.3,1,3,10; adds minutes)")
     p.add_argument("--workers", type=positive_int, default=default(ToyConfig, "workers"),
                    help="processes to spread the seeds over (each trains on one thread; the numbers do not change)")
-    p.add_argument("--dtype", default=default(ToyConfig, "dtype"), choices=["float64", "float32"],
+    p.add_argument("--dtype", default=default(ToyConfig, "dtype"), choices=list(DTYPES),
                    help="float64 (default): a seed's outcome barely depends on the CPU's rounding")
     p = sub.add_parser("attack", help="the PAG picture: targeted PGD from one image toward each class",
                        description="Large-eps targeted PGD from your image toward every class (or one): robust and "

@@ -120,20 +120,23 @@ MODELS: dict[str, tuple[Callable[..., nn.Module], Stats]] = {
 }
 
 
-def build_model(name: str, num_classes: int = 10, stats: Stats | None = None) -> nn.Module:
-    """The one way to make a model, so checkpoints can rebuild it from its name (and stats) alone."""
+def _entry(name: str) -> tuple[Callable[..., nn.Module], Stats]:
+    """A registered architecture; an unknown name is a user error that lists the choices."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
-    make, default = MODELS[name]
+    return MODELS[name]
+
+
+def build_model(name: str, num_classes: int = 10, stats: Stats | None = None) -> nn.Module:
+    """The one way to make a model, so checkpoints can rebuild it from its name (and stats) alone."""
+    make, default = _entry(name)
     mean, std = stats if stats is not None else default
     return make(num_classes, mean, std)
 
 
 def default_stats(name: str) -> Stats:
     """The normalization an architecture uses when a checkpoint records none (CIFAR-10's or STL-10's)."""
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
-    return MODELS[name][1]
+    return _entry(name)[1]
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -4,16 +4,7 @@ import pytest
 import torch
 
 from pagdemo.compare import amplify, compare_untargeted, render_compare
-from pictures import CLASSES, one_image, tiny_models
-
-@pytest.fixture(scope="module")
-def models():
-    return tiny_models()
-
-
-@pytest.fixture
-def x():
-    return one_image()
+from pictures import CLASSES
 
 
 def test_compare_untargeted(models, x):

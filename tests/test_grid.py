@@ -6,16 +6,7 @@ import pytest
 import torch
 
 from pagdemo.grid import GridSpec, pag_grid_steps, to_uint8
-from pictures import CLASSES, one_image, tiny_models
-
-@pytest.fixture(scope="module")
-def models():
-    return tiny_models()
-
-
-@pytest.fixture
-def x():
-    return one_image()
+from pictures import CLASSES
 
 
 def _grid(models, x, targets=None, norm="l2", eps=4.0, steps=6, min_interval=0.0):

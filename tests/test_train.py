@@ -188,9 +188,28 @@ def test_fast_pag_impls_train_the_checkpoint_model_like_the_loop(impl, tmp_path)
         assert logs[impl][key] == pytest.approx(logs["loop"][key], rel=1e-4), key
 
 
+RESUMED = dict(method="cm", dataset="synthetic", limit=48, batch_size=16, epochs=2, monitor_limit=0)  # 3 steps/epoch
+
+
+def _interrupted(cfg: TrainConfig, monkeypatch, at_batch: int) -> None:
+    """Run cfg and stop it with a Ctrl-C as its `at_batch`-th batch (counted over epochs, from 1) is augmented."""
+    real_augment, calls = train_mod.augment, {"n": 0}
+
+    def killed(x, generator=None):
+        calls["n"] += 1
+        if calls["n"] == at_batch:
+            raise KeyboardInterrupt
+        return real_augment(x, generator)
+
+    monkeypatch.setattr(train_mod, "augment", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, progress=False)
+    monkeypatch.setattr(train_mod, "augment", real_augment)
+
+
 def test_resume_repeats_the_uninterrupted_run(tmp_path, monkeypatch):
     """Run A: 2 epochs straight. Run B: killed in the middle of epoch 2, then started again with the same config."""
-    base = dict(method="cm", dataset="synthetic", limit=48, batch_size=16, epochs=2, monitor_limit=0)  # 3 steps/epoch
+    base = RESUMED
     finals: dict[str, dict[str, torch.Tensor]] = {}
     real_save = train_mod.save_checkpoint
 
@@ -202,21 +221,10 @@ def test_resume_repeats_the_uninterrupted_run(tmp_path, monkeypatch):
     a = train(TrainConfig(out=str(tmp_path / "A"), **base), progress=False)
 
     cfg_b = TrainConfig(out=str(tmp_path / "B"), **base)
-    real_augment, calls = train_mod.augment, {"n": 0}
-
-    def killed_in_epoch_2(x, generator=None):
-        calls["n"] += 1
-        if calls["n"] == 5:  # epoch 2, second batch: one step of epoch 2 already taken
-            raise KeyboardInterrupt
-        return real_augment(x, generator)
-
-    monkeypatch.setattr(train_mod, "augment", killed_in_epoch_2)
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg_b, progress=False)
+    _interrupted(cfg_b, monkeypatch, at_batch=5)  # epoch 2, second batch: one step of epoch 2 already taken
     b = Path(cfg_b.out)
     assert json.loads((b / STATE_DIR / "progress.json").read_text())["epoch"] == 1
     assert _run(b)["epochs_done"] == 1 and len(_log(b)) == 1
-    monkeypatch.setattr(train_mod, "augment", real_augment)
     train(cfg_b, progress=False)
 
     assert not (a / STATE_DIR).exists() and not (b / STATE_DIR).exists()
@@ -232,20 +240,9 @@ def test_resume_repeats_the_uninterrupted_run(tmp_path, monkeypatch):
 
 def test_a_run_moved_to_another_machine_resumes_like_the_uninterrupted_run(tmp_path, monkeypatch):
     """What a GPU window hands to the next: config.json, train_log.jsonl and train_state/, in another folder."""
-    base = dict(method="cm", dataset="synthetic", limit=48, batch_size=16, epochs=2, monitor_limit=0)
+    base = RESUMED
     a = train(TrainConfig(out=str(tmp_path / "A"), **base), progress=False)
-    real_augment, calls = train_mod.augment, {"n": 0}
-
-    def killed_at_epoch_2(x, generator=None):
-        calls["n"] += 1
-        if calls["n"] == 4:  # the first batch of epoch 2: epoch 1 is saved, nothing of epoch 2 is
-            raise KeyboardInterrupt
-        return real_augment(x, generator)
-
-    monkeypatch.setattr(train_mod, "augment", killed_at_epoch_2)
-    with pytest.raises(KeyboardInterrupt):
-        train(TrainConfig(out=str(tmp_path / "B"), **base), progress=False)
-    monkeypatch.setattr(train_mod, "augment", real_augment)
+    _interrupted(TrainConfig(out=str(tmp_path / "B"), **base), monkeypatch, at_batch=4)  # epoch 1 saved, none of 2
     moved = tmp_path / "elsewhere" / "C"
     moved.mkdir(parents=True)
     for name in ("config.json", "train_log.jsonl"):
