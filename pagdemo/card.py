@@ -24,6 +24,7 @@ def _settings(run: dict[str, Any]) -> list[tuple[str, str]]:
         specific = []
     else:
         specific = [("lam", "lambda"), ("grad_of", "input gradient of"), ("pag_impl", "PAG implementation"),
+                    ("bn_coupling", "BatchNorm in the PAG pass"), ("pag_frame", "PAG frame"),
                     ("target_info", "target details"), ("teacher", "teacher")]
     return [("method", "method"), *specific, *_COMMON]
 

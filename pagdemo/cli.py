@@ -121,15 +121,19 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
                    help="of those, images given the per-epoch robustness check (0: off)")
     p.add_argument("--monitor-pgd", default=default(TrainConfig, "monitor_pgd"), choices=list(MONITORS),
                    help="the per-epoch check: the authors' L2 PGD-7 (eps 0.5), or the paper's PGD-20 in both norms")
+    p.add_argument("--monitor-cos", type=int, default=default(TrainConfig, "monitor_cos"),
+                   help="PAG: training images whose summed misalignment is logged after each epoch in the run's "
+                        "train-mode coupling (cos_train) and in eval mode (cos_eval, what attacks see; 0: off)")
     p.add_argument("--keep-state", action="store_true", help="keep train_state/ (optimizer state) after the last epoch")
 
 
 def _train_parsers(sub) -> None:
     """`train` and `adv-train`."""
-    from pagdemo.inputgrads import GRAD_OF
+    from pagdemo.inputgrads import COUPLINGS, GRAD_OF
     from pagdemo.losses import PAG_IMPLS
+    from pagdemo.targets import CM_SCALINGS
     from pagdemo.threat import NORMS
-    from pagdemo.trainconfig import ADV_ATTACKS, METHODS, TrainConfig
+    from pagdemo.trainconfig import ADV_ATTACKS, METHODS, PAG_FRAMES, TrainConfig
     p = sub.add_parser("train", help="train vanilla or PAG (oi, cm, nn, rigd) classifiers",
                        description="Train with Eq. 1: CE + lambda * sum over classes of (1 - cos(input gradient, g(x, t))). "
                                    "vanilla: lambda 0; oi: g toward One Image of class t; cm: toward the Class Mean; "
@@ -144,6 +148,18 @@ def _train_parsers(sub) -> None:
                    help="how the C input gradients are computed: loop (reference), batched (authors' repeat-the-batch, "
                         "default), vmap / explicit (exact like loop, faster), compiled (explicit under torch.compile: "
                         "exact and the fastest on a GPU, see docs/bench; about a minute of compiling first)")
+    p.add_argument("--bn-coupling", choices=list(COUPLINGS),
+                   help="BatchNorm while the C input gradients are taken: classes (train mode, each class's gradient "
+                        "coupled over the B images: loop/vmap/explicit/compiled), batch (train mode, statistics over "
+                        "the C*B repeated copies: the authors' code, batched/explicit/compiled), eval (running "
+                        "statistics, per-image gradients, as attacks see them; the cross-entropy gets its own "
+                        "train-mode forward). Default: what --pag-impl computes (docs/training.md)")
+    p.add_argument("--pag-frame", default=default(TrainConfig, "pag_frame"), choices=list(PAG_FRAMES),
+                   help="augmented: a crop and flip per image, targets for the augmented image; authors: one crop "
+                        "and flip per batch (another for the cross-entropy), gradients taken w.r.t. the "
+                        "un-augmented image, targets in its frame (the authors' TRAIN_CIFAR10.py)")
+    p.add_argument("--cm-scaling", default=default(TrainConfig, "cm_scaling"), choices=list(CM_SCALINGS),
+                   help="cm: each class mean rescaled to the class's mean image norm (default), or none (the raw mean)")
     p.add_argument("--nn-k", type=positive_int, default=default(TrainConfig, "nn_k"),
                    help="nn: sampled training images per class")
     p.add_argument("--teacher", help="rigd: checkpoint folder of an adversarially trained teacher")

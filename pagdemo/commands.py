@@ -19,22 +19,29 @@ def default(cls: type, name: str) -> Any:
     return field.default if field.default is not dataclasses.MISSING else field.default_factory()
 
 
-def cmd_train(args: argparse.Namespace, command: str) -> None:
-    """train and adv-train share one loop; adv-train is method 'adv'."""
-    from pagdemo.train import TrainConfig, train
+def train_config(args: argparse.Namespace):
+    """The TrainConfig of a parsed `train` or `adv-train` command line (adv-train is method 'adv')."""
+    from pagdemo.trainconfig import TrainConfig
 
     common = dict(out=args.out, dataset=args.dataset, data_dir=args.data_dir, limit=args.limit, arch=args.arch,
                   recipe=args.recipe, init=args.init, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                   weight_decay=args.weight_decay, amp=args.amp, seed=args.seed, device=args.device,
                   monitor_limit=args.monitor_limit, monitor_robust=args.monitor_robust, monitor_pgd=args.monitor_pgd,
-                  keep_state=args.keep_state, image_size=args.image_size, on_bad_image=args.on_bad_image)
+                  monitor_cos=args.monitor_cos, keep_state=args.keep_state, image_size=args.image_size,
+                  on_bad_image=args.on_bad_image)
     if args.command == "adv-train":
-        cfg = TrainConfig(method="adv", adv_norm=args.norm, adv_eps=args.eps, adv_attack=args.attack,
-                          adv_steps=args.adv_steps, **common)
-    else:
-        cfg = TrainConfig(method=args.method, lam=args.lam, grad_of=args.grad_of, pag_impl=args.pag_impl,
-                          nn_k=args.nn_k, teacher=args.teacher, **common)
-    out = train(cfg, command=command)
+        return TrainConfig(method="adv", adv_norm=args.norm, adv_eps=args.eps, adv_attack=args.attack,
+                           adv_steps=args.adv_steps, **common)
+    return TrainConfig(method=args.method, lam=args.lam, grad_of=args.grad_of, pag_impl=args.pag_impl,
+                       bn_coupling=args.bn_coupling, pag_frame=args.pag_frame, cm_scaling=args.cm_scaling,
+                       nn_k=args.nn_k, teacher=args.teacher, **common)
+
+
+def cmd_train(args: argparse.Namespace, command: str) -> None:
+    """train and adv-train share one loop."""
+    from pagdemo.train import train
+
+    out = train(train_config(args), command=command)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"checkpoint written to {out}; evaluate it with: pagdemo eval --checkpoint {out} --norm l2")
 

@@ -19,7 +19,6 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
@@ -287,22 +286,6 @@ def _load_folder(split: str, root: Path, limit: int | None, seed: int, image_siz
     source = f"{root} (image folder, {side}x{side}" + (f", {len(skipped)} unreadable file(s) skipped)" if skipped else ")")
     return Dataset(torch.from_numpy(images), torch.from_numpy(tree.labels[kept]), tree.classes, "folder", source,
                    stats=stats, skipped=skipped)
-
-
-def augment(x: torch.Tensor, generator: torch.Generator | None = None, pad: int = 4) -> torch.Tensor:
-    """Random crop (zero padding `pad`) and horizontal flip (p=0.5) per image, as one gather on x's device."""
-    n, c, h, w = x.shape
-    dev = generator.device if generator is not None else x.device  # a CPU generator gives the same crops on GPU
-    dy = torch.randint(0, 2 * pad + 1, (n, 1), generator=generator, device=dev).to(x.device)
-    dx = torch.randint(0, 2 * pad + 1, (n, 1), generator=generator, device=dev).to(x.device)
-    flip = (torch.rand(n, 1, generator=generator, device=dev) < 0.5).to(x.device)
-    rows = dy + torch.arange(h, device=x.device)
-    cols = dx + torch.arange(w, device=x.device)
-    cols = torch.where(flip, cols.flip(1), cols)
-    xp = F.pad(x, (pad, pad, pad, pad))
-    batch = torch.arange(n, device=x.device).view(n, 1, 1, 1)
-    chan = torch.arange(c, device=x.device).view(1, c, 1, 1)
-    return xp[batch, chan, rows.view(n, 1, h, 1), cols.view(n, 1, 1, w)]
 
 
 def batches(ds: Dataset, batch_size: int, shuffle: bool, generator: torch.Generator | None,

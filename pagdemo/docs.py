@@ -220,24 +220,53 @@ def app_load(root: Path) -> str:
 
 
 def probe(root: Path) -> str:
-    """The recipe probe (issue 17), from its committed JSON; says so when no window has run it yet."""
+    """The recipe probe (issue 23), from its committed JSON; says so when no window has run it yet."""
     found = sorted(root.glob("docs/gpu/*/probe.json"))
     if not found:
         return "(no GPU window has run the probe yet: `scripts/queue.json` holds it first)"
     data = read_json(found[-1])
     lines = [f"From [`{found[-1].relative_to(root)}`]({found[-1].relative_to(root / 'docs')}): "
              f"{data['jobs'][0]['device'] if data['jobs'] else ''}, {data['jobs'][0]['subset_n'] if data['jobs'] else ''} "
-             "test images, after the last epoch.", "",
-             "| recipe | arch | batch | lr | epochs | clean | PGD-20 linf | PGD-20 l2 | seconds | commit |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "test images, after the last epoch; cos: summed misalignment on 256 training images.", "",
+             "| job | recipe | arch | BN coupling | frame | lr | epochs | clean | PGD-20 linf | PGD-20 l2 | cos train | "
+             "cos eval | seconds | commit |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in data["jobs"]:
-        lines.append(f"| {r['recipe']} | {r['arch']} | {r['batch_size']} | {r['lr']} | {r['epochs_done']}/{r['epochs']} | "
-                     f"{_cell(100 * (r['clean'] or 0))} | {_cell(100 * (r['linf_pgd20'] or 0))} | "
-                     f"{_cell(100 * (r['l2_pgd20'] or 0))} | {_cell(r['train_time_s'], 0)} | `{str(r['commit'])[:7]}` |")
+        last = r["trajectory"][-1] if r["trajectory"] else {}
+        lines.append(f"| {r['job']} | {r['recipe']} | {r['arch']} | {r.get('bn_coupling')} | {r.get('pag_frame')} | "
+                     f"{r['lr']} | {r['epochs_done']}/{r['epochs']} | {_cell(100 * (r['clean'] or 0))} | "
+                     f"{_cell(100 * (r['linf_pgd20'] or 0))} | {_cell(100 * (r['l2_pgd20'] or 0))} | "
+                     f"{_cell(last.get('cos_train'))} | {_cell(last.get('cos_eval'))} | {_cell(r['train_time_s'], 0)} | "
+                     f"`{str(r['commit'])[:7]}` |")
+    return "\n".join(lines)
+
+
+def _spread(stat: dict) -> str:
+    """A per-image quantity as mean [10th, 90th percentile]."""
+    return f"{stat['mean']:.2f} [{stat['p10']:.2f}, {stat['p90']:.2f}]"
+
+
+def coupling(root: Path) -> str:
+    """docs/training.md: where the shipped Class Mean model's alignment lives (issue 23), from its JSON."""
+    data = read_json(root / "docs/diagnosis/coupling.json")
+    if not data:
+        return "(not measured yet: `python scripts/coupling_diagnosis.py`)"
+    lines = ["| Class Mean targets | pairwise cosine of the 10 targets | lowest per-image misalignment found | "
+             "one gradient flipped |", "|---|---|---|---|"]
+    lines += [f"| {name} | {_spread(t['pairwise_cos'])} | {_spread(t['per_image_floor'])} | {_spread(t['flip_one_bound'])} |"
+              for name, t in data["targets"].items()]
+    lines += ["", f"| checkpoint | train mode, coupling classes | train mode, coupling batch | eval mode | "
+                  "p(true class), eval mode |", "|---|---|---|---|---|"]
+    lines += [f"| `{name}` | {r['classes']:.2f} | {r['batch']:.2f} | {r['eval']:.2f} | {_spread(r['p_true_class_eval'])} |"
+              for name, r in data["checkpoints"].items()]
+    lines += ["", f"Summed misalignment of the log-softmax input gradients (0: aligned, 10: orthogonal, 20: opposite), "
+                  f"mean over {data['images']} training images ({data['augmented']}), BatchNorm batches of "
+                  f"{data['batch_size']} in train mode; {data['machine']}, torch {data['torch']}, commit "
+                  f"`{data['commit'][:7]}`, {data['seconds']:.0f} s: `{data['command']}`."]
     return "\n".join(lines)
 
 
 GENERATORS: dict[str, Callable[[Path], str]] = {
+    "coupling": coupling,
     "table1": table1, "recipes": recipes, "audits": audits, "autoattack-runs": autoattack_runs, "cost": cost,
     "toy": toy, "toy-seeds": toy_seeds, "toy-vanilla": toy_vanilla, "toy-sweep": toy_sweep,
     "toy-lam": toy_ablation("lam", ("grad_of", "lam")), "toy-k": toy_ablation("k", ("k",)),

@@ -3,7 +3,9 @@
 The reference `loop` runs one forward, then C double-differentiable backward passes; autograd's
 double backward of conv/BatchNorm/ReLU is slow and `torch.compile` refuses it. The exact
 implementations here compute what `loop` computes, in train- and eval-mode BatchNorm alike
-(each class's input gradient couples only the B images of the batch, as in `loop`):
+(each class's input gradient couples only the B images of the batch, as in `loop`); `explicit`
+and `compiled` also compute what the authors' `batched` computes (coupling "batch": BatchNorm's
+statistics over the C*B repeated copies) at the same speed:
 
 - `vmap`: one forward, then the C vector-Jacobian products batched into one
   `autograd.grad(..., is_grads_batched=True, create_graph=True)` call.
@@ -29,13 +31,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pagdemo.inputgrads import check_grad_of
+from pagdemo.inputgrads import check_coupling, check_grad_of
 from pagdemo.models import MLP, BasicBlock, Normalize, PAGClassifier, ResNet18, TinyCNN
 
 # Maps the gradient w.r.t. a layer's output, shaped (S, B, *out) for S seeds of the B images,
 # to the gradient w.r.t. its input, shaped (S, B, *in).
 Backward = Callable[[torch.Tensor], torch.Tensor]
-Tracer = Callable[[nn.Module, torch.Tensor], tuple[torch.Tensor, Backward]]
+Tracer = Callable[[nn.Module, torch.Tensor, str], tuple[torch.Tensor, Backward]]
 _TRACERS: dict[type, Tracer] = {}
 
 
@@ -46,12 +48,16 @@ def _tracer(module_type: type):
     return deco
 
 
-def trace(module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, Backward]:
-    """Run `module` on x (its own forward, so BatchNorm statistics update once) and return its input-backward."""
+def trace(module: nn.Module, x: torch.Tensor, coupling: str = "classes") -> tuple[torch.Tensor, Backward]:
+    """Run `module` on x (its own forward, so BatchNorm statistics update once) and return its input-backward.
+
+    `coupling` is what a train-mode BatchNorm's backward averages over: "classes" the B images of each
+    seed (as `loop`), "batch" all S*B seeded copies (as `batched`, the authors' code).
+    """
     if type(module) not in _TRACERS:
         names = sorted(t.__name__ for t in _TRACERS)
         raise ValueError(f"explicit PAG gradients do not support {type(module).__name__}; supported modules: {names}")
-    return _TRACERS[type(module)](module, x)
+    return _TRACERS[type(module)](module, x, coupling)
 
 
 def _acc(t: torch.Tensor) -> torch.Tensor:
@@ -73,19 +79,19 @@ def _chain(*backs: Backward) -> Backward:
     return backward
 
 
-def _trace_layers(layers, x: torch.Tensor) -> tuple[torch.Tensor, Backward]:
+def _trace_layers(layers, x: torch.Tensor, coupling: str) -> tuple[torch.Tensor, Backward]:
     """Run layers in order; the backward runs them in reverse."""
     backs = []
     for layer in layers:
-        x, back = trace(layer, x)
+        x, back = trace(layer, x, coupling)
         backs.append(back)
     return x, _chain(*backs)
 
 
 @_tracer(nn.Sequential)
-def _trace_sequential(module: nn.Sequential, x: torch.Tensor) -> tuple[torch.Tensor, Backward]:
+def _trace_sequential(module: nn.Sequential, x: torch.Tensor, coupling: str) -> tuple[torch.Tensor, Backward]:
     """Layers in order."""
-    return _trace_layers(module, x)
+    return _trace_layers(module, x, coupling)
 
 
 def _relu(x: torch.Tensor) -> tuple[torch.Tensor, Backward]:
@@ -96,13 +102,13 @@ def _relu(x: torch.Tensor) -> tuple[torch.Tensor, Backward]:
 
 
 @_tracer(nn.ReLU)
-def _trace_relu(module: nn.ReLU, x: torch.Tensor) -> tuple[torch.Tensor, Backward]:
+def _trace_relu(module: nn.ReLU, x: torch.Tensor, coupling: str) -> tuple[torch.Tensor, Backward]:
     """ReLU: the gradient passes where the output is positive."""
     return _relu(x)
 
 
 @_tracer(nn.GELU)
-def _trace_gelu(module: nn.GELU, x: torch.Tensor) -> tuple[torch.Tensor, Backward]:
+def _trace_gelu(module: nn.GELU, x: torch.Tensor, coupling: str) -> tuple[torch.Tensor, Backward]:
     """GELU: the gradient scaled by GELU's slope at x."""
     y = module(x)
     slope = torch.ops.aten.gelu_backward(torch.ones_like(x), x, approximate=module.approximate)  # GELU'(x)
@@ -110,19 +116,19 @@ def _trace_gelu(module: nn.GELU, x: torch.Tensor) -> tuple[torch.Tensor, Backwar
 
 
 @_tracer(Normalize)
-def _trace_normalize(module: Normalize, x: torch.Tensor) -> tuple[torch.Tensor, Backward]:
+def _trace_normalize(module: Normalize, x: torch.Tensor, coupling: str) -> tuple[torch.Tensor, Backward]:
     """(x - mean) / std: the gradient divided by std."""
     return module(x), lambda g: g / module.std
 
 
 @_tracer(nn.Linear)
-def _trace_linear(module: nn.Linear, x: torch.Tensor) -> tuple[torch.Tensor, Backward]:
+def _trace_linear(module: nn.Linear, x: torch.Tensor, coupling: str) -> tuple[torch.Tensor, Backward]:
     """A linear layer: the gradient times the weight."""
     return module(x), lambda g: g @ module.weight
 
 
 @_tracer(nn.Conv2d)
-def _trace_conv(module: nn.Conv2d, x: torch.Tensor) -> tuple[torch.Tensor, Backward]:
+def _trace_conv(module: nn.Conv2d, x: torch.Tensor, coupling: str) -> tuple[torch.Tensor, Backward]:
     """A convolution: its backward to the input is the transposed convolution."""
     if module.padding_mode != "zeros" or isinstance(module.padding, str):
         raise ValueError(f"explicit PAG gradients need numeric zero padding, got {module.padding!r}/{module.padding_mode!r}")
@@ -135,7 +141,7 @@ def _trace_conv(module: nn.Conv2d, x: torch.Tensor) -> tuple[torch.Tensor, Backw
 
 
 @_tracer(nn.BatchNorm2d)
-def _trace_batchnorm(module: nn.BatchNorm2d, x: torch.Tensor) -> tuple[torch.Tensor, Backward]:
+def _trace_batchnorm(module: nn.BatchNorm2d, x: torch.Tensor, coupling: str) -> tuple[torch.Tensor, Backward]:
     """BatchNorm: an affine map in eval mode; through the batch statistics in train mode."""
     y = module(x)  # updates the running statistics exactly once, as in `loop`
     shape = (1, -1, 1, 1)
@@ -149,10 +155,12 @@ def _trace_batchnorm(module: nn.BatchNorm2d, x: torch.Tensor) -> tuple[torch.Ten
     scale = gamma * invstd
 
     def backward(g: torch.Tensor) -> torch.Tensor:
-        # d xhat / d x through the batch mean and variance, per seed over its own B images:
-        # scale * (g - mean(g) - xhat * mean(g * xhat)). The (S, B, ...) tensors stay in g's dtype
-        # (bf16 under autocast) and pass through two fused kernels; the means accumulate in fp32.
-        acc, dims = _acc(g).dtype, (1, 3, 4)
+        # d xhat / d x through the batch mean and variance: scale * (g - mean(g) - xhat * mean(g * xhat)),
+        # the means per seed over its own B images ("classes"), or over all S*B copies ("batch": the
+        # statistics of the authors' repeated batch, whose forward values are the same). The (S, B, ...)
+        # tensors stay in g's dtype (bf16 under autocast) and pass through two fused kernels; the means
+        # accumulate in fp32.
+        acc, dims = _acc(g).dtype, ((0, 1, 3, 4) if coupling == "batch" else (1, 3, 4))
         xh = xhat.to(g.dtype)
         g_mean = g.mean(dim=dims, keepdim=True, dtype=acc)
         gx_mean = (g * xh).mean(dim=dims, keepdim=True, dtype=acc)
@@ -168,44 +176,45 @@ def _trace_pool_flatten(x: torch.Tensor) -> tuple[torch.Tensor, Backward]:
 
 
 @_tracer(BasicBlock)
-def _trace_block(module: BasicBlock, x: torch.Tensor) -> tuple[torch.Tensor, Backward]:
+def _trace_block(module: BasicBlock, x: torch.Tensor, coupling: str) -> tuple[torch.Tensor, Backward]:
     """A residual block: main path and shortcut, summed before the last activation."""
-    out, back_main = _trace_layers((module.conv1, module.bn1, module.act1, module.conv2, module.bn2), x)
-    short, back_short = trace(module.shortcut, x)
-    out, back_act = trace(module.act2, out + short)
+    out, back_main = _trace_layers((module.conv1, module.bn1, module.act1, module.conv2, module.bn2), x,
+                                         coupling)
+    short, back_short = trace(module.shortcut, x, coupling)
+    out, back_act = trace(module.act2, out + short, coupling)
     return out, _chain(lambda g: back_main(g) + back_short(g), back_act)
 
 
 @_tracer(ResNet18)
-def _trace_resnet(module: ResNet18, x: torch.Tensor) -> tuple[torch.Tensor, Backward]:
+def _trace_resnet(module: ResNet18, x: torch.Tensor, coupling: str) -> tuple[torch.Tensor, Backward]:
     """ResNet-18: stem, stages, pool, linear."""
     stem_and_stages = (module.normalize, module.conv1, module.bn1, module.act,
                        module.layer1, module.layer2, module.layer3, module.layer4)
-    x, back_body = _trace_layers(stem_and_stages, x)
+    x, back_body = _trace_layers(stem_and_stages, x, coupling)
     x, back_pool = _trace_pool_flatten(x)
-    logits, back_linear = trace(module.linear, x)
+    logits, back_linear = trace(module.linear, x, coupling)
     return logits, _chain(back_body, back_pool, back_linear)
 
 
 @_tracer(PAGClassifier)
-def _trace_classifier(module: PAGClassifier, x: torch.Tensor) -> tuple[torch.Tensor, Backward]:
+def _trace_classifier(module: PAGClassifier, x: torch.Tensor, coupling: str) -> tuple[torch.Tensor, Backward]:
     """The checkpoint wrapper: its network."""
-    return trace(module.net, x)  # the checkpoint wrapper that training uses: its network is the whole model
+    return trace(module.net, x, coupling)  # the checkpoint wrapper that training uses: its network is the whole model
 
 
 @_tracer(TinyCNN)
-def _trace_tinycnn(module: TinyCNN, x: torch.Tensor) -> tuple[torch.Tensor, Backward]:
+def _trace_tinycnn(module: TinyCNN, x: torch.Tensor, coupling: str) -> tuple[torch.Tensor, Backward]:
     """The tiny CNN: features, pool, linear."""
-    x, back_body = _trace_layers((module.normalize, module.features), x)
+    x, back_body = _trace_layers((module.normalize, module.features), x, coupling)
     x, back_pool = _trace_pool_flatten(x)
-    logits, back_linear = trace(module.linear, x)
+    logits, back_linear = trace(module.linear, x, coupling)
     return logits, _chain(back_body, back_pool, back_linear)
 
 
 @_tracer(MLP)
-def _trace_mlp(module: MLP, x: torch.Tensor) -> tuple[torch.Tensor, Backward]:
+def _trace_mlp(module: MLP, x: torch.Tensor, coupling: str) -> tuple[torch.Tensor, Backward]:
     """The toy MLP."""
-    return trace(module.net, x)
+    return trace(module.net, x, coupling)
 
 
 def class_seeds(logits: torch.Tensor, grad_of: str) -> torch.Tensor:
@@ -218,16 +227,23 @@ def class_seeds(logits: torch.Tensor, grad_of: str) -> torch.Tensor:
     return eye - F.softmax(_acc(logits), dim=1).to(logits.dtype)[None]
 
 
-def input_gradients_explicit(model: nn.Module, x: torch.Tensor, grad_of: str = "logit", create_graph: bool = True):
-    """(logits (B, C), grads (B, C, *x)) equal to `loop`'s, from one forward and a first-order backward graph."""
-    logits, backward = trace(model, x.detach())
+def input_gradients_explicit(model: nn.Module, x: torch.Tensor, grad_of: str = "logit", create_graph: bool = True,
+                             coupling: str = "classes"):
+    """(logits (B, C), grads (B, C, *x)) from one forward and a first-order backward graph.
+
+    Equal to `loop`'s with coupling "classes", to `batched`'s with "batch" (`trace` says what differs).
+    """
+    check_coupling("explicit", coupling)
+    logits, backward = trace(model, x.detach(), coupling)
     grads = backward(class_seeds(logits, grad_of)).transpose(0, 1)
     return logits, grads if create_graph else grads.detach()
 
 
-def input_gradients_vmap(model: nn.Module, x: torch.Tensor, grad_of: str = "logit", create_graph: bool = True):
+def input_gradients_vmap(model: nn.Module, x: torch.Tensor, grad_of: str = "logit", create_graph: bool = True,
+                         coupling: str = "classes"):
     """(logits (B, C), grads (B, C, *x)) equal to `loop`'s, the C backward passes vectorized by autograd."""
     check_grad_of(grad_of)
+    check_coupling("vmap", coupling)
     x = x.detach().requires_grad_(True)
     logits = model(x)
     scores = F.log_softmax(logits, dim=1) if grad_of == "logsoftmax" else logits
@@ -246,9 +262,11 @@ def _compiled_explicit() -> Callable:
     return torch.compile(input_gradients_explicit, dynamic=False, options={"triton.mix_order_reduction": False})
 
 
-def input_gradients_compiled(model: nn.Module, x: torch.Tensor, grad_of: str = "logit", create_graph: bool = True):
-    """`explicit` under torch.compile: the first call per model and shape compiles (slow, most of all on a CPU)."""
-    return _compiled_explicit()(model, x, grad_of=grad_of, create_graph=create_graph)
+def input_gradients_compiled(model: nn.Module, x: torch.Tensor, grad_of: str = "logit", create_graph: bool = True,
+                             coupling: str = "classes"):
+    """`explicit` under torch.compile: the first call per model, shape and coupling compiles (slow on a CPU)."""
+    check_coupling("compiled", coupling)
+    return _compiled_explicit()(model, x, grad_of=grad_of, create_graph=create_graph, coupling=coupling)
 
 
 def sampled_input_gradients(

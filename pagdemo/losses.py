@@ -3,7 +3,8 @@ model's input gradient for every class t and the "ground-truth" gradient g(x, t)
 
 `PAG_IMPLS` is the one table of ways to compute the C input gradients: `loop` (the reference)
 and `batched` (the authors' trick) from `pagdemo.inputgrads`; `vmap`, `explicit` and `compiled`
-(exact like `loop`, faster) from `pagdemo.fastpag`. The checkpoint records which one trained it.
+(exact like `loop` or like `batched`, faster) from `pagdemo.fastpag`. What they compute in
+train-mode BatchNorm is the *coupling* (`inputgrads.COUPLINGS`); the checkpoint records both.
 """
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from pagdemo.fastpag import EXACT_IMPLS, sampled_input_gradients
-from pagdemo.inputgrads import input_gradients_batched, input_gradients_loop
+from pagdemo.inputgrads import (batchnorm_eval, check_coupling, default_coupling, input_gradients_batched,
+                                input_gradients_loop)
 
 InputGradients = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 PAG_IMPLS: dict[str, InputGradients] = {"loop": input_gradients_loop, "batched": input_gradients_batched,
@@ -28,6 +30,19 @@ def cosine_misalignment(grads: torch.Tensor, targets: torch.Tensor, eps: float =
     return (1 - cos).sum(1).mean()
 
 
+def input_gradients(model: nn.Module, x: torch.Tensor, grad_of: str = "logit", impl: str = "batched",
+                    coupling: str | None = None, create_graph: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits (B, C), grads (B, C, *x)) by `impl`, BatchNorm coupled as `coupling` (None: the impl's own)."""
+    if impl not in PAG_IMPLS:
+        raise ValueError(f"unknown PAG implementation {impl!r}; choose one of {sorted(PAG_IMPLS)}")
+    coupling = coupling or default_coupling(impl)
+    check_coupling(impl, coupling)
+    if coupling == "eval":  # per-image gradients through the running statistics, as attacks and the app see them
+        with batchnorm_eval(model):
+            return PAG_IMPLS[impl](model, x, grad_of=grad_of, create_graph=create_graph, coupling=default_coupling(impl))
+    return PAG_IMPLS[impl](model, x, grad_of=grad_of, create_graph=create_graph, coupling=coupling)
+
+
 def pag_loss(
     model: nn.Module,
     x: torch.Tensor,
@@ -36,18 +51,29 @@ def pag_loss(
     lam: float,
     grad_of: str = "logit",
     impl: str = "batched",
+    coupling: str | None = None,
+    view: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ce_x: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Eq. 1: CE(f(x), y) + lam * sum_t Lcos(grad_x f(x)_t, g(x, t)); returns (loss, parts).
 
     Args:
-        x: (B, ...) clean (augmented) inputs; targets: (B, C, ...) the g(x, t) of every class.
+        x: (B, ...) clean (augmented) inputs; targets: (B, C, ...) the g(x, t) of every class, in x's frame.
         impl: a key of PAG_IMPLS ("loop" is the reference; see pagdemo.inputgrads).
+        coupling: BatchNorm during the PAG pass (inputgrads.COUPLINGS; None: the impl's own). With "eval"
+            the cross-entropy gets its own train-mode forward first.
+        view: a linear map with an `adjoint` (augment.BatchCrop) that the PAG pass sees x through; the
+            gradients are taken w.r.t. x through it (the authors' frame).
+        ce_x: the batch the cross-entropy sees, when it is not x (the authors' frame: its own crop).
     """
-    if impl not in PAG_IMPLS:
-        raise ValueError(f"unknown PAG implementation {impl!r}; choose one of {sorted(PAG_IMPLS)}")
     assert targets.shape[:1] == x.shape[:1] and targets.shape[2:] == x.shape[1:], (
         f"targets must be (B, C, *x.shape[1:]), got {tuple(targets.shape)} for x {tuple(x.shape)}")
-    logits, grads = PAG_IMPLS[impl](model, x, grad_of=grad_of, create_graph=True)
+    separate = coupling == "eval" or view is not None or ce_x is not None
+    logits = model(x if ce_x is None else ce_x) if separate else None  # train mode: BatchNorm's statistics move here
+    pag_logits, grads = input_gradients(model, x if view is None else view(x), grad_of, impl, coupling)
+    if view is not None:
+        grads = view.adjoint(grads)
+    logits = pag_logits if logits is None else logits
     ce = F.cross_entropy(logits, y)
     cos = cosine_misalignment(grads, targets)
     return ce + lam * cos, {"ce": ce.detach(), "cos": cos.detach(), "logits": logits.detach()}

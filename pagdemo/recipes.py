@@ -3,8 +3,8 @@
 `paper` is App. C.2 of the paper (and the authors' script). The others exist because our GPU
 time comes in 15-minute windows: `fast` is the linear-scaling shortcut that trained the shipped
 `pag-cm` and was unstable at lr 0.04 (its log: train accuracy fell in epoch 2 and settled only
-below lr ~0.012); `fast-lr01`, `short-b64`, `ramp` and `finetune` are the candidates the
-recipe probe (issue 17, scripts/queue.json) compares at an equal budget. Every checkpoint
+below lr ~0.012); `fast-lr01`, `short-b64`, `ramp`, `late` and `finetune` are the candidates
+the recipe probe (issue 23, scripts/queue.json) compares at an equal budget. Every checkpoint
 records its recipe's name and settings. The schedules are pure functions of the step, so
 resuming a run needs no scheduler state.
 """
@@ -14,7 +14,7 @@ import math
 from dataclasses import asdict, dataclass
 
 SCHEDULES = ("multistep-50-75", "warmup-cosine")
-LAM_SCHEDULES = ("constant", "ramp")
+LAM_SCHEDULES = ("constant", "ramp", "late")
 
 
 @dataclass(frozen=True)
@@ -26,8 +26,15 @@ class Recipe:
     schedule: str  # "multistep-50-75": x0.1 at 50% and 75%; "warmup-cosine": 1 epoch linear warm-up, cosine to 0
     nesterov: bool = False
     amp: bool = False  # bf16 autocast and channels_last by default on a GPU
-    lam_schedule: str = "constant"  # "ramp": lambda grows linearly from 0 to its value over the first half
+    lam_schedule: str = "constant"  # "ramp": 0 -> lambda over the first half; "late": 0 for a third, ramped over a third
     needs_init: bool = False  # starts from a trained checkpoint (--init): PAG fine-tuning
+
+    def __post_init__(self) -> None:
+        """A misspelled schedule would train silently on another one: refuse it when the recipe is built."""
+        for what, name, names in (("schedule", self.schedule, SCHEDULES), ("lambda schedule", self.lam_schedule,
+                                                                           LAM_SCHEDULES)):
+            if name not in names:
+                raise ValueError(f"unknown {what} {name!r}; choose one of {list(names)}")
 
     def settings(self) -> dict:
         """What a checkpoint records of its recipe."""
@@ -45,6 +52,8 @@ RECIPES: dict[str, Recipe] = {
                         "warmup-cosine", amp=True),
     "ramp": Recipe("as fast-lr01, with lambda ramped from 0 over the first half", 30, 256, 0.01, "warmup-cosine",
                    nesterov=True, amp=True, lam_schedule="ramp"),
+    "late": Recipe("as fast-lr01, with lambda 0 for the first third, then ramped to its value over the second",
+                   30, 256, 0.01, "warmup-cosine", nesterov=True, amp=True, lam_schedule="late"),
     "finetune": Recipe("as fast-lr01, starting from a trained checkpoint (--init, e.g. vanilla): PAG fine-tuning",
                        30, 256, 0.01, "warmup-cosine", nesterov=True, amp=True, needs_init=True),
 }
@@ -68,9 +77,12 @@ def lr_at(recipe: Recipe, lr: float, step: int, total: int, steps_per_epoch: int
 
 
 def lam_at(recipe: Recipe, lam: float, step: int, total: int) -> float:
-    """The PAG weight at a global step: constant, or ramped from 0 over the first half (then constant)."""
+    """The PAG weight at a global step: constant, ramped from 0 over the first half, or off for a third and then ramped."""
     if recipe.lam_schedule == "ramp":
         return lam * min(1.0, (step + 1) / max(1, total // 2))
+    if recipe.lam_schedule == "late":
+        third = max(1, total // 3)
+        return lam * min(1.0, max(0.0, (step + 1 - third) / third))
     return lam
 
 

@@ -5,7 +5,8 @@ Class representatives (Sec. 4.2): g(x, t) = r_t - x, pointing from the image tow
 - Class Mean (CM): r_t is the mean training image of class t, rescaled so its L2 norm equals
   the average norm of that class's images (the paper only says "an image-like norm"; a raw
   mean is a blurry, low-contrast image whose norm is ~15% below a real image's, so g would
-  point partly toward the dark origin), then clamped to [0, 1] to stay a valid image.
+  point partly toward the dark origin), then clamped to [0, 1] to stay a valid image
+  (`scaling="none"` keeps the raw mean).
 - Nearest Neighbor (NN, Eq. 3): r(x, t) is the L2-nearest of a fixed i.i.d. sample of K
   class-t training images, excluding x's own source image (matched by dataset index, since
   the augmented x never equals its source pixel for pixel).
@@ -63,8 +64,14 @@ def one_image(images: torch.Tensor, labels: torch.Tensor, num_classes: int, seed
     return RepresentativeTarget(_as_float(images[picks]), {"target": "oi", "indices": picks.tolist(), "seed": seed})
 
 
-def class_mean(images: torch.Tensor, labels: torch.Tensor, num_classes: int) -> RepresentativeTarget:
-    """CM: per-class mean image, rescaled to the class's average image norm (see module docstring)."""
+CM_SCALINGS = ("image-norm", "none")  # Class Mean: rescaled to the class's mean image norm (ours), or the raw mean
+
+
+def class_mean(images: torch.Tensor, labels: torch.Tensor, num_classes: int,
+               scaling: str = "image-norm") -> RepresentativeTarget:
+    """CM: per-class mean image, rescaled to the class's average image norm (see module docstring) or raw."""
+    if scaling not in CM_SCALINGS:
+        raise ValueError(f"unknown Class Mean scaling {scaling!r}; choose one of {list(CM_SCALINGS)}")
     sums = torch.zeros(num_classes, *images.shape[1:])
     norm_sums, counts = torch.zeros(num_classes), torch.zeros(num_classes)
     for i in range(0, len(images), _CHUNK):
@@ -76,6 +83,8 @@ def class_mean(images: torch.Tensor, labels: torch.Tensor, num_classes: int) -> 
         raise ValueError(f"class mean needs images of every class; none for {(counts == 0).nonzero().flatten().tolist()}")
     shape = (-1,) + (1,) * (images.dim() - 1)
     means = sums / counts.view(shape)
+    if scaling == "none":  # the raw mean: a low-contrast image, already in [0, 1]
+        return RepresentativeTarget(means, {"target": "cm", "scaling": "none (the raw class mean)"})
     scale = (norm_sums / counts) / means.flatten(1).norm(dim=1).clamp_min(1e-12)
     reps = means * scale.view(shape)
     if images.dtype == torch.uint8:
@@ -127,7 +136,8 @@ class TeacherGradientTarget(nn.Module):
 
 TARGETS: dict[str, Callable[..., nn.Module]] = {
     "oi": lambda images, labels, num_classes, seed=0, **_: one_image(images, labels, num_classes, seed),
-    "cm": lambda images, labels, num_classes, **_: class_mean(images, labels, num_classes),
+    "cm": lambda images, labels, num_classes, cm_scaling="image-norm", **_: class_mean(images, labels, num_classes,
+                                                                                       cm_scaling),
     "nn": lambda images, labels, num_classes, seed=0, k=100, **_: NearestNeighborTarget(images, labels, num_classes, k, seed),
 }
 

@@ -27,9 +27,11 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from pagdemo.alignment import misalignment
 from pagdemo.attacks import nfgsm, pgd
 from pagdemo.checkpoints import load_checkpoint, save_checkpoint
-from pagdemo.data import Dataset, augment, batches, check_splits, load_dataset
+from pagdemo.augment import augment, batch_crop
+from pagdemo.data import Dataset, batches, check_splits, load_dataset
 from pagdemo.evaluate import resolve_device, robust_accuracy
 from pagdemo.files import read_json
 from pagdemo.losses import pag_loss
@@ -65,14 +67,18 @@ def step_loss(cfg: TrainConfig, model, target, x, y, idx, generator, lam: float,
     if target is None:
         logits = model(x)
         return F.cross_entropy(logits, y), logits.detach(), {}
-    loss, parts = pag_loss(model, x, y, target(x, y, idx), lam, cfg.grad_of, cfg.pag_impl)
+    frame = {}
+    if cfg.pag_frame == "authors":  # x is un-augmented: the cross-entropy and the PAG pass each get one crop of the batch
+        frame = {"ce_x": batch_crop(generator)(x), "view": batch_crop(generator)}
+    loss, parts = pag_loss(model, x, y, target(x, y, idx), lam, cfg.grad_of, cfg.pag_impl, cfg.bn_coupling, **frame)
     return loss, parts.pop("logits"), {"ce": parts["ce"].item(), "cos": parts["cos"].item()}
 
 
 def make_target(cfg: TrainConfig, train: Dataset, device: torch.device):
     """The g(x, t) realization for the method, on the training device (None for vanilla and adv)."""
     if cfg.method in TARGETS:
-        return build_target(cfg.method, train.images, train.labels, len(train.classes), seed=cfg.seed, k=cfg.nn_k).to(device)
+        return build_target(cfg.method, train.images, train.labels, len(train.classes), seed=cfg.seed, k=cfg.nn_k,
+                            cm_scaling=cfg.cm_scaling).to(device)
     if cfg.method == "rigd":
         return TeacherGradientTarget(load_checkpoint(cfg.teacher, device), cfg.grad_of, name=str(cfg.teacher))
     return None
@@ -112,6 +118,20 @@ def monitor(cfg: TrainConfig, model, test: Dataset | None, device: torch.device)
         _, out[f"test_{norm}_pgd20"] = robust_accuracy(model, x[:n], y[:n], norm, eval_eps(norm, test.name, model.image_size),
                                                        steps=20, device=device, progress=False)
     return out
+
+
+def monitor_alignment(cfg: TrainConfig, model, target, train: Dataset, device: torch.device, batch: int) -> dict:
+    """The PAG term on fixed training images in the run's train-mode coupling and in eval mode: training can fit
+    the first through BatchNorm's batch statistics, while attacks and the app see the second (docs/training.md)."""
+    n = min(cfg.monitor_cos, len(train)) if target is not None else 0
+    if not n:
+        return {}
+    idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed))[:n].sort().values
+    x, y = train.float(idx).to(device), train.labels[idx].to(device)
+    targets = target(x, y, idx.to(device))
+    coupling = cfg.bn_coupling if cfg.bn_coupling != "eval" else "classes"
+    return {"cos_train": misalignment(model, x, targets, cfg.grad_of, coupling, batch_size=min(n, batch)),
+            "cos_eval": misalignment(model, x, targets, cfg.grad_of, "eval"), "cos_n": n}
 
 
 @dataclass
@@ -215,7 +235,8 @@ def _train_epoch(r: _Run, epoch: int, progress: bool) -> dict:
     for x, y, idx in bar:
         for group in r.opt.param_groups:
             group["lr"] = lr_at(cfg, r.step, r.steps_per_epoch)
-        x = augment(x, gen)
+        if cfg.pag_frame == "augmented":  # the authors' frame crops inside the step (step_loss)
+            x = augment(x, gen)
         if r.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(r.device.type, dtype=torch.bfloat16, enabled=r.amp):
@@ -267,7 +288,8 @@ def _end_epoch(r: _Run, epoch: int, stats: dict, seconds: float, progress: bool)
            **{k: stats[k] / stats["seen"] for k in ("ce", "cos") if k in stats},
            "lr": lr_at(cfg, r.step - 1, r.steps_per_epoch), "lam": lam_at(cfg, r.step - 1, r.steps_per_epoch),
            "epoch_s": round(seconds, 2), "img_per_s": round(stats["seen"] * r.world / seconds, 1), "date": now(),
-           **monitor(cfg, r.model, r.testset, r.device)}
+           **monitor(cfg, r.model, r.testset, r.device),
+           **monitor_alignment(cfg, r.model, r.target, r.trainset, r.device, cfg.batch_size // r.world)}
     with _writes_before_interrupt():
         with open(r.out / "train_log.jsonl", "a") as f:
             f.write(json.dumps(log) + "\n")

@@ -8,7 +8,7 @@ from pathlib import Path
 from pagdemo.data import DATASET_NAMES
 from pagdemo.files import read_json
 from pagdemo.folder import ON_BAD
-from pagdemo.inputgrads import check_grad_of
+from pagdemo.inputgrads import check_coupling, check_grad_of, default_coupling
 from pagdemo.losses import PAG_IMPLS
 from pagdemo.models import MODELS
 from pagdemo.paper import LAMBDAS as PAPER_LAMBDAS
@@ -16,16 +16,19 @@ from pagdemo.recipes import get_recipe
 from pagdemo.recipes import lam_at as recipe_lam_at
 from pagdemo.recipes import lr_at as recipe_lr_at
 from pagdemo.state import has_state
+from pagdemo.targets import CM_SCALINGS
 from pagdemo.threat import DATASET_SIDES, check_norm, eval_eps
 
 METHODS = ("vanilla", "oi", "cm", "nn", "rigd", "adv")
 ADV_ATTACKS = ("pgd", "fgsm", "nfgsm")
+PAG_FRAMES = ("augmented", "authors")  # where the PAG term lives: the per-image augmented image / the authors' frame
 MONITORS = ("l2-pgd7", "pgd20")  # the authors' per-epoch check / the paper's evaluation in both norms
 PAPER_ROWS = {"oi": "One Image", "cm": "Class Mean", "nn": "Nearest Neighbor", "rigd": "RIGD linf"}
 LAMBDA = {ds: {m: PAPER_LAMBDAS[ds][row] for m, row in PAPER_ROWS.items()} for ds in PAPER_LAMBDAS}  # Table 3
 DEFAULT_ARCH = {"stl10": "resnet18_stl", "synthetic": "tinycnn"}  # synthetic data is for trying things on a CPU
 SMALL_SIDE = 64  # an image folder of at most this side trains the CIFAR ResNet-18; larger sides, the strided stem
-RESUME_IGNORES = {"out", "device", "monitor_limit", "monitor_robust", "monitor_pgd", "keep_state", "data_dir", "amp"}
+RESUME_IGNORES = {"out", "device", "monitor_limit", "monitor_robust", "monitor_pgd", "monitor_cos", "keep_state", "data_dir",
+                  "amp"}
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,9 @@ class TrainConfig:
     lam: float | None = None  # PAG weight; None: the paper's Table 3 value for method and dataset
     grad_of: str = "logsoftmax"  # input gradient of the class "logit" (Eq. 1) or its "logsoftmax" (authors' code)
     pag_impl: str = "batched"  # a key of losses.PAG_IMPLS; "loop" is the reference, "compiled" the fastest exact
+    bn_coupling: str | None = None  # BatchNorm in the PAG pass: classes | batch | eval; None: pag_impl's own
+    pag_frame: str = "augmented"  # augmented: a crop per image, targets for it; authors: one crop per batch, un-augmented
+    cm_scaling: str = "image-norm"  # Class Mean: rescaled to the class's mean image norm, or "none" (the raw mean)
     nn_k: int = 100  # Nearest Neighbor: sampled images per class
     teacher: str | None = None  # RIGD: checkpoint folder of the robust teacher
     init: str | None = None  # start from this checkpoint's weights (the finetune recipe needs one)
@@ -61,13 +67,15 @@ class TrainConfig:
     monitor_robust: int = 200  # of those, how many get the per-epoch robustness check (0: off)
     monitor_pgd: str = "l2-pgd7"  # l2-pgd7: the authors' L2 PGD-7 (eps 0.5 at 32x32); pgd20: PGD-20 in both norms
     keep_state: bool = False  # keep train_state/ after the last epoch (it is 2x the fp32 weights)
+    monitor_cos: int = 256  # PAG: training images whose misalignment is logged per epoch in train and eval mode (0: off)
 
 
 def _check_choices(cfg: TrainConfig) -> None:
     """Every named setting against its registry, before anything is loaded."""
     for name, value, choices in (("method", cfg.method, METHODS), ("PAG implementation", cfg.pag_impl, PAG_IMPLS),
                                  ("adversarial attack", cfg.adv_attack, ADV_ATTACKS), ("monitor", cfg.monitor_pgd, MONITORS),
-                                 ("dataset", cfg.dataset, DATASET_NAMES), ("--on-bad-image", cfg.on_bad_image, ON_BAD)):
+                                 ("dataset", cfg.dataset, DATASET_NAMES), ("--on-bad-image", cfg.on_bad_image, ON_BAD),
+                                 ("--pag-frame", cfg.pag_frame, PAG_FRAMES), ("--cm-scaling", cfg.cm_scaling, CM_SCALINGS)):
         if value not in choices:
             raise ValueError(f"unknown {name} {value!r}; choose one of {sorted(choices)}")
     if cfg.image_size is not None and cfg.dataset != "folder":
@@ -75,7 +83,13 @@ def _check_choices(cfg: TrainConfig) -> None:
     if cfg.arch is not None and cfg.arch not in MODELS:
         raise ValueError(f"unknown model {cfg.arch!r}; choose one of {sorted(MODELS)}")
     check_grad_of(cfg.grad_of)
+    if cfg.bn_coupling is not None:
+        check_coupling(cfg.pag_impl, cfg.bn_coupling)
     check_norm(cfg.adv_norm)
+    if cfg.method not in PAPER_ROWS and (cfg.bn_coupling is not None or cfg.pag_frame != "augmented"):
+        raise ValueError(f"--bn-coupling and --pag-frame shape the PAG term: use them with --method {'|'.join(PAPER_ROWS)}")
+    if cfg.method != "cm" and cfg.cm_scaling != "image-norm":
+        raise ValueError("--cm-scaling is for --method cm (the Class Mean target)")
     if cfg.method == "rigd" and not cfg.teacher:
         raise ValueError("method rigd needs --teacher DIR (an adversarially trained checkpoint, see pagdemo adv-train)")
 
@@ -92,8 +106,10 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
     lam = cfg.lam
     if lam is None:
         lam = 0.0 if cfg.method in ("vanilla", "adv") else LAMBDA.get(cfg.dataset, LAMBDA["cifar10"])[cfg.method]
+    pag = cfg.method in PAPER_ROWS
     out = replace(cfg, lam=lam, epochs=r.epochs if cfg.epochs is None else cfg.epochs, batch_size=batch,
-                  lr=r.lr if cfg.lr is None else cfg.lr)
+                  lr=r.lr if cfg.lr is None else cfg.lr,
+                  bn_coupling=(cfg.bn_coupling or default_coupling(cfg.pag_impl)) if pag else None)
     if cfg.dataset != "folder":  # an image folder's side, known once it is read, settles these (`for_data`)
         out = for_data(out, DATASET_SIDES.get(cfg.dataset, 32))
     for name in ("epochs", "batch_size"):

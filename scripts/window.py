@@ -121,7 +121,8 @@ def cmd_unpack(args: argparse.Namespace) -> None:
                                        else "every indexed shard is here"))
 
 
-PROBE_KEYS = ("epoch", "train_acc", "ce", "cos", "lr", "lam", "epoch_s", "test_acc", "test_linf_pgd20", "test_l2_pgd20")
+PROBE_KEYS = ("epoch", "train_acc", "ce", "cos", "cos_train", "cos_eval", "lr", "lam", "epoch_s", "test_acc",
+              "test_linf_pgd20", "test_l2_pgd20")
 
 
 def probe_summary(folder: Path) -> dict:
@@ -133,6 +134,8 @@ def probe_summary(folder: Path) -> dict:
         last = log[-1] if log else {}
         rows.append({"job": run_dir.name, "recipe": run["recipe"], "arch": run["arch"], "recipe_settings": run["recipe_settings"],
                      "lam": run["lam"], "batch_size": run["batch_size"], "lr": run["lr"], "epochs": run["epochs"],
+                     "pag_impl": run.get("pag_impl"), "bn_coupling": run.get("bn_coupling"),
+                     "pag_frame": run.get("pag_frame", "augmented"), "amp": run.get("amp"),
                      "epochs_done": run.get("epochs_done"), "images_seen": run.get("epochs_done", 0) * run["train_size"],
                      "train_time_s": run.get("train_time_s"), "init": run.get("init"),
                      "init_train_time_s": run.get("init_train_time_s"), "device": run["device"], "commit": run["commit"],
@@ -142,7 +145,7 @@ def probe_summary(folder: Path) -> dict:
     from pagdemo.threat import eval_eps
 
     radii = f"linf {eval_eps('linf', 'cifar10') * 255:.0f}/255, l2 {eval_eps('l2', 'cifar10'):g}"
-    return {"about": "Recipe probe (issue 17): Class Mean at an equal budget of epochs, trained concurrently on one GPU; "
+    return {"about": "Recipe probe (issue 23): Class Mean at an equal budget of epochs, trained concurrently on one GPU; "
                      f"clean and PGD-20 ({radii}) on the same fixed test subset after every epoch.", "jobs": rows}
 
 

@@ -145,6 +145,13 @@ def _reap(runs: Path, running: dict, status: dict) -> None:
             del running[name]
 
 
+def _fits(runs: Path, queue: dict, running: dict, job: dict) -> bool:
+    """Whether a job's work fits before the deadline; a `fill_min_s` job (a long row resumed window after window)
+    starts whenever that much room is left, and is cut at the deadline with its state."""
+    room = read_plan(runs)["deadline"] - time.time() - work_left(runs, queue["jobs"], running)
+    return job_left(runs, job) <= room or ("fill_min_s" in job and room >= job["fill_min_s"])
+
+
 def _start_fitting(runs: Path, queue: dict, running: dict, status: dict, dry: bool, max_parallel: int) -> None:
     """Start, in queue order, each pending job whose needs are met and whose work fits before the deadline."""
     for job in queue["jobs"]:
@@ -154,8 +161,7 @@ def _start_fitting(runs: Path, queue: dict, running: dict, status: dict, dry: bo
         needs = [status["jobs"][n]["state"] for n in job.get("needs", [])]
         if any(s in ("failed", "skipped", "cut") for s in needs):
             st.update(state="skipped", why="a job it needs did not finish")
-        elif all(s == "done" for s in needs) and \
-                work_left(runs, queue["jobs"], running) + job_left(runs, job) <= read_plan(runs)["deadline"] - time.time():
+        elif all(s == "done" for s in needs) and _fits(runs, queue, running, job):
             running[job["name"]] = launch(job, queue, runs, dry)
             st.update(state="running", started_s=round(time.time() - read_plan(runs)["t0"], 1))
             log(runs, f"{job['name']}: started")
@@ -246,33 +252,38 @@ def start(runs: Path, queue_path: str, deadline_s: float, dry: bool, foreground:
     _environment(runs)
 
 
-def compiled_shapes(queue: dict) -> list[tuple[str, int]]:
-    """(arch, batch) of every job that trains with the compiled PAG step: what the warm-up compiles."""
+STEP_FLAGS = ("--bn-coupling", "--pag-frame", "--grad-of", "--arch")  # flags whose value changes the compiled graph
+
+
+def compiled_steps(queue: dict) -> list[tuple[int, tuple[str, ...]]]:
+    """(batch, graph-shaping flags) of every job that trains with the compiled PAG step: what the warm-up compiles."""
     from pagdemo.recipes import get_recipe
 
-    shapes = []
+    steps = []
     for job in queue["jobs"]:
         cmd = job["cmd"]
         if "compiled" not in cmd:
             continue
-        arch = cmd[cmd.index("--arch") + 1] if "--arch" in cmd else "resnet18"
         recipe = get_recipe(cmd[cmd.index("--recipe") + 1] if "--recipe" in cmd else "paper")
-        shapes.append((arch, int(cmd[cmd.index("--batch-size") + 1]) if "--batch-size" in cmd else recipe.batch_size))
-    return sorted(set(shapes))
+        flags = tuple(a for f in STEP_FLAGS if f in cmd for a in (f, cmd[cmd.index(f) + 1]))
+        steps.append((int(cmd[cmd.index("--batch-size") + 1]) if "--batch-size" in cmd else recipe.batch_size,
+                      flags + (("--no-amp",) if "--no-amp" in cmd or not recipe.amp else ())))
+    return sorted(set(steps))
 
 
 def warm_compile(runs: Path, queue: dict, env: dict) -> list[int]:
-    """While the data is on its way: compile the PAG step of each (arch, batch) on synthetic images of the same
-    shape, so the real jobs find torch.compile's caches (/tmp/torchinductor_*) warm. Returns their pids."""
+    """While the data is on its way: compile each distinct PAG step on synthetic images of the same shape, so the
+    real jobs find torch.compile's caches (/tmp/torchinductor_*) warm. Returns their pids."""
     pids = []
-    for arch, batch in compiled_shapes(queue):
-        cmd = [sys.executable, "-m", "pagdemo", "train", "--method", "cm", "--dataset", "synthetic", "--arch", arch,
+    for i, (batch, flags) in enumerate(compiled_steps(queue)):
+        name = f"warm-{i}-b{batch}"
+        cmd = [sys.executable, "-m", "pagdemo", "train", "--method", "cm", "--dataset", "synthetic", "--arch", "resnet18",
                "--limit", str(2 * batch), "--batch-size", str(batch), "--epochs", "1", "--recipe", "fast",
-               "--pag-impl", "compiled", "--monitor-limit", "0", "--out", str(runs / f"warm-{arch}-{batch}")]
-        with open(runs / f"warm-{arch}-{batch}.log", "w") as out:
+               "--pag-impl", "compiled", "--monitor-limit", "0", "--monitor-cos", "0", *flags, "--out", str(runs / name)]
+        with open(runs / f"{name}.log", "w") as out:
             pids.append(subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**env, "TQDM_DISABLE": "1"},
                                          start_new_session=True).pid)
-        log(runs, f"warming the compiled step: {arch} at batch {batch}")
+        log(runs, f"warming the compiled step: batch {batch} {' '.join(flags)}")
     return pids
 
 

@@ -70,7 +70,9 @@ def test_missing_checkpoint_is_one_line(tmp_path):
     (["eval", "--checkpoint", "x", "--eps", "abc"], ["'abc'", "8/255"]),
     (["train", "--out", "x", "--epochs", "0"], ["--epochs", "0"]),
     (["train", "--out", "x", "--method", "magic"], ["'magic'", "cm"]),
-], ids=["eps-abc", "epochs-0", "unknown-method"])
+    (["train", "--out", "x", "--method", "cm", "--pag-impl", "loop", "--bn-coupling", "batch", "--dataset", "synthetic"],
+     ["loop", "'batch'", "explicit"]),
+], ids=["eps-abc", "epochs-0", "unknown-method", "coupling-impl"])
 def test_bad_arguments_are_one_line(args, words):
     proc = pagdemo(*args)
     _assert_one_line_error(proc, *words)

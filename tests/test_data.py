@@ -12,7 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from pagdemo.data import (CIFAR10_CLASSES, DATASETS, DataError, Dataset, augment, batches, default_data_dir,
+from pagdemo.augment import augment
+from pagdemo.data import (CIFAR10_CLASSES, DATASETS, DataError, Dataset, batches, default_data_dir,
                           load_dataset, stratified_subset)
 
 CLASSES = CIFAR10_CLASSES  # the one list, in pagdemo.data

@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from pagdemo.recipes import RECIPES, get_recipe, help_text, lam_at, lr_at
+from pagdemo.recipes import RECIPES, Recipe, get_recipe, help_text, lam_at, lr_at
 
 
 def test_every_recipe_is_complete_and_listed_in_the_help():
@@ -32,3 +32,16 @@ def test_lambda_ramp_reaches_its_value_at_half_time_and_stays():
     assert lams[0] == pytest.approx(0.008) and lams[24] == pytest.approx(0.2) and lams[49:] == [0.4] * 51
     assert all(a < b for a, b in zip(lams[:49], lams[1:50]))
     assert {lam_at(const, 0.4, s, 100) for s in range(100)} == {0.4}
+
+
+def test_late_lambda_is_off_for_a_third_then_ramps_over_a_third():
+    lams = [lam_at(RECIPES["late"], 0.4, s, 90) for s in range(90)]
+    assert lams[:29] == [0.0] * 29 and lams[44] == pytest.approx(0.2) and lams[59:] == [0.4] * 31
+    assert all(a < b for a, b in zip(lams[29:59], lams[30:60]))
+
+
+@pytest.mark.parametrize("field, value", [("schedule", "cosine"), ("lam_schedule", "ramp-up")])
+def test_a_misspelled_schedule_is_refused_when_the_recipe_is_built(field, value):
+    settings = {"summary": "x", "epochs": 1, "batch_size": 8, "lr": 0.1, "schedule": "warmup-cosine", field: value}
+    with pytest.raises(ValueError, match=f"unknown .*schedule '{value}'; choose one of"):
+        Recipe(**settings)

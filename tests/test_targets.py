@@ -36,6 +36,15 @@ def test_class_mean_is_the_mean_scaled_to_an_image_norm(train):
     assert t.reps.min() >= 0 and t.reps.max() <= 1
 
 
+def test_class_mean_without_scaling_is_the_raw_mean(train):
+    images, labels = train
+    t = build_target("cm", images, labels, 10, cm_scaling="none")
+    torch.testing.assert_close(t.reps[3], (images[labels == 3].float() / 255).mean(0))
+    assert t.describe()["scaling"].startswith("none")
+    with pytest.raises(ValueError, match="unknown Class Mean scaling 'max'"):
+        build_target("cm", images, labels, 10, cm_scaling="max")
+
+
 def test_nearest_neighbor_is_the_closest_sample_and_never_x_itself(train):
     images, labels = train
     t = NearestNeighborTarget(images, labels, 10, k=5, seed=0)

@@ -188,6 +188,45 @@ def test_fast_pag_impls_train_the_checkpoint_model_like_the_loop(impl, tmp_path)
         assert logs[impl][key] == pytest.approx(logs["loop"][key], rel=1e-4), key
 
 
+def test_bn_coupling_resolves_to_what_the_impl_computes_and_is_refused_where_it_means_nothing():
+    assert resolve(TrainConfig(out="x", method="cm")).bn_coupling == "batch"  # batched: the authors'
+    assert resolve(TrainConfig(out="x", method="cm", pag_impl="compiled")).bn_coupling == "classes"
+    assert resolve(TrainConfig(out="x", method="cm", pag_impl="loop", bn_coupling="eval")).bn_coupling == "eval"
+    assert resolve(TrainConfig(out="x")).bn_coupling is None
+    with pytest.raises(ValueError, match="--pag-impl loop cannot compute BatchNorm coupling 'batch'"):
+        resolve(TrainConfig(out="x", method="cm", pag_impl="loop", bn_coupling="batch"))
+    with pytest.raises(ValueError, match="use them with --method"):
+        resolve(TrainConfig(out="x", pag_frame="authors"))
+    with pytest.raises(ValueError, match="--cm-scaling is for --method cm"):
+        resolve(TrainConfig(out="x", method="nn", cm_scaling="none"))
+    with pytest.raises(ValueError, match="'sideways'; choose one of"):
+        resolve(TrainConfig(out="x", method="cm", pag_frame="sideways"))
+
+
+def test_authors_frame_run_records_its_step_and_logs_cos_in_train_and_eval_mode(tmp_path, monkeypatch):
+    crops = []
+    real = train_mod.batch_crop
+    monkeypatch.setattr(train_mod, "batch_crop", lambda gen: crops.append(real(gen)) or crops[-1])
+    monkeypatch.setattr(train_mod, "augment", lambda x, gen: pytest.fail("the authors' frame crops per batch"))
+    out = train(TrainConfig(out=str(tmp_path / "authors"), method="cm", pag_impl="explicit", bn_coupling="batch",
+                            pag_frame="authors", cm_scaling="none", monitor_cos=24, **TINY), progress=False)
+    assert len(crops) == 2 * 2  # 2 steps, one crop for the cross-entropy and one for the PAG pass each
+    run = _run(out)
+    assert (run["bn_coupling"], run["pag_frame"], run["target_info"]["scaling"]) == ("batch", "authors",
+                                                                                     "none (the raw class mean)")
+    record = _log(out)[0]
+    assert record["cos_n"] == 24 and 0 < record["cos_eval"] < 20 and 0 < record["cos_train"] < 20
+    assert record["cos_train"] != pytest.approx(record["cos_eval"], rel=1e-3)  # two modes, two gradients
+    assert "| BatchNorm in the PAG pass | `batch` |" in (out / "README.md").read_text()
+
+
+def test_eval_coupling_run_logs_its_pag_term_from_eval_mode(tmp_path):
+    out = train(TrainConfig(out=str(tmp_path / "eval"), method="cm", pag_impl="explicit", bn_coupling="eval",
+                            monitor_cos=0, **TINY), progress=False)
+    record = _log(out)[0]
+    assert "cos_eval" not in record and math.isfinite(record["cos"]) and _run(out)["bn_coupling"] == "eval"
+
+
 RESUMED = dict(method="cm", dataset="synthetic", limit=48, batch_size=16, epochs=2, monitor_limit=0)  # 3 steps/epoch
 
 

@@ -79,10 +79,12 @@ def test_dry_window_trains_evaluates_skips_and_brings_everything_back(tmp_path):
 
 
 def test_a_job_cut_at_the_deadline_comes_back_resumable(tmp_path):
-    jobs = [{"name": "long", "est_s": 1, "ship": True, "cmd": ["train", "--method", "vanilla"]}]
+    """A long row that cannot finish in one window starts anyway when it may fill the window (fill_min_s)."""
+    jobs = [{"name": "big", "est_s": 10_000, "ship": True, "cmd": ["train", "--method", "vanilla"]},
+            {"name": "long", "est_s": 10_000, "fill_min_s": 5, "ship": True, "cmd": ["train", "--method", "vanilla"]}]
     runs = _start(tmp_path, _queue(tmp_path, jobs, dry_epochs=400), deadline_s=15)
-    status = json.loads((runs / "status.json").read_text())["jobs"]["long"]
-    assert status["state"] == "cut", status
+    status = json.loads((runs / "status.json").read_text())["jobs"]
+    assert status["big"]["state"] == "skipped" and status["long"]["state"] == "cut", status
     here = tmp_path / "here"
     for parcel in _collect_all(runs, tmp_path):
         window.main(["unpack", str(parcel), "--into", str(here)])
@@ -129,6 +131,27 @@ def test_plan_carries_the_lossless_data_in_three_calls_under_64_mib(tmp_path):
         assert tree + sum(sizes[p] for p in c["carry"]) <= window.MAX_TREE and len(c["carry"]) <= 8
     with pytest.raises(SystemExit, match="take the shipped weights out"):
         window.plan_calls(queue, 90_000_000, sizes)
+
+
+def test_every_command_of_the_real_queue_and_its_warm_ups_is_a_valid_run():
+    """What the next window runs is checked here first: flags parse and the settings resolve (nothing trains)."""
+    from pagdemo.cli import build_parser
+    from pagdemo.commands import train_config
+    from pagdemo.trainconfig import resolve
+
+    queue = json.loads((REPO / "scripts" / "queue.json").read_text())
+    runs = Path("runs")
+    commands = [step[3:] for job in queue["jobs"] for step in window.runner.job_commands(job, queue, runs, dry=False)]
+    for batch, flags in window.runner.compiled_steps(queue):
+        commands.append(["train", "--method", "cm", "--dataset", "synthetic", "--batch-size", str(batch), "--pag-impl",
+                         "compiled", "--out", "x", *flags])
+    for cmd in commands:
+        args = build_parser().parse_args(cmd)
+        if args.command in ("train", "adv-train"):
+            resolve(train_config(args))
+    steps = window.runner.compiled_steps(queue)
+    assert (256, ("--bn-coupling", "batch", "--pag-frame", "authors")) in steps and (256, ("--no-amp",)) in steps
+    assert [j["name"] for j in queue["jobs"] if "fill_min_s" in j] == ["cm-authors-30"]
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,139 @@
+"""BatchNorm coupling and the authors' frame (issue 23): `explicit` computes the authors' `batched` gradient
+exactly; every coupling agrees in eval mode; the authors' frame equals their training step written out."""
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pagdemo.augment import BatchCrop, augment, batch_crop
+from pagdemo.inputgrads import COUPLINGS, TRAIN_COUPLINGS, batchnorm_eval, check_coupling, default_coupling
+from pagdemo.losses import PAG_IMPLS, cosine_misalignment, input_gradients, pag_loss
+from test_fastpag import _data, _model
+
+
+def _step(model, x, y, targets, **kwargs):
+    """(loss, parameter gradients, buffers) after one PAG loss backward."""
+    model.zero_grad(set_to_none=True)
+    loss, parts = pag_loss(model, x, y, targets, lam=0.7, grad_of="logsoftmax", **kwargs)
+    loss.backward()
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in model.parameters()]
+    return loss.detach(), grads, dict(model.named_buffers()), parts
+
+
+def _assert_close_steps(out, ref, rtol=1e-9):
+    torch.testing.assert_close(out[0], ref[0], rtol=rtol, atol=0)
+    for g, g_ref in zip(out[1], ref[1]):
+        torch.testing.assert_close(g, g_ref, rtol=rtol, atol=rtol * g_ref.abs().max().item())
+    assert any(g.abs().sum() > 0 for g in out[1])
+
+
+@pytest.mark.parametrize("name,shape", [("tinycnn", (5, 3, 12, 12)), ("resnet18", (3, 3, 8, 8))])
+def test_explicit_batch_coupling_is_the_authors_batched_step_in_double(name, shape):
+    model = _model(name, torch.float64, train=True)
+    x, y, targets = _data(shape, 10, torch.float64)
+    ref = _step(copy.deepcopy(model), x, y, targets, impl="batched")
+    out = _step(copy.deepcopy(model), x, y, targets, impl="explicit", coupling="batch")
+    _assert_close_steps(out, ref)
+    exact = _step(copy.deepcopy(model), x, y, targets, impl="explicit", coupling="classes")
+    assert (exact[0] - ref[0]).abs() > 1e-6  # the two train couplings are different regularizers
+    for key, b in out[2].items():  # one forward of B, not of C*B: the same mean, variance unbiased over B
+        if key.endswith("running_mean"):
+            torch.testing.assert_close(b, ref[2][key], rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("impl", ["loop", "batched", "vmap", "explicit"])
+def test_every_coupling_agrees_in_eval_mode(impl):
+    model = _model("tinycnn", torch.float64, train=False)
+    x, y, targets = _data((5, 3, 12, 12), 10, torch.float64)
+    ref = _step(copy.deepcopy(model), x, y, targets, impl="loop")
+    for coupling in (*TRAIN_COUPLINGS[impl], "eval"):
+        _assert_close_steps(_step(copy.deepcopy(model), x, y, targets, impl=impl, coupling=coupling), ref)
+
+
+@pytest.mark.parametrize("impl", ["loop", "batched", "vmap", "explicit"])
+def test_eval_coupling_takes_the_pag_pass_in_eval_mode_after_a_train_mode_forward(impl):
+    """"eval": cross-entropy of the train-mode forward + lambda * the misalignment of the eval-mode gradients."""
+    model = _model("tinycnn", torch.float64, train=True)
+    x, y, targets = _data((5, 3, 12, 12), 10, torch.float64)
+    out = _step(copy.deepcopy(model), x, y, targets, impl=impl, coupling="eval")
+    ref_model = copy.deepcopy(model)
+    ce = F.cross_entropy(ref_model(x), y)
+    ref_model.eval()
+    _, grads = PAG_IMPLS["loop"](ref_model, x, grad_of="logsoftmax")
+    ref_loss = ce + 0.7 * cosine_misalignment(grads, targets)
+    ref_model.zero_grad()
+    ref_loss.backward()
+    _assert_close_steps(out, (ref_loss.detach(), [p.grad for p in ref_model.parameters()]))
+    assert all(m.training for m in model.modules())  # the pass leaves the model in train mode
+
+
+def _authors_step(model, x, y, targets, lam, crop_ce, crop_pag):
+    """The authors' TRAIN_CIFAR10.py train step for all C classes, written out with autograd (float64 here)."""
+    b, c = len(x), targets.shape[1]
+    loss_ce = F.cross_entropy(model(crop_ce(x)), y)
+    ims = x.repeat_interleave(c, dim=0).requires_grad_(True)  # each image repeated C times, one copy per class
+    target_new = torch.arange(c).repeat(b)
+    dummy = F.cross_entropy(model(crop_pag(ims)), target_new)
+    (grad,) = torch.autograd.grad(-dummy, [ims], create_graph=True)
+    cos = F.cosine_similarity(grad.view(b * c, -1), targets.reshape(b * c, -1), dim=1)
+    return loss_ce + lam * c * (1 - cos.mean())
+
+
+def test_authors_frame_and_coupling_equal_their_training_step():
+    model = _model("tinycnn", torch.float64, train=True)
+    x, y, targets = _data((4, 3, 12, 12), 10, torch.float64)
+    crop_ce, crop_pag = BatchCrop(1, 6, True), BatchCrop(7, 2, False)
+    out = _step(copy.deepcopy(model), x, y, targets, impl="explicit", coupling="batch", view=crop_pag,
+                ce_x=crop_ce(x))
+    ref_model = copy.deepcopy(model)
+    ref_loss = _authors_step(ref_model, x, y, targets, 0.7, crop_ce, crop_pag)
+    ref_loss.backward()
+    _assert_close_steps(out, (ref_loss.detach(), [p.grad for p in ref_model.parameters()]))
+    moved = _step(copy.deepcopy(model), x, y, targets, impl="explicit", coupling="batch", view=BatchCrop(7, 3, False),
+                  ce_x=crop_ce(x))
+    assert (moved[0] - out[0]).abs() > 1e-6  # the crop matters: the test would see a view that was ignored
+
+
+def test_batch_crop_adjoint_is_its_transpose_and_the_crop_is_the_per_image_one():
+    x, g = torch.rand(2, 3, 10, 10, dtype=torch.float64), torch.rand(2, 3, 10, 10, dtype=torch.float64)
+    for crop in (BatchCrop(0, 8, True), BatchCrop(3, 5, False), BatchCrop(8, 0, True)):
+        torch.testing.assert_close((crop(x) * g).sum(), (x * crop.adjoint(g)).sum())
+    # The per-image augmentation with a generator that draws the same window for both images:
+    crop = BatchCrop(2, 5, True)
+    padded = F.pad(x, (4,) * 4)
+    torch.testing.assert_close(crop(x), padded[..., 2:12, 5:15].flip(-1))
+    draws = {batch_crop(torch.Generator().manual_seed(s)) for s in range(40)}
+    assert len(draws) > 20 and all(0 <= d.dy <= 8 and 0 <= d.dx <= 8 for d in draws)
+    assert {d.flip for d in draws} == {True, False}
+    assert augment(x, torch.Generator().manual_seed(0)).shape == x.shape
+
+
+def test_couplings_an_impl_cannot_compute_are_refused_in_one_line():
+    assert default_coupling("batched") == "batch" and default_coupling("compiled") == "classes"
+    with pytest.raises(ValueError, match="cannot compute BatchNorm coupling 'batch'; use one of.*explicit"):
+        check_coupling("loop", "batch")
+    with pytest.raises(ValueError, match="cannot compute BatchNorm coupling 'classes'"):
+        check_coupling("batched", "classes")
+    with pytest.raises(ValueError, match="unknown BatchNorm coupling 'bn'"):
+        check_coupling("explicit", "bn")
+    for impl in PAG_IMPLS:
+        check_coupling(impl, "eval")
+    assert set(COUPLINGS) == {"classes", "batch", "eval"}
+
+
+def test_batchnorm_eval_restores_only_what_was_in_train_mode():
+    model = nn.Sequential(nn.BatchNorm2d(3), nn.BatchNorm2d(3).eval())
+    with batchnorm_eval(model):
+        assert not any(m.training for m in model)
+    assert [m.training for m in model] == [True, False]
+
+
+def test_explicit_batch_coupling_compiles_whole():
+    model = _model("tinycnn", torch.float32, train=True)
+    x, _, _ = _data((4, 3, 8, 8), 10, torch.float32)
+    compiled = torch.compile(PAG_IMPLS["explicit"], backend="aot_eager", fullgraph=True)
+    got = compiled(copy.deepcopy(model), x, grad_of="logsoftmax", coupling="batch")[1]
+    want = input_gradients(copy.deepcopy(model), x, "logsoftmax", "batched")[1]
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
