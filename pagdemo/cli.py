@@ -76,8 +76,8 @@ FOLDER_HELP = ("folder: your own images in torchvision's ImageFolder layout, DIR
 
 def _add_data_args(p: argparse.ArgumentParser, train: bool) -> None:
     """--dataset, --data-dir and the image-folder options, shared by every command that reads data."""
-    from pagdemo.data import DATASET_NAMES
-    from pagdemo.folder import ON_BAD, SIDE_LIMITS
+    from pagdemo.data.datasets import DATASET_NAMES
+    from pagdemo.data.folder import ON_BAD, SIDE_LIMITS
     p.add_argument("--dataset", default="cifar10" if train else None, choices=sorted(DATASET_NAMES),
                    help=("training data (default cifar10; synthetic is generated in code, for trying things out; "
                          if train else "default: the checkpoint's (") + FOLDER_HELP + ")")
@@ -96,8 +96,8 @@ def _add_data_args(p: argparse.ArgumentParser, train: bool) -> None:
 def _add_training_args(p: argparse.ArgumentParser) -> None:
     """Options shared by `train` and `adv-train`."""
     from pagdemo.models import MODELS
-    from pagdemo.recipes import RECIPES, help_text
-    from pagdemo.trainconfig import MONITORS, TrainConfig
+    from pagdemo.train.recipes import RECIPES, help_text
+    from pagdemo.train.config import MONITORS, TrainConfig
     p.add_argument("--out", required=True, help="run folder (checkpoint + log); rerun the same command to resume")
     _add_data_args(p, train=True)
     p.add_argument("--limit", type=positive_int, help="train on a fixed class-balanced subset of N images")
@@ -129,11 +129,11 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
 
 def _train_parsers(sub) -> None:
     """`train` and `adv-train`."""
-    from pagdemo.inputgrads import COUPLINGS, GRAD_OF
-    from pagdemo.losses import PAG_IMPLS
-    from pagdemo.targets import CM_SCALINGS
+    from pagdemo.pag.inputgrads import COUPLINGS, GRAD_OF
+    from pagdemo.pag.losses import PAG_IMPLS
+    from pagdemo.pag.targets import CM_SCALINGS
     from pagdemo.threat import NORMS
-    from pagdemo.trainconfig import ADV_ATTACKS, METHODS, PAG_FRAMES, TrainConfig
+    from pagdemo.train.config import ADV_ATTACKS, METHODS, PAG_FRAMES, TrainConfig
     p = sub.add_parser("train", help="train vanilla or PAG (oi, cm, nn, rigd) classifiers",
                        description="Train with Eq. 1: CE + lambda * sum over classes of (1 - cos(input gradient, g(x, t))). "
                                    "vanilla: lambda 0; oi: g toward One Image of class t; cm: toward the Class Mean; "
@@ -180,8 +180,8 @@ def _train_parsers(sub) -> None:
 
 def _eval_parser(sub) -> None:
     """`eval`: PGD or AutoAttack, appended to metrics.json."""
-    from pagdemo.autoattack import BACKENDS, VERSIONS, AutoAttackConfig
-    from pagdemo.evaluate import EvalConfig
+    from pagdemo.eval.autoattack import BACKENDS, VERSIONS, AutoAttackConfig
+    from pagdemo.eval.evaluate import EvalConfig
     from pagdemo.threat import NORMS
     p = sub.add_parser("eval", help="clean and PGD robust accuracy of a checkpoint",
                        description="PGD-k with random start and step 2*eps/k (the paper: k=20, linf eps 8/255, "
@@ -214,7 +214,7 @@ def _eval_parser(sub) -> None:
 def _toy_and_attack_parsers(sub) -> None:
     """`toy` (Sec. 5.1) and `attack` (the PAG picture)."""
     from pagdemo.threat import NORMS, picture_eps
-    from pagdemo.toy import DTYPES, SWEEP_SEED0, ToyConfig
+    from pagdemo.toy.experiment import DTYPES, SWEEP_SEED0, ToyConfig
     p = sub.add_parser("toy", help="the paper's 2-D experiment (Sec. 5.1): vanilla vs PAG decision boundaries",
                        description="Two classes on the line x2 = 2*x1, an MLP 2-32-2, vanilla vs PAG with the "
                                    "Nearest Neighbor target, attacked with L2 PGD-10 (eps 15, step 2).")
@@ -245,8 +245,8 @@ def _toy_and_attack_parsers(sub) -> None:
 
 def _audit_parser(sub) -> None:
     """`audit`: gradient-masking checks, AutoAttack and the PAG score."""
-    from pagdemo.audit import AuditConfig
-    from pagdemo.autoattack import BACKENDS, VERSIONS
+    from pagdemo.eval.audit import AuditConfig
+    from pagdemo.eval.autoattack import BACKENDS, VERSIONS
     from pagdemo.threat import NORMS
     p = sub.add_parser("audit", help="gradient-masking checks and the PAG score of a checkpoint",
                        description="Carlini et al. (2019) sanity checks: accuracy against growing eps must reach 0, "
@@ -303,7 +303,7 @@ def _bench_parser(sub) -> None:
 
 
 def _app_parser(sub) -> None:
-    """`app`: the Gradio app (also `python -m app`)."""
+    """`app`: the Gradio app (also `python -m pagdemo.app`)."""
     p = sub.add_parser("app", help="serve the Gradio app on the shipped (or your) checkpoints",
                        description="Upload an image or pick a test image and watch class-targeted PGD change it, model "
                                    "by model; compare robustness; the toy experiment. http://127.0.0.1:7860 by default.")
@@ -364,5 +364,5 @@ def bench_main() -> int:
 
 
 def app_main() -> int:
-    """`python -m app ARGS` is `pagdemo app ARGS`."""
+    """`python -m pagdemo.app ARGS` is `pagdemo app ARGS`."""
     return main(["app", *sys.argv[1:]])

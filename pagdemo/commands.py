@@ -21,7 +21,7 @@ def default(cls: type, name: str) -> Any:
 
 def train_config(args: argparse.Namespace):
     """The TrainConfig of a parsed `train` or `adv-train` command line (adv-train is method 'adv')."""
-    from pagdemo.trainconfig import TrainConfig
+    from pagdemo.train.config import TrainConfig
 
     common = dict(out=args.out, dataset=args.dataset, data_dir=args.data_dir, limit=args.limit, arch=args.arch,
                   recipe=args.recipe, init=args.init, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
@@ -39,7 +39,7 @@ def train_config(args: argparse.Namespace):
 
 def cmd_train(args: argparse.Namespace, command: str) -> None:
     """train and adv-train share one loop."""
-    from pagdemo.train import train
+    from pagdemo.train.loop import train
 
     out = train(train_config(args), command=command)
     if int(os.environ.get("RANK", "0")) == 0:
@@ -48,10 +48,10 @@ def cmd_train(args: argparse.Namespace, command: str) -> None:
 
 def cmd_eval(args: argparse.Namespace, command: str) -> None:
     """Evaluate and print one line (AutoAttack: a few lines)."""
-    from pagdemo.evaluate import EvalConfig, format_record, run_eval
+    from pagdemo.eval.evaluate import EvalConfig, format_record, run_eval
 
     if args.attack == "autoattack":
-        from pagdemo.autoattack import AutoAttackConfig, format_autoattack, run_autoattack_eval
+        from pagdemo.eval.autoattack import AutoAttackConfig, format_autoattack, run_autoattack_eval
 
         if args.norm == "none":
             raise CLIError("--attack autoattack needs --norm linf or l2")
@@ -72,8 +72,9 @@ def cmd_eval(args: argparse.Namespace, command: str) -> None:
 
 def cmd_toy(args: argparse.Namespace, command: str) -> None:
     """Run the toy experiment and say where its files went."""
-    from pagdemo.toy import ToyConfig, run_toy
-    from pagdemo.toystats import results_table
+    from pagdemo.toy.experiment import ToyConfig
+    from pagdemo.toy.run import run_toy
+    from pagdemo.toy.stats import results_table
 
     cfg = ToyConfig(seeds=args.seeds, lam=args.lam, out=args.out, sweep_lams=args.sweep, workers=args.workers,
                     dtype=args.dtype)
@@ -85,10 +86,10 @@ def cmd_attack(args: argparse.Namespace, command: str) -> None:
     """Render the PAG grid for one image and the given checkpoints."""
     from PIL import Image
 
-    from pagdemo.checkpoints import load_checkpoint
-    from pagdemo.evaluate import resolve_device
-    from pagdemo.grid import GridSpec, pag_grid_steps
-    from pagdemo.images import load_image
+    from pagdemo.records.checkpoints import load_checkpoint
+    from pagdemo.eval.evaluate import resolve_device
+    from pagdemo.viz.grid import GridSpec, pag_grid_steps
+    from pagdemo.data.images import load_image
     from pagdemo.threat import picture_eps
 
     device = resolve_device(args.device)
@@ -119,7 +120,7 @@ def cmd_attack(args: argparse.Namespace, command: str) -> None:
 
 def cmd_audit(args: argparse.Namespace, command: str) -> None:
     """Run the gradient-masking audit and print its verdict."""
-    from pagdemo.audit import AuditConfig, format_audit, run_audit
+    from pagdemo.eval.audit import AuditConfig, format_audit, run_audit
 
     cfg = AuditConfig(checkpoint=args.checkpoint, norm=args.norm, eps=args.eps, vanilla=args.vanilla, judge=args.judge,
                       autoattack=args.autoattack, autoattack_backend=args.aa_backend, limit=args.limit,
@@ -149,7 +150,7 @@ def bench_config(args: argparse.Namespace):  # noqa: ANN201 (BenchConfig, import
 def cmd_bench(args: argparse.Namespace, command: str) -> None:
     """Run the benchmark, write its JSON, print its tables."""
     from pagdemo.bench import format_tables, run_bench
-    from pagdemo.files import write_json
+    from pagdemo.records.files import write_json
 
     cfg = bench_config(args)
     result = run_bench(cfg)
@@ -160,7 +161,7 @@ def cmd_bench(args: argparse.Namespace, command: str) -> None:
 
 def cmd_app(args: argparse.Namespace, command: str) -> None:
     """Build the app and serve it until interrupted."""
-    from app import serve
+    from pagdemo.app import serve
 
     serve(checkpoints=args.checkpoints, host=args.host, port=args.port, device=args.device,
           concurrency=args.concurrency, data_dir=args.data_dir, toy_dir=args.toy_dir)

@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Callable
 
 from pagdemo.bench.tables import format_tables, step_table
-from pagdemo.checkpoints import list_checkpoints
-from pagdemo.files import read_json, read_jsonl
-from pagdemo.report import audit_rows, display_order, robustness_rows
+from pagdemo.records.checkpoints import list_checkpoints
+from pagdemo.records.files import read_json, read_jsonl
+from pagdemo.records.report import audit_rows, display_order, robustness_rows
 from pagdemo.threat import eval_eps
-from pagdemo.toystats import ci_text, results_table
+from pagdemo.toy.stats import ci_text, results_table
 
 BLOCK = re.compile(r"(<!-- generated:([\w-]+) -->\n)(.*?)(<!-- /generated -->)", re.S)
 DOC_FILES = ("README.md", "checkpoints/README.md", "docs/**/*.md")
@@ -61,8 +61,8 @@ def table1(root: Path) -> str:
 
 
 def recipes(root: Path) -> str:
-    """docs/training.md: every named recipe's settings, from pagdemo.recipes."""
-    from pagdemo.recipes import RECIPES
+    """docs/training.md: every named recipe's settings, from pagdemo.train.recipes."""
+    from pagdemo.train.recipes import RECIPES
 
     lines = ["| recipe | epochs | batch | lr | schedule | Nesterov | bf16 on a GPU | lambda | start | what |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -254,7 +254,7 @@ def coupling(root: Path) -> str:
              "one gradient flipped |", "|---|---|---|---|"]
     lines += [f"| {name} | {_spread(t['pairwise_cos'])} | {_spread(t['per_image_floor'])} | {_spread(t['flip_one_bound'])} |"
               for name, t in data["targets"].items()]
-    lines += ["", f"| checkpoint | train mode, coupling classes | train mode, coupling batch | eval mode | "
+    lines += ["", "| checkpoint | train mode, coupling classes | train mode, coupling batch | eval mode | "
                   "p(true class), eval mode |", "|---|---|---|---|---|"]
     lines += [f"| `{name}` | {r['classes']:.2f} | {r['batch']:.2f} | {r['eval']:.2f} | {_spread(r['p_true_class_eval'])} |"
               for name, r in data["checkpoints"].items()]
@@ -298,7 +298,7 @@ def typed_tables(text: str) -> list[str]:
 
 def write_figures(root: Path) -> None:
     """The figures the generated blocks sit beside (not compared by --check: PNG bytes vary with matplotlib)."""
-    from pagdemo.plots import cost_plot
+    from pagdemo.viz.plots import cost_plot
 
     cost_plot(cost_rows(root)).savefig(root / COST_FIGURE, dpi=100)
 

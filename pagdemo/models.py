@@ -147,7 +147,7 @@ def count_parameters(model: nn.Module) -> int:
 class PAGClassifier(nn.Module):
     """What a checkpoint holds: a named architecture, its class names, input side and normalization.
 
-    Rebuilt from `config()` alone (see `pagdemo.checkpoints`); `image_size` is the side of the
+    Rebuilt from `config()` alone (see `pagdemo.records.checkpoints`); `image_size` is the side of the
     square image the model was trained on (every loader resizes to it).
     """
 

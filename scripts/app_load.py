@@ -4,7 +4,7 @@ docs/app.md prints (pagdemo docs).
 
     python scripts/app_load.py [--checkpoints checkpoints] [--json docs/app-load.json]
 
-It starts `python -m app` in a subprocess on the CPU, reads the server's resident memory (VmRSS) between
+It starts `python -m pagdemo.app` in a subprocess on the CPU, reads the server's resident memory (VmRSS) between
 requests, and talks to it through gradio_client like any API user.
 """
 from __future__ import annotations
@@ -22,12 +22,12 @@ from pathlib import Path
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from pagdemo.files import write_json
-from pagdemo.provenance import cpu_name
+from pagdemo.records.files import write_json
+from pagdemo.records.provenance import cpu_name
 from pagdemo.threat import LINF_EPS
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES = sorted((ROOT / "app" / "examples").glob("*.png"))
+EXAMPLES = sorted((ROOT / "pagdemo" / "app" / "examples").glob("*.png"))
 
 
 def _free_port() -> int:
@@ -127,14 +127,14 @@ def main() -> None:
     port = _free_port()
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
     log = open(Path(args.json).with_suffix(".server.log"), "w")  # read afterwards: one line per refused request
-    proc = subprocess.Popen([sys.executable, "-m", "app", "--checkpoints", args.checkpoints, "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "pagdemo.app", "--checkpoints", args.checkpoints, "--port", str(port),
                              "--device", "cpu"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}/"
     try:
         _wait(url, proc)
         client = Client(url, verbose=False)
-        from pagdemo.checkpoints import list_checkpoints
-        from pagdemo.report import display_order
+        from pagdemo.records.checkpoints import list_checkpoints
+        from pagdemo.records.report import display_order
         names = [i["name"] for i in sorted(list_checkpoints(ROOT / args.checkpoints)[0], key=display_order)]
         odd = _odd_images(Path(os.environ.get("TMPDIR", "/tmp")))
         trace = [{"after": 0, "kind": "start", "rss_mb": round(rss_mb(proc.pid), 1), "s": 0.0}]

@@ -3,7 +3,7 @@
 For a fixed class-balanced subset of CIFAR-10 training images (augmented once, as training saw
 them) it measures: how much the 10 Class Mean targets of one image point the same way (scaled as we
 train, and the raw class mean); the lowest summed misalignment per-image log-softmax gradients can
-reach for those targets (`pagdemo.alignment.per_image_floor`); and, for each checkpoint, the summed
+reach for those targets (`pagdemo.pag.alignment.per_image_floor`); and, for each checkpoint, the summed
 misalignment of its log-softmax input gradients in train-mode BatchNorm (batches of 256, both
 couplings) and in eval mode, the gradient that attacks and the app see.
 
@@ -24,13 +24,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pagdemo.alignment import flip_one_bound, misalignment, per_image_floor, target_cosines  # noqa: E402
-from pagdemo.augment import augment  # noqa: E402
-from pagdemo.checkpoints import load_checkpoint  # noqa: E402
-from pagdemo.data import load_dataset, stratified_subset  # noqa: E402
-from pagdemo.files import write_json  # noqa: E402
-from pagdemo.provenance import cpu_name, git_commit, now  # noqa: E402
-from pagdemo.targets import class_mean  # noqa: E402
+from pagdemo.pag.alignment import flip_one_bound, misalignment, per_image_floor, target_cosines  # noqa: E402
+from pagdemo.data.augment import augment  # noqa: E402
+from pagdemo.records.checkpoints import load_checkpoint  # noqa: E402
+from pagdemo.data.datasets import load_dataset, stratified_subset  # noqa: E402
+from pagdemo.records.files import write_json  # noqa: E402
+from pagdemo.records.provenance import cpu_name, git_commit, now  # noqa: E402
+from pagdemo.pag.targets import class_mean  # noqa: E402
 
 COUPLINGS = ("classes", "batch", "eval")
 

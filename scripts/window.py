@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import window_parcels as parcels  # noqa: E402
 import window_runner as runner  # noqa: E402
-from pagdemo.files import read_jsonl  # noqa: E402 (stdlib only: the GPU side's calls load no torch)
+from pagdemo.records.files import read_jsonl  # noqa: E402 (stdlib only: the GPU side's calls load no torch)
 from window_parcels import MAX_FILES, MAX_TOTAL, STAGE, parcel, read, write  # noqa: E402,F401 (the tests use them)
 
 QUEUE = Path("scripts/queue.json")
@@ -84,7 +84,7 @@ def cmd_stage(args: argparse.Namespace) -> None:
     for target, source in queue.get("carry", {}).items():
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(source, target, ignore=shutil.ignore_patterns("README.md", "audit-*.json", "NOTES.md"))
-    from pagdemo.provenance import git_commit
+    from pagdemo.records.provenance import git_commit
 
     (STAGE / "COMMIT").write_text(git_commit() + "\n")
     paths = [f"{queue['data']['dir']}/{n}" for n in [*queue["data"]["files"], "SHA256SUMS"]] + [str(STAGE / "COMMIT")]
@@ -113,7 +113,7 @@ def cmd_unpack(args: argparse.Namespace) -> None:
         target = dest / f.relative_to(src)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(f, target)
-    from pagdemo.checkpoints import shard_names
+    from pagdemo.records.checkpoints import shard_names
 
     missing = [str(index.parent / name) for index in dest.rglob("model.safetensors.index.json")
                for name in sorted(shard_names(index.parent)) if not (index.parent / name).exists()]
@@ -160,7 +160,7 @@ def cmd_probe(args: argparse.Namespace) -> None:
 
 def cmd_ship(args: argparse.Namespace) -> None:
     """Here: turn an unpacked job folder into a shipped checkpoint (weights, config, metrics, log; the card re-rendered)."""
-    from pagdemo.checkpoints import check_folder, write_model_card
+    from pagdemo.records.checkpoints import check_folder, write_model_card
 
     src, dest = check_folder(args.job), Path(args.dest)
     dest.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,7 @@
 parcels that bring the results back: at most 8 files of 16 MiB, 64 MiB together, per call.
 
 Both sides use it: scripts/window_runner.py on the GPU machine, scripts/window.py here. JSON goes
-through pagdemo.files (atomic writes: the runner and the polls read these files while they change).
+through pagdemo.records.files (atomic writes: the runner and the polls read these files while they change).
 """
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import tarfile
 import time
 from pathlib import Path
 
-from pagdemo.files import read_json as read
-from pagdemo.files import write_json as write
+from pagdemo.records.files import read_json as read
+from pagdemo.records.files import write_json as write
 
 STAGE = Path(".stage")
 MAX_FILES, MAX_FILE, MAX_TOTAL = 8, 16 * 2**20, 64 * 2**20  # what comes back from one call

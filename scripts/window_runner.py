@@ -17,8 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-from pagdemo.files import read_json as read
-from pagdemo.files import read_sha256sums, sha256, write_json as write
+from pagdemo.records.files import read_json as read
+from pagdemo.records.files import read_sha256sums, sha256, write_json as write
 from window_parcels import STAGE, collect_calls, log, read_plan
 
 EVAL_RESERVE_S = 25  # seconds the two full-test-set PGD-20 evaluations of one job take on an H100
@@ -257,7 +257,7 @@ STEP_FLAGS = ("--bn-coupling", "--pag-frame", "--grad-of", "--arch")  # flags wh
 
 def compiled_steps(queue: dict) -> list[tuple[int, tuple[str, ...]]]:
     """(batch, graph-shaping flags) of every job that trains with the compiled PAG step: what the warm-up compiles."""
-    from pagdemo.recipes import get_recipe
+    from pagdemo.train.recipes import get_recipe
 
     steps = []
     for job in queue["jobs"]:

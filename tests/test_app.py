@@ -11,15 +11,16 @@ from PIL import Image
 pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 
-from app.ui import build_demo, launch_options  # noqa: E402
-from pagdemo.checkpoints import append_metrics, save_checkpoint  # noqa: E402
-from pagdemo.data import CIFAR10_CLASSES  # noqa: E402
+from pagdemo.app.ui import build_demo, launch_options  # noqa: E402
+from pagdemo.records.checkpoints import append_metrics, save_checkpoint  # noqa: E402
+from pagdemo.data.datasets import CIFAR10_CLASSES  # noqa: E402
 from pagdemo.models import PAGClassifier  # noqa: E402
-from pagdemo.toy import ToyConfig, run_toy  # noqa: E402
+from pagdemo.toy.experiment import ToyConfig  # noqa: E402
+from pagdemo.toy.run import run_toy  # noqa: E402
 from test_images import huge_png  # noqa: E402
 
-CLASSES = CIFAR10_CLASSES  # the one list, in pagdemo.data
-EXAMPLE = str(Path(__file__).resolve().parents[1] / "app" / "examples" / "cat_3543.png")
+CLASSES = CIFAR10_CLASSES  # the one list, in pagdemo.data.datasets
+EXAMPLE = str(Path(__file__).resolve().parents[1] / "pagdemo" / "app" / "examples" / "cat_3543.png")
 ENDPOINTS = ["/preview", "/pag_grid", "/compare", "/robustness", "/eps_curve", "/toy", "/model_card"]
 TINY_TOY = ToyConfig(epochs=2, n_per_mode=60, n_test=60, k=10)  # the real experiment, shrunk to a second
 
@@ -148,7 +149,7 @@ def test_robustness_table_against_the_paper(client):
 
 
 def test_eps_curve_streams_then_is_served_from_the_cache(client, monkeypatch):
-    import app.handlers as handlers
+    import pagdemo.app.handlers as handlers
     calls = []
 
     def counting(*args, **kwargs):
@@ -284,7 +285,7 @@ def test_without_checkpoints_the_page_says_so_and_the_toy_works(tmp_path):
 def test_api_errors_are_one_line_and_hide_internal_details(caplog):
     import gradio as gr
 
-    from app.errors import InputError, api_errors
+    from pagdemo.app.errors import InputError, api_errors
 
     @api_errors
     def bad_value():
@@ -314,8 +315,8 @@ def test_api_errors_are_one_line_and_hide_internal_details(caplog):
 def test_a_failed_page_run_keeps_the_last_result_and_says_why_beside_its_control():
     import gradio as gr
 
-    from app.errors import InputError
-    from app.page import page_call, to_unit
+    from pagdemo.app.errors import InputError
+    from pagdemo.app.page import page_call, to_unit
 
     def grid(image, eps):
         if image is None:
@@ -340,7 +341,7 @@ def test_data_urls_reach_the_loader_as_bytes():
     import gradio as gr
     from gradio.data_classes import ImageData
 
-    from app.ui import _raw_upload
+    from pagdemo.app.ui import _raw_upload
 
     data = Path(EXAMPLE).read_bytes()
     assert _raw_upload(ImageData(url="data:image/png;base64," + base64.b64encode(data).decode())) == data

@@ -4,7 +4,7 @@ import torch
 import torchattacks
 
 from pagdemo.attacks import nfgsm, pgd, pgd_steps
-from pagdemo.data import load_dataset
+from pagdemo.data.datasets import load_dataset
 from pagdemo.models import build_model
 
 EPS = {"linf": 8 / 255, "l2": 0.5}

@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from pagdemo.audit import NO_MASKING, AuditConfig, _autoattack_check, audit, format_audit, run_audit, verdict
-from pagdemo.autoattack import BACKENDS
-from pagdemo.checkpoints import save_checkpoint
-from pagdemo.data import load_dataset
+from pagdemo.eval.audit import NO_MASKING, AuditConfig, _autoattack_check, audit, format_audit, run_audit, verdict
+from pagdemo.eval.autoattack import BACKENDS
+from pagdemo.records.checkpoints import save_checkpoint
+from pagdemo.data.datasets import load_dataset
 from tiny import train_tiny
 
 EPS = 0.1  # linf radius at which PGD-20 breaks about half of the tiny model's images
@@ -81,7 +81,7 @@ def test_an_audit_cut_short_keeps_the_checks_it_finished(models, tmp_path, monke
     def slot_ends(*args, **kwargs):
         raise KeyboardInterrupt  # what a timeout's signal does mid-AutoAttack
 
-    monkeypatch.setattr("pagdemo.audit.run_autoattack_eval", slot_ends)
+    monkeypatch.setattr("pagdemo.eval.audit.run_autoattack_eval", slot_ends)
     cfg = AuditConfig(str(folders["model"]), norm="linf", eps=EPS, vanilla=str(folders["vanilla"]), judge=str(folders["judge"]),
                       autoattack="standard", limit=20, restarts=1, device="cpu")
     with pytest.raises(KeyboardInterrupt):
@@ -127,8 +127,8 @@ def test_resume_adds_autoattack_to_an_audit_without_redoing_its_checks(models, t
     def redone(*args, **kwargs):
         raise AssertionError("--resume must not rerun the finished checks")
 
-    monkeypatch.setattr("pagdemo.audit.audit", redone)
-    monkeypatch.setattr("pagdemo.audit.pag_score", redone)
+    monkeypatch.setattr("pagdemo.eval.audit.audit", redone)
+    monkeypatch.setattr("pagdemo.eval.audit.pag_score", redone)
     second = run_audit(replace(cfg, judge=None, autoattack="lite", resume=True), progress=False)
     assert {k: v for k, v in second["checks"].items() if k != "autoattack"} == first["checks"]
     assert second["checks"]["autoattack"]["pgd20"] >= second["checks"]["autoattack"]["autoattack"]
@@ -167,7 +167,7 @@ def test_a_gap_exactly_at_the_threshold_passes(monkeypatch, models, tmp_path):
     """AutoAttack 10.5% (a float32 mean: 0.10499999672) vs PGD-20 15.5% is 5 points: allowed, not flagged."""
     folder = save_checkpoint(models["model"], tmp_path / "m", {"dataset": "synthetic", "method": "vanilla"})
     result = {"robust_acc": 0.10499999672174454, "pgd20_robust_acc": 0.155, "per_attack": {}}
-    monkeypatch.setattr("pagdemo.audit.run_autoattack_eval", lambda *a, **k: result)
+    monkeypatch.setattr("pagdemo.eval.audit.run_autoattack_eval", lambda *a, **k: result)
     cfg = AuditConfig(str(folder), autoattack="standard")
     assert _autoattack_check(cfg, 8 / 255, "synthetic", None, torch.device("cpu"), False)["passed"] is True
     result["robust_acc"] = 0.10

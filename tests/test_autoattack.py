@@ -5,11 +5,11 @@ import json
 import pytest
 import torch
 
-from pagdemo.autoattack import (ATTACKS, AutoAttackConfig, autoattack_accuracy, format_autoattack, in_threat_model,
+from pagdemo.eval.autoattack import (ATTACKS, AutoAttackConfig, autoattack_accuracy, format_autoattack, in_threat_model,
                                 run_autoattack_eval)
-from pagdemo.checkpoints import save_checkpoint
-from pagdemo.data import load_dataset
-from pagdemo.evaluate import robust_accuracy
+from pagdemo.records.checkpoints import save_checkpoint
+from pagdemo.data.datasets import load_dataset
+from pagdemo.eval.evaluate import robust_accuracy
 from tiny import train_tiny
 
 EPS = {"linf": 0.1, "l2": 3.0}  # radii at which PGD-20 breaks about half of this model's images

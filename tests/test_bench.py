@@ -7,7 +7,7 @@ import torch
 from pagdemo.bench import SAMPLED, BenchConfig, format_tables, run_bench, step_cases
 from pagdemo.cli import build_parser
 from pagdemo.commands import bench_config
-from pagdemo.files import write_json
+from pagdemo.records.files import write_json
 
 
 def parse_config(argv):

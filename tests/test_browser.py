@@ -1,4 +1,4 @@
-"""A real headless Chromium drives the page started by `python -m app`: upload, run the PAG explorer, see the grid.
+"""A real headless Chromium drives the page started by `python -m pagdemo.app`: upload, run the PAG explorer, see the grid.
 
 Screenshots go to tests/artifacts/ (git-ignored). To refresh the README's screenshots from real
 checkpoints: PAGDEMO_CHECKPOINTS=checkpoints PAGDEMO_SCREENSHOTS=docs/screenshots pytest tests/test_browser.py
@@ -30,7 +30,7 @@ from test_app import make_tiny_checkpoints  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "tests" / "artifacts"
-EXAMPLE = ROOT / "app" / "examples" / "cat_3543.png"
+EXAMPLE = ROOT / "pagdemo" / "app" / "examples" / "cat_3543.png"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--window-size=1400,1400", "--hide-scrollbars"]
@@ -57,14 +57,14 @@ def _wait_for_http(url: str, proc: subprocess.Popen, timeout: float = 90) -> Non
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """`python -m app` in a subprocess, exactly as the README starts it."""
+    """`python -m pagdemo.app` in a subprocess (`pagdemo app`, the README's command, without the console script)."""
     checkpoints = os.environ.get("PAGDEMO_CHECKPOINTS")
     if not checkpoints:
         checkpoints = tmp_path_factory.mktemp("ckpts")
         make_tiny_checkpoints(checkpoints)
     port = _free_port()
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "2"}
-    proc = subprocess.Popen([sys.executable, "-m", "app", "--checkpoints", str(checkpoints), "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "pagdemo.app", "--checkpoints", str(checkpoints), "--port", str(port),
                              "--device", "cpu"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
     url = f"http://127.0.0.1:{port}/"

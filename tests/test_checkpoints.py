@@ -1,4 +1,4 @@
-"""pagdemo.checkpoints: fp16 safetensors round trip, sharding, config/metrics/model card, refusals."""
+"""pagdemo.records.checkpoints: fp16 safetensors round trip, sharding, config/metrics/model card, refusals."""
 from __future__ import annotations
 
 import json
@@ -11,9 +11,9 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from pagdemo.checkpoints import (CheckpointError, append_metrics, list_checkpoints, load_checkpoint, save_checkpoint,
+from pagdemo.records.checkpoints import (CheckpointError, append_metrics, list_checkpoints, load_checkpoint, save_checkpoint,
                                  write_model_card)
-from pagdemo.files import write_json
+from pagdemo.records.files import write_json
 from pagdemo.models import PAGClassifier
 
 RUN = {"method": "cm", "lam": 0.4, "dataset": "synthetic", "epochs": 3, "seed": 0}

@@ -1,9 +1,9 @@
-"""pagdemo.compare: one untargeted attack per model, and the amplified perturbation."""
+"""pagdemo.viz.compare: one untargeted attack per model, and the amplified perturbation."""
 import numpy as np
 import pytest
 import torch
 
-from pagdemo.compare import amplify, compare_untargeted, render_compare
+from pagdemo.viz.compare import amplify, compare_untargeted, render_compare
 from pictures import CLASSES
 
 

@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pagdemo.augment import BatchCrop, augment, batch_crop
-from pagdemo.inputgrads import COUPLINGS, TRAIN_COUPLINGS, batchnorm_eval, check_coupling, default_coupling
-from pagdemo.losses import PAG_IMPLS, cosine_misalignment, input_gradients, pag_loss
+from pagdemo.data.augment import BatchCrop, augment, batch_crop
+from pagdemo.pag.inputgrads import COUPLINGS, TRAIN_COUPLINGS, batchnorm_eval, check_coupling, default_coupling
+from pagdemo.pag.losses import PAG_IMPLS, cosine_misalignment, input_gradients, pag_loss
 from test_fastpag import _data, _model
 
 

@@ -1,4 +1,4 @@
-"""pagdemo.data: loaders for every on-disk layout (built tiny in tmp_path), subsets, augmentation, batches."""
+"""pagdemo.data.datasets: loaders for every on-disk layout (built tiny in tmp_path), subsets, augmentation, batches."""
 from __future__ import annotations
 
 import hashlib
@@ -12,11 +12,12 @@ import pytest
 import torch
 from PIL import Image
 
-from pagdemo.augment import augment
-from pagdemo.data import (CIFAR10_CLASSES, DATASETS, DataError, Dataset, batches, default_data_dir,
+from pagdemo.data.augment import augment
+from pagdemo.data import DataError
+from pagdemo.data.datasets import (CIFAR10_CLASSES, DATASETS, Dataset, batches, default_data_dir,
                           load_dataset, stratified_subset)
 
-CLASSES = CIFAR10_CLASSES  # the one list, in pagdemo.data
+CLASSES = CIFAR10_CLASSES  # the one list, in pagdemo.data.datasets
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
 
 

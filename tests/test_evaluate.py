@@ -1,4 +1,4 @@
-"""pagdemo.evaluate: robust accuracy invariants, the record run_eval writes, device resolution."""
+"""pagdemo.eval.evaluate: robust accuracy invariants, the record run_eval writes, device resolution."""
 from __future__ import annotations
 
 import json
@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from pagdemo.data import load_dataset
-from pagdemo.evaluate import EvalConfig, accuracy_vs_eps, format_record, resolve_device, robust_accuracy, run_eval
-from pagdemo.evaluate import test_data_for as data_for  # aliased: pytest would collect a test_* name
+from pagdemo.data.datasets import load_dataset
+from pagdemo.eval.evaluate import EvalConfig, accuracy_vs_eps, format_record, resolve_device, robust_accuracy, run_eval
+from pagdemo.eval.evaluate import test_data_for as data_for  # aliased: pytest would collect a test_* name
 from pagdemo.threat import eps_grid
-from pagdemo.train import TrainConfig, train
+from pagdemo.train.loop import TrainConfig, train
 
 
 
@@ -27,7 +27,7 @@ def checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def model_and_data(checkpoint) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
-    from pagdemo.checkpoints import load_checkpoint
+    from pagdemo.records.checkpoints import load_checkpoint
     ds = load_dataset("synthetic", "test", limit=128)
     return load_checkpoint(checkpoint), ds.float(), ds.labels
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from pagdemo.fastpag import EXACT_IMPLS, input_gradients_explicit, trace
-from pagdemo.losses import PAG_IMPLS, cosine_misalignment, pag_loss, sampled_misalignment
+from pagdemo.pag.fastpag import EXACT_IMPLS, input_gradients_explicit, trace
+from pagdemo.pag.losses import PAG_IMPLS, cosine_misalignment, pag_loss, sampled_misalignment
 from pagdemo.models import build_model
 
 

@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pagdemo import cli, folder
-from pagdemo.checkpoints import load_checkpoint
-from pagdemo.data import load_dataset
-from pagdemo.trainconfig import TrainConfig, for_data, resolve
+from pagdemo import cli
+from pagdemo.data import folder
+from pagdemo.records.checkpoints import load_checkpoint
+from pagdemo.data.datasets import load_dataset
+from pagdemo.train.config import TrainConfig, for_data, resolve
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["cat", "dog", "fox"]
@@ -109,7 +110,7 @@ def runs(tree, tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("runs")
     common = dict(dataset="folder", data_dir=str(tree), epochs=1, batch_size=8, arch="tinycnn", monitor_limit=0,
                   device="cpu")
-    from pagdemo.train import train
+    from pagdemo.train.loop import train
     out = {"teacher": train(TrainConfig(out=str(root / "teacher"), method="adv", adv_norm="l2", adv_attack="fgsm",
                                         **common), progress=False)}
     for method in ("vanilla", "oi", "cm", "nn", "rigd"):
@@ -136,7 +137,7 @@ def test_the_app_serves_the_trees_classes_and_gallery(runs, tree, tmp_path):
     pytest.importorskip("gradio_client")
     from gradio_client import Client, handle_file
 
-    from app.ui import build_demo, launch_options
+    from pagdemo.app.ui import build_demo, launch_options
     from test_app import _free_port
 
     shelf = tmp_path / "shelf"

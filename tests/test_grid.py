@@ -1,11 +1,11 @@
-"""pagdemo.grid: the PAG picture streams, stays in the ball, is deterministic and shows the input as it is."""
+"""pagdemo.viz.grid: the PAG picture streams, stays in the ball, is deterministic and shows the input as it is."""
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from pagdemo.grid import GridSpec, pag_grid_steps, to_uint8
+from pagdemo.viz.grid import GridSpec, pag_grid_steps, to_uint8
 from pictures import CLASSES
 
 

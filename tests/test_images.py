@@ -1,4 +1,4 @@
-"""pagdemo.images: every kind of bad or unusual upload becomes RGB in [0, 1] or a clear ImageError."""
+"""pagdemo.data.images: every kind of bad or unusual upload becomes RGB in [0, 1] or a clear ImageError."""
 import io
 import struct
 import zlib
@@ -9,10 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from pagdemo import images
-from pagdemo.images import ImageError, fit_square, load_image, read_image
+from pagdemo.data import images
+from pagdemo.data.images import ImageError, fit_square, load_image, read_image
 
-EXAMPLE = str(Path(__file__).resolve().parents[1] / "app" / "examples" / "cat_3543.png")
+EXAMPLE = str(Path(__file__).resolve().parents[1] / "pagdemo" / "app" / "examples" / "cat_3543.png")
 
 
 def _png_bytes(img: Image.Image) -> bytes:

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from pagdemo.inputgrads import input_gradients_loop
-from pagdemo.losses import PAG_IMPLS, cosine_misalignment, pag_loss
+from pagdemo.pag.inputgrads import input_gradients_loop
+from pagdemo.pag.losses import PAG_IMPLS, cosine_misalignment, pag_loss
 from pagdemo.models import build_model
 
 

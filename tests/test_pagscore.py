@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from pagdemo.models import PAGClassifier
-from pagdemo.data import load_dataset
-from pagdemo.pagscore import check_judge, format_pag_score, grad_cosine, pag_score
+from pagdemo.data.datasets import load_dataset
+from pagdemo.eval.pagscore import check_judge, format_pag_score, grad_cosine, pag_score
 from tiny import train_tiny
 
 EPS, STEPS = 16.0, 30  # a radius at which a targeted attack reaches any class of the synthetic data

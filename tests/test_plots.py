@@ -1,5 +1,5 @@
-"""pagdemo.plots: figures render to RGB arrays without pyplot (no global state left behind)."""
-from pagdemo.plots import curve_plot, figure_to_array, robustness_plot
+"""pagdemo.viz.plots: figures render to RGB arrays without pyplot (no global state left behind)."""
+from pagdemo.viz.plots import curve_plot, figure_to_array, robustness_plot
 
 
 def test_figures_render_without_pyplot():

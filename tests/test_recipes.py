@@ -1,9 +1,9 @@
-"""pagdemo.recipes: named recipes, their schedules, and what --help says of them."""
+"""pagdemo.train.recipes: named recipes, their schedules, and what --help says of them."""
 import math
 
 import pytest
 
-from pagdemo.recipes import RECIPES, Recipe, get_recipe, help_text, lam_at, lr_at
+from pagdemo.train.recipes import RECIPES, Recipe, get_recipe, help_text, lam_at, lr_at
 
 
 def test_every_recipe_is_complete_and_listed_in_the_help():

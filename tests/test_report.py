@@ -1,6 +1,6 @@
-"""pagdemo.report: which recorded number is shown, and the robustness and audit rows."""
+"""pagdemo.records.report: which recorded number is shown, and the robustness and audit rows."""
 
-from pagdemo.report import audit_rows, best_record, robustness_rows
+from pagdemo.records.report import audit_rows, best_record, robustness_rows
 
 def _record(norm, eps, n, clean, robust, date="2025"):
     return {"date": date, "n": n, "attack": "pgd-20", "norm": norm, "eps": eps, "steps": 20, "step_size": eps / 10,

@@ -1,10 +1,10 @@
-"""pagdemo.state: a run's full state travels in shards a GPU machine can send back, and resumes exactly."""
+"""pagdemo.train.state: a run's full state travels in shards a GPU machine can send back, and resumes exactly."""
 import json
 
 import torch
 
 from pagdemo.models import PAGClassifier
-from pagdemo.state import STATE_DIR, has_state, load_state, save_state
+from pagdemo.train.state import STATE_DIR, has_state, load_state, save_state
 
 SHARD_LIMIT = 16 * 2**20  # a file that comes back from the GPU machine
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from pagdemo.models import build_model
-from pagdemo.targets import NearestNeighborTarget, TeacherGradientTarget, build_target
+from pagdemo.pag.targets import NearestNeighborTarget, TeacherGradientTarget, build_target
 
 
 @pytest.fixture

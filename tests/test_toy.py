@@ -8,12 +8,13 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from pagdemo import toy
-from pagdemo.plots import figure_to_array
-from pagdemo.toy import (MODE_CENTERS, ToyConfig, boundary_distance, make_test_data, make_toy_data, nn_targets, run_seed,
-                         run_seeds, run_toy)
-from pagdemo.toystats import bootstrap_ci, results_table, sign_test, summarize
-from pagdemo.toyplot import draw_boundaries
+from pagdemo.toy import experiment, run
+from pagdemo.viz.plots import figure_to_array
+from pagdemo.toy.experiment import (MODE_CENTERS, ToyConfig, boundary_distance, make_test_data, make_toy_data, nn_targets, run_seed,
+                                     run_seeds)
+from pagdemo.toy.run import run_toy
+from pagdemo.toy.stats import bootstrap_ci, results_table, sign_test, summarize
+from pagdemo.toy.plot import draw_boundaries
 
 SMALL = ToyConfig(epochs=4, n_per_mode=100, n_test=60, seeds=2)  # seconds: for plumbing, not for the result
 FULL = ToyConfig(n_test=120)  # App. C.1's data and training; a fifth of the test points (the attack is per point)
@@ -160,7 +161,7 @@ def test_draw_boundaries_returns_two_equal_aspect_panels():
 
 def test_toy_seed_is_remembered(monkeypatch):
     cfg = replace(SMALL, epochs=2)
-    _, _, m1 = toy.toy_seed(3, 0.5, cfg)
-    monkeypatch.setattr(toy, "train_toy", lambda *a, **k: pytest.fail("retrained a remembered (seed, lambda)"))
-    _, _, m2 = toy.toy_seed(3, 0.5, cfg)
+    _, _, m1 = run.toy_seed(3, 0.5, cfg)
+    monkeypatch.setattr(experiment, "train_toy", lambda *a, **k: pytest.fail("retrained a remembered (seed, lambda)"))
+    _, _, m2 = run.toy_seed(3, 0.5, cfg)
     assert m1 == m2 and math.isfinite(m2["pag"]["boundary_dist"])

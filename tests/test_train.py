@@ -1,4 +1,4 @@
-"""pagdemo.train: settings, schedules, vanilla/PAG/adversarial/RIGD runs, resume, and DDP under torchrun."""
+"""pagdemo.train.loop: settings, schedules, vanilla/PAG/adversarial/RIGD runs, resume, and DDP under torchrun."""
 from __future__ import annotations
 
 import json
@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 
-import pagdemo.train as train_mod
-from pagdemo.checkpoints import load_checkpoint, save_checkpoint
+import pagdemo.train.loop as train_mod
+from pagdemo.records.checkpoints import load_checkpoint, save_checkpoint
 from pagdemo.models import PAGClassifier
-from pagdemo.recipes import RECIPES
-from pagdemo.state import STATE_DIR
-from pagdemo.train import train
-from pagdemo.trainconfig import LAMBDA, TrainConfig, lr_at, resolve
+from pagdemo.train.recipes import RECIPES
+from pagdemo.train.state import STATE_DIR
+from pagdemo.train.loop import train
+from pagdemo.train.config import LAMBDA, TrainConfig, lr_at, resolve
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(dataset="synthetic", limit=32, batch_size=16, epochs=1, monitor_limit=0)  # 2 steps: seconds on a CPU

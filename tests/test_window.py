@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from pagdemo.checkpoints import load_checkpoint
-from pagdemo.state import load_state
-from pagdemo.train import TrainConfig, train
+from pagdemo.records.checkpoints import load_checkpoint
+from pagdemo.train.state import load_state
+from pagdemo.train.loop import TrainConfig, train
 
 REPO = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("window", REPO / "scripts" / "window.py")
@@ -137,7 +137,7 @@ def test_every_command_of_the_real_queue_and_its_warm_ups_is_a_valid_run():
     """What the next window runs is checked here first: flags parse and the settings resolve (nothing trains)."""
     from pagdemo.cli import build_parser
     from pagdemo.commands import train_config
-    from pagdemo.trainconfig import resolve
+    from pagdemo.train.config import resolve
 
     queue = json.loads((REPO / "scripts" / "queue.json").read_text())
     runs = Path("runs")

@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from pagdemo.models import PAGClassifier
-from pagdemo.data import load_dataset
+from pagdemo.data.datasets import load_dataset
 
 
 def train_tiny(seed: int = 0) -> PAGClassifier:

@@ -9,8 +9,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from pagdemo.toy import SWEEP_SEED0, ToyConfig, evaluate_toy, make_test_data, sweep, train_toy
-from pagdemo.toystats import describe
+from pagdemo.toy.experiment import SWEEP_SEED0, ToyConfig, evaluate_toy, make_test_data, sweep, train_toy
+from pagdemo.toy.stats import describe
 
 SEEDS = list(range(SWEEP_SEED0, SWEEP_SEED0 + 10))
 BASE = ToyConfig(workers=2)

@@ -24,10 +24,10 @@ from pagdemo.bench.cases import (SAMPLED, bench_approx_error, bench_grid, bench_
                                  step_cases)
 from pagdemo.bench.harness import memory_method
 from pagdemo.bench.tables import format_tables
-from pagdemo.losses import PAG_IMPLS
+from pagdemo.pag.losses import PAG_IMPLS
 from pagdemo.paper import LAMBDAS
 from pagdemo.threat import LINF_EPS, PICTURE_EPS_AT_32
-from pagdemo.provenance import cpu_name, git_commit, now
+from pagdemo.records.provenance import cpu_name, git_commit, now
 
 __all__ = ["BenchConfig", "SMALL", "SAMPLED", "format_tables", "run_bench", "step_cases"]
 

@@ -13,9 +13,9 @@ from torch import nn
 
 from pagdemo.attacks import pgd
 from pagdemo.bench.harness import _autocast, _sync, interleaved
-from pagdemo.fastpag import input_gradients_explicit
-from pagdemo.grid import GridSpec, pag_grid_steps
-from pagdemo.losses import PAG_IMPLS, cosine_misalignment, pag_loss, sampled_misalignment, sampled_pag_loss
+from pagdemo.pag.fastpag import input_gradients_explicit
+from pagdemo.viz.grid import GridSpec, pag_grid_steps
+from pagdemo.pag.losses import PAG_IMPLS, cosine_misalignment, pag_loss, sampled_misalignment, sampled_pag_loss
 from pagdemo.models import build_model
 from pagdemo.threat import eval_step
 

@@ -1,0 +1,214 @@
+"""Your own data: torchvision's ImageFolder layout, DIR/train/<class>/* and DIR/test/<class>/* (or val/).
+
+Images of any size and common format become square RGB of one side: centre-cropped to a square,
+then resized (antialiased bicubic), the same rule as the app's uploads. Every file goes through
+the app's image hardening (`pagdemo.data.images`: a few raster formats only, size limits from the
+header, decompression bombs, truncated and non-image files refused), and a file that cannot be
+read is skipped and counted, or stops the run, as `on_bad` says. Decoding runs once, with a
+progress bar; the uint8 array is cached in DIR/.pagdemo-cache/ (or ~/.cache/pagdemo when DIR is
+read-only), keyed by every file's path, size and times and the image side, so a changed tree is
+decoded again (old cache files stay until you delete the folder).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import zipfile
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+from pagdemo.data import DataError
+from pagdemo.data.images import FORMATS, ImageError, fit_square, read_image
+
+SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff"}
+SIDE_LIMITS = (8, 512)  # the sides --image-size accepts, and the most-common-size default is clipped to
+TEST_SPLITS = ("test", "val")
+ON_BAD = ("skip", "stop")
+CACHE_VERSION = 1  # bump when the decoding rule changes
+
+
+class FolderError(DataError):
+    """An image folder that cannot be used; one line that names the folder or file and the problem."""
+
+
+@dataclass(frozen=True)
+class Tree:
+    """One split of an image folder: class names and, per image, its file and label (sorted: reproducible)."""
+
+    root: Path
+    classes: list[str]
+    files: list[Path]
+    labels: np.ndarray
+
+
+def split_folder(root: Path, split: str) -> Path:
+    """DIR/train, or DIR/test (DIR/val when there is no test/)."""
+    if split == "train":
+        folder = root / "train"
+    else:
+        folder = next((root / s for s in TEST_SPLITS if (root / s).is_dir()), root / "test")
+    if not folder.is_dir():
+        want = "train/" if split == "train" else "test/ (or val/)"
+        raise FolderError(f"{root}: no {want} folder; expected {root}/train/<class>/... and {root}/test/<class>/...")
+    return folder
+
+
+def scan(root: Path, split: str) -> Tree:
+    """The split's classes (sub-folders) and image files, refusing a layout that cannot train a classifier."""
+    folder = split_folder(root, split)
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if len(classes) < 2:
+        raise FolderError(f"{folder}: {len(classes)} class folder(s) ({', '.join(classes) or 'none'}); a classifier "
+                          "needs at least 2, one sub-folder per class")
+    files, labels = [], []
+    for label, name in enumerate(classes):
+        found = sorted(p for p in (folder / name).rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES)
+        if not found:
+            raise FolderError(f"{folder / name}: an empty class (no {', '.join(sorted(SUFFIXES))} files)")
+        files += found
+        labels += [label] * len(found)
+    return Tree(folder, classes, files, np.asarray(labels, dtype=np.int64))
+
+
+def check_same_classes(train: Tree, test: Tree) -> None:
+    """Train and test must name the same classes, or the labels mean different things."""
+    if train.classes != test.classes:
+        only_train, only_test = sorted(set(train.classes) - set(test.classes)), sorted(set(test.classes) - set(train.classes))
+        raise FolderError(f"{train.root} and {test.root} have different classes (only in {train.root.name}: "
+                          f"{only_train or '-'}; only in {test.root.name}: {only_test or '-'})")
+
+
+def common_side(files: list[Path], sample: int = 500) -> int:
+    """The most common square side (the shorter edge) among the images' headers, clipped to SIDE_LIMITS."""
+    step = max(1, len(files) // sample)
+    sides = []
+    for f in files[::step]:
+        try:
+            with Image.open(f, formats=FORMATS) as img:  # header only
+                sides.append(min(img.size))
+        except Exception:  # noqa: BLE001 - unreadable files are reported when decoded
+            continue
+    side = Counter(sides).most_common(1)[0][0] if sides else 32
+    return int(min(max(side, SIDE_LIMITS[0]), SIDE_LIMITS[1]))
+
+
+def check_side(side: int) -> int:
+    """An --image-size the models and the memory estimate can work with."""
+    if not SIDE_LIMITS[0] <= int(side) <= SIDE_LIMITS[1]:
+        raise FolderError(f"--image-size {side} is outside {SIDE_LIMITS[0]}..{SIDE_LIMITS[1]}")
+    return int(side)
+
+
+def available_bytes() -> int:
+    """Memory the machine can still give (MemAvailable; physical memory where /proc is missing)."""
+    try:
+        with open("/proc/meminfo") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration):
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_memory(n: int, side: int, folder: Path) -> None:
+    """Refuse, before decoding anything, a split that would not fit in half the available memory as uint8."""
+    need, have = n * 3 * side * side, available_bytes()
+    if need > have // 2:
+        raise FolderError(f"{folder}: {n:,} images at {side}x{side} need {need / 2**30:.1f} GiB as uint8, more than half "
+                          f"of the {have / 2**30:.1f} GiB this machine has available; choose a smaller --image-size or "
+                          "--limit")
+
+
+def _cache_file(tree: Tree, idx: np.ndarray, side: int) -> Path:
+    """Where the decoded array of these files at this side lives; the name changes whenever the tree does."""
+    h = hashlib.sha256(f"v{CACHE_VERSION} side {side}\n".encode())
+    for i in idx:
+        st = tree.files[i].stat()
+        h.update(f"{tree.files[i].relative_to(tree.root)}\t{st.st_size}\t{st.st_mtime_ns}\t{st.st_ctime_ns}\n".encode())
+    root = tree.root.parent / ".pagdemo-cache"
+    if not os.access(tree.root.parent, os.W_OK):
+        root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pagdemo"
+    return root / f"{tree.root.name}-{side}px-{h.hexdigest()[:16]}.npz"
+
+
+def _decode_one(path: Path, side: int) -> np.ndarray:
+    """One file through the app's hardening, as (3, side, side) uint8."""
+    img, _ = read_image(path)
+    return np.asarray(fit_square(img, side), dtype=np.uint8).transpose(2, 0, 1)
+
+
+def decode(tree: Tree, idx: np.ndarray, side: int, on_bad: str = "skip",
+           progress: bool = True) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(images (k, 3, side, side) uint8, their indices into the tree, one 'path: reason' per skipped file).
+
+    Raises:
+        FolderError: a file cannot be read and on_bad is "stop"; or every file failed.
+    """
+    if on_bad not in ON_BAD:
+        raise ValueError(f"unknown on_bad {on_bad!r}; choose one of {list(ON_BAD)}")
+    cache = _cache_file(tree, idx, side)
+    cached = _read_cache(cache)
+    if cached is not None:
+        if cached[2] and on_bad == "stop":  # the cache remembers which files failed, and why
+            raise FolderError(f"{cached[2][0]} (--on-bad-image skip would leave it out)")
+        return cached
+    images, kept, skipped = [], [], []
+    with tqdm(idx, desc=f"decode {tree.root.name}", unit="img", disable=None if progress else True, leave=False) as bar:
+        for i in bar:  # on a terminal only (disable=None); closed and cleared on an error too: the error stays one line
+            try:
+                images.append(_decode_one(tree.files[i], side))
+                kept.append(i)
+            except (ImageError, OSError) as e:
+                if on_bad == "stop":
+                    raise FolderError(f"{tree.files[i]}: {e} (--on-bad-image skip would leave it out)") from None
+                skipped.append(f"{tree.files[i]}: {e}")
+    if not images:
+        raise FolderError(f"{tree.root}: none of the {len(idx)} files could be read, e.g. {skipped[0]}")
+    out = np.stack(images), np.asarray(kept, dtype=np.int64), skipped
+    _write_cache(cache, *out)
+    return out
+
+
+def _read_cache(path: Path) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
+    """A cached split, or None when there is none or it is damaged (then it is removed and decoded again)."""
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return z["images"], z["kept"], json.loads(str(z["skipped"]))
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        path.unlink(missing_ok=True)
+        return None
+
+
+def _write_cache(path: Path, images: np.ndarray, kept: np.ndarray, skipped: list[str]) -> None:
+    """Write the decoded split atomically, under a temporary name of its own (several processes may decode at
+    once); a cache that cannot be written costs only time, and leaves no temporary file behind."""
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz")
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, images=images, kept=kept, skipped=np.asarray(json.dumps(skipped)))
+        os.replace(tmp, path)
+    except OSError:
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
+
+
+def channel_stats(images: np.ndarray, chunk: int = 4096) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of uint8 images in [0, 1] units: the model's normalization for this data."""
+    total, sq, n = np.zeros(3), np.zeros(3), 0
+    for i in range(0, len(images), chunk):
+        x = images[i:i + chunk].astype(np.float64) / 255
+        total += x.sum(axis=(0, 2, 3))
+        sq += (x ** 2).sum(axis=(0, 2, 3))
+        n += x.shape[0] * x.shape[2] * x.shape[3]
+    mean = total / n
+    std = np.sqrt(np.maximum(sq / n - mean ** 2, 1e-12))
+    return [round(float(v), 5) for v in mean], [round(float(v), 5) for v in std]

@@ -1,0 +1,106 @@
+"""A model's input gradients for every class, the quantity the PAG loss aligns (Eq. 1).
+
+Two plain autograd implementations, both differentiable (double backprop):
+- `loop`: the reference. One forward of the batch, then one `autograd.grad(create_graph=True)`
+  per class. Clear and exact, C backward passes.
+- `batched`: the authors' code. The batch is repeated C times, copy t takes the gradient of
+  class t, and one backward gives all C gradients.
+The fast exact ones (`vmap`, `explicit`, `compiled`) live in `pagdemo.pag.fastpag`; `pagdemo.pag.losses`
+registers all of them in one table.
+
+What BatchNorm does while the input gradients are taken, the *coupling* (`COUPLINGS`): in eval
+mode ("eval") it is a fixed affine map, every image's gradient is its own, and every
+implementation agrees to float precision. In train mode each input gradient also flows through
+the batch statistics, so it depends on the other images of the batch: "classes" couples the B
+images of the batch for each class (`loop`, `vmap`, `explicit`), "batch" computes the statistics
+over the C*B repeated copies and so mixes the classes' coupling terms (`batched`, the authors'
+code, and `explicit`; the forward values are identical, since a repeated batch has the same mean
+and variance). Attacks and the app see the eval-mode gradient; the checkpoint records which
+coupling trained it (docs/training.md has the measured difference).
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+GRAD_OF = ("logit", "logsoftmax")  # Eq. 1 as written / the authors' code
+COUPLINGS = ("classes", "batch", "eval")  # BatchNorm while the C input gradients are taken (module docstring)
+TRAIN_COUPLINGS = {"loop": ("classes",), "vmap": ("classes",), "batched": ("batch",),
+                   "explicit": ("classes", "batch"), "compiled": ("classes", "batch")}  # what each impl computes
+
+
+def default_coupling(impl: str) -> str:
+    """The train-mode coupling an implementation computes without being asked: `batched` the authors', else `loop`'s."""
+    return TRAIN_COUPLINGS.get(impl, ("classes",))[0]
+
+
+def check_coupling(impl: str, coupling: str) -> None:
+    """A coupling the implementation cannot compute is a user error: say which implementations can."""
+    if coupling not in COUPLINGS:
+        raise ValueError(f"unknown BatchNorm coupling {coupling!r}; choose one of {list(COUPLINGS)}")
+    if coupling != "eval" and coupling not in TRAIN_COUPLINGS.get(impl, (coupling,)):
+        able = sorted(i for i, c in TRAIN_COUPLINGS.items() if coupling in c)
+        raise ValueError(f"--pag-impl {impl} cannot compute BatchNorm coupling {coupling!r}; use one of {able}")
+
+
+@contextmanager
+def batchnorm_eval(model: nn.Module) -> Iterator[None]:
+    """BatchNorm layers in eval mode (running statistics, per-image gradients) for the duration, then as they were."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+    for m in bns:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m in bns:
+            m.train()
+
+
+def check_grad_of(grad_of: str) -> None:
+    """An unknown score name is a user error: name it and the choices."""
+    if grad_of not in GRAD_OF:
+        raise ValueError(f"unknown grad_of {grad_of!r}; choose one of {list(GRAD_OF)}")
+
+
+def class_scores(logits: torch.Tensor, grad_of: str) -> torch.Tensor:
+    """The per-class function whose input gradient must be perceptually aligned."""
+    check_grad_of(grad_of)
+    return logits if grad_of == "logit" else F.log_softmax(logits, dim=1)
+
+
+def input_gradients_loop(model: nn.Module, x: torch.Tensor, grad_of: str = "logit", create_graph: bool = True,
+                         coupling: str = "classes"):
+    """Reference: (logits (B, C), grads (B, C, *x)) with one backward per class."""
+    check_coupling("loop", coupling)
+    x = x.detach().requires_grad_(True)
+    logits = model(x)
+    scores = class_scores(logits, grad_of)
+    grads = [
+        torch.autograd.grad(scores[:, t].sum(), x, create_graph=create_graph, retain_graph=True)[0]
+        for t in range(scores.shape[1])
+    ]
+    return logits, torch.stack(grads, dim=1)
+
+
+def input_gradients_batched(model: nn.Module, x: torch.Tensor, grad_of: str = "logit", create_graph: bool = True,
+                            coupling: str = "batch", num_classes: int | None = None):
+    """All C input gradients from one backward over the batch repeated C times (authors' code)."""
+    check_coupling("batched", coupling)
+    b = x.shape[0]
+    c = num_classes or num_outputs(model)
+    x_rep = x.detach().repeat(c, *([1] * (x.dim() - 1))).requires_grad_(True)
+    logits_rep = model(x_rep)
+    scores = class_scores(logits_rep, grad_of).view(c, b, c)
+    picked = scores.diagonal(dim1=0, dim2=2).sum()  # copy t keeps class t
+    (g,) = torch.autograd.grad(picked, x_rep, create_graph=create_graph)
+    return logits_rep[:b], g.view(c, b, *x.shape[1:]).transpose(0, 1)
+
+
+def num_outputs(model: nn.Module) -> int:
+    """Number of classes from the last Linear layer: a probe forward would move BatchNorm's statistics."""
+    last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+    return last.out_features
