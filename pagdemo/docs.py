@@ -8,10 +8,12 @@ sits outside a block (tests/test_docs.py runs the check).
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from pagdemo.bench.tables import format_tables, step_table
+from pagdemo.options import flag
 from pagdemo.records.checkpoints import list_checkpoints
 from pagdemo.records.files import read_json, read_jsonl
 from pagdemo.records.report import audit_rows, display_order, robustness_rows
@@ -301,6 +303,14 @@ def write_figures(root: Path) -> None:
     from pagdemo.viz.plots import cost_plot
 
     cost_plot(cost_rows(root)).savefig(root / COST_FIGURE, dpi=100)
+
+
+@dataclass(frozen=True)
+class DocsConfig:
+    """`pagdemo docs`: rewrite (or check) the generated tables of a repository."""
+
+    check: bool = flag(False, "change nothing; fail if a block differs from the records")
+    root: str = flag(".", "the repository (default: the working directory)")
 
 
 def update(root: Path = Path("."), check: bool = False) -> list[str]:

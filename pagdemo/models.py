@@ -139,6 +139,25 @@ def default_stats(name: str) -> Stats:
     return _entry(name)[1]
 
 
+def class_count(model: nn.Module) -> int:
+    """How many classes a model tells apart: a checkpoint says so; a bare network, by its last Linear layer (a probe
+    forward would move BatchNorm's running statistics)."""
+    if isinstance(getattr(model, "num_classes", None), int):
+        return model.num_classes
+    return [m for m in model.modules() if isinstance(m, nn.Linear)][-1].out_features
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' means the GPU when there is one: the same code runs on an H100 and a laptop."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for, but no CUDA GPU is visible")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise ValueError(f"unknown device {device!r}; choose one of ['auto', 'cpu', 'cuda']")
+    return torch.device(device)
+
+
 def count_parameters(model: nn.Module) -> int:
     """Parameter count, to check the architecture against the paper's 11.2M."""
     return sum(p.numel() for p in model.parameters())

@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(0)
     train = load_dataset("cifar10", "train", data_dir=args.data_dir)
     idx = torch.from_numpy(stratified_subset(train.labels.numpy(), args.images, seed=0))
-    x = augment(train.float(idx), torch.Generator().manual_seed(0))
+    x = augment(train.inputs(idx), torch.Generator().manual_seed(0))
     record = {"about": __doc__.split("\n\n")[0], "command": " ".join(["python", *sys.argv]), "commit": git_commit(),
               "date": now(), "machine": f"{cpu_name()}, {torch.get_num_threads()} threads, {platform.system()}",
               "torch": torch.__version__, "data": train.source, "images": len(idx), "batch_size": args.batch_size,

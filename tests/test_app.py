@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 pytest.importorskip("gradio_client")
+from gradio_client.exceptions import AppError  # noqa: E402
 from gradio_client import Client, handle_file  # noqa: E402
 
 from pagdemo.app.ui import build_demo, launch_options  # noqa: E402
@@ -76,7 +77,7 @@ def _png(path) -> np.ndarray:
 
 def _error(client, *args, api_name):
     """Call an endpoint that must fail; return the message the page would show."""
-    with pytest.raises(Exception) as info:
+    with pytest.raises(AppError) as info:  # what a gr.Error becomes on the client's side
         client.predict(*args, api_name=api_name)
     return str(info.value)
 
@@ -221,7 +222,7 @@ def test_animated_gif_is_accepted_with_a_note(client, tmp_path):
 def test_uploads_over_the_size_limit_are_refused(client, tmp_path):
     path = tmp_path / "big.png"
     path.write_bytes(Path(EXAMPLE).read_bytes() + bytes(11 * 2**20))  # over the app's 10 MB upload limit
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError, match="exceeds the maximum file size of 10485760 bytes"):
         client.predict(handle_file(str(path)), api_name="/preview")
     assert client.predict("vanilla", api_name="/model_card").startswith("# vanilla")
 
@@ -341,7 +342,7 @@ def test_data_urls_reach_the_loader_as_bytes():
     import gradio as gr
     from gradio.data_classes import ImageData
 
-    from pagdemo.app.ui import _raw_upload
+    from pagdemo.app.widgets import raw_upload as _raw_upload
 
     data = Path(EXAMPLE).read_bytes()
     assert _raw_upload(ImageData(url="data:image/png;base64," + base64.b64encode(data).decode())) == data

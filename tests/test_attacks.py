@@ -19,7 +19,7 @@ def model():
     opt = torch.optim.Adam(m.parameters(), lr=0.01)
     for i in range(60):
         j = torch.randint(0, len(ds), (64,))
-        loss = torch.nn.functional.cross_entropy(m(ds.float(j)), ds.labels[j])
+        loss = torch.nn.functional.cross_entropy(m(ds.inputs(j)), ds.labels[j])
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -29,7 +29,7 @@ def model():
 @pytest.fixture
 def batch():
     ds = load_dataset("synthetic", "test", limit=16)
-    return ds.float(), ds.labels
+    return ds.inputs(), ds.labels
 
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])

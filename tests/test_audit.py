@@ -6,7 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from pagdemo.eval.audit import NO_MASKING, AuditConfig, _autoattack_check, audit, format_audit, run_audit, verdict
+from pagdemo.eval.audit import AuditConfig, _autoattack_check, run_audit
+from pagdemo.eval.masking import NO_MASKING, audit, format_audit, verdict
+from pagdemo.eval.subset import Subject
 from pagdemo.eval.autoattack import BACKENDS
 from pagdemo.records.checkpoints import save_checkpoint
 from pagdemo.data.datasets import load_dataset
@@ -36,7 +38,7 @@ def models():
 @pytest.fixture(scope="module")
 def data():
     ds = load_dataset("synthetic", "test", limit=20)
-    return ds.float(), ds.labels
+    return ds.inputs(), ds.labels
 
 
 def test_audit_flags_shattered_gradients(models, data):
@@ -169,6 +171,7 @@ def test_a_gap_exactly_at_the_threshold_passes(monkeypatch, models, tmp_path):
     result = {"robust_acc": 0.10499999672174454, "pgd20_robust_acc": 0.155, "per_attack": {}}
     monkeypatch.setattr("pagdemo.eval.audit.run_autoattack_eval", lambda *a, **k: result)
     cfg = AuditConfig(str(folder), autoattack="standard")
-    assert _autoattack_check(cfg, 8 / 255, "synthetic", None, torch.device("cpu"), False)["passed"] is True
+    subject = Subject(models["model"], None, torch.device("cpu"))
+    assert _autoattack_check(cfg, 8 / 255, subject, False)["passed"] is True
     result["robust_acc"] = 0.10
-    assert _autoattack_check(cfg, 8 / 255, "synthetic", None, torch.device("cpu"), False)["passed"] is False
+    assert _autoattack_check(cfg, 8 / 255, subject, False)["passed"] is False

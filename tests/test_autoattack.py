@@ -25,14 +25,14 @@ def model():
 @pytest.fixture(scope="module")
 def data():
     ds = load_dataset("synthetic", "test", limit=16)
-    return ds.float(), ds.labels
+    return ds.inputs(), ds.labels
 
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])
 def test_autoattack_runs_end_to_end_and_is_at_least_as_strong_as_pgd(model, data, norm):
     x, y = data
     clean, robust, after = autoattack_accuracy(model, x, y, norm, EPS[norm], version="lite", progress=False)
-    _, pgd20 = robust_accuracy(model, x, y, norm, EPS[norm], 20, 2 * EPS[norm] / 20, progress=False)
+    _, pgd20 = robust_accuracy(model, x, y, norm, EPS[norm], steps=20, step_size=2 * EPS[norm] / 20, progress=False)
     assert clean == after["clean"] == 1.0
     assert robust < clean and robust <= pgd20 + 1 / len(x)  # it breaks images, no fewer than PGD-20 (1 image slack)
     accs = [after[k] for k in ("clean", *ATTACKS)]

@@ -5,14 +5,13 @@ import pytest
 import torch
 
 from pagdemo.bench import SAMPLED, BenchConfig, format_tables, run_bench, step_cases
-from pagdemo.cli import build_parser
-from pagdemo.commands import bench_config
+from pagdemo.cli import parse
 from pagdemo.records.files import write_json
 
 
 def parse_config(argv):
     """What `pagdemo bench ARGV` runs."""
-    return bench_config(build_parser().parse_args(["bench", *argv]))
+    return parse(["bench", *argv])[1]
 
 TINY = BenchConfig(device="cpu", model="tinycnn", image_size=8, batch_sizes=(4,), warmup=0, repeats=2,
                    pgd_batch=4, pgd_repeats=3, grid_steps=2, approx_draws=2, profile=("explicit",))

@@ -94,13 +94,45 @@ def test_positive_int():
             cli.positive_int(bad)
 
 
-def test_parser_maps_flags_to_settings():
-    args = cli.build_parser().parse_args(["adv-train", "--out", "o", "--eps", "8/255", "--attack", "fgsm",
-                                          "--no-amp", "--dataset", "synthetic"])
-    assert (args.command, args.eps, args.attack, args.amp, args.norm, args.recipe) == (
-        "adv-train", 8 / 255, "fgsm", False, "linf", "paper")
-    args = cli.build_parser().parse_args(["eval", "--checkpoint", "c", "--norm", "none"])
-    assert (args.norm, args.eps, args.steps, args.restarts) == ("none", None, 20, 1)
+def test_flags_map_to_each_commands_config():
+    """Every command's flags land in its config dataclass, the `none` word and the defaults included."""
+    from pagdemo.eval.audit import AuditConfig
+    from pagdemo.eval.autoattack import AutoAttackConfig
+    from pagdemo.eval.evaluate import EvalConfig
+    from pagdemo.toy.experiment import ToyConfig
+    from pagdemo.train.config import TrainConfig
+
+    cmd, cfg = cli.parse(["adv-train", "--out", "o", "--eps", "8/255", "--attack", "fgsm", "--no-amp", "--dataset",
+                          "synthetic"])
+    assert cmd == "adv-train" and cfg == TrainConfig(out="o", method="adv", adv_eps=8 / 255, adv_attack="fgsm",
+                                                     amp=False, dataset="synthetic")
+    _, cfg = cli.parse(["train", "--out", "o", "--method", "cm", "--pag-impl", "explicit", "--bn-coupling", "batch",
+                        "--pag-frame", "authors", "--cm-scaling", "none", "--nn-k", "7"])
+    assert (cfg.method, cfg.pag_impl, cfg.bn_coupling, cfg.pag_frame, cfg.cm_scaling, cfg.nn_k) == (
+        "cm", "explicit", "batch", "authors", "none", 7)
+    assert cli.parse(["eval", "--checkpoint", "c", "--norm", "none"])[1] == EvalConfig(checkpoint="c", norm=None)
+    _, cfg = cli.parse(["eval", "--checkpoint", "c", "--no-random-start", "--no-record", "--steps", "7"])
+    assert (cfg.random_start, cfg.record, cfg.steps, cfg.restarts) == (False, False, 7, 1)
+    _, cfg = cli.parse(["eval", "--checkpoint", "c", "--attack", "autoattack", "--norm", "l2", "--aa-version", "lite"])
+    assert cfg == AutoAttackConfig(checkpoint="c", norm="l2", version="lite")  # AutoAttack's own --limit 1000
+    assert cli.parse(["eval", "--checkpoint", "c", "--attack", "autoattack", "--limit", "64"])[1].limit == 64
+    _, cfg = cli.parse(["audit", "--checkpoint", "c", "--norm", "l2", "--judge", "j", "--autoattack", "standard",
+                        "--aa-backend", "torchattacks", "--pag-eps", "2", "--resume"])
+    assert cfg == AuditConfig(checkpoint="c", norm="l2", judge="j", autoattack="standard",
+                              autoattack_backend="torchattacks", pag_eps=2.0, resume=True)
+    _, cfg = cli.parse(["toy", "--seeds", "3", "--sweep", "0,0.5", "--workers", "2", "--dtype", "float32"])
+    assert cfg == ToyConfig(seeds=3, sweep_lams=(0.0, 0.5), workers=2, dtype="float32", out="runs/toy")
+    _, cfg = cli.parse(["attack", "--checkpoint", "a", "b", "--image", "i.png", "--out", "g.png", "--eps", "16/255"])
+    assert (cfg.checkpoint, cfg.eps, cfg.norm, cfg.steps) == (("a", "b"), 16 / 255, "l2", 40)
+    _, cfg = cli.parse(["bench", "--small", "--repeats", "5", "--device", "cpu"])
+    assert (cfg.repeats, cfg.warmup, cfg.batch_sizes, cfg.device) == (5, 1, (8, 16), "cpu")  # --small under the flags
+    _, cfg = cli.parse(["docs", "--check", "--root", "r"])
+    assert (cfg.check, cfg.root) == (True, "r")
+
+
+def test_autoattack_without_a_norm_is_one_line(capsys):
+    assert cli.main(["eval", "--checkpoint", "c", "--attack", "autoattack", "--norm", "none"]) == 2
+    assert capsys.readouterr().err.strip() == "pagdemo eval: error: --attack autoattack needs --norm linf or l2"
 
 
 def test_interrupt_tells_how_to_resume(monkeypatch, capsys):

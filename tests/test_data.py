@@ -173,7 +173,7 @@ def test_shared_lossless_test_set_loads_with_limit():
     ds = load_dataset("cifar10", "test", SHARED, limit=100, seed=0)
     assert ds.images.shape == (100, 3, 32, 32) and ds.labels.bincount().tolist() == [10] * 10
     assert ds.classes == CLASSES and "png" in ds.source
-    assert 0.3 < ds.float().mean() < 0.7  # real photographs, not blank decodes
+    assert 0.3 < ds.inputs().mean() < 0.7  # real photographs, not blank decodes
 
 
 def test_synthetic_is_deterministic_and_splits_differ():
@@ -187,8 +187,8 @@ def test_synthetic_is_deterministic_and_splits_differ():
 
 def test_synthetic_is_learnable_by_nearest_class_mean():
     train, test = load_dataset("synthetic", "train", seed=0), load_dataset("synthetic", "test", seed=5)
-    means = torch.stack([train.float()[train.labels == c].mean(0) for c in range(10)]).flatten(1)
-    pred = torch.cdist(test.float().flatten(1), means).argmin(1)
+    means = torch.stack([train.inputs()[train.labels == c].mean(0) for c in range(10)]).flatten(1)
+    pred = torch.cdist(test.inputs().flatten(1), means).argmin(1)
     assert (pred == test.labels).float().mean() > 0.9
     assert torch.pdist(means).min() > 1.0  # every pair of classes differs visibly
 
@@ -249,7 +249,7 @@ def test_batches_cover_the_dataset_once_in_shuffled_order():
     idx = torch.cat([i for _, _, i in out])
     assert sorted(idx.tolist()) == list(range(23)) and idx.tolist() != list(range(23))
     for x, y, i in out:
-        assert x.dtype == torch.float32 and torch.equal(x, ds.float(i)) and torch.equal(y, ds.labels[i])
+        assert x.dtype == torch.float32 and torch.equal(x, ds.inputs(i)) and torch.equal(y, ds.labels[i])
     plain = torch.cat([i for *_, i in batches(ds, 5, shuffle=False, generator=None, device="cpu", drop_last=True)])
     assert plain.tolist() == list(range(20))
 

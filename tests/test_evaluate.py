@@ -9,8 +9,9 @@ import torch
 from torch import nn
 
 from pagdemo.data.datasets import load_dataset
-from pagdemo.eval.evaluate import EvalConfig, accuracy_vs_eps, format_record, resolve_device, robust_accuracy, run_eval
-from pagdemo.eval.evaluate import test_data_for as data_for  # aliased: pytest would collect a test_* name
+from pagdemo.eval.evaluate import EvalConfig, accuracy_vs_eps, format_record, robust_accuracy, run_eval
+from pagdemo.eval.subset import data_for_eval
+from pagdemo.models import resolve_device
 from pagdemo.threat import eps_grid
 from pagdemo.train.loop import TrainConfig, train
 
@@ -29,7 +30,7 @@ def checkpoint(tmp_path_factory) -> Path:
 def model_and_data(checkpoint) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     from pagdemo.records.checkpoints import load_checkpoint
     ds = load_dataset("synthetic", "test", limit=128)
-    return load_checkpoint(checkpoint), ds.float(), ds.labels
+    return load_checkpoint(checkpoint), ds.inputs(), ds.labels
 
 
 class Constant(nn.Module):
@@ -149,13 +150,13 @@ def test_run_eval_refuses_a_missing_checkpoint(tmp_path):
         run_eval(EvalConfig(checkpoint=str(tmp_path / "nope")), progress=False)
 
 
-def test_test_data_for_uses_the_run_folder_only_where_it_exists(tmp_path):
+def test_data_for_eval_uses_the_run_folder_only_where_it_exists(tmp_path):
     here = {"dataset": "cifar10", "data_dir": str(tmp_path)}
-    assert data_for(here, None, None) == ("cifar10", str(tmp_path))
-    assert data_for(here, None, "mine") == ("cifar10", "mine")
+    assert data_for_eval(here, None, None) == ("cifar10", str(tmp_path))
+    assert data_for_eval(here, None, "mine") == ("cifar10", "mine")
     gpu = {"dataset": "cifar10", "data_dir": ".stage/cifar10-on-the-gpu-machine"}  # as the shipped checkpoints say
-    assert data_for(gpu, None, None) == ("cifar10", None)  # the default location, not a missing folder
-    assert data_for(here, "synthetic", None) == ("synthetic", None)
+    assert data_for_eval(gpu, None, None) == ("cifar10", None)  # the default location, not a missing folder
+    assert data_for_eval(here, "synthetic", None) == ("synthetic", None)
 
 
 def test_format_record_is_one_readable_line():

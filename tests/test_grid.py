@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from pagdemo.viz.grid import GridSpec, pag_grid_steps, to_uint8
+from pagdemo.viz.draw import to_uint8
+from pagdemo.viz.grid import GridSpec, pag_grid_steps
 from pictures import CLASSES
 
 

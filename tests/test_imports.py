@@ -5,7 +5,8 @@ import sys
 CHECK = """
 import sys, matplotlib
 backend = dict.__getitem__(matplotlib.rcParams, "backend")  # read without resolving it
-import pagdemo.pag.losses, pagdemo.pag.targets, pagdemo.eval.pagscore, pagdemo.toy.experiment
+import pagdemo.pag.losses, pagdemo.pag.targets, pagdemo.pag.alignment, pagdemo.eval.pagscore, pagdemo.eval.accuracy
+import pagdemo.toy.experiment
 assert "huggingface_hub" not in sys.modules, "the loss pulled in the checkpoint I/O"
 import pagdemo.cli, pagdemo.train.loop, pagdemo.eval.audit, pagdemo.viz.grid, pagdemo.viz.plots, pagdemo.bench
 assert "matplotlib.pyplot" not in sys.modules, "pyplot imported: it keeps figures and a backend globally"

@@ -96,3 +96,15 @@ def test_the_maths_imports_no_io():
             third_party = {a.name.split(".")[0] for n in ast.walk(ast.parse(path.read_text()))
                            for a in (n.names if isinstance(n, ast.Import) else [])}
             assert third_party <= {"torch", "copy", "contextlib", "functools", "typing"}, (name, third_party)
+def test_modules_and_functions_stay_small():
+    too_long = []
+    for name, path in _modules().items():
+        lines = len(path.read_text().splitlines())
+        if lines > MAX_MODULE_LINES:
+            too_long.append(f"{name}: {lines} lines")
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    too_long.append(f"{name}.{node.name}: {length} lines")
+    assert not too_long, "\n".join(too_long)

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from pagdemo.models import MODELS, build_model, count_parameters
+from pagdemo.models import MODELS, Normalize, build_model, class_count, count_parameters
 
 
 def test_resnet18_matches_the_trades_architecture():
@@ -12,10 +12,15 @@ def test_resnet18_matches_the_trades_architecture():
     assert not any(isinstance(m, torch.nn.MaxPool2d) for m in model.modules())
 
 
-@pytest.mark.parametrize("name,size", [("resnet18", 32), ("resnet18_stl", 96), ("tinycnn", 32)])
-def test_image_models_map_images_to_logits(name, size):
+IMAGE_MODELS = [name for name in MODELS if name != "mlp"]  # every registered image model, as the registry grows
+
+
+@pytest.mark.parametrize("name", IMAGE_MODELS)
+@pytest.mark.parametrize("size", [32, 96])
+def test_every_image_model_maps_images_to_logits_at_any_side(name, size):
     model = build_model(name, 7).eval()
     assert model(torch.rand(2, 3, size, size)).shape == (2, 7)
+    assert isinstance(model.normalize, Normalize)  # pixels in [0, 1] outside, normalization inside
 
 
 def test_normalization_lives_inside_the_model():
@@ -33,3 +38,10 @@ def test_unknown_model_names_the_valid_ones():
     with pytest.raises(ValueError, match="unknown model 'resnet50'.*resnet18"):
         build_model("resnet50")
     assert set(MODELS) >= {"resnet18", "resnet18_stl", "tinycnn", "mlp"}
+
+
+def test_class_count_needs_no_forward():
+    model = build_model("tinycnn", 7).train()
+    before = [b.clone() for b in model.buffers()]
+    assert class_count(model) == 7
+    assert all(torch.equal(a, b) for a, b in zip(before, model.buffers()))  # no probe forward moved BatchNorm

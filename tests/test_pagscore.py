@@ -20,7 +20,7 @@ def model() -> PAGClassifier:
 @pytest.fixture(scope="module")
 def data():
     ds = load_dataset("synthetic", "test", limit=20)
-    return ds.float(), ds.labels
+    return ds.inputs(), ds.labels
 
 
 def test_score_is_near_one_when_the_model_judges_itself(model, data):

@@ -16,7 +16,7 @@ def test_best_record_prefers_the_paper_radius_and_more_samples():
     assert best_record(evs, "cifar10", None)["n"] == 10000
 
 
-def test_robustness_rows_and_plot():
+def test_robustness_rows_pair_our_numbers_with_the_papers():
     infos = [{"name": "cm", "run": {"method": "cm", "lam": 0.4, "dataset": "cifar10"},
               "evaluations": [_record("linf", 8 / 255, 10000, 0.8, 0.15)]},
              {"name": "mystery", "run": {"method": "other", "dataset": "cifar10"}, "evaluations": []}]

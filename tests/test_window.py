@@ -135,9 +135,8 @@ def test_plan_carries_the_lossless_data_in_three_calls_under_64_mib(tmp_path):
 
 def test_every_command_of_the_real_queue_and_its_warm_ups_is_a_valid_run():
     """What the next window runs is checked here first: flags parse and the settings resolve (nothing trains)."""
-    from pagdemo.cli import build_parser
-    from pagdemo.commands import train_config
-    from pagdemo.train.config import resolve
+    from pagdemo.cli import parse
+    from pagdemo.train.config import TrainConfig, resolve
 
     queue = json.loads((REPO / "scripts" / "queue.json").read_text())
     runs = Path("runs")
@@ -146,9 +145,9 @@ def test_every_command_of_the_real_queue_and_its_warm_ups_is_a_valid_run():
         commands.append(["train", "--method", "cm", "--dataset", "synthetic", "--batch-size", str(batch), "--pag-impl",
                          "compiled", "--out", "x", *flags])
     for cmd in commands:
-        args = build_parser().parse_args(cmd)
-        if args.command in ("train", "adv-train"):
-            resolve(train_config(args))
+        _, cfg = parse(cmd)
+        if isinstance(cfg, TrainConfig):
+            resolve(cfg)
     steps = window.runner.compiled_steps(queue)
     assert (256, ("--bn-coupling", "batch", "--pag-frame", "authors")) in steps and (256, ("--no-amp",)) in steps
     assert [j["name"] for j in queue["jobs"] if "fill_min_s" in j] == ["cm-authors-30"]

@@ -12,7 +12,7 @@ def train_tiny(seed: int = 0) -> PAGClassifier:
     ds = load_dataset("synthetic", "train", synthetic_size=600, seed=seed)
     model = PAGClassifier("tinycnn", 10, ds.classes)
     opt = torch.optim.Adam(model.parameters(), 1e-2)
-    x, y = ds.float(), ds.labels
+    x, y = ds.inputs(), ds.labels
     for _ in range(3):
         for i in range(0, len(x), 64):
             opt.zero_grad()

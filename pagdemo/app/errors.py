@@ -46,21 +46,17 @@ def public_message(e: Exception) -> str:
     return str(e) if isinstance(e, ValueError) else f"internal error ({type(e).__name__}); it has been logged on the server"
 
 
-def api_errors(fn: Callable) -> Callable:
-    """For API endpoints: any error reaches the client as one clear gr.Error (and the server log as one line)."""
-    def translate(e: Exception) -> gr.Error:
-        if isinstance(e, gr.Error):
-            return e
-        log_refusal(fn, e)
-        return gr.Error(public_message(e), print_exception=False)
-
+def guarded(fn: Callable, done: Callable[[Any], Any], failed: Callable[[Exception], Any]) -> Callable:
+    """Run a handler, plain or generator: each result through `done`, an error through `failed` (which gives the last
+    output, or raises); the memory a run left is released after it, however it ended."""
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
         def stream(*args: Any, **kwargs: Any) -> Iterator:
             try:
-                yield from fn(*args, **kwargs)
-            except Exception as e:
-                raise translate(e) from None
+                for out in fn(*args, **kwargs):
+                    yield done(out)
+            except Exception as e:  # noqa: BLE001 - every failure goes through `failed`
+                yield failed(e)
             finally:
                 release_memory()
         return stream
@@ -68,9 +64,19 @@ def api_errors(fn: Callable) -> Callable:
     @functools.wraps(fn)
     def call(*args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
-        except Exception as e:
-            raise translate(e) from None
+            return done(fn(*args, **kwargs))
+        except Exception as e:  # noqa: BLE001
+            return failed(e)
         finally:
             release_memory()
     return call
+
+
+def api_errors(fn: Callable) -> Callable:
+    """For API endpoints: any error reaches the client as one clear gr.Error (and the server log as one line)."""
+    def failed(e: Exception) -> None:
+        if isinstance(e, gr.Error):
+            raise e
+        log_refusal(fn, e)
+        raise gr.Error(public_message(e), print_exception=False) from None
+    return guarded(fn, lambda out: out, failed)

@@ -25,14 +25,17 @@ import torch
 from pagdemo.app.errors import InputError
 from pagdemo.app.inputs import (EXAMPLES_DIR, check_count, check_norm_eps, check_threat, eval_default, example_class,
                         example_labels, example_paths, folder_gallery)
-from pagdemo.app.tables import compare_table, eps_text, num, pct, probability_table, toy_cells
+from pagdemo.app.tables import compare_table, eps_text, num, percent_cell, probability_table, toy_cells
 from pagdemo.records.checkpoints import list_checkpoints, load_checkpoint
 from pagdemo.viz.compare import compare_untargeted, render_compare
 from pagdemo.data import DataError
 from pagdemo.data.datasets import CIFAR10_CLASSES, load_dataset
-from pagdemo.eval.evaluate import accuracy_vs_eps, resolve_device, test_data_for
+from pagdemo.eval.evaluate import accuracy_vs_eps
+from pagdemo.eval.subset import check_classes, data_for_eval
+from pagdemo.models import resolve_device
 from pagdemo.records.files import read_json
-from pagdemo.viz.grid import GridSpec, pag_grid_steps, to_uint8
+from pagdemo.viz.draw import to_uint8
+from pagdemo.viz.grid import GridSpec, pag_grid_steps
 from pagdemo.data.images import fit_square, pil_to_tensor, read_image, size_warnings
 from pagdemo.viz.plots import curve_plot, figure_to_array, robustness_plot
 from pagdemo.records.report import audit_rows, data_label, display_order, robustness_rows
@@ -59,7 +62,7 @@ class Lab:
         self.infos = sorted(infos, key=display_order)
         self.by_name = {i["name"]: i for i in self.infos}
         run = self.infos[0]["run"] if self.infos else {}
-        own = test_data_for(run, None, data_dir)[1] if run.get("dataset") == "folder" else None  # given, or recorded
+        own = data_for_eval(run, None, data_dir)[1] if run.get("dataset") == "folder" else None  # given, or recorded
         self.gallery = (folder_gallery(own, self.image_size) if own else None) or EXAMPLES_DIR
         self.gallery_name = "CIFAR-10" if self.gallery == EXAMPLES_DIR else Path(own).name
         self.gallery_label = (f"{self.gallery_name} test images ({len(example_paths(self.gallery))})"
@@ -187,14 +190,14 @@ class Lab:
         rows = robustness_rows(infos)
         plot = figure_to_array(robustness_plot(rows))
         table = pd.DataFrame([{"model": r["model"], "method": r["method"], "lambda": r["lambda"],
-                               **{k: pct(r[k]) for k in ("clean %", "PGD linf %", "PGD l2 %", "paper clean %",
+                               **{k: percent_cell(r[k]) for k in ("clean %", "PGD linf %", "PGD l2 %", "paper clean %",
                                                           "paper linf %", "paper l2 %")},
                                "n": r["n clean"]} for r in rows])
         settings = pd.DataFrame([{"model": r["model"], "linf settings": data_label(r["linf settings"]),
                                   "l2 settings": data_label(r["l2 settings"]), "paper source": r["paper source"]}
                                  for r in rows])
         audits = pd.DataFrame([{"model": a["model"], "norm": a["norm"], "n": a.get("n"),
-                                "PGD-20 %": pct(a.get("PGD-20 %")), "AutoAttack %": pct(a.get("AutoAttack %")),
+                                "PGD-20 %": percent_cell(a.get("PGD-20 %")), "AutoAttack %": percent_cell(a.get("AutoAttack %")),
                                 "verdict": a["verdict"], "PAG score": num(a.get("PAG score")),
                                 "grad cos": num(a.get("gradient cosine")),
                                 "judge": Path(a["judge"]).name if a.get("judge") else "", "device": a.get("device") or ""}
@@ -203,13 +206,14 @@ class Lab:
 
     def _test_subset(self, run: dict, n: int, size: int, run_classes: list[str]) -> tuple[torch.Tensor, torch.Tensor, str]:
         """A fixed class-balanced test subset; for CIFAR-10, the shipped examples when its test set is not here."""
-        dataset, data_dir = test_data_for(run, None, self.data_dir)
+        dataset, data_dir = data_for_eval(run, None, self.data_dir)
         try:
             ds = load_dataset(dataset, "test", data_dir=data_dir, limit=n, seed=0, image_size=size, progress=False)
-            if list(ds.classes) != list(run_classes):
-                raise InputError(f"the {dataset} test images here have the classes {ds.classes}, not the model's "
-                                 f"{run_classes}: start the app with --data-dir pointing at the data it was trained on")
-            return ds.float(), ds.labels, f"{len(ds)} {dataset} test images (fixed, class-balanced)"
+            try:
+                check_classes(run_classes, ds)
+            except DataError as e:
+                raise InputError(f"{e}; start the app with --data-dir pointing at it") from None
+            return ds.inputs(), ds.labels, f"{len(ds)} {dataset} test images (fixed, class-balanced)"
         except DataError as e:
             if dataset != "cifar10":
                 raise InputError(f"the {dataset} test images are not on this machine ({e}); start the app with "

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from pagdemo.app.errors import InputError
+from pagdemo.app.tables import eps_text
 from pagdemo.data.images import fit_square, read_image
 from pagdemo.threat import NORMS, eval_eps, picture_eps_max
 
@@ -78,9 +79,7 @@ def check_norm_eps(norm: Any, eps: Any, image_size: int, default: Callable[[str,
         raise InputError(f"eps must be a number, got {eps!r}") from None
     top = picture_eps_max(norm, image_size)
     if not 0 < eps <= top:
-        shown = f"{eps * 255:.3g}/255" if norm == "linf" else f"{eps:g}"
-        limit = f"{top * 255:.0f}/255" if norm == "linf" else f"{top:g}"
-        raise InputError(f"eps {shown} is out of range for {norm}: choose 0 < eps <= {limit}")
+        raise InputError(f"eps {eps_text(eps, norm)} is out of range for {norm}: choose 0 < eps <= {eps_text(top, norm)}")
     return norm, eps
 
 

@@ -8,14 +8,12 @@ the failure must change (a status line that must not read "done").
 """
 from __future__ import annotations
 
-import functools
 import html
-import inspect
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import gradio as gr
 
-from pagdemo.app.errors import log_refusal, public_message, release_memory
+from pagdemo.app.errors import guarded, log_refusal, public_message
 from pagdemo.threat import picture_eps_max
 
 FIELDS = ("image", "settings")  # the error slots of a tab: under the image, under the run button
@@ -53,25 +51,4 @@ def page_call(fn: Callable, n_results: int, on_error: dict[int, Callable[[str], 
         results = [on_error[i](message) if i in on_error else gr.skip() for i in range(n_results)]
         return (*results, *[error_note(message) if f == field else "" for f in FIELDS])
 
-    if inspect.isgeneratorfunction(fn):
-        @functools.wraps(fn)
-        def stream(*args: Any) -> Iterator[tuple]:
-            try:
-                for out in fn(*args):
-                    yield (*out, "", "")
-            except Exception as e:  # noqa: BLE001 - every failure reaches the page as a message
-                yield failure(e)
-            finally:
-                release_memory()
-        return stream
-
-    @functools.wraps(fn)
-    def call(*args: Any) -> tuple:
-        try:
-            out = fn(*args)
-            return (*(out if isinstance(out, tuple) else (out,)), "", "")
-        except Exception as e:  # noqa: BLE001
-            return failure(e)
-        finally:
-            release_memory()
-    return call
+    return guarded(fn, lambda out: (*(out if isinstance(out, tuple) else (out,)), "", ""), failure)

@@ -24,9 +24,9 @@ def compare_table(results: list[dict], classes: list[str]) -> pd.DataFrame:
                          for r in results])
 
 
-def pct(value: Any) -> str:
-    """A recorded percentage with one decimal, blank when missing."""
-    return "" if value is None else f"{float(value):.1f}"
+def percent_cell(percent: Any) -> str:
+    """A percentage already in % (46.36) as a table cell with one decimal, blank when missing."""
+    return "" if percent is None else f"{float(percent):.1f}"
 
 
 def num(value: Any) -> str:

@@ -13,20 +13,16 @@ eps None means the threat model's default (the PAG picture's, or the evaluation 
 """
 from __future__ import annotations
 
-import base64
-import binascii
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
-import pandas as pd
-from gradio.data_classes import ImageData
 
-from pagdemo.app.errors import api_errors, log_refusal, public_message
+from pagdemo.app.errors import api_errors
+from pagdemo.app import widgets
 from pagdemo.app.handlers import ALL_TARGETS, Lab
-from pagdemo.app.inputs import EXAMPLES_DIR, eval_default, example_paths
-from pagdemo.app.page import eps_slider_args, error_note, page_call, to_unit
-from pagdemo.data.images import MAX_BYTES
+from pagdemo.app.inputs import EXAMPLES_DIR, eval_default
+from pagdemo.app.page import eps_slider_args, page_call, to_unit
 from pagdemo.paper import TABLE_NAMES, TABLES
 from pagdemo.records.report import paper_table
 from pagdemo.threat import eval_eps, picture_eps
@@ -58,103 +54,13 @@ the target's features; a vanilla model adds noise. The grid is shown at its own 
 full-screen button."""
 
 
-def _raw_upload(payload: ImageData | None) -> str | bytes | None:
-    """The uploaded file's path (or the bytes of a data: URL), undecoded: pagdemo.data.images decodes it safely."""
-    if payload is None:
-        return None
-    if isinstance(payload, dict):
-        payload = ImageData(**payload)
-    if payload.url and payload.url.startswith("data:"):
-        encoded = payload.url.partition(",")[2]
-        if len(encoded) > MAX_BYTES * 4 // 3 + 4:
-            raise gr.Error(f"the image is larger than {MAX_BYTES // 2**20} MB", print_exception=False)
-        try:
-            return base64.b64decode(encoded, validate=True)
-        except binascii.Error:
-            raise gr.Error("the data: URL does not hold valid base64", print_exception=False) from None
-    return payload.path
-
-
-def _image_input(label: str, visible: bool = True) -> gr.Image:
-    """An image input whose upload reaches the handler undecoded.
-
-    gr.Image would open the file with Pillow itself (any format, no size check); replacing
-    its preprocess on this instance (not by subclassing, which makes Gradio write a .pyi stub
-    into the source tree) leaves decoding to pagdemo.data.images and its clear errors.
-    """
-    image = gr.Image(type="filepath", image_mode=None, sources=["upload", "webcam", "clipboard"], label=label,
-                     height=260, elem_classes="upload", visible=visible)
-    image.preprocess = _raw_upload
-    return image
-
-
-def _lenient(component: gr.components.Component) -> gr.components.Component:
-    """An API input passed to the handler as sent: the handler checks it and names what is wrong (Gradio's own
-    check of a None would fail with an opaque 'upstream' error)."""
-    component.preprocess = lambda value: value
-    return component
-
-
-def _api_inputs(lab: Lab, *names: str) -> list[gr.components.Component]:
-    """Hidden, lenient inputs of an API endpoint, with the API's defaults (eps None: the threat model's)."""
-    make = {"image": lambda: _image_input("image", visible=False),
-            "models": lambda: gr.JSON(value=lab.names[:3], visible=False),
-            "target": lambda: gr.Textbox(value=ALL_TARGETS, visible=False),
-            "norm": lambda: gr.Textbox(value="l2", visible=False), "eps": lambda: gr.Textbox(value="", visible=False),
-            "steps": lambda: gr.Number(value=20, visible=False), "n": lambda: gr.Number(value=64, visible=False),
-            "lam": lambda: gr.Number(value=lab.toy_config.lam, visible=False),
-            "seed": lambda: gr.Number(value=0, visible=False)}
-    return [make[n]() if n == "image" else _lenient(make[n]()) for n in names]  # the image has its own raw preprocess
-
-
-def _eps_for_norm(kind: str, image_size: int):  # noqa: ANN202
-    """A norm change resets the eps slider to that norm's units, range and default."""
-    default = picture_eps if kind == "picture" else eval_default
-
-    def update(norm: str) -> gr.Slider:
-        return gr.Slider(**eps_slider_args(norm, default(norm, image_size), image_size))
-    return update
-
-
-def _error_slot(elem_id: str) -> gr.Markdown:
-    """Where a run's error stays until the next run."""
-    return gr.Markdown("", elem_id=elem_id)
-
-
-def _examples(lab: Lab, image: gr.Image, elem_id: str) -> None:
-    """The gallery: the checkpoints' own test images when the app was given their folder, else CIFAR-10's."""
-    gr.Examples(example_paths(lab.gallery), inputs=image, examples_per_page=30, label=lab.gallery_label,
-                elem_id=elem_id)
-
-
-def _preview_page(lab: Lab):  # noqa: ANN202
-    """The preview on the page: a bad upload clears the model input and says why under it."""
-    def preview(image: Any) -> tuple[Any, str]:
-        try:
-            return lab.preview(image)
-        except Exception as e:  # noqa: BLE001
-            log_refusal(lab.preview, e)
-            return None, error_note(public_message(e))
-    return preview
-
-
-def _placeholder(text: str, columns: list[str]) -> pd.DataFrame:
-    """What a result table says before its first run."""
-    return pd.DataFrame([[text] + [""] * (len(columns) - 1)], columns=columns)
-
-
-def _hidden_api(fn, inputs: list, outputs: list, api_name: str, **kw) -> None:
-    """A named endpoint on hidden inputs: what gradio_client calls (the page has its own, private event)."""
-    gr.Button(visible=False).click(api_errors(fn), inputs, outputs, api_name=api_name, **kw)
-
-
 def _explorer_tab(lab: Lab) -> None:
     """PAG explorer: the paper's Figures 1, 4 and 5 for any image, streamed."""
     size = lab.image_size
     with gr.Row():
         with gr.Column(scale=2):
-            image = _image_input("Your image (upload, webcam or paste)")
-            image_error = _error_slot("pag-image-error")
+            image = widgets.image_input("Your image (upload, webcam or paste)")
+            image_error = widgets.error_slot("pag-image-error")
             with gr.Row():
                 seen = gr.Image(label="model input", format="png", height=160, width=160, interactive=False,
                                 elem_id="model-input", elem_classes="pixels")
@@ -168,29 +74,29 @@ def _explorer_tab(lab: Lab) -> None:
             eps = gr.Slider(**eps_slider_args("l2", picture_eps("l2", size), size), elem_id="pag-eps",
                             info="large on purpose: this is the PAG test, not an evaluation")
             run = gr.Button("Run targeted PGD", variant="primary", elem_id="run-pag")
-            settings_error = _error_slot("pag-error")
-    _examples(lab, image, "examples-pag")
+            settings_error = widgets.error_slot("pag-error")
+    widgets.examples(lab, image, "examples-pag")
     status = gr.Markdown("Pick an image and press *Run targeted PGD*.", elem_id="pag-status")
     grid = gr.Image(label="PAG grid", format="png", interactive=False, buttons=["download", "fullscreen"],
                     elem_id="pag-grid")
     gr.Markdown(GRID_LEGEND)
-    probs = gr.Dataframe(_placeholder("p(target) of each model appears here after a run", ["model"] + lab.classes),
+    probs = gr.Dataframe(widgets.placeholder("p(target) of each model appears here after a run", ["model"] + lab.classes),
                          label="probabilities of the target class", interactive=False, elem_id="pag-probs")
 
     def grid_page(image: Any, models: Any, target: Any, norm: Any, eps: Any, steps: Any):  # noqa: ANN202
         yield from lab.pag_grid(image, models, target, norm, to_unit(norm, eps), steps)
 
-    image.change(_preview_page(lab), image, [seen, notes], api_name="page_preview", api_visibility="private",
+    image.change(widgets.preview_page(lab), image, [seen, notes], api_name="page_preview", api_visibility="private",
                  concurrency_limit=4,
                  concurrency_id="light")
-    norm.change(_eps_for_norm("picture", size), norm, eps, api_name="page_pag_norm", api_visibility="private",
+    norm.change(widgets.eps_for_norm("picture", size), norm, eps, api_name="page_pag_norm", api_visibility="private",
                 queue=False)
     run.click(page_call(grid_page, 3, {2: lambda m: "Stopped: see the message beside the controls."}),
               [image, models, target, norm, eps, steps], [grid, probs, status, image_error, settings_error],
               api_name="page_pag_grid", api_visibility="private", concurrency_id=COMPUTE, time_limit=600)
-    _hidden_api(lab.preview, _api_inputs(lab, "image"), [seen, notes], "preview", concurrency_limit=4,
+    widgets.hidden_api(lab.preview, widgets.api_inputs(lab, "image"), [seen, notes], "preview", concurrency_limit=4,
                 concurrency_id="light")
-    _hidden_api(lab.pag_grid, _api_inputs(lab, "image", "models", "target", "norm", "eps", "steps"),
+    widgets.hidden_api(lab.pag_grid, widgets.api_inputs(lab, "image", "models", "target", "norm", "eps", "steps"),
                 [grid, probs, status], "pag_grid", concurrency_id=COMPUTE, time_limit=600)
 
 
@@ -199,8 +105,8 @@ def _compare_tab(lab: Lab) -> None:
     size = lab.image_size
     with gr.Row():
         with gr.Column(scale=2):
-            image = _image_input("Image to attack")
-            image_error = _error_slot("compare-image-error")
+            image = widgets.image_input("Image to attack")
+            image_error = widgets.error_slot("compare-image-error")
         with gr.Column(scale=3):
             models = gr.CheckboxGroup(lab.names, value=lab.names[:3], label="Models")
             with gr.Row():
@@ -210,21 +116,21 @@ def _compare_tab(lab: Lab) -> None:
                             info=f"defaults: the evaluation radii at {size}x{size} (l2 {eval_default('l2', size):g}, "
                                  f"linf {eval_eps('linf') * 255:.0f}/255)")
             run = gr.Button("Attack", variant="primary", elem_id="run-compare")
-            settings_error = _error_slot("compare-error")
-    _examples(lab, image, "examples-compare")
+            settings_error = widgets.error_slot("compare-error")
+    widgets.examples(lab, image, "examples-compare")
     panel = gr.Image(label="comparison", format="png", interactive=False, buttons=["download", "fullscreen"],
                      elem_id="compare-panel")
-    table = gr.Dataframe(_placeholder("each model's prediction before and after the attack appears here",
+    table = gr.Dataframe(widgets.placeholder("each model's prediction before and after the attack appears here",
                                       ["model", "before", "after", "verdict"]), label="predictions", interactive=False)
 
     def compare_page(image: Any, models: Any, norm: Any, eps: Any, steps: Any) -> tuple:
         return lab.compare(image, models, norm, to_unit(norm, eps), steps)
 
-    norm.change(_eps_for_norm("evaluation", size), norm, eps, api_name="page_compare_norm", api_visibility="private",
+    norm.change(widgets.eps_for_norm("evaluation", size), norm, eps, api_name="page_compare_norm", api_visibility="private",
                 queue=False)
     run.click(page_call(compare_page, 2), [image, models, norm, eps, steps], [panel, table, image_error, settings_error],
               api_name="page_compare", api_visibility="private", concurrency_id=COMPUTE, time_limit=600)
-    _hidden_api(lab.compare, _api_inputs(lab, "image", "models", "norm", "eps", "steps"), [panel, table], "compare",
+    widgets.hidden_api(lab.compare, widgets.api_inputs(lab, "image", "models", "norm", "eps", "steps"), [panel, table], "compare",
                 concurrency_id=COMPUTE, time_limit=600)
 
 
@@ -242,7 +148,7 @@ def _robustness_tab(lab: Lab) -> None:
     gr.Markdown("Recorded evaluations from each checkpoint's `metrics.json` (`pagdemo eval`): for each threat model, "
                 "the record at the dataset's evaluation radius with the most test images. Accuracies in %.")
     refresh = gr.Button("Reload recorded metrics", elem_id="reload-metrics")
-    refresh_error = _error_slot("robustness-error")
+    refresh_error = widgets.error_slot("robustness-error")
     now = lab.robustness() if lab.infos else (None, None, None, None)
     table = gr.Dataframe(now[0], label="recorded accuracy", interactive=False, wrap=True)
     settings = gr.Dataframe(now[1], label="evaluation settings", interactive=False, wrap=True,
@@ -260,10 +166,10 @@ def _robustness_tab(lab: Lab) -> None:
         n = gr.Slider(16, 512, value=64, step=16, precision=0, label="Test images")
         steps = gr.Slider(1, 50, value=10, step=1, precision=0, label="PGD steps")
     go = gr.Button("Compute curve", variant="primary", elem_id="run-curve")
-    curve_error = _error_slot("curve-error")
+    curve_error = widgets.error_slot("curve-error")
     status = gr.Markdown(elem_id="curve-status")
     curve = gr.Image(label="accuracy vs eps", format="png", interactive=False, elem_id="curve-plot")
-    points = gr.Dataframe(_placeholder("accuracy at each radius appears here, point by point", ["eps"] + lab.names[:3]),
+    points = gr.Dataframe(widgets.placeholder("accuracy at each radius appears here, point by point", ["eps"] + lab.names[:3]),
                           label="accuracy table (%)", interactive=False)
     outputs = [table, settings, plot, audits]
     refresh.click(page_call(lab.robustness, 4), None, outputs + [gr.Markdown(visible=False), refresh_error],
@@ -271,8 +177,8 @@ def _robustness_tab(lab: Lab) -> None:
     go.click(page_call(lab.eps_curve, 3, {2: lambda m: "Not run: see the message above."}), [models, norm, n, steps],
              [curve, points, status, gr.Markdown(visible=False), curve_error], api_name="page_eps_curve",
              api_visibility="private", concurrency_id=COMPUTE, time_limit=1800)
-    _hidden_api(lab.robustness, [], outputs, "robustness", concurrency_limit=4, concurrency_id="light")
-    _hidden_api(lab.eps_curve, _api_inputs(lab, "models", "norm", "n", "steps"), [curve, points, status], "eps_curve",
+    widgets.hidden_api(lab.robustness, [], outputs, "robustness", concurrency_limit=4, concurrency_id="light")
+    widgets.hidden_api(lab.eps_curve, widgets.api_inputs(lab, "models", "norm", "n", "steps"), [curve, points, status], "eps_curve",
                 concurrency_id=COMPUTE, time_limit=1800)
 
 
@@ -288,21 +194,21 @@ def _toy_tab(lab: Lab) -> None:
         lam = gr.Slider(0.0, 4.0, value=lab.toy_config.lam, step=0.05, label="PAG lambda")
         seed = gr.Slider(0, 99, value=0, step=1, precision=0, label="Seed")
         go = gr.Button("Train and draw", variant="primary", elem_id="run-toy")
-    toy_error = _error_slot("toy-error")
+    toy_error = widgets.error_slot("toy-error")
     caption = gr.Markdown("Shown: the saved figure (seed 0)." if saved else "", elem_id="toy-caption")
     figure = gr.Image(saved, label="decision boundaries", format="png", interactive=False, elem_id="toy-figure")
-    metrics = gr.Dataframe(_placeholder("the trained models' numbers appear here", ["model", "clean %", "PGD-10 %"]),
+    metrics = gr.Dataframe(widgets.placeholder("the trained models' numbers appear here", ["model", "clean %", "PGD-10 %"]),
                            label="toy metrics", interactive=False, elem_id="toy-metrics")
     go.click(page_call(lab.toy, 3, {2: lambda m: "Not run: see the message above."}), [lam, seed],
              [figure, metrics, caption, gr.Markdown(visible=False), toy_error], api_name="page_toy",
              api_visibility="private", concurrency_id=COMPUTE, time_limit=1800)
-    _hidden_api(lab.toy, _api_inputs(lab, "lam", "seed"), [figure, metrics, caption], "toy", concurrency_id=COMPUTE,
+    widgets.hidden_api(lab.toy, widgets.api_inputs(lab, "lam", "seed"), [figure, metrics, caption], "toy", concurrency_id=COMPUTE,
                 time_limit=1800)
 
 
 def _models_tab(lab: Lab) -> None:
     """Models: each checkpoint's model card."""
-    name = _lenient(gr.Dropdown(lab.names, value=lab.names[0] if lab.names else None, label="Checkpoint"))
+    name = widgets.lenient(gr.Dropdown(lab.names, value=lab.names[0] if lab.names else None, label="Checkpoint"))
     card = gr.Markdown(lab.model_card(lab.names[0]) if lab.names else lab.notice(), label="model card",
                        elem_id="model-card", elem_classes="card")
     name.change(api_errors(lab.model_card), name, card, api_name="model_card", concurrency_limit=4,

@@ -15,7 +15,7 @@ import os
 import platform
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Iterator
 
 import torch
@@ -25,41 +25,56 @@ from pagdemo.bench.cases import (SAMPLED, bench_approx_error, bench_grid, bench_
 from pagdemo.bench.harness import memory_method
 from pagdemo.bench.tables import format_tables
 from pagdemo.pag.losses import PAG_IMPLS
+from pagdemo.options import flag
 from pagdemo.paper import LAMBDAS
 from pagdemo.threat import LINF_EPS, PICTURE_EPS_AT_32
 from pagdemo.records.provenance import cpu_name, git_commit, now
 
-__all__ = ["BenchConfig", "SMALL", "SAMPLED", "format_tables", "run_bench", "step_cases"]
+__all__ = ["BenchConfig", "SMALL", "SAMPLED", "bench_config", "format_tables", "run_bench", "step_cases"]
 
 
 @dataclass(frozen=True)
 class BenchConfig:
-    device: str = "cuda"
-    model: str = "resnet18"
+    """`pagdemo bench`: what is timed, on what, how often (speed and memory only: random weights, synthetic data)."""
+
+    device: str = flag("cuda", "cpu or cuda (default: cuda if there is a GPU)", choices=("cpu", "cuda"))
+    model: str = flag("resnet18", "a pagdemo model name")
     image_size: int = 32  # pixels per side (CIFAR-10)
     num_classes: int = 10
-    batch_sizes: tuple[int, ...] = (64, 256)  # training-step batches
-    impls: tuple[str, ...] = ()  # PAG implementations to time; () = all registered (+ the sampled approximation)
-    warmup: int = 3  # untimed runs per case
-    repeats: int = 10  # timed runs per case
+    batch_sizes: tuple[int, ...] = flag((64, 256), "training-step batches", read="count")
+    impls: tuple[str, ...] = flag((), "PAG implementations to time (default: all registered, and the sampled "
+                                  "approximation)")
+    warmup: int = flag(3, "untimed runs per case", read="count")
+    repeats: int = flag(10, "timed runs per case", read="count")
     lam: float = LAMBDAS["cifar10"]["Class Mean"]  # PAG weight (Table 3)
     grad_of: str = "logsoftmax"  # the authors' code
-    channels_last: bool = False  # NHWC model and inputs (GPU tensor-core layout)
-    pgd_batch: int = 256  # images per PGD-20 evaluation batch
+    channels_last: bool = flag(False, "NHWC model and inputs (the GPU tensor-core layout)")
+    pgd_batch: int = flag(256, "images per PGD-20 evaluation batch", read="count")
     pgd_eps: float = LINF_EPS  # linf radius, [0, 1] pixel units
-    pgd_repeats: int = 20  # timed PGD-20 runs per attack: one run's spread (~10% on a GPU) hides a 5% difference
+    pgd_repeats: int = flag(20, "timed PGD-20 runs per attack: one run's spread (~10% on a GPU) hides a 5% difference",
+                            read="count")
     grid_models: int = 3  # the app's grid: rows = models
     grid_eps: float = PICTURE_EPS_AT_32["l2"]  # L2 radius of the app's targeted PGD (its default), [0, 1] pixel units
     grid_steps: int = 20
     approx_draws: int = 8  # draws of the sampled approximation when measuring its gradient error
-    threads: int = 0  # CPU threads for torch; 0 = torch's default
-    profile: tuple[str, ...] = ()  # implementations to profile (one step at the largest batch), e.g. ("explicit",)
+    threads: int = flag(0, "CPU threads for torch (default 0: torch's)")
+    profile: tuple[str, ...] = flag((), "also profile one training step of these implementations (e.g. explicit) at "
+                                    "the largest batch")
     profile_rows: int = 20  # operators listed per profile
     seed: int = 0
-    json: str | None = None  # where to write the results
+    json: str | None = flag(None, "write the results to this JSON file")
 
 
 SMALL = dict(batch_sizes=(8, 16), warmup=1, repeats=2, pgd_batch=16, pgd_repeats=3, approx_draws=4)  # ~4 min on 2 idle cores
+
+
+def bench_config(given: dict, small: bool = False) -> BenchConfig:
+    """The flags given on the command line (None: not given) over the CPU-sized settings if `small`, over the
+    defaults; the device defaults to the GPU when there is one."""
+    cfg = BenchConfig(device="cuda" if torch.cuda.is_available() else "cpu")
+    if small:
+        cfg = replace(cfg, **SMALL)
+    return replace(cfg, **{k: v for k, v in given.items() if v is not None})
 
 
 def environment(cfg: BenchConfig, device: torch.device) -> dict:

@@ -1,9 +1,15 @@
-"""Timing and memory: medians of round-robin runs, peak RSS or CUDA memory per run."""
+"""Timing and memory: medians of round-robin runs, peak RSS or CUDA memory per run.
+
+torch.utils.benchmark gives the clock (`timer`: it waits for the GPU before reading the time) and the statistics
+(`Measurement`). What its `Timer` lacks is what is kept here: cases timed in turn, one run each per round, so that
+load from other processes hits them alike (a Timer times one statement, with its own warm-ups inside every call, at
+one thread unless told); the peak memory and the CPU share of each run; and a case that fails on a device recorded
+without losing the others.
+"""
 from __future__ import annotations
 
 import ctypes
 import re
-import statistics
 import time
 from contextlib import contextmanager, nullcontext
 from typing import TYPE_CHECKING, Callable, Iterator
@@ -81,11 +87,12 @@ def measure(fn: Callable[[], object], device: torch.device) -> tuple[float, floa
 
     CPU seconds over wall seconds near the thread count means the CPU was ours; far below, shared.
     """
+    from torch.utils.benchmark.utils.timer import timer  # imported here: it loads cpp_extension, which warns on import
+
     with peak_memory(device) as mem:
-        start, cpu_start = time.perf_counter(), time.process_time()
+        start, cpu_start = timer(), time.process_time()
         out = fn()
-        _sync(device)
-        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+        seconds, cpu_seconds = timer() - start, time.process_time() - cpu_start
     return seconds, cpu_seconds, mem.get("peak_mem_mb"), out
 
 
@@ -109,11 +116,15 @@ def interleaved(fns: dict[str, Callable[[], object]], cfg: BenchConfig, device: 
         for name, fn in fns.items():
             seconds, cpu_seconds, peak, last[name] = measure(fn, device)
             runs[name].append((seconds, cpu_seconds, peak))
+    from torch.utils.benchmark import Measurement
+    from torch.utils.benchmark.utils.common import TaskSpec
+
     stats = {}
     for name, rs in runs.items():
         times, peaks = [r[0] for r in rs], [r[2] for r in rs if r[2] is not None]
-        stats[name] = {"runs": len(times), "median_s": statistics.median(times), "min_s": min(times),
-                       "max_s": max(times), "warmup_s": warm[name], "peak_mem_mb": max(peaks, default=None),
+        m = Measurement(number_per_run=1, raw_times=times, task_spec=TaskSpec(stmt=name, setup="", label=desc))
+        stats[name] = {"runs": len(m.times), "median_s": m.median, "iqr_s": m.iqr, "min_s": min(m.times),
+                       "max_s": max(m.times), "warmup_s": warm[name], "peak_mem_mb": max(peaks, default=None),
                        "cpu_util": sum(r[1] for r in rs) / sum(times)}
     stats.update({name: {"error": why} for name, why in failed.items()})
     return stats, last

@@ -53,8 +53,8 @@ class Dataset:
         """Pixels per side of the (square) images."""
         return int(self.images.shape[-1])
 
-    def float(self, idx: torch.Tensor | None = None) -> torch.Tensor:
-        """Images (all, or those at `idx`) as floats in [0, 1], the models' input range."""
+    def inputs(self, idx: torch.Tensor | None = None) -> torch.Tensor:
+        """Images (all, or those at `idx`) as the models take them: floats in [0, 1]."""
         x = self.images if idx is None else self.images[idx]
         return x.float() / 255
 

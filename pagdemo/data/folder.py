@@ -32,6 +32,13 @@ SIDE_LIMITS = (8, 512)  # the sides --image-size accepts, and the most-common-si
 TEST_SPLITS = ("test", "val")
 ON_BAD = ("skip", "stop")
 CACHE_VERSION = 1  # bump when the decoding rule changes
+FOLDER_HELP = ("folder: your own images in torchvision's ImageFolder layout, DIR/train/<class>/* and DIR/test/<class>/* "
+               "(or val/), any number of classes from 2, any size and common format; each image is centre-cropped "
+               "to a square and resized to --image-size")  # the command line's word on --dataset folder
+DATA_DIR_HELP = ("the data: packed .npz files, cifar-10-batches-py, stl10_binary or an image folder (default: "
+                 "$PAGDEMO_DATA_DIR, else data/<dataset> or ../shared/data/<dataset>)")
+ON_BAD_HELP = ("folder: a file that cannot be read as an image is skipped and counted (skip, default) or stops the run "
+               "naming it (stop)")
 
 
 class FolderError(DataError):

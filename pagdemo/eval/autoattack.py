@@ -18,8 +18,7 @@ Two backends run the same loop with the same settings:
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -27,11 +26,17 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pagdemo.attacks import check_attack_args, eval_mode
-from pagdemo.records.checkpoints import append_metrics
-from pagdemo.eval.evaluate import load_model_and_testset, resolve_device, robust_accuracy
-from pagdemo.records.files import write_json
-from pagdemo.records.provenance import now
-from pagdemo.threat import eval_eps, eval_step
+from pagdemo.eval.accuracy import correct, fraction, percent_text
+from pagdemo.eval.evaluate import robust_accuracy
+from pagdemo.eval.subset import (
+    SubsetConfig,
+    evaluation_record,
+    keep_records,
+    load_subject,
+)
+from pagdemo.models import class_count
+from pagdemo.options import flag
+from pagdemo.threat import NORMS, eval_step
 
 ATTACKS = ("apgd-ce", "apgd-t", "fab-t", "square")  # the standard version, in the reference's order
 
@@ -125,28 +130,18 @@ def autoattack_accuracy(
     device = torch.device(device)
     model = model.to(device)
     with eval_mode(model), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        with torch.no_grad():
-            n_classes = model(x[:1].to(device)).shape[1]
-        attacks = BACKENDS[backend](model, norm, eps, VERSIONS[version], n_classes, seed)
-        robust = _clean_flags(model, x, y, batch_size, device)
-        breakdown, rejected = {"clean": robust.float().mean().item()}, 0
+        attacks = BACKENDS[backend](model, norm, eps, VERSIONS[version], class_count(model), seed)
+        robust = correct(model, x, y, batch_size, device)
+        breakdown, rejected = {"clean": fraction(robust)}, 0
         bar = tqdm(ATTACKS, desc=f"autoattack {norm}", disable=not progress, leave=False)
         for name in bar:
             rejected += _run_one(attacks[name], model, x, y, robust, norm, eps, batch_size, device)
-            breakdown[name] = robust.float().mean().item()
+            breakdown[name] = fraction(robust)
             bar.set_postfix_str(f"robust after {name}: {100 * breakdown[name]:.1f}%")  # a long run shows its progress
             if on_attack is not None:
                 on_attack(dict(breakdown))
     breakdown["rejected"] = rejected
     return breakdown["clean"], breakdown[ATTACKS[-1]], breakdown
-
-
-def _clean_flags(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int,
-                 device: torch.device) -> torch.Tensor:
-    """Which points the model gets right before any attack (the only ones worth attacking)."""
-    with torch.no_grad():
-        return torch.cat([model(x[i:i + batch_size].to(device)).argmax(1).cpu() == y[i:i + batch_size]
-                          for i in range(0, len(x), batch_size)])
 
 
 def _run_one(attack: Callable, model: nn.Module, x: torch.Tensor, y: torch.Tensor, robust: torch.Tensor,
@@ -166,52 +161,38 @@ def _run_one(attack: Callable, model: nn.Module, x: torch.Tensor, y: torch.Tenso
 
 
 @dataclass(frozen=True)
-class AutoAttackConfig:
-    checkpoint: str
-    norm: str = "linf"
-    eps: float | None = None  # radius in [0, 1] pixel units; None: the dataset's (pagdemo.threat)
-    version: str = "standard"
-    backend: str = "pyautoattack"  # the authors' reference code; torchattacks' l2 Square is weaker (see module docstring)
-    limit: int | None = 1000  # a fixed, class-balanced test subset, the same for every model; None: all
-    dataset: str | None = None  # None: the dataset the checkpoint was trained on
-    data_dir: str | None = None
-    on_bad_image: str = "skip"  # an image folder's unreadable test file: "skip" or "stop"
-    batch_size: int = 256
-    device: str = "auto"
-    seed: int = 0  # seed of the subset, of PGD's random start and of the attacks
-    json: str | None = None  # also write the record here
-    record: bool = True  # append the AutoAttack and PGD-20 records to the checkpoint's metrics.json
+class AutoAttackConfig(SubsetConfig):
+    """`pagdemo eval --attack autoattack`: the standard AutoAttack, and PGD-20 on the same fixed subset."""
+
+    norm: str = flag("linf", "threat model", choices=NORMS)
+    limit: int | None = flag(1000, "a fixed, class-balanced test subset, the same for every model (default 1000)",
+                             read="count")
+    version: str = flag("standard", "standard: 100 iterations, 5000 Square queries (report this); lite: a quick look",
+                        choices=tuple(VERSIONS), name="--aa-version")
+    backend: str = flag("pyautoattack", "pyautoattack: the AutoAttack authors' code (default); torchattacks: same "
+                        "loop, weaker l2 Square", choices=tuple(BACKENDS), name="--aa-backend")
 
 
 def run_autoattack_eval(cfg: AutoAttackConfig, progress: bool = True,
                         on_attack: Callable[[dict[str, float]], None] | None = None) -> dict:
     """AutoAttack and PGD-20 on the same fixed subset; both records go to metrics.json."""
     check_attack_args(cfg.norm, cfg.eps or 0.0, 1)  # fail before loading anything
-    device = resolve_device(cfg.device)
-    model, ds = load_model_and_testset(cfg.checkpoint, device, cfg.dataset, cfg.data_dir, cfg.limit, cfg.seed,
-                                       cfg.on_bad_image)
-    dataset = ds.name
-    x, y = ds.float(), ds.labels
-    eps = eval_eps(cfg.norm, dataset, model.image_size) if cfg.eps is None else cfg.eps
+    subject = load_subject(cfg)
+    model, x, y, device = subject.model, subject.data.inputs(), subject.data.labels, subject.device
+    eps = cfg.radius(subject.data.name, model.image_size)
     start = time.perf_counter()
     clean, rob, breakdown = autoattack_accuracy(model, x, y, cfg.norm, eps, cfg.version, cfg.backend,
                                                 cfg.batch_size, device, cfg.seed, progress, on_attack)
     seconds = time.perf_counter() - start
-    _, pgd20 = robust_accuracy(model, x, y, cfg.norm, eps, 20, eval_step(eps, 20), 1, True, cfg.batch_size, device,
-                               cfg.seed, progress)
-    base = {"date": now(), "data": f"{dataset}/test ({ds.source})", "n": len(ds), "limit": cfg.limit,
-            "subset_seed": cfg.seed, "norm": cfg.norm, "eps": eps, "clean_acc": clean, "device": str(device),
-            "config": asdict(cfg)}
-    pgd_record = {**base, "attack": "pgd-20", "steps": 20, "step_size": eval_step(eps, 20), "restarts": 1,
-                  "random_start": True, "robust_acc": pgd20}
-    record = {**base, "attack": f"autoattack-{cfg.version}", "steps": VERSIONS[cfg.version].steps, "step_size": None,
-              "restarts": 1, "random_start": True, "robust_acc": rob, "per_attack": breakdown,
-              "pgd20_robust_acc": pgd20, "backend": _backend_version(cfg.backend), "seconds": round(seconds, 1)}
-    if cfg.record:
-        append_metrics(cfg.checkpoint, pgd_record)
-        append_metrics(cfg.checkpoint, record)
-    if cfg.json:
-        write_json(Path(cfg.json), record)
+    _, pgd20 = robust_accuracy(model, x, y, cfg.norm, eps, steps=20, step_size=eval_step(eps, 20),
+                               batch_size=cfg.batch_size, device=device, seed=cfg.seed, progress=progress)
+    pgd_record = evaluation_record(cfg, subject, attack="pgd-20", eps=eps, steps=20, step_size=eval_step(eps, 20),
+                                   restarts=1, random_start=True, clean_acc=clean, robust_acc=pgd20)
+    record = evaluation_record(cfg, subject, attack=f"autoattack-{cfg.version}", eps=eps,
+                               steps=VERSIONS[cfg.version].steps, step_size=None, restarts=1, random_start=True,
+                               clean_acc=clean, robust_acc=rob, per_attack=breakdown, pgd20_robust_acc=pgd20,
+                               backend=_backend_version(cfg.backend), seconds=round(seconds, 1))
+    keep_records(cfg, pgd_record, record)
     return record
 
 
@@ -224,10 +205,9 @@ def _backend_version(backend: str) -> str:
 
 def format_autoattack(record: dict) -> str:
     """Lines a person reads in a terminal: the headline, then what each attack left standing."""
-    pct = lambda v: f"{100 * v:.2f}%"  # noqa: E731
-    after = record["per_attack"]
-    text = (f"clean {pct(record['clean_acc'])} | {record['attack']} {record['norm']} eps={record['eps']:.4g}: "
-            f"{pct(record['robust_acc'])} | PGD-20 on the same images: {pct(record['pgd20_robust_acc'])} | "
+    after, pc = record["per_attack"], lambda v: percent_text(v, 2)  # noqa: E731
+    text = (f"clean {pc(record['clean_acc'])} | {record['attack']} {record['norm']} eps={record['eps']:.4g}: "
+            f"{pc(record['robust_acc'])} | PGD-20 on the same images: {pc(record['pgd20_robust_acc'])} | "
             f"n={record['n']} ({record['data']})\n  after each attack: "
-            + " -> ".join(f"{k} {pct(after[k])}" for k in ATTACKS))
+            + " -> ".join(f"{k} {pc(after[k])}" for k in ATTACKS))
     return text + (f"\n  rejected {after['rejected']} illegal adversarial images" if after["rejected"] else "")

@@ -23,6 +23,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pagdemo.attacks import eval_mode, pgd
+from pagdemo.eval.accuracy import correct, fraction
+from pagdemo.models import class_count
 from pagdemo.pag.inputgrads import input_gradients_loop
 from pagdemo.threat import strong_step
 
@@ -43,13 +45,6 @@ def grad_cosine(model: nn.Module, judge: nn.Module, x: torch.Tensor) -> torch.Te
     return F.cosine_similarity(gm.flatten(2), gj.flatten(2), dim=2, eps=1e-12).mean(1)
 
 
-def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, device: torch.device) -> float:
-    """Clean accuracy, so the score can be read against how well each model knows the images."""
-    with torch.no_grad(), eval_mode(model):
-        return sum(int((model(x[i:i + batch_size].to(device)).argmax(1).cpu() == y[i:i + batch_size]).sum())
-                   for i in range(0, len(x), batch_size)) / len(x)
-
-
 def pag_score(model: nn.Module, judge: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str = "l2",
               steps: int = 100, step_size: float | None = None, batch_size: int = 256,
               device: torch.device | str = "cpu", progress: bool = True) -> dict:
@@ -61,8 +56,7 @@ def pag_score(model: nn.Module, judge: nn.Module, x: torch.Tensor, y: torch.Tens
     device = torch.device(device)
     model, judge = model.to(device), judge.to(device)
     step_size = strong_step(eps, steps) if step_size is None else step_size
-    with torch.no_grad(), eval_mode(model):
-        n_classes = model(x[:1].to(device)).shape[1]
+    n_classes = class_count(model)
     idx, t = _pairs(y, n_classes)
     hits = {"score": 0, "attack_success": 0, "judge_keeps_source": 0}
     for i in tqdm(range(0, len(idx), batch_size), desc="pag score", disable=not progress, leave=False):
@@ -76,7 +70,7 @@ def pag_score(model: nn.Module, judge: nn.Module, x: torch.Tensor, y: torch.Tens
         hits["judge_keeps_source"] += int((judged == yb).sum())
     cos = torch.cat([grad_cosine(model, judge, x[i:i + batch_size].to(device)).cpu()
                      for i in range(0, len(x), batch_size)])
-    clean_model, clean_judge = [_accuracy(m, x, y, batch_size, device) for m in (model, judge)]
+    clean_model, clean_judge = [fraction(correct(m, x, y, batch_size, device)) for m in (model, judge)]
     return {**{k: v / len(idx) for k, v in hits.items()}, "chance": 1 / n_classes, "grad_cosine": cos.mean().item(),
             "model_clean_acc": clean_model, "judge_clean_acc": clean_judge, "n_images": len(x), "n_pairs": len(idx),
             "norm": norm, "eps": eps, "steps": steps, "step_size": step_size}

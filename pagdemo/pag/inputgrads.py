@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pagdemo.models import class_count
+
 GRAD_OF = ("logit", "logsoftmax")  # Eq. 1 as written / the authors' code
 COUPLINGS = ("classes", "batch", "eval")  # BatchNorm while the C input gradients are taken (module docstring)
 TRAIN_COUPLINGS = {"loop": ("classes",), "vmap": ("classes",), "batched": ("batch",),
@@ -91,16 +93,10 @@ def input_gradients_batched(model: nn.Module, x: torch.Tensor, grad_of: str = "l
     """All C input gradients from one backward over the batch repeated C times (authors' code)."""
     check_coupling("batched", coupling)
     b = x.shape[0]
-    c = num_classes or num_outputs(model)
+    c = num_classes or class_count(model)
     x_rep = x.detach().repeat(c, *([1] * (x.dim() - 1))).requires_grad_(True)
     logits_rep = model(x_rep)
     scores = class_scores(logits_rep, grad_of).view(c, b, c)
     picked = scores.diagonal(dim1=0, dim2=2).sum()  # copy t keeps class t
     (g,) = torch.autograd.grad(picked, x_rep, create_graph=create_graph)
     return logits_rep[:b], g.view(c, b, *x.shape[1:]).transpose(0, 1)
-
-
-def num_outputs(model: nn.Module) -> int:
-    """Number of classes from the last Linear layer: a probe forward would move BatchNorm's statistics."""
-    last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
-    return last.out_features

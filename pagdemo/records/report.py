@@ -35,9 +35,9 @@ def fmt_number(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else ("" if value is None else str(value))
 
 
-def pct(value: float | None) -> float | None:
-    """Fraction to a percentage rounded to 2 decimals, for tables."""
-    return None if value is None else round(100 * value, 2)
+def to_percent(fraction: float | None) -> float | None:
+    """A fraction (0.4636) as the percentage tables show (46.36), rounded to 2 decimals."""
+    return None if fraction is None else round(100 * fraction, 2)
 
 
 def paper_table(dataset: str) -> str:
@@ -90,8 +90,8 @@ def robustness_rows(infos: list[dict]) -> list[dict[str, Any]]:
         paper = paper_row(run)
         rows.append({
             "model": i["name"], "method": run.get("method"), "lambda": run.get("lam"), "dataset": run.get("dataset"),
-            "clean %": pct(clean and clean["clean_acc"]), "PGD linf %": pct(linf and linf["robust_acc"]),
-            "PGD l2 %": pct(l2 and l2["robust_acc"]), "paper clean %": paper and paper[1][0],
+            "clean %": to_percent(clean and clean["clean_acc"]), "PGD linf %": to_percent(linf and linf["robust_acc"]),
+            "PGD l2 %": to_percent(l2 and l2["robust_acc"]), "paper clean %": paper and paper[1][0],
             "paper linf %": paper and paper[1][1], "paper l2 %": paper and paper[1][2],
             "n clean": clean and clean.get("n"), "n linf": linf and linf.get("n"), "n l2": l2 and l2.get("n"),
             "linf settings": settings_text(linf), "l2 settings": settings_text(l2),
@@ -124,7 +124,7 @@ def _audit_row(i: dict, norm: str, pag_cols: dict[str, Any]) -> dict[str, Any]:
     aa = [ev for ev in evs if ev.get("norm") == norm and str(ev.get("attack", "")).startswith("autoattack")]
     audits = [ev for ev in evs if ev.get("norm") == norm and "verdict" in ev]
     record = i.get("audits", {}).get(norm, {})  # audit-<norm>.json, whose PGD-20 shows where AutoAttack never ran
-    own_pgd20 = pct(record.get("checks", {}).get("more_steps", {}).get("pgd20"))
+    own_pgd20 = to_percent(record.get("checks", {}).get("more_steps", {}).get("pgd20"))
     if not aa and not audits and record.get("finished") is False:  # cut off: not in metrics.json
         return {"model": i["name"], "norm": norm, "n": record.get("n"), "PGD-20 %": own_pgd20,
                 "verdict": unfinished_verdict(record), **pag_cols, "device": record.get("device"),
@@ -135,9 +135,9 @@ def _audit_row(i: dict, norm: str, pag_cols: dict[str, Any]) -> dict[str, Any]:
     pgd = [ev for ev in evs if ev.get("norm") == norm and ev.get("attack") == "pgd-20"
            and ev.get("n") == a.get("n") and ev.get("subset_seed") == a.get("subset_seed")] if a else []
     audit = audits[-1] if audits else {}
-    pgd20 = (pct(pgd[-1]["robust_acc"]) if pgd else None) if a else own_pgd20
+    pgd20 = (to_percent(pgd[-1]["robust_acc"]) if pgd else None) if a else own_pgd20
     return {"model": i["name"], "norm": norm, "n": a.get("n") or audit.get("n"), "PGD-20 %": pgd20,
-            "AutoAttack %": pct(a.get("robust_acc")), "AutoAttack": a.get("attack"),
+            "AutoAttack %": to_percent(a.get("robust_acc")), "AutoAttack": a.get("attack"),
             "verdict": audit.get("verdict", "masking checks not run"), **pag_cols,
             "device": a.get("device") or audit.get("device"), "date": audit.get("date") or a.get("date")}
 

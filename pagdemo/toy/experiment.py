@@ -32,6 +32,7 @@ from pagdemo.attacks import pgd
 from pagdemo.pag.inputgrads import check_grad_of
 from pagdemo.pag.losses import PAG_IMPLS, pag_loss
 from pagdemo.models import build_model
+from pagdemo.options import flag
 from pagdemo.pag.targets import NearestNeighborTarget
 from pagdemo.toy.stats import describe
 
@@ -46,8 +47,9 @@ DTYPES = {"float64": torch.float64, "float32": torch.float32}
 class ToyConfig:
     """App. C.1 defaults; `lam`, `k`, `grad_of` and `random_init` are our choices (the paper gives none)."""
 
-    seeds: int = 20  # number of seeds: 0, 1, ..., seeds - 1 (same seed for the vanilla and the PAG run)
-    lam: float = 1.0  # PAG weight lambda of Eq. 1 (chosen by a sweep on held-out seeds, docs/toy/README.md)
+    seeds: int = flag(20, "number of seeds 0, 1, ..., seeds - 1, each for both runs (results as mean with a 95% "
+                      "confidence interval)", read="count")
+    lam: float = flag(1.0, "PAG weight lambda of Eq. 1 (default: the value our sweep chose, see docs/toy)")
     k: int = 30  # Nearest Neighbor sample size: class-t candidates drawn once per class
     grad_of: str = "logit"  # input gradient of "logit" (Eq. 1, chosen) or "logsoftmax" (authors' code)
     impl: str = "batched"  # PAG_IMPLS key; the MLP has no BatchNorm, so "loop" gives the same numbers
@@ -61,10 +63,13 @@ class ToyConfig:
     steps: int = 10
     step_size: float = 2.0
     random_init: bool = False  # the paper's "simple PGD": start at the clean point
-    dtype: str = "float64"  # float64: a seed's outcome barely depends on the CPU's rounding
-    workers: int = 1  # processes for the seeds (each trains on one thread; results do not depend on this)
-    sweep_lams: tuple[float, ...] = ()  # lambdas to sweep on `seeds` held-out seeds (SWEEP_SEED0...); empty: no sweep
-    out: str = "docs/toy"
+    dtype: str = flag("float64", "float64 (default): a seed's outcome barely depends on the CPU's rounding",
+                      choices=tuple(DTYPES))
+    workers: int = flag(1, "processes to spread the seeds over (each trains on one thread; the numbers do not change)",
+                        read="count")
+    sweep_lams: tuple[float, ...] = flag((), f"also sweep these lambdas on held-out seeds {SWEEP_SEED0}.. (e.g. "
+                                         "0,0.1,0.3,1,3,10; adds minutes)", read="floats", name="--sweep")
+    out: str = flag("runs/toy", "folder for results.json and decision_boundary.png (docs/toy holds the shipped run)")
 
     def __post_init__(self) -> None:
         """Reject bad settings when the config is made (from argv or the app), not minutes into a run."""

@@ -7,17 +7,18 @@ from pathlib import Path
 
 from pagdemo.data.datasets import DATASET_NAMES
 from pagdemo.records.files import read_json
-from pagdemo.data.folder import ON_BAD
-from pagdemo.pag.inputgrads import check_coupling, check_grad_of, default_coupling
+from pagdemo.data.folder import DATA_DIR_HELP, FOLDER_HELP, ON_BAD, ON_BAD_HELP, SIDE_LIMITS
+from pagdemo.options import flag
+from pagdemo.pag.inputgrads import COUPLINGS, GRAD_OF, check_coupling, check_grad_of, default_coupling
 from pagdemo.pag.losses import PAG_IMPLS
 from pagdemo.models import MODELS
 from pagdemo.paper import LAMBDAS as PAPER_LAMBDAS
-from pagdemo.train.recipes import get_recipe
+from pagdemo.train.recipes import RECIPES, get_recipe, help_text
 from pagdemo.train.recipes import lam_at as recipe_lam_at
 from pagdemo.train.recipes import lr_at as recipe_lr_at
 from pagdemo.train.state import has_state
 from pagdemo.pag.targets import CM_SCALINGS
-from pagdemo.threat import DATASET_SIDES, check_norm, eval_eps
+from pagdemo.threat import DATASET_SIDES, NORMS, check_norm, eval_eps
 
 METHODS = ("vanilla", "oi", "cm", "nn", "rigd", "adv")
 ADV_ATTACKS = ("pgd", "fgsm", "nfgsm")
@@ -33,41 +34,69 @@ RESUME_IGNORES = {"out", "device", "monitor_limit", "monitor_robust", "monitor_p
 
 @dataclass(frozen=True)
 class TrainConfig:
-    out: str  # run folder: checkpoint, train_log.jsonl, train_state/
-    method: str = "vanilla"  # one of METHODS; "adv" is adversarial training (pagdemo adv-train)
-    lam: float | None = None  # PAG weight; None: the paper's Table 3 value for method and dataset
-    grad_of: str = "logsoftmax"  # input gradient of the class "logit" (Eq. 1) or its "logsoftmax" (authors' code)
-    pag_impl: str = "batched"  # a key of losses.PAG_IMPLS; "loop" is the reference, "compiled" the fastest exact
-    bn_coupling: str | None = None  # BatchNorm in the PAG pass: classes | batch | eval; None: pag_impl's own
-    pag_frame: str = "augmented"  # augmented: a crop per image, targets for it; authors: one crop per batch, un-augmented
-    cm_scaling: str = "image-norm"  # Class Mean: rescaled to the class's mean image norm, or "none" (the raw mean)
-    nn_k: int = 100  # Nearest Neighbor: sampled images per class
-    teacher: str | None = None  # RIGD: checkpoint folder of the robust teacher
-    init: str | None = None  # start from this checkpoint's weights (the finetune recipe needs one)
-    dataset: str = "cifar10"  # cifar10, stl10, synthetic or folder (an ImageFolder tree: pagdemo.data.folder)
-    data_dir: str | None = None  # None: the dataset's default location
-    image_size: int | None = None  # folder: the side images are resized to; None: the tree's most common size
-    on_bad_image: str = "skip"  # folder: a file that cannot be read is skipped and counted ("skip") or stops the run
-    limit: int | None = None  # train on a fixed class-balanced subset of this size
-    arch: str | None = None  # None: resnet18 (resnet18_stl for stl10, tinycnn for synthetic)
-    recipe: str = "paper"  # a key of recipes.RECIPES
-    epochs: int | None = None  # None: the recipe's
-    batch_size: int | None = None  # global batch; None: the recipe's (paper: 32 on stl10)
-    lr: float | None = None  # None: the recipe's
+    """One training run (`pagdemo train` and `adv-train`: their flags are these fields)."""
+
+    out: str = flag(help="run folder (checkpoint + log); rerun the same command to resume")
+    method: str = flag("vanilla", "vanilla: lambda 0; oi: g toward One Image of class t; cm: toward the Class Mean; nn: "
+                       "toward the Nearest Neighbor among K class-t samples; rigd: the input gradients of a robust "
+                       "teacher (an upper bound, not a fair PAG source)", choices=METHODS[:-1], group="pag")
+    lam: float | None = flag(None, "PAG weight lambda (default: the paper's Table 3 value)", group="pag")
+    grad_of: str = flag("logsoftmax", "take the input gradient of the class logit (Eq. 1 as written) or of its "
+                        "log-softmax (the authors' code; default)", choices=GRAD_OF, group="pag")
+    pag_impl: str = flag("batched", "how the C input gradients are computed: loop (reference), batched (authors' "
+                         "repeat-the-batch, default), vmap / explicit (exact like loop, faster), compiled (explicit under "
+                         "torch.compile: exact and the fastest on a GPU, see docs/bench; about a minute of compiling "
+                         "first)", choices=sorted(PAG_IMPLS), group="pag")
+    bn_coupling: str | None = flag(None, "BatchNorm while the C input gradients are taken: classes (train mode, each "
+                                   "class's gradient coupled over the B images: loop/vmap/explicit/compiled), batch "
+                                   "(train mode, statistics over the C*B repeated copies: the authors' code, "
+                                   "batched/explicit/compiled), eval (running statistics, per-image gradients, as "
+                                   "attacks see them; the cross-entropy gets its own train-mode forward). Default: what "
+                                   "--pag-impl computes (docs/training.md)", choices=COUPLINGS, group="pag")
+    pag_frame: str = flag("augmented", "augmented: a crop and flip per image, targets for the augmented image; authors: "
+                          "one crop and flip per batch (another for the cross-entropy), gradients taken w.r.t. the "
+                          "un-augmented image, targets in its frame (the authors' TRAIN_CIFAR10.py)", choices=PAG_FRAMES,
+                          group="pag")
+    cm_scaling: str = flag("image-norm", "cm: each class mean rescaled to the class's mean image norm (default), or "
+                           "none (the raw mean)", choices=CM_SCALINGS, group="pag")
+    nn_k: int = flag(100, "nn: sampled training images per class", read="count", group="pag")
+    teacher: str | None = flag(None, "rigd: checkpoint folder of an adversarially trained teacher", group="pag")
+    init: str | None = flag(None, "start from this checkpoint's weights (same arch and classes; the finetune recipe)")
+    dataset: str = flag("cifar10", "training data (default cifar10; synthetic is generated in code, for trying things "
+                        "out; " + FOLDER_HELP + ")", choices=sorted(DATASET_NAMES))
+    data_dir: str | None = flag(None, DATA_DIR_HELP)
+    image_size: int | None = flag(None, f"folder: the side images are resized to, {SIDE_LIMITS[0]}-{SIDE_LIMITS[1]} "
+                                  "(default: the most common shorter side in the tree); up to 64 trains the CIFAR "
+                                  "ResNet-18, larger sides the strided-stem resnet18_stl", read="count")
+    on_bad_image: str = flag("skip", ON_BAD_HELP, choices=ON_BAD)
+    limit: int | None = flag(None, "train on a fixed class-balanced subset of N images", read="count")
+    arch: str | None = flag(None, "default resnet18 (resnet18_stl on stl10, tinycnn on synthetic: a few-thousand-"
+                            "parameter CNN for quick CPU trials); resnet18_gelu is a smooth-activation deviation from the "
+                            "paper", choices=sorted(m for m in MODELS if m != "mlp"))
+    recipe: str = flag("paper", help_text(), choices=tuple(RECIPES))
+    epochs: int | None = flag(None, "override the recipe's epochs", read="count")
+    batch_size: int | None = flag(None, "global batch size (override the recipe's; paper: 32 on stl10)", read="count")
+    lr: float | None = flag(None, "peak learning rate (override the recipe's)")
     momentum: float = 0.9
-    weight_decay: float = 1e-4
-    amp: bool | None = None  # bf16 autocast; None: the recipe's, on a GPU only
-    adv_norm: str = "linf"  # adversarial training threat model
-    adv_eps: float | None = None  # in [0, 1] pixel units; None: the dataset's evaluation radius
-    adv_attack: str = "pgd"  # pgd (PGD-AT, Madry et al.), fgsm (FGSM-RS, Wong et al. 2020), nfgsm (de Jorge et al. 2022)
-    adv_steps: int = 10  # PGD-AT steps (step size 2.5 * eps / steps)
-    seed: int = 0
-    device: str = "auto"
-    monitor_limit: int = 1000  # test images for the per-epoch clean accuracy (0: off)
-    monitor_robust: int = 200  # of those, how many get the per-epoch robustness check (0: off)
-    monitor_pgd: str = "l2-pgd7"  # l2-pgd7: the authors' L2 PGD-7 (eps 0.5 at 32x32); pgd20: PGD-20 in both norms
-    keep_state: bool = False  # keep train_state/ after the last epoch (it is 2x the fp32 weights)
-    monitor_cos: int = 256  # PAG: training images whose misalignment is logged per epoch in train and eval mode (0: off)
+    weight_decay: float = flag(1e-4, "SGD weight decay")
+    amp: bool | None = flag(None, "bf16 autocast (default: the recipe's, on a GPU only)")
+    adv_norm: str = flag("linf", "threat model of adversarial training", choices=NORMS, name="--norm", group="adv")
+    adv_eps: float | None = flag(None, "radius in [0, 1] pixel units (default: the dataset's evaluation radius, 8/255 "
+                                 "linf, 0.5 l2 on CIFAR-10)", read="eps", name="--eps", group="adv")
+    adv_attack: str = flag("pgd", "pgd: PGD-AT with --adv-steps steps of 2.5*eps/steps; fgsm: FGSM-RS (Wong et al. "
+                           "2020), one step of 1.25 eps; nfgsm: N-FGSM (de Jorge et al. 2022), one step of eps from "
+                           "2-eps noise", choices=ADV_ATTACKS, name="--attack", group="adv")
+    adv_steps: int = flag(10, "PGD-AT steps", read="count", group="adv")
+    seed: int = flag(0, "seed of the initialization, the data order and the augmentation")
+    device: str = flag("auto", "auto (GPU if any), cpu or cuda")
+    monitor_limit: int = flag(1000, "test images checked after each epoch (0: off)")
+    monitor_robust: int = flag(200, "of those, images given the per-epoch robustness check (0: off)")
+    monitor_pgd: str = flag("l2-pgd7", "the per-epoch check: the authors' L2 PGD-7 (eps 0.5), or the paper's PGD-20 in "
+                            "both norms", choices=MONITORS)
+    keep_state: bool = flag(False, "keep train_state/ (optimizer state) after the last epoch")
+    monitor_cos: int = flag(256, "PAG: training images whose summed misalignment is logged after each epoch in the "
+                            "run's train-mode coupling (cos_train) and in eval mode (cos_eval, what attacks see; 0: off)",
+                            group="pag")
 
 
 def _check_choices(cfg: TrainConfig) -> None:

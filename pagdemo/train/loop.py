@@ -32,7 +32,8 @@ from pagdemo.attacks import nfgsm, pgd
 from pagdemo.records.checkpoints import load_checkpoint, save_checkpoint
 from pagdemo.data.augment import augment, batch_crop
 from pagdemo.data.datasets import Dataset, batches, check_splits, load_dataset
-from pagdemo.eval.evaluate import resolve_device, robust_accuracy
+from pagdemo.eval.evaluate import robust_accuracy
+from pagdemo.models import resolve_device
 from pagdemo.records.files import read_json
 from pagdemo.pag.losses import pag_loss
 from pagdemo.models import PAGClassifier
@@ -102,7 +103,7 @@ def monitor(cfg: TrainConfig, model, test: Dataset | None, device: torch.device)
     """The per-epoch check on a fixed test subset: clean accuracy, then the chosen robustness check."""
     if test is None:
         return {}
-    x, y = test.float(), test.labels
+    x, y = test.inputs(), test.labels
     clean, _ = robust_accuracy(model, x, y, None, 0.0, device=device, progress=False)
     out = {"test_acc": clean, "test_n": len(x)}
     n = cfg.monitor_robust  # clean and robust on the same images, so robust <= clean in the log
@@ -127,7 +128,7 @@ def monitor_alignment(cfg: TrainConfig, model, target, train: Dataset, device: t
     if not n:
         return {}
     idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed))[:n].sort().values
-    x, y = train.float(idx).to(device), train.labels[idx].to(device)
+    x, y = train.inputs(idx).to(device), train.labels[idx].to(device)
     targets = target(x, y, idx.to(device))
     coupling = cfg.bn_coupling if cfg.bn_coupling != "eval" else "classes"
     return {"cos_train": misalignment(model, x, targets, cfg.grad_of, coupling, batch_size=min(n, batch)),

@@ -9,7 +9,7 @@ from PIL import Image, ImageDraw
 from torch import nn
 
 from pagdemo.attacks import pgd
-from pagdemo.viz.grid import BLACK, GREEN, GREY, RED, label_lines, load_font, model_device, probabilities, to_uint8
+from pagdemo.viz.draw import BLACK, GREEN, GREY, RED, label_lines, load_font, model_device, probabilities, to_uint8
 
 
 def compare_untargeted(models: list[nn.Module], names: list[str], x: torch.Tensor, norm: str, eps: float,
