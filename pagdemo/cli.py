@@ -32,6 +32,7 @@ examples:
   pagdemo attack --checkpoint runs/cm --image cat.png --target all --out grid.png
   pagdemo toy --seeds 20 --out runs/toy
   pagdemo app --checkpoints checkpoints
+  pagdemo import-robustbench Engstrom2019Robustness --threat Linf --out checkpoints/engstrom-linf   # needs [zoo]
 """
 
 
@@ -121,6 +122,9 @@ def add_flag(p: argparse.ArgumentParser, f: dataclasses.Field, hint: Any, given_
             kw["required"] = True
         else:
             kw["default"] = None if given_only else m["none"] if default is None and m["none"] else default
+    if m.get("positional"):
+        name, kw = kw.pop("dest"), {k: v for k, v in kw.items() if k != "required"}
+        kw["metavar"] = name.upper()
     p.add_argument(name, **kw)
 
 
@@ -188,6 +192,7 @@ def _other_parsers(sub) -> None:
     from pagdemo.app import AppConfig
     from pagdemo.bench import BenchConfig
     from pagdemo.docs import DocsConfig
+    from pagdemo.records.zoo_import import ImportConfig
     from pagdemo.toy.experiment import ToyConfig
     from pagdemo.viz.picture import PictureConfig
     add_flags(sub.add_parser("toy", help="the paper's 2-D experiment (Sec. 5.1): vanilla vs PAG decision boundaries",
@@ -206,6 +211,11 @@ def _other_parsers(sub) -> None:
                              description="Upload an image or pick a test image and watch class-targeted PGD change it, "
                                          "model by model; compare robustness; the toy experiment. "
                                          "http://127.0.0.1:7860 by default."), AppConfig)
+    add_flags(sub.add_parser("import-robustbench", help="a RobustBench model (e.g. the paper's RIGD teachers) as a "
+                             "pagdemo checkpoint", description="Loads a model of RobustBench's zoo with RobustBench's "
+                             "own load_model (tensors only, never code from the file) and writes a checkpoint folder "
+                             "that eval, audit, attack, the app and train --method rigd --teacher use like any other. "
+                             "Needs the optional robustbench package: pip install -e '.[zoo]'."), ImportConfig)
     add_flags(sub.add_parser("docs", help="print every table of README.md and docs/ from the committed records",
                              description="Rewrites each <!-- generated:NAME --> block of README.md, "
                                          "checkpoints/README.md and docs/**/*.md from the checkpoints' records and the "
@@ -244,7 +254,8 @@ def parse(argv: list[str]) -> tuple[str, Any]:
         return "bench", bench_config(flag_values(BenchConfig, args), args.small)
     configs = {"eval": ("pagdemo.eval.evaluate", "EvalConfig"), "audit": ("pagdemo.eval.audit", "AuditConfig"),
                "toy": ("pagdemo.toy.experiment", "ToyConfig"), "attack": ("pagdemo.viz.picture", "PictureConfig"),
-               "app": ("pagdemo.app", "AppConfig"), "docs": ("pagdemo.docs", "DocsConfig")}
+               "app": ("pagdemo.app", "AppConfig"), "docs": ("pagdemo.docs", "DocsConfig"),
+               "import-robustbench": ("pagdemo.records.zoo_import", "ImportConfig")}
     module, name = configs[args.command]
     return args.command, config_from_args(getattr(importlib.import_module(module), name), args)
 

@@ -83,6 +83,14 @@ def cmd_docs(cfg: Any, command: str) -> None:
     print("every generated table matches the records" if cfg.check else "generated tables rewritten")
 
 
+def cmd_import(cfg: Any, command: str) -> None:
+    """Write the checkpoint of a RobustBench model and say what to run next."""
+    from pagdemo.records.zoo_import import import_robustbench
+
+    out = import_robustbench(cfg, command)
+    print(f"checkpoint written to {out}; evaluate it with: pagdemo eval --checkpoint {out} --norm {cfg.threat.lower()}")
+
+
 COMMANDS: dict[str, Callable[[Any, str], None]] = {
     "train": cmd_train, "adv-train": cmd_train, "eval": cmd_eval, "toy": cmd_toy, "attack": cmd_attack,
-    "audit": cmd_audit, "bench": cmd_bench, "app": cmd_app, "docs": cmd_docs}
+    "audit": cmd_audit, "bench": cmd_bench, "app": cmd_app, "docs": cmd_docs, "import-robustbench": cmd_import}

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+STL10_CLASSES = ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"]
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2471, 0.2435, 0.2616)
 STL10_MEAN = (0.4467, 0.4398, 0.4066)
@@ -121,10 +123,18 @@ MODELS: dict[str, tuple[Callable[..., nn.Module], Stats]] = {
 
 
 def _entry(name: str) -> tuple[Callable[..., nn.Module], Stats]:
-    """A registered architecture; an unknown name is a user error that lists the choices."""
+    """A registered architecture, or a RobustBench one (`pagdemo.zoo`: it normalizes its own inputs, so no stats)."""
+    if name.startswith("robustbench:"):
+        from pagdemo.zoo import build_zoo_model
+        return (lambda c, m, s: build_zoo_model(name)), ((), ())
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
     return MODELS[name]
+
+
+def known_arch(name: str) -> bool:
+    """Whether a checkpoint's architecture can be rebuilt: a registered one, or a RobustBench one."""
+    return name in MODELS or str(name).startswith("robustbench:")
 
 
 def build_model(name: str, num_classes: int = 10, stats: Stats | None = None) -> nn.Module:

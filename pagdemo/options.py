@@ -11,7 +11,7 @@ READS = ("eps", "count", "floats")  # how `pagdemo.cli` reads a value other than
 
 def flag(default: Any = dataclasses.MISSING, help: str = "", *, choices: Sequence[str] | None = None,
          read: str | None = None, name: str | None = None, none: str | None = None, group: str | None = None,
-         factory: Callable[[], Any] | None = None, cli: bool = True) -> Any:
+         factory: Callable[[], Any] | None = None, cli: bool = True, positional: bool = False) -> Any:
     """A config field with its command-line flag.
 
     Args:
@@ -22,10 +22,11 @@ def flag(default: Any = dataclasses.MISSING, help: str = "", *, choices: Sequenc
         group: commands that share a config show only their group's fields (train: "pag", adv-train: "adv").
         factory: a default computed when the parser is built (e.g. from the environment).
         cli: False keeps a field off the command line.
+        positional: given without a flag name (`pagdemo import-robustbench NAME`).
     """
     assert read is None or read in READS, read
     meta = {"help": help, "choices": tuple(choices) if choices is not None else None, "read": read, "name": name,
-            "none": none, "group": group, "cli": cli}
+            "none": none, "group": group, "cli": cli, "positional": positional}
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)

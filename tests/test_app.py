@@ -14,13 +14,13 @@ from gradio_client import Client, handle_file  # noqa: E402
 
 from pagdemo.app.ui import build_demo, launch_options  # noqa: E402
 from pagdemo.records.checkpoints import append_metrics, save_checkpoint  # noqa: E402
-from pagdemo.data.datasets import CIFAR10_CLASSES  # noqa: E402
+from pagdemo.models import CIFAR10_CLASSES  # noqa: E402
 from pagdemo.models import PAGClassifier  # noqa: E402
 from pagdemo.toy.experiment import ToyConfig  # noqa: E402
 from pagdemo.toy.run import run_toy  # noqa: E402
 from test_images import huge_png  # noqa: E402
 
-CLASSES = CIFAR10_CLASSES  # the one list, in pagdemo.data.datasets
+CLASSES = CIFAR10_CLASSES  # the one list, in pagdemo.models
 EXAMPLE = str(Path(__file__).resolve().parents[1] / "pagdemo" / "app" / "examples" / "cat_3543.png")
 ENDPOINTS = ["/preview", "/pag_grid", "/compare", "/robustness", "/eps_curve", "/toy", "/model_card"]
 TINY_TOY = ToyConfig(epochs=2, n_per_mode=60, n_test=60, k=10)  # the real experiment, shrunk to a second

@@ -14,10 +14,11 @@ from PIL import Image
 
 from pagdemo.data.augment import augment
 from pagdemo.data import DataError
-from pagdemo.data.datasets import (CIFAR10_CLASSES, DATASETS, Dataset, batches, default_data_dir,
+from pagdemo.models import CIFAR10_CLASSES
+from pagdemo.data.datasets import (DATASETS, Dataset, batches, default_data_dir,
                           load_dataset, stratified_subset)
 
-CLASSES = CIFAR10_CLASSES  # the one list, in pagdemo.data.datasets
+CLASSES = CIFAR10_CLASSES  # the one list, in pagdemo.models
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
 
 

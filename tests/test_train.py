@@ -15,6 +15,7 @@ import torch
 
 import pagdemo.train.loop as train_mod
 from pagdemo.records.checkpoints import load_checkpoint, save_checkpoint
+from pagdemo.data.datasets import load_dataset
 from pagdemo.models import PAGClassifier
 from pagdemo.train.recipes import RECIPES
 from pagdemo.train.state import STATE_DIR
@@ -356,7 +357,8 @@ def test_adversarial_training_attacks_every_batch(attack, tmp_path, monkeypatch)
 
 
 def test_rigd_trains_against_a_teacher_checkpoint(tmp_path):
-    teacher = save_checkpoint(PAGClassifier("tinycnn", 10).eval(), tmp_path / "teacher", {"method": "adv"})
+    classes = load_dataset("synthetic", "train", synthetic_size=10).classes
+    teacher = save_checkpoint(PAGClassifier("tinycnn", 10, classes).eval(), tmp_path / "teacher", {"method": "adv"})
     before = (teacher / "model.safetensors").read_bytes()
     out = train(TrainConfig(out=str(tmp_path / "rigd"), method="rigd", teacher=str(teacher), **TINY), progress=False)
     run = _run(out)

@@ -29,7 +29,8 @@ from pagdemo.app.tables import compare_table, eps_text, num, percent_cell, proba
 from pagdemo.records.checkpoints import list_checkpoints, load_checkpoint
 from pagdemo.viz.compare import compare_untargeted, render_compare
 from pagdemo.data import DataError
-from pagdemo.data.datasets import CIFAR10_CLASSES, load_dataset
+from pagdemo.data.datasets import load_dataset
+from pagdemo.models import CIFAR10_CLASSES
 from pagdemo.eval.evaluate import accuracy_vs_eps
 from pagdemo.eval.subset import check_classes, data_for_eval
 from pagdemo.models import resolve_device

@@ -80,8 +80,8 @@ def _explorer_tab(lab: Lab) -> None:
     grid = gr.Image(label="PAG grid", format="png", interactive=False, buttons=["download", "fullscreen"],
                     elem_id="pag-grid")
     gr.Markdown(GRID_LEGEND)
-    probs = gr.Dataframe(widgets.placeholder("p(target) of each model appears here after a run", ["model"] + lab.classes),
-                         label="probabilities of the target class", interactive=False, elem_id="pag-probs")
+    waiting = widgets.placeholder("p(target) of each model appears here after a run", ["model"] + lab.classes)
+    probs = gr.Dataframe(waiting, label="probabilities of the target class", interactive=False, elem_id="pag-probs")
 
     def grid_page(image: Any, models: Any, target: Any, norm: Any, eps: Any, steps: Any):  # noqa: ANN202
         yield from lab.pag_grid(image, models, target, norm, to_unit(norm, eps), steps)
@@ -95,9 +95,9 @@ def _explorer_tab(lab: Lab) -> None:
               [image, models, target, norm, eps, steps], [grid, probs, status, image_error, settings_error],
               api_name="page_pag_grid", api_visibility="private", concurrency_id=COMPUTE, time_limit=600)
     widgets.hidden_api(lab.preview, widgets.api_inputs(lab, "image"), [seen, notes], "preview", concurrency_limit=4,
-                concurrency_id="light")
+                       concurrency_id="light")
     widgets.hidden_api(lab.pag_grid, widgets.api_inputs(lab, "image", "models", "target", "norm", "eps", "steps"),
-                [grid, probs, status], "pag_grid", concurrency_id=COMPUTE, time_limit=600)
+                       [grid, probs, status], "pag_grid", concurrency_id=COMPUTE, time_limit=600)
 
 
 def _compare_tab(lab: Lab) -> None:
@@ -126,12 +126,12 @@ def _compare_tab(lab: Lab) -> None:
     def compare_page(image: Any, models: Any, norm: Any, eps: Any, steps: Any) -> tuple:
         return lab.compare(image, models, norm, to_unit(norm, eps), steps)
 
-    norm.change(widgets.eps_for_norm("evaluation", size), norm, eps, api_name="page_compare_norm", api_visibility="private",
-                queue=False)
+    norm.change(widgets.eps_for_norm("evaluation", size), norm, eps, api_name="page_compare_norm",
+                api_visibility="private", queue=False)
     run.click(page_call(compare_page, 2), [image, models, norm, eps, steps], [panel, table, image_error, settings_error],
               api_name="page_compare", api_visibility="private", concurrency_id=COMPUTE, time_limit=600)
-    widgets.hidden_api(lab.compare, widgets.api_inputs(lab, "image", "models", "norm", "eps", "steps"), [panel, table], "compare",
-                concurrency_id=COMPUTE, time_limit=600)
+    widgets.hidden_api(lab.compare, widgets.api_inputs(lab, "image", "models", "norm", "eps", "steps"), [panel, table],
+                       "compare", concurrency_id=COMPUTE, time_limit=600)
 
 
 def _paper_tables() -> str:
@@ -169,8 +169,8 @@ def _robustness_tab(lab: Lab) -> None:
     curve_error = widgets.error_slot("curve-error")
     status = gr.Markdown(elem_id="curve-status")
     curve = gr.Image(label="accuracy vs eps", format="png", interactive=False, elem_id="curve-plot")
-    points = gr.Dataframe(widgets.placeholder("accuracy at each radius appears here, point by point", ["eps"] + lab.names[:3]),
-                          label="accuracy table (%)", interactive=False)
+    waiting = widgets.placeholder("accuracy at each radius appears here, point by point", ["eps"] + lab.names[:3])
+    points = gr.Dataframe(waiting, label="accuracy table (%)", interactive=False)
     outputs = [table, settings, plot, audits]
     refresh.click(page_call(lab.robustness, 4), None, outputs + [gr.Markdown(visible=False), refresh_error],
                   api_name="page_robustness", api_visibility="private", concurrency_limit=4, concurrency_id="light")
@@ -178,8 +178,8 @@ def _robustness_tab(lab: Lab) -> None:
              [curve, points, status, gr.Markdown(visible=False), curve_error], api_name="page_eps_curve",
              api_visibility="private", concurrency_id=COMPUTE, time_limit=1800)
     widgets.hidden_api(lab.robustness, [], outputs, "robustness", concurrency_limit=4, concurrency_id="light")
-    widgets.hidden_api(lab.eps_curve, widgets.api_inputs(lab, "models", "norm", "n", "steps"), [curve, points, status], "eps_curve",
-                concurrency_id=COMPUTE, time_limit=1800)
+    widgets.hidden_api(lab.eps_curve, widgets.api_inputs(lab, "models", "norm", "n", "steps"), [curve, points, status],
+                       "eps_curve", concurrency_id=COMPUTE, time_limit=1800)
 
 
 def _toy_tab(lab: Lab) -> None:
@@ -197,13 +197,13 @@ def _toy_tab(lab: Lab) -> None:
     toy_error = widgets.error_slot("toy-error")
     caption = gr.Markdown("Shown: the saved figure (seed 0)." if saved else "", elem_id="toy-caption")
     figure = gr.Image(saved, label="decision boundaries", format="png", interactive=False, elem_id="toy-figure")
-    metrics = gr.Dataframe(widgets.placeholder("the trained models' numbers appear here", ["model", "clean %", "PGD-10 %"]),
-                           label="toy metrics", interactive=False, elem_id="toy-metrics")
+    waiting = widgets.placeholder("the trained models' numbers appear here", ["model", "clean %", "PGD-10 %"])
+    metrics = gr.Dataframe(waiting, label="toy metrics", interactive=False, elem_id="toy-metrics")
     go.click(page_call(lab.toy, 3, {2: lambda m: "Not run: see the message above."}), [lam, seed],
              [figure, metrics, caption, gr.Markdown(visible=False), toy_error], api_name="page_toy",
              api_visibility="private", concurrency_id=COMPUTE, time_limit=1800)
-    widgets.hidden_api(lab.toy, widgets.api_inputs(lab, "lam", "seed"), [figure, metrics, caption], "toy", concurrency_id=COMPUTE,
-                time_limit=1800)
+    widgets.hidden_api(lab.toy, widgets.api_inputs(lab, "lam", "seed"), [figure, metrics, caption], "toy",
+                       concurrency_id=COMPUTE, time_limit=1800)
 
 
 def _models_tab(lab: Lab) -> None:

@@ -23,11 +23,10 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from pagdemo.data import DataError, folder
+from pagdemo.models import STL10_CLASSES
 from pagdemo.records.files import read_sha256sums, sha256
 
 SPLITS = ("train", "test")
-CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-STL10_CLASSES = ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"]
 _NPZ_KEYS = ("encoded", "offsets", "labels", "classes")
 _SYNTHETIC_SIZE = {"train": 1000, "test": 500}  # small: a CPU epoch of PAG training in seconds
 DATA_ROOTS = ("data", "../shared/data")  # looked for relative to the working directory, after $PAGDEMO_DATA_DIR

@@ -22,6 +22,10 @@ def _settings(run: dict[str, Any]) -> list[tuple[str, str]]:
                     *([("adv_steps", "attack steps")] if run.get("adv_attack") == "pgd" else [])]
     elif method == "vanilla":
         specific = []
+    elif method == "import":  # a model trained elsewhere: where it comes from, how to cite it, under which licence
+        return [("method", "method"), ("source", "source"), ("citation", "citation"), ("licence", "licence"),
+                ("adv_norm", "threat model"), ("adv_eps", "eps"), ("dataset", "dataset"), ("file", "file"),
+                ("file_sha256", "file SHA-256"), ("command", "command"), ("commit", "commit"), ("date", "imported")]
     else:
         specific = [("lam", "lambda"), ("grad_of", "input gradient of"), ("pag_impl", "PAG implementation"),
                     ("bn_coupling", "BatchNorm in the PAG pass"), ("pag_frame", "PAG frame"),

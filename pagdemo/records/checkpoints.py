@@ -21,7 +21,7 @@ from huggingface_hub import load_torch_model, save_torch_state_dict
 
 from pagdemo.records.card import render_card
 from pagdemo.records.files import RecordError, atomic_write_text, read_json, write_json
-from pagdemo.models import MODELS, PAGClassifier
+from pagdemo.models import MODELS, PAGClassifier, known_arch
 from pagdemo.threat import DATASET_SIDES
 
 MAX_SHARD = "15MB"  # every file stays under the 16 MB that comes back from a GPU machine
@@ -105,8 +105,8 @@ def image_side(config: dict[str, Any]) -> int:
 def model_from_config(config: dict[str, Any], where: str = "config.json") -> PAGClassifier:
     """The untrained model a config describes; older checkpoints without a size or stats get their data's."""
     arch = config.get("arch")
-    if arch not in MODELS:
-        raise CheckpointError(f"{where}: unknown arch {arch!r}; this pagdemo knows {sorted(MODELS)}")
+    if not known_arch(arch):
+        raise CheckpointError(f"{where}: unknown arch {arch!r}; this pagdemo knows {sorted(MODELS)} and robustbench:...")
     kwargs = {k: config[k] for k in MODEL_KEYS if config.get(k) is not None}
     kwargs["image_size"] = image_side(config)
     try:

@@ -12,7 +12,7 @@ from pagdemo.paper import TABLES, paper_row
 from pagdemo.threat import DATASET_SIDES, is_eval_eps
 
 
-ORDER = {"vanilla": 0, "oi": 1, "cm": 2, "nn": 3, "rigd": 4, "adv": 5}  # the paper's rows, then the teachers
+ORDER = {"vanilla": 0, "oi": 1, "cm": 2, "nn": 3, "rigd": 4, "adv": 5, "import": 6}  # the paper's rows, teachers, imported
 
 
 def display_order(info: dict) -> tuple[int, int, str]:

@@ -81,7 +81,11 @@ def make_target(cfg: TrainConfig, train: Dataset, device: torch.device):
         return build_target(cfg.method, train.images, train.labels, len(train.classes), seed=cfg.seed, k=cfg.nn_k,
                             cm_scaling=cfg.cm_scaling).to(device)
     if cfg.method == "rigd":
-        return TeacherGradientTarget(load_checkpoint(cfg.teacher, device), cfg.grad_of, name=str(cfg.teacher))
+        teacher = load_checkpoint(cfg.teacher, device)
+        if list(teacher.classes) != list(train.classes) or teacher.image_size != train.side:
+            raise ValueError(f"teacher {cfg.teacher} knows {teacher.classes} at {teacher.image_size}x{teacher.image_size}, "
+                             f"the training data {train.classes} at {train.side}x{train.side}: choose a teacher of this data")
+        return TeacherGradientTarget(teacher, cfg.grad_of, name=str(cfg.teacher))
     return None
 
 

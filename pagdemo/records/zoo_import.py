@@ -1,0 +1,130 @@
+"""`pagdemo import-robustbench`: a RobustBench model as a pagdemo checkpoint folder.
+
+RobustBench's own `load_model` reads DIR/<dataset>/<threat>/<NAME>.pt (downloading it when absent and allowed);
+before it does, the file is opened with `torch.load(weights_only=True)`, which loads tensors and plain containers
+only and never runs code from the file. The checkpoint then holds the weights as sharded fp16 safetensors, a
+config that rebuilds the architecture from RobustBench's definitions (`pagdemo.zoo`), and a model card naming the
+source, its citation and its licence as RobustBench records them; no metrics until `pagdemo eval` runs.
+"""
+from __future__ import annotations
+
+import json
+import pickle
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, distribution
+from pathlib import Path
+
+import torch
+
+from pagdemo.models import CIFAR10_CLASSES, PAGClassifier
+from pagdemo.options import flag
+from pagdemo.records.checkpoints import save_checkpoint
+from pagdemo.records.files import sha256
+from pagdemo.records.provenance import git_commit, now
+from pagdemo.threat import eval_eps
+from pagdemo.zoo import DATASETS, THREATS, ZooError, check_name, robustbench, zoo_arch
+
+ROBUSTBENCH_CITATION = ("Croce, Andriushchenko, Sehwag, Debenedetti, Flammarion, Chiang, Mittal, Hein: RobustBench: a "
+                        "standardized adversarial robustness benchmark. NeurIPS 2021 Datasets and Benchmarks Track")
+MODEL_INFO = "https://github.com/RobustBench/robustbench/tree/master/model_info"  # the citations' home
+LEADERBOARD = "https://robustbench.github.io"
+
+
+@dataclass(frozen=True)
+class ImportConfig:
+    """`pagdemo import-robustbench`: which zoo model, where its file is, where the checkpoint goes."""
+
+    name: str = flag(help="a RobustBench model name, e.g. Engstrom2019Robustness (the paper's RIGD teachers)",
+                     positional=True)
+    out: str = flag(help="the checkpoint folder to write (e.g. checkpoints/engstrom-linf, to see it in the app)")
+    threat: str = flag("Linf", "RobustBench's threat model: Linf (8/255) or L2 (0.5)", choices=THREATS)
+    dataset: str = flag("cifar10", "RobustBench's dataset", choices=DATASETS)
+    model_dir: str = flag("models", "where RobustBench keeps its files, DIR/<dataset>/<threat>/<NAME>.pt (its own "
+                          "default: ./models)")
+    download: bool = flag(True, "let RobustBench download the file when DIR does not hold it")
+    model_info: str | None = flag(None, "RobustBench's model_info JSON of the model, for its citation (default: "
+                                  "<NAME>.json beside the weights, if there)")
+
+
+def weights_file(cfg: ImportConfig) -> Path:
+    """Where RobustBench's load_model looks for the model's file."""
+    return Path(cfg.model_dir) / cfg.dataset / cfg.threat / f"{cfg.name}.pt"
+
+
+def check_tensors_only(path: Path) -> None:
+    """Open the file the safe way: tensors and plain containers only; anything else is refused in one line."""
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = " ".join(str(e).split("\n")[0].split())[:200]
+        raise ZooError(f"{path} holds Python objects other than tensors, which pagdemo does not load "
+                       f"(torch.load weights_only: {first})") from None
+    except (OSError, RuntimeError, EOFError) as e:
+        raise ZooError(f"{path} is not a readable PyTorch file ({type(e).__name__}: {e})") from None
+
+
+def _robustbench_model(cfg: ImportConfig) -> torch.nn.Module:
+    """The model with its weights, through RobustBench's load_model, the file checked before it is read."""
+    path = weights_file(cfg)
+    files = [path] if path.exists() else sorted(path.parent.glob(f"{path.name}_m*.pt"))  # ensembles: one per member
+    if not files and not cfg.download:
+        raise ZooError(f"no {path}: put RobustBench's {path.name} there (on a machine with internet, this command "
+                       "without --no-download fetches it into --model-dir)")
+    for f in files:
+        check_tensors_only(f)
+    from robustbench.utils import load_model
+    try:
+        model = load_model(cfg.name, model_dir=cfg.model_dir, dataset=cfg.dataset, threat_model=cfg.threat)
+    except Exception as e:  # noqa: BLE001 - a failed download or read, said in one line with where the file goes
+        raise ZooError(f"RobustBench could not load {cfg.name} ({type(e).__name__}: {' '.join(str(e).split())[:200]}); "
+                       f"put its file at {path} and run again") from None
+    for f in [path] if path.exists() else sorted(path.parent.glob(f"{path.name}_m*.pt")):
+        check_tensors_only(f)  # what a download brought, checked like a file that was there
+    return model.eval()
+
+
+def licence(name: str, dataset: str, threat: str) -> str:
+    """The model's licence as RobustBench's LICENSE lists it (MIT unless it names the model among the exceptions)."""
+    try:
+        text = distribution("robustbench").read_text("LICENSE") or ""
+    except PackageNotFoundError:
+        text = ""
+    data_name = {"cifar10": "CIFAR-10"}[dataset]
+    for line in text.splitlines():
+        if not line.startswith("- ") or ":" not in line:
+            continue
+        where, terms = line[2:].split(":", 1)
+        fields = [f.strip() for f in where.split(",")]
+        if len(fields) == 3 and data_name in fields[0].split("/") and threat in fields[1].split("/") and (
+                fields[2] == name or (fields[2].endswith("*") and name.startswith(fields[2][:-1]))):
+            return terms.strip() + " (RobustBench's LICENSE lists this model's own licence)"
+    return "MIT (RobustBench's LICENSE: every Model Zoo weight it does not list otherwise)"
+
+
+def citation(cfg: ImportConfig) -> str:
+    """The model's citation from RobustBench's model_info JSON when it is here, and RobustBench's own."""
+    path = Path(cfg.model_info) if cfg.model_info else weights_file(cfg).with_suffix(".json")
+    own = f"see {MODEL_INFO}/{cfg.dataset}/{cfg.threat}/{cfg.name}.json"
+    if path.is_file():
+        info = json.loads(path.read_text())
+        own = (f"{info.get('authors', '?')}: {info.get('name', cfg.name)}, {info.get('venue', '').replace('<br>', ' ')}"
+               f" ({info.get('link', '')})")
+    return f"{own}. Benchmark: {ROBUSTBENCH_CITATION}"
+
+
+def import_robustbench(cfg: ImportConfig, command: str = "") -> Path:
+    """Write the checkpoint folder of a RobustBench model (see the module docstring); returns it."""
+    robustbench()
+    check_name(cfg.name, cfg.dataset, cfg.threat)
+    model = _robustbench_model(cfg)
+    classifier = PAGClassifier(zoo_arch(cfg.name, cfg.dataset, cfg.threat), 10, CIFAR10_CLASSES, image_size=32)
+    classifier.net.load_state_dict(model.state_dict())
+    path = weights_file(cfg)
+    norm = cfg.threat.lower()
+    run = {"method": "import", "source": f"RobustBench {distribution('robustbench').version}: {cfg.dataset} "
+                                         f"{cfg.threat} {cfg.name} ({LEADERBOARD})",
+           "citation": citation(cfg), "licence": licence(cfg.name, cfg.dataset, cfg.threat),
+           "dataset": cfg.dataset, "adv_norm": norm, "adv_eps": eval_eps(norm, cfg.dataset),
+           "file": str(path), "file_sha256": sha256(path) if path.exists() else None,
+           "command": command, "commit": git_commit(), "date": now(), "torch": torch.__version__}
+    return save_checkpoint(classifier, cfg.out, run)
