@@ -211,7 +211,8 @@ def coupling(root: Path) -> str:
     lines += [f"| `{name}` | {r['classes']:.2f} | {r['batch']:.2f} | {r['eval']:.2f} | {_spread(r['p_true_class_eval'])} |"
               for name, r in data["checkpoints"].items()]
     lines += ["", f"Summed misalignment of the log-softmax input gradients (0: aligned, 10: orthogonal, 20: opposite), "
-                  f"mean over {data['images']} training images ({data['augmented']}), BatchNorm batches of "
+                  f"mean over {data['images']} training images ({data['augmented']}; "
+                  f"{data.get('order', 'in class order')}), BatchNorm batches of "
                   f"{data['batch_size']} in train mode; {data['machine']}, torch {data['torch']}, commit "
                   f"`{data['commit'][:7]}`, {data['seconds']:.0f} s: `{data['command']}`."]
     return "\n".join(lines)

@@ -48,7 +48,7 @@ def robustbench() -> ModuleType:
                        f"{INSTALL}") from None
 
 
-def _zoo(dataset: str, threat: str) -> dict:
+def zoo_entries(dataset: str, threat: str) -> dict:
     """RobustBench's entries for one dataset and threat model: name -> {'model': constructor, 'gdrive_id': ...}."""
     if dataset not in DATASETS:
         raise ZooError(f"unknown dataset {dataset!r} for the model zoo; pagdemo imports {list(DATASETS)}")
@@ -62,14 +62,16 @@ def _zoo(dataset: str, threat: str) -> dict:
 
 def zoo_names(dataset: str, threat: str) -> list[str]:
     """Every model RobustBench lists for a dataset and threat model."""
-    return list(_zoo(dataset, threat))
+    return list(zoo_entries(dataset, threat))
 
 
 def check_name(name: str, dataset: str, threat: str) -> None:
     """An unknown name is a user error that lists the closest of RobustBench's names."""
     names = zoo_names(dataset, threat)
     if name not in names:
-        close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
+        lower = {n.lower(): n for n in names}
+        close = [n for n in names if name.lower() in n.lower()][:5] or [
+            lower[m] for m in difflib.get_close_matches(name.lower(), list(lower), n=5, cutoff=0.5)]
         raise ZooError(f"RobustBench has no {dataset} {threat} model {name!r}"
                        + (f"; did you mean {', '.join(close)}?" if close else f"; it has {len(names)}, e.g. "
                           f"{', '.join(names[:5])}"))
@@ -92,4 +94,4 @@ def build_zoo_model(arch: str) -> nn.Module:
     """The untrained zoo model, from RobustBench's definition alone (no weights, no network)."""
     dataset, threat, name = parse_arch(arch)
     check_name(name, dataset, threat)
-    return _zoo(dataset, threat)[name]["model"]()
+    return zoo_entries(dataset, threat)[name]["model"]()

@@ -55,11 +55,13 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(0)
     train = load_dataset("cifar10", "train", data_dir=args.data_dir)
     idx = torch.from_numpy(stratified_subset(train.labels.numpy(), args.images, seed=0))
+    idx = idx[torch.randperm(len(idx), generator=torch.Generator().manual_seed(0))]  # shuffled, as training's batches
     x = augment(train.inputs(idx), torch.Generator().manual_seed(0))
     record = {"about": __doc__.split("\n\n")[0], "command": " ".join(["python", *sys.argv]), "commit": git_commit(),
               "date": now(), "machine": f"{cpu_name()}, {torch.get_num_threads()} threads, {platform.system()}",
               "torch": torch.__version__, "data": train.source, "images": len(idx), "batch_size": args.batch_size,
               "grad_of": "logsoftmax", "augmented": "one random crop (pad 4) and flip per image, generator seed 0",
+              "order": "the class-balanced subset in a fixed random order, so each batch mixes the classes",
               "targets": {}, "checkpoints": {}}
     targets = {}
     for scaling in ("image-norm", "none"):

@@ -121,8 +121,8 @@ def cmd_unpack(args: argparse.Namespace) -> None:
                                        else "every indexed shard is here"))
 
 
-PROBE_KEYS = ("epoch", "train_acc", "ce", "cos", "cos_train", "cos_eval", "lr", "lam", "epoch_s", "test_acc",
-              "test_linf_pgd20", "test_l2_pgd20")
+PROBE_KEYS = ("epoch", "train_acc", "ce", "cos", "cos_train", "cos_train_coupling", "cos_eval", "lr", "lam", "epoch_s",
+              "test_acc", "test_linf_pgd20", "test_l2_pgd20")
 
 
 def probe_summary(folder: Path) -> dict:

@@ -86,3 +86,9 @@ def test_bad_settings_raise():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA"):
             run_bench(BenchConfig(device="cuda"))
+
+
+def test_negative_threads_are_one_line(capsys):
+    from pagdemo.cli import main
+    assert main(["bench", "--device", "cpu", "--threads", "-2"]) == 2
+    assert capsys.readouterr().err.strip() == "pagdemo bench: error: --threads must be 0 (torch's default) or more, got -2"

@@ -9,7 +9,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "pagdemo"
 # Lowest first. A module may import its own layer only inside its own subpackage (or among the plain top-level
 # modules of that layer).
 LAYERS = [
-    ("pagdemo", "pagdemo.paper", "pagdemo.threat", "pagdemo.models", "pagdemo.attacks"),  # the shared vocabulary
+    ("pagdemo", "pagdemo.paper", "pagdemo.threat", "pagdemo.models", "pagdemo.attacks", "pagdemo.options",
+     "pagdemo.zoo"),  # the shared vocabulary (options: how a config field shows on the command line)
     ("pagdemo.pag", "pagdemo.records"),  # the paper's maths; what is written down
     ("pagdemo.data",),
     ("pagdemo.eval", "pagdemo.viz", "pagdemo.toy"),
@@ -44,10 +45,11 @@ def _imports(path: Path, modules: dict[str, Path]) -> set[str]:
 
 
 def _layer(module: str) -> tuple[int, str]:
-    """(layer, the subpackage or module that places it)."""
-    best = max(((i, prefix) for i, group in enumerate(LAYERS) for prefix in group
-                if module == prefix or module.startswith(prefix + ".")), key=lambda t: len(t[1]))
-    return best
+    """(layer, the subpackage or module that places it); a module LAYERS does not name has none."""
+    found = [(i, prefix) for i, group in enumerate(LAYERS) for prefix in group
+             if module == prefix or (prefix != "pagdemo" and module.startswith(prefix + "."))]
+    assert found, f"{module} has no layer: add it, or its subpackage, to LAYERS"
+    return max(found, key=lambda t: len(t[1]))
 
 
 def _plain(home: str) -> bool:
@@ -57,6 +59,8 @@ def _plain(home: str) -> bool:
 
 def test_every_module_has_a_layer_and_imports_run_downhill():
     modules = _modules()
+    for name in modules:
+        _layer(name)
     upward = []
     for name, path in modules.items():
         layer, home = _layer(name)
@@ -93,9 +97,11 @@ def test_the_maths_imports_no_io():
         if name.startswith("pagdemo.pag"):
             outside = {t for t in _imports(path, modules) if not t.startswith("pagdemo.pag")} - {"pagdemo.models"}
             assert not outside, f"{name} imports {outside}"
-            third_party = {a.name.split(".")[0] for n in ast.walk(ast.parse(path.read_text()))
-                           for a in (n.names if isinstance(n, ast.Import) else [])}
-            assert third_party <= {"torch", "copy", "contextlib", "functools", "typing"}, (name, third_party)
+            tree = ast.parse(path.read_text())
+            imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+            imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+            assert imported <= {"torch", "copy", "contextlib", "functools", "typing", "__future__", "pagdemo"}, (
+                name, imported)
 def test_modules_and_functions_stay_small():
     too_long = []
     for name, path in _modules().items():

@@ -145,6 +145,22 @@ def test_a_file_holding_other_python_objects_is_refused(zoo, tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_download_is_checked_before_robustbench_reads_it(tmp_path, capsys, monkeypatch):
+    """What a download brings is opened tensors-only first (the download itself is faked: no network in tests)."""
+    robustbench()
+    import robustbench.utils as rb_utils
+    fetched = []
+
+    def fake_download(gdrive_id, path, payload={"args": argparse.Namespace(lr=0.1)}):
+        fetched.append(gdrive_id)
+        torch.save(payload, path)
+    monkeypatch.setattr(rb_utils, "download_gdrive_new", fake_download)
+    monkeypatch.setattr(rb_utils, "load_model", lambda *a, **k: pytest.fail("read before the check"))
+    argv = ["import-robustbench", NAME, "--model-dir", str(tmp_path / "models"), "--out", str(tmp_path / "out")]
+    assert cli.main(argv) == 2 and len(fetched) == 1
+    _one_line(capsys, "holds Python objects other than tensors")
+
+
 def test_missing_file_unknown_name_and_missing_extra_are_one_line(tmp_path, capsys, monkeypatch):
     base = ["--model-dir", str(tmp_path / "models"), "--out", str(tmp_path / "out"), "--no-download"]
     assert cli.main(["import-robustbench", NAME, *base]) == 2

@@ -74,7 +74,10 @@ def bench_config(given: dict, small: bool = False) -> BenchConfig:
     cfg = BenchConfig(device="cuda" if torch.cuda.is_available() else "cpu")
     if small:
         cfg = replace(cfg, **SMALL)
-    return replace(cfg, **{k: v for k, v in given.items() if v is not None})
+    cfg = replace(cfg, **{k: v for k, v in given.items() if v is not None})
+    if cfg.threads < 0:
+        raise ValueError(f"--threads must be 0 (torch's default) or more, got {cfg.threads}")
+    return cfg
 
 
 def environment(cfg: BenchConfig, device: torch.device) -> dict:

@@ -1,8 +1,8 @@
 """`pagdemo import-robustbench`: a RobustBench model as a pagdemo checkpoint folder.
 
-RobustBench's own `load_model` reads DIR/<dataset>/<threat>/<NAME>.pt (downloading it when absent and allowed);
-before it does, the file is opened with `torch.load(weights_only=True)`, which loads tensors and plain containers
-only and never runs code from the file. The checkpoint then holds the weights as sharded fp16 safetensors, a
+RobustBench's own `load_model` reads DIR/<dataset>/<threat>/<NAME>.pt. A file that is not there is first
+downloaded as RobustBench would (when allowed); then every file is opened with `torch.load(weights_only=True)`,
+which loads tensors and plain containers only and never runs code from the file, before load_model reads it. The checkpoint then holds the weights as sharded fp16 safetensors, a
 config that rebuilds the architecture from RobustBench's definitions (`pagdemo.zoo`), and a model card naming the
 source, its citation and its licence as RobustBench records them; no metrics until `pagdemo eval` runs.
 """
@@ -22,7 +22,7 @@ from pagdemo.records.checkpoints import save_checkpoint
 from pagdemo.records.files import sha256
 from pagdemo.records.provenance import git_commit, now
 from pagdemo.threat import eval_eps
-from pagdemo.zoo import DATASETS, THREATS, ZooError, check_name, robustbench, zoo_arch
+from pagdemo.zoo import DATASETS, THREATS, ZooError, check_name, robustbench, zoo_arch, zoo_entries
 
 ROBUSTBENCH_CITATION = ("Croce, Andriushchenko, Sehwag, Debenedetti, Flammarion, Chiang, Mittal, Hein: RobustBench: a "
                         "standardized adversarial robustness benchmark. NeurIPS 2021 Datasets and Benchmarks Track")
@@ -63,23 +63,37 @@ def check_tensors_only(path: Path) -> None:
         raise ZooError(f"{path} is not a readable PyTorch file ({type(e).__name__}: {e})") from None
 
 
+def _files(cfg: ImportConfig) -> list[tuple[Path, str]]:
+    """(file, Google Drive id) of each file of the model, where load_model reads them (an ensemble has several)."""
+    path, gdrive = weights_file(cfg), zoo_entries(cfg.dataset, cfg.threat)[cfg.name]["gdrive_id"]
+    if gdrive is None:
+        raise ZooError(f"RobustBench keeps no file for {cfg.name} (it comes from timm); pagdemo imports file-backed models")
+    if isinstance(gdrive, list):
+        return [(path.parent / f"{path.name}_m{i}.pt", g) for i, g in enumerate(gdrive)]
+    return [(path, gdrive)]
+
+
 def _robustbench_model(cfg: ImportConfig) -> torch.nn.Module:
-    """The model with its weights, through RobustBench's load_model, the file checked before it is read."""
-    path = weights_file(cfg)
-    files = [path] if path.exists() else sorted(path.parent.glob(f"{path.name}_m*.pt"))  # ensembles: one per member
-    if not files and not cfg.download:
-        raise ZooError(f"no {path}: put RobustBench's {path.name} there (on a machine with internet, this command "
-                       "without --no-download fetches it into --model-dir)")
-    for f in files:
+    """The model with its weights: each file fetched if allowed and absent, checked, then read by load_model."""
+    from robustbench.utils import download_gdrive_new, load_model
+    for f, gdrive in _files(cfg):
+        if not f.exists() and not cfg.download:
+            raise ZooError(f"no {f}: put RobustBench's {f.name} there (on a machine with internet, this command "
+                           "without --no-download fetches it into --model-dir)")
+        if not f.exists():
+            f.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                download_gdrive_new(gdrive, f)  # what load_model would do, done first so the file is checked first
+            except Exception as e:  # noqa: BLE001 - no network, a moved file: one line with where the file goes
+                f.unlink(missing_ok=True)
+                raise ZooError(f"could not download {f.name} ({type(e).__name__}); put RobustBench's file at {f} "
+                               "and run again") from None
         check_tensors_only(f)
-    from robustbench.utils import load_model
     try:
         model = load_model(cfg.name, model_dir=cfg.model_dir, dataset=cfg.dataset, threat_model=cfg.threat)
-    except Exception as e:  # noqa: BLE001 - a failed download or read, said in one line with where the file goes
-        raise ZooError(f"RobustBench could not load {cfg.name} ({type(e).__name__}: {' '.join(str(e).split())[:200]}); "
-                       f"put its file at {path} and run again") from None
-    for f in [path] if path.exists() else sorted(path.parent.glob(f"{path.name}_m*.pt")):
-        check_tensors_only(f)  # what a download brought, checked like a file that was there
+    except Exception as e:  # noqa: BLE001 - a file RobustBench itself cannot read, said in one line
+        raise ZooError(f"RobustBench could not load {cfg.name} ({type(e).__name__}: {' '.join(str(e).split())[:160]})"
+                       ) from None
     return model.eval()
 
 

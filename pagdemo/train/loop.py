@@ -131,12 +131,14 @@ def monitor_alignment(cfg: TrainConfig, model, target, train: Dataset, device: t
     n = min(cfg.monitor_cos, len(train)) if target is not None else 0
     if not n:
         return {}
-    idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed))[:n].sort().values
+    # random order, as training's batches: the packed files are sorted by class, and train-mode BatchNorm's
+    # coupling depends on which classes share a batch
+    idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed))[:n]
     x, y = train.inputs(idx).to(device), train.labels[idx].to(device)
     targets = target(x, y, idx.to(device))
     coupling = cfg.bn_coupling if cfg.bn_coupling != "eval" else "classes"
     return {"cos_train": misalignment(model, x, targets, cfg.grad_of, coupling, batch_size=min(n, batch)),
-            "cos_eval": misalignment(model, x, targets, cfg.grad_of, "eval"), "cos_n": n}
+            "cos_train_coupling": coupling, "cos_eval": misalignment(model, x, targets, cfg.grad_of, "eval"), "cos_n": n}
 
 
 @dataclass
