@@ -77,6 +77,7 @@ def test_the_card_names_the_source_its_citation_and_licence(zoo):
     card = (out / "README.md").read_text()
     assert f"RobustBench 1.1.1: cifar10 Linf {NAME}" in card
     assert "Logan Engstrom" in card and "Croce, Andriushchenko" in card and "| licence | `MIT" in card
+    assert next(ln for ln in card.splitlines() if ln.startswith("# ")).endswith("imported (trained elsewhere)")
     run = json.loads((out / "config.json").read_text())["run"]
     assert (run["method"], run["adv_norm"], run["adv_eps"]) == ("import", "linf", 8 / 255) and len(run["file_sha256"]) == 64
 

@@ -67,7 +67,8 @@ def render_card(i: dict[str, Any]) -> str:
     run = dict(i["run"])
     lines = ["---", "library_name: pagdemo", "tags:", "- adversarial-robustness", "- perceptually-aligned-gradients",
              f"datasets:\n- {run.get('dataset', 'unknown')}", "---", "",
-             f"# {i['name']}: {i['arch']} trained with `{run.get('method', '?')}`", ""]
+             f"# {i['name']}: {i['arch']} " + ("imported (trained elsewhere)" if run.get("method") == "import" else
+                                               f"trained with `{run.get('method', '?')}`"), ""]
     done, planned = run.get("epochs_done"), run.get("epochs")
     if done is not None and planned is not None and done < planned:  # a run stopped (or still going) mid-schedule
         run["epochs"] = f"{done} of {planned} (stopped before the schedule ended)"
