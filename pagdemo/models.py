@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pagdemo.zoo import ZOO_PREFIX
+
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 STL10_CLASSES = ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"]
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -124,7 +126,7 @@ MODELS: dict[str, tuple[Callable[..., nn.Module], Stats]] = {
 
 def _entry(name: str) -> tuple[Callable[..., nn.Module], Stats]:
     """A registered architecture, or a RobustBench one (`pagdemo.zoo`: it normalizes its own inputs, so no stats)."""
-    if name.startswith("robustbench:"):
+    if name.startswith(ZOO_PREFIX):
         from pagdemo.zoo import build_zoo_model
         return (lambda c, m, s: build_zoo_model(name)), ((), ())
     if name not in MODELS:
@@ -134,7 +136,7 @@ def _entry(name: str) -> tuple[Callable[..., nn.Module], Stats]:
 
 def known_arch(name: str) -> bool:
     """Whether a checkpoint's architecture can be rebuilt: a registered one, or a RobustBench one."""
-    return name in MODELS or str(name).startswith("robustbench:")
+    return name in MODELS or str(name).startswith(ZOO_PREFIX)
 
 
 def build_model(name: str, num_classes: int = 10, stats: Stats | None = None) -> nn.Module:

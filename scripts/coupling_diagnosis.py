@@ -24,6 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pagdemo.pag.inputgrads import COUPLINGS  # noqa: E402
 from pagdemo.pag.alignment import flip_one_bound, misalignment, per_image_floor, target_cosines  # noqa: E402
 from pagdemo.data.augment import augment  # noqa: E402
 from pagdemo.records.checkpoints import load_checkpoint  # noqa: E402
@@ -31,9 +32,6 @@ from pagdemo.data.datasets import load_dataset, stratified_subset  # noqa: E402
 from pagdemo.records.files import write_json  # noqa: E402
 from pagdemo.records.provenance import cpu_name, git_commit, now  # noqa: E402
 from pagdemo.pag.targets import class_mean  # noqa: E402
-
-COUPLINGS = ("classes", "batch", "eval")
-
 
 def _stats(values: torch.Tensor) -> dict:
     """Mean, and the spread over images, of a per-image quantity."""

@@ -22,7 +22,7 @@ from pagdemo.records.checkpoints import save_checkpoint
 from pagdemo.records.files import sha256
 from pagdemo.records.provenance import git_commit, now
 from pagdemo.threat import eval_eps
-from pagdemo.zoo import DATASETS, THREATS, ZooError, check_name, robustbench, zoo_arch, zoo_entries
+from pagdemo.zoo import DATASETS, THREATS, ZooError, check_name, zoo_arch, zoo_entries
 
 ROBUSTBENCH_CITATION = ("Croce, Andriushchenko, Sehwag, Debenedetti, Flammarion, Chiang, Mittal, Hein: RobustBench: a "
                         "standardized adversarial robustness benchmark. NeurIPS 2021 Datasets and Benchmarks Track")
@@ -128,8 +128,7 @@ def citation(cfg: ImportConfig) -> str:
 
 def import_robustbench(cfg: ImportConfig, command: str = "") -> Path:
     """Write the checkpoint folder of a RobustBench model (see the module docstring); returns it."""
-    robustbench()
-    check_name(cfg.name, cfg.dataset, cfg.threat)
+    check_name(cfg.name, cfg.dataset, cfg.threat)  # loads robustbench, or says in one line how to get it
     model = _robustbench_model(cfg)
     classifier = PAGClassifier(zoo_arch(cfg.name, cfg.dataset, cfg.threat), 10, CIFAR10_CLASSES, image_size=32)
     classifier.net.load_state_dict(model.state_dict())

@@ -33,10 +33,9 @@ from pagdemo.records.checkpoints import load_checkpoint, save_checkpoint
 from pagdemo.data.augment import augment, batch_crop
 from pagdemo.data.datasets import Dataset, batches, check_splits, load_dataset
 from pagdemo.eval.evaluate import robust_accuracy
-from pagdemo.models import resolve_device
 from pagdemo.records.files import read_json
 from pagdemo.pag.losses import pag_loss
-from pagdemo.models import PAGClassifier
+from pagdemo.models import PAGClassifier, resolve_device
 from pagdemo.records.provenance import device_name, git_commit, now
 from pagdemo.train.recipes import Recipe, get_recipe
 from pagdemo.train.state import drop_state, has_state, load_state, save_state
