@@ -5,7 +5,6 @@ import logging
 import os
 from dataclasses import dataclass
 
-from pagdemo.app.ui import build_demo, launch_options
 from pagdemo.options import flag
 
 __all__ = ["AppConfig", "build_demo", "launch_options", "serve"]
@@ -29,9 +28,18 @@ class AppConfig:
 
 def serve(cfg: AppConfig) -> None:
     """Build the app for a checkpoints folder and serve it on the GPU if there is one, else the CPU."""
+    from pagdemo.app.ui import build_demo, launch_options
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("GRADIO_HEARTBEAT_INTERVAL", "2")  # notice a closed page within seconds, and stop its run
     demo = build_demo(cfg.checkpoints, cfg.device, data_dir=cfg.data_dir, concurrency=cfg.concurrency,
                       toy_dir=cfg.toy_dir)
     print(demo.lab.notice().replace("**", ""))
     demo.launch(**launch_options(cfg.host, cfg.port, demo))
+
+
+def __getattr__(name: str):
+    """Load gradio only when the app is built, so `pagdemo train` runs where gradio is not installed."""
+    if name in ("build_demo", "launch_options"):
+        from pagdemo.app import ui
+        return getattr(ui, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
