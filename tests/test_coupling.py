@@ -137,3 +137,26 @@ def test_explicit_batch_coupling_compiles_whole():
     got = compiled(copy.deepcopy(model), x, grad_of="logsoftmax", coupling="batch")[1]
     want = input_gradients(copy.deepcopy(model), x, "logsoftmax", "batched")[1]
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+
+
+def test_a_step_with_its_own_cross_entropy_forward_moves_the_running_statistics_once():
+    """The authors' frame and the eval coupling forward twice per step; BatchNorm's running statistics move once."""
+    model = _model("tinycnn", torch.float64, train=True)
+    x, y, targets = _data((4, 3, 12, 12), 10, torch.float64)
+    once = copy.deepcopy(model)
+    once(x)
+    for kwargs in ({"coupling": "batch", "view": BatchCrop(4, 4, False), "ce_x": x}, {"coupling": "eval"}):
+        moved = _step(copy.deepcopy(model), x, y, targets, impl="explicit", **kwargs)[2]
+        for name, buf in once.named_buffers():
+            torch.testing.assert_close(moved[name], buf, rtol=0, atol=0, msg=f"{name} after {kwargs}")
+
+
+def test_compiled_step_in_the_authors_frame_trains():
+    """The shipped `compiled` (Inductor) through a whole training step in the authors' frame and coupling: the
+    cross-entropy's own forward must survive the PAG pass (issue 23's first window failed here)."""
+    model = _model("tinycnn", torch.float32, train=True)
+    x, y, targets = _data((4, 3, 12, 12), 10, torch.float32)
+    crop = BatchCrop(1, 6, True)
+    out = _step(copy.deepcopy(model), x, y, targets, impl="compiled", coupling="batch", view=crop, ce_x=crop(x))
+    ref = _step(copy.deepcopy(model), x, y, targets, impl="explicit", coupling="batch", view=crop, ce_x=crop(x))
+    _assert_close_steps(out, ref, rtol=1e-4)

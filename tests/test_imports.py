@@ -25,3 +25,12 @@ def test_the_maths_alone_loads_no_io_plotting_or_web_library():
              "print(sorted(m for m in ('huggingface_hub', 'safetensors', 'matplotlib', 'gradio', 'PIL') if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr[-2000:]
+
+
+def test_the_cli_parses_without_gradio_so_training_runs_where_it_is_not_installed():
+    """The GPU machine has torch but no gradio: parsing `pagdemo train` must not import the app's UI."""
+    check = ("import sys\nfrom pagdemo.cli import parse\n"
+             "parse(['train', '--method', 'cm', '--out', 'x'])\nparse(['app'])\n"
+             "print('gradio' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "False", proc.stdout + proc.stderr[-2000:]

@@ -62,6 +62,24 @@ def batchnorm_eval(model: nn.Module) -> Iterator[None]:
             m.train()
 
 
+@contextmanager
+def running_stats_frozen(model: nn.Module) -> Iterator[None]:
+    """Train-mode BatchNorm that normalizes by the batch but leaves the running statistics alone for the duration.
+
+    For a second forward in the same step (the PAG pass after the cross-entropy's own forward): the
+    running statistics move once per step, as in vanilla training, and the first forward's saved
+    tensors stay valid for its backward (an in-place update would invalidate them under torch.compile).
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    for m in bns:
+        m.track_running_stats = False
+    try:
+        yield
+    finally:
+        for m in bns:
+            m.track_running_stats = True
+
+
 def check_grad_of(grad_of: str) -> None:
     """An unknown score name is a user error: name it and the choices."""
     if grad_of not in GRAD_OF:

@@ -8,6 +8,7 @@ train-mode BatchNorm is the *coupling* (`inputgrads.COUPLINGS`); the checkpoint 
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Callable
 
 import torch
@@ -16,7 +17,7 @@ from torch import nn
 
 from pagdemo.pag.fastpag import EXACT_IMPLS, sampled_input_gradients
 from pagdemo.pag.inputgrads import (batchnorm_eval, check_coupling, default_coupling, input_gradients_batched,
-                                input_gradients_loop)
+                                input_gradients_loop, running_stats_frozen)
 
 InputGradients = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 PAG_IMPLS: dict[str, InputGradients] = {"loop": input_gradients_loop, "batched": input_gradients_batched,
@@ -70,7 +71,8 @@ def pag_loss(
         f"targets must be (B, C, *x.shape[1:]), got {tuple(targets.shape)} for x {tuple(x.shape)}")
     separate = coupling == "eval" or view is not None or ce_x is not None
     logits = model(x if ce_x is None else ce_x) if separate else None  # train mode: BatchNorm's statistics move here
-    pag_logits, grads = input_gradients(model, x if view is None else view(x), grad_of, impl, coupling)
+    with running_stats_frozen(model) if separate else nullcontext():  # the running statistics moved above
+        pag_logits, grads = input_gradients(model, x if view is None else view(x), grad_of, impl, coupling)
     if view is not None:
         grads = view.adjoint(grads)
     logits = pag_logits if logits is None else logits
