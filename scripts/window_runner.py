@@ -98,6 +98,13 @@ def _alive(pid: int) -> bool:
         return True
 
 
+def staged_commit() -> dict[str, str]:
+    """PAGDEMO_COMMIT from the staged commit, read when a job starts: a machine restarted mid-window gets the file
+    only with a later call (the device's own .git can be the session's first commit, and says nothing true)."""
+    commit = STAGE / "COMMIT"
+    return {"PAGDEMO_COMMIT": commit.read_text().strip()} if commit.exists() else {}
+
+
 def launch(job: dict, queue: dict, runs: Path, dry: bool) -> subprocess.Popen:
     """Run a job's commands in a shell of its own (a new session, so a stop at the deadline reaches all of it).
 
@@ -106,7 +113,7 @@ def launch(job: dict, queue: dict, runs: Path, dry: bool) -> subprocess.Popen:
     """
     train, *evals = [shlex.join(step) for step in job_commands(job, queue, runs, dry)]
     script = " && ".join([train, *evals])
-    env = {**os.environ, "TQDM_DISABLE": "1"}  # the logs keep one line per epoch, not every redraw of a bar
+    env = {**os.environ, "TQDM_DISABLE": "1", **staged_commit()}  # one line per epoch in the logs, not every redraw
     with open(runs / f"{job['name']}.log", "w") as out:
         return subprocess.Popen(["bash", "-c", script], stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                                 env=env)
@@ -236,8 +243,7 @@ def start(runs: Path, queue_path: str, deadline_s: float, dry: bool, foreground:
     t0 = time.time()
     write(runs / "plan.json", {"t0": t0, "deadline": t0 + deadline_s, "deadline_set": False, "dry": dry,
                                "queue": queue_path, "warmups": []})
-    commit = STAGE / "COMMIT"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", **({"PAGDEMO_COMMIT": commit.read_text().strip()} if commit.exists() else {})}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **staged_commit()}
     if foreground:
         os.environ.update(env)
         run(runs, read(Path(queue_path)), dry)

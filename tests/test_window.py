@@ -159,3 +159,11 @@ def _cwd(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     yield
     os.environ.pop("PAGDEMO_COMMIT", None)
+
+
+def test_jobs_take_the_staged_commit_when_they_start_not_when_the_runner_did(tmp_path, monkeypatch):
+    """A machine restarted mid-window gets .stage/COMMIT only with a later call: the jobs must still record it."""
+    monkeypatch.setattr(window.runner, "STAGE", tmp_path)
+    assert window.runner.staged_commit() == {}
+    (tmp_path / "COMMIT").write_text("abc123\n")
+    assert window.runner.staged_commit() == {"PAGDEMO_COMMIT": "abc123"}

@@ -237,7 +237,8 @@ def _train_epoch(r: _Run, epoch: int, progress: bool) -> dict:
     r.model.train()
     bar = tqdm(batches(r.trainset, cfg.batch_size // r.world, True, shuffle_gen, r.device, drop_last=True, rank=r.rank,
                        world_size=r.world),
-               total=r.steps_per_epoch, desc=f"{cfg.method} epoch {epoch + 1}/{cfg.epochs}", disable=not progress or r.rank)
+               total=r.steps_per_epoch, desc=f"{cfg.method} epoch {epoch + 1}/{cfg.epochs}",
+               disable=True if not progress or r.rank else None)  # None: a bar on a terminal, none in a log file
     for x, y, idx in bar:
         for group in r.opt.param_groups:
             group["lr"] = lr_at(cfg, r.step, r.steps_per_epoch)
