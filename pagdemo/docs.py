@@ -177,17 +177,22 @@ def probe(root: Path) -> str:
     if not found:
         return "(no GPU window has run the probe yet: `scripts/queue.json` holds it first)"
     data = read_json(found[-1])
+    jobs = data["jobs"]
+    coupled = sorted({str(r["trajectory"][-1].get("cos_train_coupling")) for r in jobs if r["trajectory"]})
     lines = [f"From [`{found[-1].relative_to(root)}`]({found[-1].relative_to(root / 'docs')}): "
-             f"{data['jobs'][0]['device'] if data['jobs'] else ''}, {data['jobs'][0]['subset_n'] if data['jobs'] else ''} "
-             "test images, after the last epoch; cos: summed misalignment on 256 training images.", "",
+             f"{jobs[0]['device'] if jobs else ''}, {jobs[0]['subset_n'] if jobs else ''} test images, after the last "
+             "epoch; cos: summed misalignment on 256 training images after the first epoch -> after the last, with "
+             f"BatchNorm in train mode coupled as {' / '.join(coupled)} whatever the run trained with (cos train) and "
+             "in eval mode, the gradient attacks see (cos eval).", "",
              "| job | recipe | arch | BN coupling | frame | lr | epochs | clean | PGD-20 linf | PGD-20 l2 | cos train | "
              "cos eval | seconds | commit |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in data["jobs"]:
-        last = r["trajectory"][-1] if r["trajectory"] else {}
+    for r in jobs:
+        first, last = (r["trajectory"][0], r["trajectory"][-1]) if r["trajectory"] else ({}, {})
         lines.append(f"| {r['job']} | {r['recipe']} | {r['arch']} | {r.get('bn_coupling')} | {r.get('pag_frame')} | "
                      f"{r['lr']} | {r['epochs_done']}/{r['epochs']} | {_cell(100 * (r['clean'] or 0))} | "
                      f"{_cell(100 * (r['linf_pgd20'] or 0))} | {_cell(100 * (r['l2_pgd20'] or 0))} | "
-                     f"{_cell(last.get('cos_train'))} | {_cell(last.get('cos_eval'))} | {_cell(r['train_time_s'], 0)} | "
+                     f"{_cell(first.get('cos_train'))} -> {_cell(last.get('cos_train'))} | "
+                     f"{_cell(first.get('cos_eval'))} -> {_cell(last.get('cos_eval'))} | {_cell(r['train_time_s'], 0)} | "
                      f"`{str(r['commit'])[:7]}` |")
     return "\n".join(lines)
 

@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from pagdemo.data.augment import BatchCrop, augment, batch_crop
-from pagdemo.pag.inputgrads import COUPLINGS, TRAIN_COUPLINGS, batchnorm_eval, check_coupling, default_coupling
+from pagdemo.pag.inputgrads import (COUPLINGS, TRAIN_COUPLINGS, batchnorm_eval, check_coupling, default_coupling,
+                                    running_stats_frozen)
 from pagdemo.pag.losses import PAG_IMPLS, cosine_misalignment, input_gradients, pag_loss
 from test_fastpag import _data, _model
 
@@ -160,3 +161,11 @@ def test_compiled_step_in_the_authors_frame_trains():
     out = _step(copy.deepcopy(model), x, y, targets, impl="compiled", coupling="batch", view=crop, ce_x=crop(x))
     ref = _step(copy.deepcopy(model), x, y, targets, impl="explicit", coupling="batch", view=crop, ce_x=crop(x))
     _assert_close_steps(out, ref, rtol=1e-4)
+
+
+def test_running_stats_frozen_restores_the_flag_after_an_error_and_leaves_untracked_batchnorms_alone():
+    model = nn.Sequential(nn.BatchNorm2d(3), nn.BatchNorm2d(3, track_running_stats=False))
+    with pytest.raises(RuntimeError, match="boom"), running_stats_frozen(model):
+        assert [m.track_running_stats for m in model] == [False, False]
+        raise RuntimeError("boom")
+    assert [m.track_running_stats for m in model] == [True, False]

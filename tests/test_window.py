@@ -164,6 +164,12 @@ def _cwd(monkeypatch):
 def test_jobs_take_the_staged_commit_when_they_start_not_when_the_runner_did(tmp_path, monkeypatch):
     """A machine restarted mid-window gets .stage/COMMIT only with a later call: the jobs must still record it."""
     monkeypatch.setattr(window.runner, "STAGE", tmp_path)
-    assert window.runner.staged_commit() == {}
-    (tmp_path / "COMMIT").write_text("abc123\n")
-    assert window.runner.staged_commit() == {"PAGDEMO_COMMIT": "abc123"}
+    monkeypatch.delenv("PAGDEMO_COMMIT", raising=False)
+    started = []
+    monkeypatch.setattr(window.runner.subprocess, "Popen", lambda cmd, **kw: started.append(kw["env"]))
+    job, queue = {"name": "j", "eval": False, "cmd": ["train", "--method", "vanilla"]}, {"data": {"dir": "d"}}
+    window.runner.launch(job, queue, tmp_path, dry=False)
+    (tmp_path / "COMMIT").write_text("abc123\n")  # arrives after the runner started
+    window.runner.launch(job, queue, tmp_path, dry=False)
+    assert "PAGDEMO_COMMIT" not in started[0]
+    assert started[1]["PAGDEMO_COMMIT"] == "abc123"

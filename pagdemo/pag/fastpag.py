@@ -49,7 +49,8 @@ def _tracer(module_type: type):
 
 
 def trace(module: nn.Module, x: torch.Tensor, coupling: str = "classes") -> tuple[torch.Tensor, Backward]:
-    """Run `module` on x (its own forward, so BatchNorm statistics update once) and return its input-backward.
+    """Run `module` on x (its own forward: BatchNorm's running statistics update once, unless frozen) and return
+    its input-backward.
 
     `coupling` is what a train-mode BatchNorm's backward averages over: "classes" the B images of each
     seed (as `loop`), "batch" all S*B seeded copies (as `batched`, the authors' code).
@@ -143,7 +144,7 @@ def _trace_conv(module: nn.Conv2d, x: torch.Tensor, coupling: str) -> tuple[torc
 @_tracer(nn.BatchNorm2d)
 def _trace_batchnorm(module: nn.BatchNorm2d, x: torch.Tensor, coupling: str) -> tuple[torch.Tensor, Backward]:
     """BatchNorm: an affine map in eval mode; through the batch statistics in train mode."""
-    y = module(x)  # updates the running statistics exactly once, as in `loop`
+    y = module(x)  # updates the running statistics once, as in `loop` (not at all under running_stats_frozen)
     shape = (1, -1, 1, 1)
     gamma = module.weight.view(shape) if module.weight is not None else 1.0
     if not (module.training or module.running_mean is None):  # eval: a fixed affine map

@@ -67,8 +67,9 @@ def running_stats_frozen(model: nn.Module) -> Iterator[None]:
     """Train-mode BatchNorm that normalizes by the batch but leaves the running statistics alone for the duration.
 
     For a second forward in the same step (the PAG pass after the cross-entropy's own forward): the
-    running statistics move once per step, as in vanilla training, and the first forward's saved
-    tensors stay valid for its backward (an in-place update would invalidate them under torch.compile).
+    running statistics move once per step, as in vanilla training (the authors' code moves them
+    twice), and the first forward's saved tensors stay valid for its backward (an in-place update
+    would invalidate them under torch.compile). BatchNorms built without running statistics stay so.
     """
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
     for m in bns:
