@@ -4,6 +4,7 @@ A window is 15 minutes of device time, the machine's start included; the working
 travels is at most 64 MiB per call, and at most 8 files of 16 MiB (64 MiB together) come back.
 This script turns scripts/queue.json into that sequence of calls:
 
+  here:   python scripts/window.py preflight                       # one CPU epoch of every job, compiled steps too
   here:   python scripts/window.py stage                           # copies data, init checkpoints and the commit
                                                                    # into .stage/; prints every call and its carry
   call 1: python3 scripts/window.py start                          # carries data; starts the runner (setsid)
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -98,6 +100,28 @@ def cmd_stage(args: argparse.Namespace) -> None:
         print(f"call {i}: carry {json.dumps(call['carry'])}  ({mib:.1f} MiB)\n        {call['command']}")
     print("\nB (call 2): the budget_left_s the lease reported after call 1; the runner keeps back what the calls "
           "still to come need. Make the calls back to back: the machine goes back after 30 s idle.")
+
+
+def cmd_preflight(args: argparse.Namespace) -> None:
+    """Here, before staging: every job's training, one epoch on the CPU (synthetic data, tinycnn) with its own
+    --pag-impl; the dry run swaps `compiled` for `explicit`, and the first window lost its authors' arms to a
+    step that failed only compiled. Exits 1 naming each job that did not train."""
+    import tempfile
+
+    queue, failed = read(Path(args.queue)), []
+    runs = Path(tempfile.mkdtemp(prefix="preflight-"))
+    runner._dry_init(runs)
+    for job in queue["jobs"]:
+        train = runner.job_commands(job, queue, runs, dry=True)[0]
+        if "compiled" in job["cmd"]:
+            train = ["compiled" if a == "explicit" else a for a in train]
+        proc = subprocess.run(train, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
+        last = (proc.stderr.strip().splitlines() or ["?"])[-1]
+        print(f"{job['name']}: " + ("trains" if proc.returncode == 0 else f"FAILED: {last}"), flush=True)
+        failed += [job["name"]] if proc.returncode else []
+    shutil.rmtree(runs, ignore_errors=True)
+    if failed:
+        raise SystemExit(f"{len(failed)} job(s) would fail on the GPU too: {', '.join(failed)}")
 
 
 # ----------------------------------------------------------------------------- here: unpack, probe, ship
@@ -193,6 +217,8 @@ def main(argv: list[str] | None = None) -> None:
     sub.choices["poll"].add_argument("--staging-left", type=int, default=1, help="staging calls still to come")
     sub.choices["collect"].add_argument("--out", help="default: $OUT")
     sub.choices["collect"].add_argument("--force", action="store_true", help="collect while the runner still works")
+    s = sub.add_parser("preflight", help="here: one CPU epoch of every job with its own PAG step (compiled too)")
+    s.add_argument("--queue", default=str(QUEUE))
     s = sub.add_parser("unpack", help="here: merge a collect call's files into a run folder")
     s.add_argument("files_at")
     s.add_argument("--into", required=True)
@@ -212,10 +238,9 @@ def main(argv: list[str] | None = None) -> None:
             runner.set_deadline(Path(args.runs), args.budget_left_s, args.staging_left)
         runner.poll(Path(args.runs), args.wait_s)
     elif args.cmd == "collect":
-        import os
         parcels.collect(Path(args.runs), Path(args.out or os.environ["OUT"]), args.force)
     else:
-        {"stage": cmd_stage, "unpack": cmd_unpack, "probe": cmd_probe, "ship": cmd_ship}[args.cmd](args)
+        {"stage": cmd_stage, "preflight": cmd_preflight, "unpack": cmd_unpack, "probe": cmd_probe, "ship": cmd_ship}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -173,3 +173,14 @@ def test_jobs_take_the_staged_commit_when_they_start_not_when_the_runner_did(tmp
     window.runner.launch(job, queue, tmp_path, dry=False)
     assert "PAGDEMO_COMMIT" not in started[0]
     assert started[1]["PAGDEMO_COMMIT"] == "abc123"
+
+
+def test_preflight_trains_every_job_with_its_own_step_and_names_the_ones_that_fail(tmp_path, capsys):
+    queue = {"data": {"dir": "d"}, "jobs": [
+        {"name": "ok", "group": "probe", "cmd": ["train", "--method", "cm", "--pag-impl", "explicit", "--epochs", "9"]},
+        {"name": "bad", "cmd": ["train", "--method", "cm", "--pag-impl", "loop", "--bn-coupling", "batch"]}]}
+    (tmp_path / "queue.json").write_text(json.dumps(queue))
+    with pytest.raises(SystemExit, match="1 job.*: bad$"):
+        window.main(["preflight", "--queue", str(tmp_path / "queue.json")])
+    out = capsys.readouterr().out
+    assert "ok: trains" in out and "bad: FAILED: " in out and "batch" in out.split("bad: FAILED: ")[1]
