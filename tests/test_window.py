@@ -82,9 +82,11 @@ def test_a_job_cut_at_the_deadline_comes_back_resumable(tmp_path):
     """A long row that cannot finish in one window starts anyway when it may fill the window (fill_min_s)."""
     jobs = [{"name": "big", "est_s": 10_000, "ship": True, "cmd": ["train", "--method", "vanilla"]},
             {"name": "long", "est_s": 10_000, "fill_min_s": 5, "ship": True, "cmd": ["train", "--method", "vanilla"]}]
-    runs = _start(tmp_path, _queue(tmp_path, jobs, dry_epochs=400), deadline_s=15)
+    # 30 s: the dry init and the job's own start (importing torch) took over 15 s on a loaded 2-core CPU
+    runs = _start(tmp_path, _queue(tmp_path, jobs, dry_epochs=400), deadline_s=30)
     status = json.loads((runs / "status.json").read_text())["jobs"]
     assert status["big"]["state"] == "skipped" and status["long"]["state"] == "cut", status
+    assert (runs / "long" / "train_log.jsonl").exists(), (runs / "session.log").read_text()
     here = tmp_path / "here"
     for parcel in _collect_all(runs, tmp_path):
         window.main(["unpack", str(parcel), "--into", str(here)])
