@@ -178,12 +178,11 @@ def probe(root: Path) -> str:
         return "(no GPU window has run the probe yet: `scripts/queue.json` holds it first)"
     data = read_json(found[-1])
     jobs = data["jobs"]
-    coupled = sorted({str(r["trajectory"][-1].get("cos_train_coupling")) for r in jobs if r["trajectory"]})
     lines = [f"From [`{found[-1].relative_to(root)}`]({found[-1].relative_to(root / 'docs')}): "
              f"{jobs[0]['device'] if jobs else ''}, {jobs[0]['subset_n'] if jobs else ''} test images, after the last "
              "epoch; cos: summed misalignment on 256 training images after the first epoch -> after the last, with "
-             f"BatchNorm in train mode coupled as {' / '.join(coupled)} whatever the run trained with (cos train) and "
-             "in eval mode, the gradient attacks see (cos eval).", "",
+             "BatchNorm in train mode coupled as the run trained (as classes where its PAG pass was in eval mode) "
+             "(cos train) and in eval mode, the gradient attacks see (cos eval).", "",
              "| job | recipe | arch | BN coupling | frame | lr | epochs | clean | PGD-20 linf | PGD-20 l2 | cos train | "
              "cos eval | seconds | commit |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in jobs:

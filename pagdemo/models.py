@@ -62,22 +62,23 @@ class ResNet18(nn.Module):
 
     `stem_stride=2` is the variant for 96x96 (STL-10) and larger inputs: the stem halves the
     resolution, so at 96x96 the last stage sees 6x6 maps and the cost stays near 2.25x CIFAR's.
-    `act` is ReLU as in the paper; GELU is a deviation the recipe probe may test.
+    `act` is ReLU as in the paper; GELU is a deviation the recipe probe may test. `width` (64, the paper's)
+    scales every stage; narrower copies are for CPU experiments (scripts/coupling_probe_cpu.py).
     """
 
     def __init__(self, num_classes: int = 10, mean: Sequence[float] = CIFAR10_MEAN, std: Sequence[float] = CIFAR10_STD,
-                 stem_stride: int = 1, act: type[nn.Module] = nn.ReLU) -> None:
+                 stem_stride: int = 1, act: type[nn.Module] = nn.ReLU, width: int = 64) -> None:
         super().__init__()
         self.normalize = Normalize(mean, std)
-        self.conv1 = nn.Conv2d(3, 64, 3, stem_stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
+        self.conv1 = nn.Conv2d(3, width, 3, stem_stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
         self.act = act()
-        widths, strides, layers, cin = (64, 128, 256, 512), (1, 2, 2, 2), [], 64
+        widths, strides, layers, cin = (width, 2 * width, 4 * width, 8 * width), (1, 2, 2, 2), [], width
         for w, s in zip(widths, strides):
             layers.append(nn.Sequential(BasicBlock(cin, w, s, act), BasicBlock(w, w, 1, act)))
             cin = w
         self.layer1, self.layer2, self.layer3, self.layer4 = layers
-        self.linear = nn.Linear(512, num_classes)
+        self.linear = nn.Linear(8 * width, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.act(self.bn1(self.conv1(self.normalize(x))))

@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from pagdemo.data.augment import BatchCrop, augment, batch_crop
-from pagdemo.pag.inputgrads import (COUPLINGS, TRAIN_COUPLINGS, batchnorm_eval, check_coupling, default_coupling,
-                                    running_stats_frozen)
+from pagdemo.pag.inputgrads import (COUPLINGS, TRAIN_COUPLINGS, batchnorm_detached, batchnorm_eval, check_coupling,
+                                    default_coupling, running_stats_frozen)
 from pagdemo.pag.losses import PAG_IMPLS, cosine_misalignment, input_gradients, pag_loss
 from test_fastpag import _data, _model
 
@@ -70,6 +70,60 @@ def test_eval_coupling_takes_the_pag_pass_in_eval_mode_after_a_train_mode_forwar
     assert all(m.training for m in model.modules())  # the pass leaves the model in train mode
 
 
+def _with_batch_statistics(model: nn.Module, x: torch.Tensor) -> nn.Module:
+    """A copy in eval mode whose running statistics are x's batch statistics, layer by layer (variance biased)."""
+    ref = copy.deepcopy(model)
+    inputs = {}
+    hooks = [m.register_forward_hook(lambda m, a, out: inputs.__setitem__(m, a[0].detach()))
+             for m in ref.modules() if isinstance(m, nn.BatchNorm2d)]
+    with torch.no_grad():
+        ref(x)  # train mode: each BatchNorm's input is what the detached pass sees
+    for h in hooks:
+        h.remove()
+    for m, inp in inputs.items():
+        var, mean = torch.var_mean(inp, dim=(0, 2, 3), unbiased=False)
+        m.running_mean.copy_(mean)
+        m.running_var.copy_(var)
+    return ref.eval()
+
+
+@pytest.mark.parametrize("impl", ["loop", "batched", "vmap", "explicit"])
+@pytest.mark.parametrize("name,shape", [("tinycnn", (5, 3, 12, 12)), ("resnet18", (3, 3, 8, 8))])
+def test_detached_coupling_is_eval_mode_at_the_batch_statistics(impl, name, shape):
+    """"detached": the cross-entropy of the train-mode forward + lambda * the misalignment of the gradients
+    that eval mode would give if the running statistics were the batch's; the running statistics move once."""
+    model = _model(name, torch.float64, train=True)
+    x, y, targets = _data(shape, 10, torch.float64)
+    trained = copy.deepcopy(model)
+    out = _step(trained, x, y, targets, impl=impl, coupling="detached")
+    ref_model = copy.deepcopy(model)
+    ce = F.cross_entropy(ref_model(x), y)
+    stats = dict(ref_model.named_buffers())
+    at_batch = _with_batch_statistics(model, x)
+    _, grads = PAG_IMPLS["loop"](at_batch, x, grad_of="logsoftmax")
+    ref_loss = ce + 0.7 * cosine_misalignment(grads, targets)
+    ref_model.zero_grad()
+    at_batch.zero_grad()
+    ref_loss.backward()
+    ref_grads = [a.grad + b.grad for a, b in zip(ref_model.parameters(), at_batch.parameters())]
+    _assert_close_steps(out, (ref_loss.detach(), ref_grads))
+    for key, b in out[2].items():  # moved by the cross-entropy's forward only
+        torch.testing.assert_close(b, stats[key], rtol=1e-12, atol=0)
+    train_coupled = _step(copy.deepcopy(model), x, y, targets, impl="loop", coupling="classes")
+    assert (train_coupled[0] - out[0]).abs() > 1e-6  # a different regularizer from the train-mode one
+    assert all(m.training for m in trained.modules())
+
+
+def test_batchnorm_detached_restores_the_class_forward():
+    model = nn.Sequential(nn.BatchNorm2d(3), nn.BatchNorm2d(3).eval())
+    x = torch.randn(4, 3, 5, 5)
+    with batchnorm_detached(model):
+        assert "forward" in vars(model[0]) and "forward" not in vars(model[1])
+        y = model[0](x)
+    assert "forward" not in vars(model[0])
+    torch.testing.assert_close(y, model[0](x))  # the same values as train mode
+
+
 def _authors_step(model, x, y, targets, lam, crop_ce, crop_pag):
     """The authors' TRAIN_CIFAR10.py train step for all C classes, written out with autograd (float64 here)."""
     b, c = len(x), targets.shape[1]
@@ -121,7 +175,8 @@ def test_couplings_an_impl_cannot_compute_are_refused_in_one_line():
         check_coupling("explicit", "bn")
     for impl in PAG_IMPLS:
         check_coupling(impl, "eval")
-    assert set(COUPLINGS) == {"classes", "batch", "eval"}
+        check_coupling(impl, "detached")
+    assert set(COUPLINGS) == {"classes", "batch", "eval", "detached"}
 
 
 def test_batchnorm_eval_restores_only_what_was_in_train_mode():
@@ -131,12 +186,13 @@ def test_batchnorm_eval_restores_only_what_was_in_train_mode():
     assert [m.training for m in model] == [True, False]
 
 
-def test_explicit_batch_coupling_compiles_whole():
+@pytest.mark.parametrize("coupling,ref_impl", [("batch", "batched"), ("detached", "loop")])
+def test_explicit_train_couplings_compile_whole(coupling, ref_impl):
     model = _model("tinycnn", torch.float32, train=True)
     x, _, _ = _data((4, 3, 8, 8), 10, torch.float32)
     compiled = torch.compile(PAG_IMPLS["explicit"], backend="aot_eager", fullgraph=True)
-    got = compiled(copy.deepcopy(model), x, grad_of="logsoftmax", coupling="batch")[1]
-    want = input_gradients(copy.deepcopy(model), x, "logsoftmax", "batched")[1]
+    got = compiled(copy.deepcopy(model), x, grad_of="logsoftmax", coupling=coupling)[1]
+    want = input_gradients(copy.deepcopy(model), x, "logsoftmax", ref_impl, coupling)[1]
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
 
 

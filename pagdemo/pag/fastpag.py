@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pagdemo.pag.inputgrads import check_coupling, check_grad_of
+from pagdemo.pag.inputgrads import batch_affine, check_coupling, check_grad_of
 from pagdemo.models import MLP, BasicBlock, Normalize, PAGClassifier, ResNet18, TinyCNN
 
 # Maps the gradient w.r.t. a layer's output, shaped (S, B, *out) for S seeds of the B images,
@@ -53,7 +53,8 @@ def trace(module: nn.Module, x: torch.Tensor, coupling: str = "classes") -> tupl
     its input-backward.
 
     `coupling` is what a train-mode BatchNorm's backward averages over: "classes" the B images of each
-    seed (as `loop`), "batch" all S*B seeded copies (as `batched`, the authors' code).
+    seed (as `loop`), "batch" all S*B seeded copies (as `batched`, the authors' code), "detached" nothing
+    (the batch's statistics held constant; the running statistics stay as they are).
     """
     if type(module) not in _TRACERS:
         names = sorted(t.__name__ for t in _TRACERS)
@@ -143,7 +144,10 @@ def _trace_conv(module: nn.Conv2d, x: torch.Tensor, coupling: str) -> tuple[torc
 
 @_tracer(nn.BatchNorm2d)
 def _trace_batchnorm(module: nn.BatchNorm2d, x: torch.Tensor, coupling: str) -> tuple[torch.Tensor, Backward]:
-    """BatchNorm: an affine map in eval mode; through the batch statistics in train mode."""
+    """BatchNorm: an affine map in eval mode and "detached"; through the batch statistics in train mode."""
+    if module.training and coupling == "detached":  # the batch's statistics, held constant
+        scale, shift = batch_affine(module, x)
+        return x * scale + shift, lambda g: g * scale.to(g.dtype)
     y = module(x)  # updates the running statistics once, as in `loop` (not at all under running_stats_frozen)
     shape = (1, -1, 1, 1)
     gamma = module.weight.view(shape) if module.weight is not None else 1.0
@@ -293,3 +297,4 @@ def sampled_input_gradients(
 
 
 EXACT_IMPLS = {"vmap": input_gradients_vmap, "explicit": input_gradients_explicit, "compiled": input_gradients_compiled}
+TRACED_IMPLS = ("explicit", "compiled")  # they write BatchNorm's backward themselves, every coupling included

@@ -16,10 +16,14 @@ images of the batch for each class (`loop`, `vmap`, `explicit`), "batch" compute
 over the C*B repeated copies and so mixes the classes' coupling terms (`batched`, the authors'
 code, and `explicit`; the forward values are identical, since a repeated batch has the same mean
 and variance). Attacks and the app see the eval-mode gradient; the checkpoint records which
-coupling trained it (docs/training.md has the measured difference).
+coupling trained it (docs/training.md has the measured difference). "detached" sits between: BatchNorm
+normalizes by the batch's own statistics, held constant, so each image's gradient is its own (as in
+eval mode) but of the function the cross-entropy trains, not of one whose running statistics lag it.
+It is eval mode with the running statistics replaced by the batch's (tests/test_coupling.py checks so).
 """
 from __future__ import annotations
 
+import functools
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -30,7 +34,8 @@ from torch import nn
 from pagdemo.models import class_count
 
 GRAD_OF = ("logit", "logsoftmax")  # Eq. 1 as written / the authors' code
-COUPLINGS = ("classes", "batch", "eval")  # BatchNorm while the C input gradients are taken (module docstring)
+COUPLINGS = ("classes", "batch", "eval", "detached")  # BatchNorm while the C input gradients are taken (module docstring)
+PER_IMAGE = ("eval", "detached")  # couplings with per-image gradients: every implementation computes them
 TRAIN_COUPLINGS = {"loop": ("classes",), "vmap": ("classes",), "batched": ("batch",),
                    "explicit": ("classes", "batch"), "compiled": ("classes", "batch")}  # what each impl computes
 
@@ -44,7 +49,7 @@ def check_coupling(impl: str, coupling: str) -> None:
     """A coupling the implementation cannot compute is a user error: say which implementations can."""
     if coupling not in COUPLINGS:
         raise ValueError(f"unknown BatchNorm coupling {coupling!r}; choose one of {list(COUPLINGS)}")
-    if coupling != "eval" and coupling not in TRAIN_COUPLINGS.get(impl, (coupling,)):
+    if coupling not in PER_IMAGE and coupling not in TRAIN_COUPLINGS.get(impl, (coupling,)):
         able = sorted(i for i, c in TRAIN_COUPLINGS.items() if coupling in c)
         raise ValueError(f"--pag-impl {impl} cannot compute BatchNorm coupling {coupling!r}; use one of {able}")
 
@@ -60,6 +65,43 @@ def batchnorm_eval(model: nn.Module) -> Iterator[None]:
     finally:
         for m in bns:
             m.train()
+
+
+def batch_affine(module: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift), shaped to broadcast over x: the batch's BatchNorm as an affine map, its statistics constant.
+
+    Statistics in at least fp32 (as cuDNN keeps them under bf16 autocast), taken without autograd: the
+    "detached" coupling's BatchNorm, what eval mode would be if the running statistics were the batch's.
+    """
+    dims = [0, *range(2, x.dim())]
+    with torch.no_grad():
+        xs = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+        var, mean = torch.var_mean(xs, dim=dims, unbiased=False)
+    invstd = torch.rsqrt(var + module.eps)
+    scale = invstd if module.weight is None else module.weight * invstd
+    shift = -mean * scale if module.bias is None else module.bias - mean * scale
+    shape = (1, -1, *([1] * (x.dim() - 2)))
+    return scale.view(shape), shift.view(shape)
+
+
+def _detached_forward(module: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tensor:
+    """A BatchNorm forward by the batch's statistics held constant; the running statistics stay as they are."""
+    scale, shift = batch_affine(module, x)
+    return x * scale + shift
+
+
+@contextmanager
+def batchnorm_detached(model: nn.Module) -> Iterator[None]:
+    """Train-mode BatchNorm layers normalize by the batch's statistics held constant for the duration (the
+    "detached" coupling for implementations that run the model's own forward: `loop`, `vmap`, `batched`)."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+    for m in bns:
+        m.forward = functools.partial(_detached_forward, m)
+    try:
+        yield
+    finally:
+        for m in bns:
+            del m.forward  # the class's forward again
 
 
 @contextmanager

@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pagdemo.pag.fastpag import EXACT_IMPLS, sampled_input_gradients
-from pagdemo.pag.inputgrads import (batchnorm_eval, check_coupling, default_coupling, input_gradients_batched,
-                                input_gradients_loop, running_stats_frozen)
+from pagdemo.pag.fastpag import EXACT_IMPLS, TRACED_IMPLS, sampled_input_gradients
+from pagdemo.pag.inputgrads import (PER_IMAGE, batchnorm_detached, batchnorm_eval, check_coupling, default_coupling,
+                                    input_gradients_batched, input_gradients_loop, running_stats_frozen)
 
 InputGradients = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 PAG_IMPLS: dict[str, InputGradients] = {"loop": input_gradients_loop, "batched": input_gradients_batched,
@@ -41,6 +41,9 @@ def input_gradients(model: nn.Module, x: torch.Tensor, grad_of: str = "logit", i
     if coupling == "eval":  # per-image gradients through the running statistics, as attacks and the app see them
         with batchnorm_eval(model):
             return PAG_IMPLS[impl](model, x, grad_of=grad_of, create_graph=create_graph, coupling=default_coupling(impl))
+    if coupling == "detached" and impl not in TRACED_IMPLS:  # the traced ones write this BatchNorm's backward
+        with batchnorm_detached(model):
+            return PAG_IMPLS[impl](model, x, grad_of=grad_of, create_graph=create_graph, coupling=default_coupling(impl))
     return PAG_IMPLS[impl](model, x, grad_of=grad_of, create_graph=create_graph, coupling=coupling)
 
 
@@ -62,14 +65,14 @@ def pag_loss(
         x: (B, ...) clean (augmented) inputs; targets: (B, C, ...) the g(x, t) of every class, in x's frame.
         impl: a key of PAG_IMPLS ("loop" is the reference; see pagdemo.pag.inputgrads).
         coupling: BatchNorm during the PAG pass (inputgrads.COUPLINGS; None: the impl's own). With "eval"
-            the cross-entropy gets its own train-mode forward first.
+            or "detached" the cross-entropy gets its own train-mode forward first.
         view: a linear map with an `adjoint` (augment.BatchCrop) that the PAG pass sees x through; the
             gradients are taken w.r.t. x through it (the authors' frame).
         ce_x: the batch the cross-entropy sees, when it is not x (the authors' frame: its own crop).
     """
     assert targets.shape[:1] == x.shape[:1] and targets.shape[2:] == x.shape[1:], (
         f"targets must be (B, C, *x.shape[1:]), got {tuple(targets.shape)} for x {tuple(x.shape)}")
-    separate = coupling == "eval" or view is not None or ce_x is not None
+    separate = coupling in PER_IMAGE or view is not None or ce_x is not None
     logits = model(x if ce_x is None else ce_x) if separate else None  # train mode: BatchNorm's statistics move here
     with running_stats_frozen(model) if separate else nullcontext():  # the running statistics moved above
         pag_logits, grads = input_gradients(model, x if view is None else view(x), grad_of, impl, coupling)

@@ -51,8 +51,9 @@ class TrainConfig:
                                    "class's gradient coupled over the B images: loop/vmap/explicit/compiled), batch "
                                    "(train mode, statistics over the C*B repeated copies: the authors' code, "
                                    "batched/explicit/compiled), eval (running statistics, per-image gradients, as "
-                                   "attacks see them; the cross-entropy gets its own train-mode forward). Default: what "
-                                   "--pag-impl computes (docs/training.md)", choices=COUPLINGS, group="pag")
+                                   "attacks see them; the cross-entropy gets its own train-mode forward), detached (the batch's "
+                                   "statistics held constant: per-image gradients of the function the cross-entropy "
+                                   "trains; any --pag-impl). Default: what --pag-impl computes (docs/training.md)", choices=COUPLINGS, group="pag")
     pag_frame: str = flag("augmented", "augmented: a crop and flip per image, targets for the augmented image; authors: "
                           "one crop and flip per batch (another for the cross-entropy), gradients taken w.r.t. the "
                           "un-augmented image, targets in its frame (the authors' TRAIN_CIFAR10.py)", choices=PAG_FRAMES,

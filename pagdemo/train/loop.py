@@ -135,7 +135,7 @@ def monitor_alignment(cfg: TrainConfig, model, target, train: Dataset, device: t
     idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed))[:n]
     x, y = train.inputs(idx).to(device), train.labels[idx].to(device)
     targets = target(x, y, idx.to(device))
-    coupling = cfg.bn_coupling if cfg.bn_coupling != "eval" else "classes"
+    coupling = cfg.bn_coupling if cfg.bn_coupling != "eval" else "classes"  # "detached" is its own train mode
     return {"cos_train": misalignment(model, x, targets, cfg.grad_of, coupling, batch_size=min(n, batch)),
             "cos_train_coupling": coupling, "cos_eval": misalignment(model, x, targets, cfg.grad_of, "eval"), "cos_n": n}
 
