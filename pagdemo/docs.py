@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 from pagdemo.bench.tables import format_tables, step_table
 from pagdemo.options import flag
@@ -222,8 +222,46 @@ def coupling(root: Path) -> str:
     return "\n".join(lines)
 
 
+def _pct(fraction: float) -> str:
+    """A fraction as a percentage with one decimal, the probe's resolution."""
+    return f"{100 * fraction:.1f}"
+
+
+def _unique(values: Iterable[str]) -> list[str]:
+    """The distinct values in their first order (a record's arms may come from several runs)."""
+    return list(dict.fromkeys(values))
+
+
+def coupling_probe(root: Path) -> str:
+    """docs/training.md: the CPU probe of the BatchNorm couplings (issue 23), from its JSON."""
+    data = read_json(root / "docs/diagnosis/coupling-probe.json")
+    if not data:
+        return "(not run yet: `python scripts/coupling_probe_cpu.py`)"
+    lines = ["| coupling | train accuracy (train mode), first -> last 10 steps | cross-entropy, highest of any 10 steps | "
+             "test accuracy (eval mode), by epoch | cos in its coupling, epoch 1 -> last | cos eval, epoch 1 -> last | "
+             "seconds |", "|---|---|---|---|---|---|---|"]
+    for arm in data["arms"]:
+        steps, epochs, own = arm["steps"], arm["epochs"], next(k for k in arm["epochs"][0] if k.startswith("cos_")
+                                                                 and k != "cos_eval")
+        lines.append(f"| {arm['coupling']} | {100 * steps[0]['acc']:.1f} -> {100 * steps[-1]['acc']:.1f} | "
+                     f"{max(r['ce'] for r in steps):.2f} | {', '.join(_pct(e['test_acc']) for e in epochs)} | "
+                     f"{epochs[0][own]:.2f} -> {epochs[-1][own]:.2f} ({own[4:]}) | "
+                     f"{epochs[0]['cos_eval']:.2f} -> {epochs[-1]['cos_eval']:.2f} | {arm['seconds']:.0f} |")
+    s = data["settings"]
+    lines += ["", f"ResNet-18 at width {s['width']} (the paper's: 64), {s['images']} class-balanced training images, "
+                  f"{s['epochs']} epochs of batch {s['batch_size']}, lr {s['lr']} (`fast-lr01`'s shape), lambda "
+                  f"{s['lam']}, `--pag-impl {s['impl']}`, the same initialization and batches for every arm; test "
+                  f"accuracy on {s['test_images']} test images; cos on 128 augmented training images; "
+                  f"{data['machine']}, torch {data['torch']}, commit "
+                  f"{', '.join(f'`{c[:7]}`' for c in _unique(a.get('commit', data['commit']) for a in data['arms']))}, "
+                  f"{data['seconds']:.0f} s: "
+                  f"{'; '.join(f'`{c}`' for c in _unique(a.get('command', data['command']) for a in data['arms']))} "
+                  "([log](diagnosis/coupling-probe.log))."]
+    return "\n".join(lines)
+
+
 GENERATORS: dict[str, Callable[[Path], str]] = {
-    "coupling": coupling,
+    "coupling": coupling, "coupling-probe": coupling_probe,
     "table1": table1, "recipes": recipes, "audits": audits, "autoattack-runs": autoattack_runs, "cost": cost,
     "toy": toy, "toy-seeds": toy_seeds, "toy-vanilla": toy_vanilla, "toy-sweep": toy_sweep,
     "toy-lam": toy_ablation("lam", ("grad_of", "lam")), "toy-k": toy_ablation("k", ("k",)),

@@ -7,7 +7,8 @@ pass aligns the gradient of a different function from the one the cross-entropy 
 "detached" coupling (the batch's own statistics, held constant: per-image gradients of the trained
 function) trains where "eval" collapses. (2) Per-image gradients cannot reach these targets (the
 diagnosis's floor) and the cheapest way to lower the PAG term is a network at chance: then both
-collapse, and "classes" (which fits the term through the batch statistics) does not.
+collapse, and "classes" (which fits the term through the batch statistics) does not. The arm "none"
+(lambda 0) is the baseline: what the same network learns in the same steps without PAG.
 
 Every arm trains the same narrow ResNet-18 (width 16 instead of 64: the CPU cannot afford the real
 one; the dynamics may differ, this is evidence for what the GPU window runs, not a result) from the
@@ -17,7 +18,7 @@ one epoch of linear warm-up, then cosine), and records per logging interval the 
 PAG term and train accuracy, and per epoch the eval-mode test accuracy and the summed misalignment in
 eval mode and in the arm's own coupling.
 
-    python scripts/coupling_probe_cpu.py --out docs/diagnosis/coupling-probe.json   # ~15 min on 2 CPU cores
+    python scripts/coupling_probe_cpu.py --width 16 --batch-size 64 --images 2560 --epochs 4  # ~30 min, 2 CPU cores
 """
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ from pagdemo.models import ResNet18  # noqa: E402
 from pagdemo.pag.alignment import misalignment  # noqa: E402
 from pagdemo.pag.losses import pag_loss  # noqa: E402
 from pagdemo.pag.targets import class_mean  # noqa: E402
-from pagdemo.records.files import write_json  # noqa: E402
+from pagdemo.records.files import read_json, write_json  # noqa: E402
 from pagdemo.records.provenance import cpu_name, git_commit, now  # noqa: E402
 
 
@@ -76,7 +77,12 @@ def run_arm(coupling: str, args, data: dict, target) -> dict:
             x, y = augment(x_all[idx], gen), y_all[idx]
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, total, steps_per_epoch, args.lr)
-            loss, parts = pag_loss(model, x, y, target(x), args.lam, "logsoftmax", args.impl, coupling)
+            if coupling == "none":  # the baseline: cross-entropy alone, what the network learns without PAG
+                logits = model(x)
+                loss = torch.nn.functional.cross_entropy(logits, y)
+                parts = {"ce": loss.detach(), "cos": torch.tensor(float("nan")), "logits": logits.detach()}
+            else:
+                loss, parts = pag_loss(model, x, y, target(x), args.lam, "logsoftmax", args.impl, coupling)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -91,7 +97,7 @@ def run_arm(coupling: str, args, data: dict, target) -> dict:
                 rows.append(row)
                 print(coupling, row, flush=True)
                 sums = {"ce": 0.0, "cos": 0.0, "acc": 0.0, "n": 0}
-        own = coupling if coupling != "eval" else "classes"
+        own = coupling if coupling not in ("eval", "none") else "classes"
         ep = {"epoch": epoch, "test_acc": round(test_accuracy(model, data["x_test"], data["y_test"]), 4),
               "cos_eval": round(misalignment(model, data["x_cos"], data["t_cos"], "logsoftmax", "eval"), 4),
               f"cos_{own}": round(misalignment(model, data["x_cos"], data["t_cos"], "logsoftmax", own,
@@ -99,14 +105,16 @@ def run_arm(coupling: str, args, data: dict, target) -> dict:
               "s": round(time.time() - t0, 1)}
         epochs.append(ep)
         print(coupling, ep, flush=True)
-    return {"coupling": coupling, "steps": rows, "epochs": epochs, "seconds": round(time.time() - t0, 1)}
+    return {"coupling": coupling, "steps": rows, "epochs": epochs, "seconds": round(time.time() - t0, 1),
+            "commit": git_commit(), "command": " ".join(["python", *sys.argv])}
 
 
 def main(argv: list[str] | None = None) -> None:
     """Train every arm and write the JSON (see the module docstring)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir", default="../shared/data/cifar10")
-    p.add_argument("--couplings", nargs="+", default=["eval", "detached", "classes", "batch"])
+    p.add_argument("--couplings", nargs="+", default=["none", "eval", "detached", "classes", "batch"],
+                   help="arms: a --bn-coupling, or none (lambda 0: the cross-entropy alone, the baseline)")
     p.add_argument("--images", type=int, default=2560, help="training images (a fixed class-balanced subset)")
     p.add_argument("--test-images", type=int, default=500)
     p.add_argument("--epochs", type=int, default=3)
@@ -118,6 +126,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="docs/diagnosis/coupling-probe.json")
+    p.add_argument("--append", action="store_true", help="add the arms to --out's, refusing other settings")
     args = p.parse_args(argv)
     t0 = time.time()
     train = load_dataset("cifar10", "train", data_dir=args.data_dir)
@@ -132,9 +141,17 @@ def main(argv: list[str] | None = None) -> None:
     record = {"about": __doc__.split("\n\n")[0], "command": " ".join(["python", *sys.argv]), "commit": git_commit(),
               "date": now(), "machine": f"{cpu_name()}, {torch.get_num_threads()} threads, {platform.system()}",
               "torch": torch.__version__, "data": train.source, "settings": vars(args), "arms": []}
+    if args.append:
+        old = read_json(Path(args.out))
+        other = {k: v for k, v in old["settings"].items() if k not in ("couplings", "out", "append")
+                 and v != vars(args).get(k)}
+        if other:
+            sys.exit(f"error: {args.out} was run with other settings: {other}")
+        record = old
+    base_s = record.get("seconds", 0) if args.append else 0
     for coupling in args.couplings:
         record["arms"].append(run_arm(coupling, args, data, target))
-        write_json(Path(args.out), {**record, "seconds": round(time.time() - t0, 1)})  # partial results survive a stop
+        write_json(Path(args.out), {**record, "seconds": round(base_s + time.time() - t0, 1)})  # partial results survive a stop
     print(f"wrote {args.out} ({time.time() - t0:.0f} s)")
 
 
