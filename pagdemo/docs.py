@@ -210,10 +210,10 @@ def coupling(root: Path) -> str:
              "one gradient flipped |", "|---|---|---|---|"]
     lines += [f"| {name} | {_spread(t['pairwise_cos'])} | {_spread(t['per_image_floor'])} | {_spread(t['flip_one_bound'])} |"
               for name, t in data["targets"].items()]
-    lines += ["", "| checkpoint | train mode, coupling classes | train mode, coupling batch | eval mode | "
-                  "p(true class), eval mode |", "|---|---|---|---|---|"]
-    lines += [f"| `{name}` | {r['classes']:.2f} | {r['batch']:.2f} | {r['eval']:.2f} | {_spread(r['p_true_class_eval'])} |"
-              for name, r in data["checkpoints"].items()]
+    lines += ["", "| checkpoint | train mode, coupling classes | train mode, coupling batch | batch statistics held "
+                  "constant (detached) | eval mode | p(true class), eval mode |", "|---|---|---|---|---|---|"]
+    lines += [f"| `{name}` | {_cell(r['classes'])} | {_cell(r['batch'])} | {_cell(r.get('detached'))} | {_cell(r['eval'])} | "
+              f"{_spread(r['p_true_class_eval'])} |" for name, r in data["checkpoints"].items()]
     lines += ["", f"Summed misalignment of the log-softmax input gradients (0: aligned, 10: orthogonal, 20: opposite), "
                   f"mean over {data['images']} training images ({data['augmented']}; "
                   f"{data.get('order', 'in class order')}), BatchNorm batches of "

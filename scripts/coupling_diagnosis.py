@@ -4,8 +4,9 @@ For a fixed class-balanced subset of CIFAR-10 training images (augmented once, a
 them) it measures: how much the 10 Class Mean targets of one image point the same way (scaled as we
 train, and the raw class mean); the lowest summed misalignment per-image log-softmax gradients can
 reach for those targets (`pagdemo.pag.alignment.per_image_floor`); and, for each checkpoint, the summed
-misalignment of its log-softmax input gradients in train-mode BatchNorm (batches of 256, both
-couplings) and in eval mode, the gradient that attacks and the app see.
+misalignment of its log-softmax input gradients in train-mode BatchNorm (batches of 256, the two
+train couplings, and "detached": the batch's statistics held constant, per-image gradients) and in
+eval mode, the gradient that attacks and the app see.
 
     python scripts/coupling_diagnosis.py --out docs/diagnosis/coupling.json   # ~10 min on 2 CPU cores
 
