@@ -227,6 +227,11 @@ def _pct(fraction: float) -> str:
     return f"{100 * fraction:.1f}"
 
 
+def _commit(sha: str) -> str:
+    """A recorded commit as the tables print it, saying when the tree had uncommitted changes."""
+    return f"`{sha[:7]}`" + (" (uncommitted changes)" if sha.endswith("-dirty") else "")
+
+
 def _unique(values: Iterable[str]) -> list[str]:
     """The distinct values in their first order (a record's arms may come from several runs)."""
     return list(dict.fromkeys(values))
@@ -250,10 +255,10 @@ def coupling_probe(root: Path) -> str:
     s = data["settings"]
     lines += ["", f"ResNet-18 at width {s['width']} (the paper's: 64), {s['images']} class-balanced training images, "
                   f"{s['epochs']} epochs of batch {s['batch_size']}, lr {s['lr']} (`fast-lr01`'s shape), lambda "
-                  f"{s['lam']}, `--pag-impl {s['impl']}`, the same initialization and batches for every arm; test "
+                  f"{s['lam']} (none: 0), `--pag-impl {s['impl']}`, the same initialization and batches for every arm; test "
                   f"accuracy on {s['test_images']} test images; cos on 128 augmented training images; "
                   f"{data['machine']}, torch {data['torch']}, commit "
-                  f"{', '.join(f'`{c[:7]}`' for c in _unique(a.get('commit', data['commit']) for a in data['arms']))}, "
+                  f"{', '.join(_commit(c) for c in _unique(a.get('commit', data['commit']) for a in data['arms']))}, "
                   f"{data['seconds']:.0f} s: "
                   f"{'; '.join(f'`{c}`' for c in _unique(a.get('command', data['command']) for a in data['arms']))} "
                   "([log](diagnosis/coupling-probe.log))."]
