@@ -33,3 +33,22 @@ def test_the_check_command_fails_in_one_line_with_the_problem(tmp_path, capsys):
     assert cli.main(["docs", "--check", "--root", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "a table with numbers outside a generated block" in err[0]
+
+
+def test_the_coupling_probe_names_every_run_and_a_dirty_tree(tmp_path):
+    """Arms appended by a later run keep their own commit and command; an uncommitted tree is said, not hidden."""
+    from pagdemo.docs import coupling_probe
+    from pagdemo.records.files import write_json
+
+    assert "not run yet" in coupling_probe(tmp_path)
+    arm = {"steps": [{"acc": 0.1, "ce": 2.3}, {"acc": 0.3, "ce": 2.9}],
+           "epochs": [{"test_acc": 0.2, "cos_eval": 9.0, "cos_batch": 8.0}, {"test_acc": 0.25, "cos_eval": 7.0, "cos_batch": 5.0}],
+           "seconds": 10.0}
+    write_json(tmp_path / "docs/diagnosis/coupling-probe.json", {
+        "commit": "a" * 40 + "-dirty", "command": "first", "machine": "cpu", "torch": "2", "seconds": 20.0,
+        "settings": {"width": 16, "images": 64, "epochs": 2, "batch_size": 32, "lr": 0.01, "lam": 0.4, "impl": "explicit",
+                     "test_images": 20},
+        "arms": [{**arm, "coupling": "batch"}, {**arm, "coupling": "none", "commit": "b" * 40, "command": "second"}]})
+    text = coupling_probe(tmp_path)
+    assert "| batch | 10.0 -> 30.0 | 2.90 | 20.0, 25.0 | 8.00 -> 5.00 (batch) | 9.00 -> 7.00 | 10 |" in text
+    assert "`aaaaaaa` (uncommitted changes), `bbbbbbb`" in text and "`first`; `second`" in text
