@@ -248,7 +248,7 @@ def coupling_probe(root: Path) -> str:
     for arm in data["arms"]:
         steps, epochs, own = arm["steps"], arm["epochs"], next(k for k in arm["epochs"][0] if k.startswith("cos_")
                                                                  and k != "cos_eval")
-        lines.append(f"| {arm['coupling']} | {100 * steps[0]['acc']:.1f} -> {100 * steps[-1]['acc']:.1f} | "
+        lines.append(f"| {arm['coupling']} | {_pct(steps[0]['acc'])} -> {_pct(steps[-1]['acc'])} | "
                      f"{max(r['ce'] for r in steps):.2f} | {', '.join(_pct(e['test_acc']) for e in epochs)} | "
                      f"{epochs[0][own]:.2f} -> {epochs[-1][own]:.2f} ({own[4:]}) | "
                      f"{epochs[0]['cos_eval']:.2f} -> {epochs[-1]['cos_eval']:.2f} | {arm['seconds']:.0f} |")

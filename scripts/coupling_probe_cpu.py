@@ -23,7 +23,6 @@ eval mode and in the arm's own coupling.
 from __future__ import annotations
 
 import argparse
-import math
 import platform
 import sys
 import time
@@ -35,28 +34,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pagdemo.data.augment import augment  # noqa: E402
 from pagdemo.data.datasets import load_dataset, stratified_subset  # noqa: E402
+from pagdemo.eval.accuracy import correct, fraction  # noqa: E402
 from pagdemo.models import ResNet18  # noqa: E402
 from pagdemo.pag.alignment import misalignment  # noqa: E402
 from pagdemo.pag.losses import pag_loss  # noqa: E402
 from pagdemo.pag.targets import class_mean  # noqa: E402
 from pagdemo.records.files import read_json, write_json  # noqa: E402
 from pagdemo.records.provenance import cpu_name, git_commit, now  # noqa: E402
+from pagdemo.train.recipes import get_recipe, lr_at  # noqa: E402
 
-
-def lr_at(step: int, total: int, warm: int, peak: float) -> float:
-    """`fast-lr01`'s shape: linear warm-up over the first epoch, then cosine to 0."""
-    if step < warm:
-        return peak * (step + 1) / warm
-    return peak * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
-
-
-def test_accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    """Eval-mode accuracy, as attacks and the app see the model."""
-    model.eval()
-    with torch.no_grad():
-        acc = (model(x).argmax(1) == y).float().mean().item()
-    model.train()
-    return acc
+FAST_LR01 = get_recipe("fast-lr01")  # its learning-rate shape (warm-up over one epoch, then cosine), at --lr
 
 
 def run_arm(coupling: str, args, data: dict, target) -> dict:
@@ -76,7 +63,7 @@ def run_arm(coupling: str, args, data: dict, target) -> dict:
             idx = order[b * args.batch_size:(b + 1) * args.batch_size]
             x, y = augment(x_all[idx], gen), y_all[idx]
             for group in opt.param_groups:
-                group["lr"] = lr_at(step, total, steps_per_epoch, args.lr)
+                group["lr"] = lr_at(FAST_LR01, args.lr, step, total, steps_per_epoch)
             if coupling == "none":  # the baseline: cross-entropy alone, what the network learns without PAG
                 logits = model(x)
                 loss = torch.nn.functional.cross_entropy(logits, y)
@@ -98,7 +85,7 @@ def run_arm(coupling: str, args, data: dict, target) -> dict:
                 print(coupling, row, flush=True)
                 sums = {"ce": 0.0, "cos": 0.0, "acc": 0.0, "n": 0}
         own = coupling if coupling not in ("eval", "none") else "classes"
-        ep = {"epoch": epoch, "test_acc": round(test_accuracy(model, data["x_test"], data["y_test"]), 4),
+        ep = {"epoch": epoch, "test_acc": round(fraction(correct(model, data["x_test"], data["y_test"])), 4),
               "cos_eval": round(misalignment(model, data["x_cos"], data["t_cos"], "logsoftmax", "eval"), 4),
               f"cos_{own}": round(misalignment(model, data["x_cos"], data["t_cos"], "logsoftmax", own,
                                                 batch_size=args.batch_size), 4),
