@@ -19,6 +19,12 @@ PAG term and train accuracy, and per epoch the eval-mode test accuracy and the s
 eval mode and in the arm's own coupling.
 
     python scripts/coupling_probe_cpu.py --width 16 --batch-size 64 --images 2560 --epochs 4  # ~30 min, 2 CPU cores
+
+With --init-epochs the arms fine-tune a network trained by the cross-entropy alone (the start the
+eval-mode methods use: CURE, Rodriguez-Munoz et al. 2024) instead of starting from scratch:
+
+    python scripts/coupling_probe_cpu.py ... --init-epochs 10 --couplings none eval detached batch \
+        --out docs/diagnosis/finetune-probe.json
 """
 from __future__ import annotations
 
@@ -46,10 +52,13 @@ from pagdemo.train.recipes import get_recipe, lr_at  # noqa: E402
 FAST_LR01 = get_recipe("fast-lr01")  # its learning-rate shape (warm-up over one epoch, then cosine), at --lr
 
 
-def run_arm(coupling: str, args, data: dict, target) -> dict:
-    """Train one arm from the shared initialization; return its trajectory."""
+def run_arm(coupling: str, args, data: dict, target, init: dict | None = None) -> tuple[dict, dict]:
+    """Train one arm from the shared initialization (or the fine-tuning start, init); return its
+    trajectory and its weights (the weights: the start of the fine-tuning arms, when this is the pre-training)."""
     torch.manual_seed(args.seed)
     model = ResNet18(width=args.width).train()
+    if init is not None:
+        model.load_state_dict(init)
     opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, nesterov=True, weight_decay=1e-4)
     x_all, y_all = data["x"], data["y"]
     steps_per_epoch = len(x_all) // args.batch_size
@@ -92,8 +101,15 @@ def run_arm(coupling: str, args, data: dict, target) -> dict:
               "s": round(time.time() - t0, 1)}
         epochs.append(ep)
         print(coupling, ep, flush=True)
-    return {"coupling": coupling, "steps": rows, "epochs": epochs, "seconds": round(time.time() - t0, 1),
-            "commit": git_commit(), "command": " ".join(["python", *sys.argv])}
+    return ({"coupling": coupling, "steps": rows, "epochs": epochs, "seconds": round(time.time() - t0, 1),
+             "commit": git_commit(), "command": " ".join(["python", *sys.argv])}, model.state_dict())
+
+
+def pretrain(args, data: dict, target) -> tuple[dict, dict]:
+    """The fine-tuning arms' start: the cross-entropy alone for --init-epochs at --init-lr."""
+    pre_args = argparse.Namespace(**{**vars(args), "epochs": args.init_epochs, "lr": args.init_lr})
+    print(f"pre-training (the arms' start): none for {args.init_epochs} epochs at lr {args.init_lr}", flush=True)
+    return run_arm("none", pre_args, data, target)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -112,6 +128,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--impl", default="explicit")
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init-epochs", type=int, default=0,
+                   help="fine-tuning: train the cross-entropy alone this long first, and start every arm there")
+    p.add_argument("--init-lr", type=float, default=0.04, help="the pre-training's peak lr (same shape)")
     p.add_argument("--out", default="docs/diagnosis/coupling-probe.json")
     p.add_argument("--append", action="store_true", help="add the arms to --out's, refusing other settings")
     args = p.parse_args(argv)
@@ -136,8 +155,11 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(f"error: {args.out} was run with other settings: {other}")
         record = old
     base_s = record.get("seconds", 0) if args.append else 0
+    init = None
+    if args.init_epochs:
+        record["init"], init = pretrain(args, data, target)
     for coupling in args.couplings:
-        record["arms"].append(run_arm(coupling, args, data, target))
+        record["arms"].append(run_arm(coupling, args, data, target, init)[0])
         write_json(Path(args.out), {**record, "seconds": round(base_s + time.time() - t0, 1)})  # partial results survive a stop
     print(f"wrote {args.out} ({time.time() - t0:.0f} s)")
 
