@@ -43,6 +43,7 @@ from pagdemo.data.datasets import load_dataset, stratified_subset  # noqa: E402
 from pagdemo.eval.accuracy import correct, fraction  # noqa: E402
 from pagdemo.models import ResNet18  # noqa: E402
 from pagdemo.pag.alignment import misalignment  # noqa: E402
+from pagdemo.pag.inputgrads import train_mode_coupling  # noqa: E402
 from pagdemo.pag.losses import pag_loss  # noqa: E402
 from pagdemo.pag.targets import class_mean  # noqa: E402
 from pagdemo.records.files import read_json, write_json  # noqa: E402
@@ -93,7 +94,7 @@ def run_arm(coupling: str, args, data: dict, target, init: dict | None = None) -
                 rows.append(row)
                 print(coupling, row, flush=True)
                 sums = {"ce": 0.0, "cos": 0.0, "acc": 0.0, "n": 0}
-        own = coupling if coupling not in ("eval", "none") else "classes"
+        own = train_mode_coupling(coupling) if coupling != "none" else "classes"
         ep = {"epoch": epoch, "test_acc": round(fraction(correct(model, data["x_test"], data["y_test"])), 4),
               "cos_eval": round(misalignment(model, data["x_cos"], data["t_cos"], "logsoftmax", "eval"), 4),
               f"cos_{own}": round(misalignment(model, data["x_cos"], data["t_cos"], "logsoftmax", own,

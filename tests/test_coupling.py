@@ -9,7 +9,7 @@ from torch import nn
 
 from pagdemo.data.augment import BatchCrop, augment, batch_crop
 from pagdemo.pag.inputgrads import (COUPLINGS, TRAIN_COUPLINGS, batchnorm_detached, batchnorm_eval, check_coupling,
-                                    default_coupling, running_stats_frozen)
+                                    default_coupling, running_stats_frozen, train_mode_coupling)
 from pagdemo.pag.losses import PAG_IMPLS, cosine_misalignment, input_gradients, pag_loss
 from test_fastpag import _data, _model
 
@@ -225,3 +225,8 @@ def test_running_stats_frozen_restores_the_flag_after_an_error_and_leaves_untrac
         assert [m.track_running_stats for m in model] == [False, False]
         raise RuntimeError("boom")
     assert [m.track_running_stats for m in model] == [True, False]
+
+
+def test_an_eval_mode_run_is_monitored_in_train_mode_as_classes_every_other_in_its_own():
+    assert train_mode_coupling("eval") == "classes"
+    assert [train_mode_coupling(c) for c in COUPLINGS if c != "eval"] == [c for c in COUPLINGS if c != "eval"]

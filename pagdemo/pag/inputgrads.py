@@ -45,6 +45,12 @@ def default_coupling(impl: str) -> str:
     return TRAIN_COUPLINGS.get(impl, ("classes",))[0]
 
 
+def train_mode_coupling(coupling: str) -> str:
+    """The train-mode coupling a run's alignment is monitored in: its own, or "classes" for an eval-mode pass
+    (which has no batch statistics of its own); "detached" is a train mode of its own."""
+    return "classes" if coupling == "eval" else coupling
+
+
 def check_coupling(impl: str, coupling: str) -> None:
     """A coupling the implementation cannot compute is a user error: say which implementations can."""
     if coupling not in COUPLINGS:

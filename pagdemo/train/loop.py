@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from pagdemo.pag.alignment import misalignment
+from pagdemo.pag.inputgrads import train_mode_coupling
 from pagdemo.attacks import nfgsm, pgd
 from pagdemo.records.checkpoints import load_checkpoint, save_checkpoint
 from pagdemo.data.augment import augment, batch_crop
@@ -135,7 +136,7 @@ def monitor_alignment(cfg: TrainConfig, model, target, train: Dataset, device: t
     idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed))[:n]
     x, y = train.inputs(idx).to(device), train.labels[idx].to(device)
     targets = target(x, y, idx.to(device))
-    coupling = cfg.bn_coupling if cfg.bn_coupling != "eval" else "classes"  # "detached" is its own train mode
+    coupling = train_mode_coupling(cfg.bn_coupling)
     return {"cos_train": misalignment(model, x, targets, cfg.grad_of, coupling, batch_size=min(n, batch)),
             "cos_train_coupling": coupling, "cos_eval": misalignment(model, x, targets, cfg.grad_of, "eval"), "cos_n": n}
 
