@@ -10,26 +10,21 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable
 
 from pagdemo.bench.tables import format_tables, step_table
 from pagdemo.options import flag
 from pagdemo.records.checkpoints import list_checkpoints
 from pagdemo.records.files import read_json, read_jsonl
 from pagdemo.records.report import audit_rows, display_order, robustness_rows
+from pagdemo.records.report import table_cell as _cell
 from pagdemo.threat import eval_eps
 from pagdemo.toy.tables import toy, toy_ablation, toy_seeds, toy_sweep, toy_vanilla
+from pagdemo.train.tables import coupling, coupling_probe, probe
 
 BLOCK = re.compile(r"(<!-- generated:([\w-]+) -->\n)(.*?)(<!-- /generated -->)", re.S)
 DOC_FILES = ("README.md", "checkpoints/README.md", "docs/**/*.md")
 COST_FIGURE = "docs/cost.png"
-
-
-def _cell(value: object, digits: int = 2) -> str:
-    """A number as the tables print it; blank when missing."""
-    if value is None:
-        return ""
-    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
 def _infos(root: Path) -> list[dict]:
@@ -171,102 +166,9 @@ def app_load(root: Path) -> str:
     return "\n".join(lines)
 
 
-def probe(root: Path) -> str:
-    """The recipe probe (issue 23), from its committed JSON; says so when no window has run it yet."""
-    found = sorted(root.glob("docs/gpu/*/probe.json"))
-    if not found:
-        return "(no GPU window has run the probe yet: `scripts/queue.json` holds it first)"
-    data = read_json(found[-1])
-    jobs = data["jobs"]
-    lines = [f"From [`{found[-1].relative_to(root)}`]({found[-1].relative_to(root / 'docs')}): "
-             f"{jobs[0]['device'] if jobs else ''}, {jobs[0]['subset_n'] if jobs else ''} test images, after the last "
-             "epoch; cos: summed misalignment on 256 training images after the first epoch -> after the last, with "
-             "BatchNorm in train mode coupled as the run trained (as classes where its PAG pass was in eval mode) "
-             "(cos train) and in eval mode, the gradient attacks see (cos eval).", "",
-             "| job | recipe | arch | BN coupling | frame | lr | epochs | clean | PGD-20 linf | PGD-20 l2 | cos train | "
-             "cos eval | seconds | commit |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in jobs:
-        first, last = (r["trajectory"][0], r["trajectory"][-1]) if r["trajectory"] else ({}, {})
-        lines.append(f"| {r['job']} | {r['recipe']} | {r['arch']} | {r.get('bn_coupling')} | {r.get('pag_frame')} | "
-                     f"{r['lr']} | {r['epochs_done']}/{r['epochs']} | {_cell(100 * (r['clean'] or 0))} | "
-                     f"{_cell(100 * (r['linf_pgd20'] or 0))} | {_cell(100 * (r['l2_pgd20'] or 0))} | "
-                     f"{_cell(first.get('cos_train'))} -> {_cell(last.get('cos_train'))} | "
-                     f"{_cell(first.get('cos_eval'))} -> {_cell(last.get('cos_eval'))} | {_cell(r['train_time_s'], 0)} | "
-                     f"`{str(r['commit'])[:7]}` |")
-    return "\n".join(lines)
-
-
-def _spread(stat: dict) -> str:
-    """A per-image quantity as mean [10th, 90th percentile]."""
-    return f"{stat['mean']:.2f} [{stat['p10']:.2f}, {stat['p90']:.2f}]"
-
-
-def coupling(root: Path) -> str:
-    """docs/training.md: where the shipped Class Mean model's alignment lives (issue 23), from its JSON."""
-    data = read_json(root / "docs/diagnosis/coupling.json")
-    if not data:
-        return "(not measured yet: `python scripts/coupling_diagnosis.py`)"
-    lines = ["| Class Mean targets | pairwise cosine of the 10 targets | lowest per-image misalignment found | "
-             "one gradient flipped |", "|---|---|---|---|"]
-    lines += [f"| {name} | {_spread(t['pairwise_cos'])} | {_spread(t['per_image_floor'])} | {_spread(t['flip_one_bound'])} |"
-              for name, t in data["targets"].items()]
-    lines += ["", "| checkpoint | train mode, coupling classes | train mode, coupling batch | batch statistics held "
-                  "constant (detached) | eval mode | p(true class), eval mode |", "|---|---|---|---|---|---|"]
-    lines += [f"| `{name}` | {_cell(r['classes'])} | {_cell(r['batch'])} | {_cell(r.get('detached'))} | {_cell(r['eval'])} | "
-              f"{_spread(r['p_true_class_eval'])} |" for name, r in data["checkpoints"].items()]
-    lines += ["", f"Summed misalignment of the log-softmax input gradients (0: aligned, 10: orthogonal, 20: opposite), "
-                  f"mean over {data['images']} training images ({data['augmented']}; "
-                  f"{data.get('order', 'in class order')}), BatchNorm batches of "
-                  f"{data['batch_size']} in train mode; {data['machine']}, torch {data['torch']}, commit "
-                  f"`{data['commit'][:7]}`, {data['seconds']:.0f} s: `{data['command']}`."]
-    return "\n".join(lines)
-
-
-def _pct(fraction: float) -> str:
-    """A fraction as a percentage with one decimal, the probe's resolution."""
-    return f"{100 * fraction:.1f}"
-
-
-def _commit(sha: str) -> str:
-    """A recorded commit as the tables print it, saying when the tree had uncommitted changes."""
-    return f"`{sha[:7]}`" + (" (uncommitted changes)" if sha.endswith("-dirty") else "")
-
-
-def _unique(values: Iterable[str]) -> list[str]:
-    """The distinct values in their first order (a record's arms may come from several runs)."""
-    return list(dict.fromkeys(values))
-
-
-def coupling_probe(root: Path) -> str:
-    """docs/training.md: the CPU probe of the BatchNorm couplings (issue 23), from its JSON."""
-    data = read_json(root / "docs/diagnosis/coupling-probe.json")
-    if not data:
-        return "(not run yet: `python scripts/coupling_probe_cpu.py`)"
-    lines = ["| coupling | train accuracy (train mode), first -> last 10 steps | cross-entropy, highest of any 10 steps | "
-             "test accuracy (eval mode), by epoch | cos in its coupling, epoch 1 -> last | cos eval, epoch 1 -> last | "
-             "seconds |", "|---|---|---|---|---|---|---|"]
-    for arm in data["arms"]:
-        steps, epochs, own = arm["steps"], arm["epochs"], next(k for k in arm["epochs"][0] if k.startswith("cos_")
-                                                                 and k != "cos_eval")
-        lines.append(f"| {arm['coupling']} | {_pct(steps[0]['acc'])} -> {_pct(steps[-1]['acc'])} | "
-                     f"{max(r['ce'] for r in steps):.2f} | {', '.join(_pct(e['test_acc']) for e in epochs)} | "
-                     f"{epochs[0][own]:.2f} -> {epochs[-1][own]:.2f} ({own[4:]}) | "
-                     f"{epochs[0]['cos_eval']:.2f} -> {epochs[-1]['cos_eval']:.2f} | {arm['seconds']:.0f} |")
-    s = data["settings"]
-    lines += ["", f"ResNet-18 at width {s['width']} (the paper's: 64), {s['images']} class-balanced training images, "
-                  f"{s['epochs']} epochs of batch {s['batch_size']}, lr {s['lr']} (`fast-lr01`'s shape), lambda "
-                  f"{s['lam']} (none: 0), `--pag-impl {s['impl']}`, the same initialization and batches for every arm; test "
-                  f"accuracy on {s['test_images']} test images; cos on 128 augmented training images; "
-                  f"{data['machine']}, torch {data['torch']}, commit "
-                  f"{', '.join(_commit(c) for c in _unique(a.get('commit', data['commit']) for a in data['arms']))}, "
-                  f"{data['seconds']:.0f} s: "
-                  f"{'; '.join(f'`{c}`' for c in _unique(a.get('command', data['command']) for a in data['arms']))} "
-                  "([log](diagnosis/coupling-probe.log))."]
-    return "\n".join(lines)
-
-
 GENERATORS: dict[str, Callable[[Path], str]] = {
-    "coupling": coupling, "coupling-probe": coupling_probe,
+    "coupling": coupling, "coupling-probe": coupling_probe("coupling-probe"),
+    "finetune-probe": coupling_probe("finetune-probe"),
     "table1": table1, "recipes": recipes, "audits": audits, "autoattack-runs": autoattack_runs, "cost": cost,
     "toy": toy, "toy-seeds": toy_seeds, "toy-vanilla": toy_vanilla, "toy-sweep": toy_sweep,
     "toy-lam": toy_ablation("lam", ("grad_of", "lam")), "toy-k": toy_ablation("k", ("k",)),

@@ -37,10 +37,11 @@ def test_the_check_command_fails_in_one_line_with_the_problem(tmp_path, capsys):
 
 def test_the_coupling_probe_names_every_run_and_a_dirty_tree(tmp_path):
     """Arms appended by a later run keep their own commit and command; an uncommitted tree is said, not hidden."""
-    from pagdemo.docs import coupling_probe
     from pagdemo.records.files import write_json
+    from pagdemo.train.tables import coupling_probe
 
-    assert "not run yet" in coupling_probe(tmp_path)
+    table = coupling_probe("coupling-probe")
+    assert "not run yet" in table(tmp_path)
     arm = {"steps": [{"acc": 0.1, "ce": 2.3}, {"acc": 0.3, "ce": 2.9}],
            "epochs": [{"test_acc": 0.2, "cos_eval": 9.0, "cos_batch": 8.0}, {"test_acc": 0.25, "cos_eval": 7.0, "cos_batch": 5.0}],
            "seconds": 10.0}
@@ -49,6 +50,26 @@ def test_the_coupling_probe_names_every_run_and_a_dirty_tree(tmp_path):
         "settings": {"width": 16, "images": 64, "epochs": 2, "batch_size": 32, "lr": 0.01, "lam": 0.4, "impl": "explicit",
                      "test_images": 20},
         "arms": [{**arm, "coupling": "batch"}, {**arm, "coupling": "none", "commit": "b" * 40, "command": "second"}]})
-    text = coupling_probe(tmp_path)
+    text = table(tmp_path)
     assert "| batch | 10.0 -> 30.0 | 2.90 | 20.0, 25.0 | 8.00 -> 5.00 (batch) | 9.00 -> 7.00 | 10 |" in text
     assert "`aaaaaaa` (uncommitted changes), `bbbbbbb`" in text and "`first`; `second`" in text
+    assert "the same initialization" in text and "[log](diagnosis/coupling-probe.log)" in text
+
+
+def test_a_fine_tuning_probe_says_where_its_arms_started(tmp_path):
+    from pagdemo.records.files import write_json
+    from pagdemo.train.tables import coupling_probe
+
+    arm = {"coupling": "eval", "steps": [{"acc": 0.5, "ce": 1.3}], "seconds": 5.0,
+           "epochs": [{"test_acc": 0.4, "cos_eval": 9.0, "cos_classes": 9.5}]}
+    write_json(tmp_path / "docs/diagnosis/finetune-probe.json", {
+        "commit": "c" * 40, "command": "ft", "machine": "cpu", "torch": "2", "seconds": 9.0,
+        "settings": {"width": 16, "images": 64, "epochs": 1, "batch_size": 32, "lr": 0.01, "lam": 0.4, "impl": "explicit",
+                     "test_images": 20, "init_epochs": 10, "init_lr": 0.04},
+        "init": {**arm, "coupling": "none", "epochs": [{"test_acc": 0.512, "cos_eval": 9.87, "cos_classes": 10.0}]},
+        "arms": [arm]})
+    text = coupling_probe("finetune-probe")(tmp_path)
+    assert ("fine-tunes one network trained by the cross-entropy alone for 10 epochs at lr 0.04 "
+            "(test accuracy 51.2, cos eval 9.87)") in text
+    assert "| eval | 50.0 -> 50.0 | 1.30 | 40.0 | 9.50 -> 9.50 (classes) |" in text
+    assert "[log](diagnosis/finetune-probe.log)" in text

@@ -35,6 +35,13 @@ def fmt_number(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else ("" if value is None else str(value))
 
 
+def table_cell(value: object, digits: int = 2) -> str:
+    """A number as the docs' tables print it; blank when missing."""
+    if value is None:
+        return ""
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
 def to_percent(fraction: float | None) -> float | None:
     """A fraction (0.4636) as the percentage tables show (46.36), rounded to 2 decimals."""
     return None if fraction is None else round(100 * fraction, 2)
