@@ -131,6 +131,13 @@ def test_model_card_lists_method_lambda_and_evaluations(tiny):
     assert "| l2 | 0.5 | 20 | 0.05 |" in row[0] and "68.75%" in row[0] and "40.62%" in row[0]
 
 
+def test_model_card_shows_a_recipes_settings_as_fields_not_a_python_dict(tiny):
+    model, folder = tiny
+    save_checkpoint(model, folder, {**RUN, "recipe_settings": {"summary": "batch 256, cosine", "nesterov": True}})
+    row = next(ln for ln in (folder / "README.md").read_text().splitlines() if ln.startswith("| recipe settings |"))
+    assert row == "| recipe settings | summary `batch 256, cosine`; nesterov `True` |"
+
+
 def test_model_card_shows_the_notes_file(tiny):
     _, folder = tiny
     (folder / "NOTES.md").write_text("Trained for 3 epochs only: the slot ran out.\n")

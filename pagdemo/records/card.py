@@ -33,6 +33,13 @@ def _settings(run: dict[str, Any]) -> list[tuple[str, str]]:
     return [("method", "method"), *specific, *_COMMON]
 
 
+def _value(value: Any) -> str:
+    """A setting as the card's table shows it: a dict (a recipe's settings) as its fields, not Python's repr."""
+    if isinstance(value, dict):
+        return "; ".join(f"{k} `{v}`" for k, v in value.items())
+    return f"`{value}`"
+
+
 def _evaluations(evaluations: list[dict]) -> list[str]:
     """One table row per evaluation, with every setting that produced the number."""
     if not evaluations:
@@ -74,7 +81,7 @@ def render_card(i: dict[str, Any]) -> str:
         run["epochs"] = f"{done} of {planned} (stopped before the schedule ended)"
     run.setdefault("image_size", i.get("image_size"))
     lines += ["| setting | value |", "|---|---|"]
-    lines += [f"| {label} | `{run[k]}` |" for k, label in _settings(run) if run.get(k) not in (None, "")]
+    lines += [f"| {label} | {_value(run[k])} |" for k, label in _settings(run) if run.get(k) not in (None, "")]
     if i.get("notes"):  # what a reader must know that no setting says (a cut-short schedule, say)
         lines += ["", "## Notes", "", i["notes"].strip()]
     lines += ["", "## Evaluations", ""] + _evaluations(i["evaluations"]) + _audits(i)
