@@ -135,7 +135,7 @@ def test_model_card_shows_a_recipes_settings_as_fields_not_a_python_dict(tiny):
     model, folder = tiny
     save_checkpoint(model, folder, {**RUN, "recipe_settings": {"summary": "batch 256, cosine", "nesterov": True}})
     row = next(ln for ln in (folder / "README.md").read_text().splitlines() if ln.startswith("| recipe settings |"))
-    assert row == "| recipe settings | summary `batch 256, cosine`; nesterov `True` |"
+    assert row == "| recipe settings | `summary: batch 256, cosine; nesterov: True` |"
 
 
 def test_model_card_shows_the_notes_file(tiny):

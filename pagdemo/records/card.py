@@ -36,8 +36,8 @@ def _settings(run: dict[str, Any]) -> list[tuple[str, str]]:
 def _value(value: Any) -> str:
     """A setting as the card's table shows it: a dict (a recipe's settings) as its fields, not Python's repr."""
     if isinstance(value, dict):
-        return "; ".join(f"{k} `{v}`" for k, v in value.items())
-    return f"`{value}`"
+        value = "; ".join(f"{k}: {v}" for k, v in value.items())
+    return f"`{value}`"  # one code span: the app's table cells wrap code, not text
 
 
 def _evaluations(evaluations: list[dict]) -> list[str]:
