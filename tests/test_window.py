@@ -26,6 +26,7 @@ JOBS = [
     {"name": "student", "est_s": 1, "needs": ["teacher"], "cmd": ["train", "--method", "vanilla"]},
     {"name": "teacher", "est_s": 1, "cmd": ["adv-train", "--attack", "nope"]},  # fails: its student is skipped
 ]
+DRY_FOREVER = 100_000  # dry epochs no machine finishes before a test's deadline
 
 
 def _queue(tmp_path: Path, jobs: list[dict], **extra) -> Path:
@@ -82,8 +83,9 @@ def test_a_job_cut_at_the_deadline_comes_back_resumable(tmp_path):
     """A long row that cannot finish in one window starts anyway when it may fill the window (fill_min_s)."""
     jobs = [{"name": "big", "est_s": 10_000, "ship": True, "cmd": ["train", "--method", "vanilla"]},
             {"name": "long", "est_s": 10_000, "fill_min_s": 5, "ship": True, "cmd": ["train", "--method", "vanilla"]}]
-    # 30 s: the dry init and the job's own start (importing torch) took over 15 s on a loaded 2-core CPU
-    runs = _start(tmp_path, _queue(tmp_path, jobs, dry_epochs=400), deadline_s=30)
+    # 30 s: the dry init and the job's own start (importing torch) took over 15 s on a loaded 2-core CPU; the job
+    # plans more epochs than any machine finishes in 30 s (400 once finished on an idle one)
+    runs = _start(tmp_path, _queue(tmp_path, jobs, dry_epochs=DRY_FOREVER), deadline_s=30)
     status = json.loads((runs / "status.json").read_text())["jobs"]
     assert status["big"]["state"] == "skipped" and status["long"]["state"] == "cut", status
     assert (runs / "long" / "train_log.jsonl").exists(), (runs / "session.log").read_text()
@@ -91,14 +93,14 @@ def test_a_job_cut_at_the_deadline_comes_back_resumable(tmp_path):
     for parcel in _collect_all(runs, tmp_path):
         window.main(["unpack", str(parcel), "--into", str(here)])
     done = len((here / "long" / "train_log.jsonl").read_text().splitlines())
-    assert 0 < done < 400 and (here / "long" / "train_state" / "progress.json").exists()
+    assert 0 < done < DRY_FOREVER and (here / "long" / "train_state" / "progress.json").exists()
     model = load_checkpoint(here / "long")
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     assert load_state(here / "long", model, opt)[0] == done  # every shard of the state came back
     cfg = json.loads((here / "long" / "config.json").read_text())["run"]
     other = TrainConfig(**{k: cfg[k] for k in ("method", "dataset", "limit", "batch_size", "arch", "recipe", "seed")},
                         epochs=done + 1, out=str(here / "long"), monitor_limit=0)
-    with pytest.raises(ValueError, match="epochs: 400 -> "):  # it resumes only under the same command
+    with pytest.raises(ValueError, match=f"epochs: {DRY_FOREVER} -> "):  # it resumes only under the same command
         train(other, progress=False)
 
 
