@@ -10,7 +10,7 @@ input gradients near 1e-14. So the loss is the sum over images (each image's gra
 shrink with the batch), its logits are taken in float64 (in float32 the true class's term of the
 cross-entropy gradient rounds to zero once the margin passes about 17), and an l2 step divides by the
 gradient's norm however small (torchattacks adds 1e-10 to the norm, which shrank these steps to
-nothing: PGD-20 l2 left 5 of 200 vanilla images standing that AutoAttack broke, docs/robustness.md).
+nothing: PGD-20 l2 left 5 of 200 vanilla images standing that AutoAttack broke; tests/test_attacks.py).
 """
 from __future__ import annotations
 
