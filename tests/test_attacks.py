@@ -89,7 +89,9 @@ class _Confident(torch.nn.Module):
 def test_a_saturated_model_is_attacked_and_each_image_as_if_alone(model, batch, norm):
     """A 1e-10 guard on the gradient's norm (torchattacks') stalled l2 PGD on confident images, more so in big
     batches (the mean loss shrinks each image's gradient): the shipped vanilla kept 2.5% at l2 0.5 that
-    AutoAttack broke."""
+    AutoAttack broke. Batched and single-image convolutions round differently on some CPUs (an AMD EPYC), and a
+    sign step flips on a near-zero component, so this asserts the attack's outcome, not bit-equal pixels: the
+    same images fooled, every perturbation as large in the batch as alone, and most images fooled."""
     x, _ = batch
     confident = _Confident(model, x).eval()
     with torch.no_grad():
@@ -98,9 +100,13 @@ def test_a_saturated_model_is_attacked_and_each_image_as_if_alone(model, batch, 
     together = pgd(confident, x, y, eps, norm=norm, steps=20, random_init=False)
     alone = torch.cat([pgd(confident, x[i:i + 1], y[i:i + 1], eps, norm=norm, steps=20, random_init=False)
                        for i in range(len(x))])
-    torch.testing.assert_close(together, alone)
     with torch.no_grad():
-        assert (confident(together).argmax(1) == y).float().mean() < 0.5
+        fooled, fooled_alone = confident(together).argmax(1) != y, confident(alone).argmax(1) != y
+    assert torch.equal(fooled, fooled_alone)
+    size = lambda adv: (adv - x).flatten(1).norm(dim=1)  # noqa: E731
+    torch.testing.assert_close(size(together), size(alone), rtol=0.02, atol=0)
+    assert (size(together) > 0.5 * eps * (1 if norm == "l2" else x[0].numel() ** 0.5)).all()  # none stalled
+    assert fooled.float().mean() > 0.5
 
 
 def test_restores_mode_and_leaves_parameter_grads_alone(model, batch):

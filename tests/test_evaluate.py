@@ -12,6 +12,7 @@ from pagdemo.data.datasets import load_dataset
 from pagdemo.eval.evaluate import EvalConfig, accuracy_vs_eps, format_record, robust_accuracy, run_eval
 from pagdemo.eval.subset import data_for_eval
 from pagdemo.models import resolve_device
+from pagdemo.records.provenance import git_commit
 from pagdemo.threat import eps_grid
 from pagdemo.train.loop import TrainConfig, train
 
@@ -117,6 +118,7 @@ def test_run_eval_records_the_exact_settings(checkpoint, tmp_path):
     assert record["data"].startswith("synthetic/test")  # the checkpoint's own dataset
     assert 0 <= record["robust_acc"] <= record["clean_acc"] and record["clean_acc"] > 0.3
     assert record["device"] == "cpu" and record["config"]["checkpoint"] == str(checkpoint)
+    assert record["commit"] == git_commit()  # which code measured it
     evaluations = json.loads((checkpoint / "metrics.json").read_text())["evaluations"]
     assert evaluations[-1] == json.loads(out_json.read_text())
     assert json.loads(out_json.read_text())["step_size"] == 0.25

@@ -16,7 +16,7 @@ from pagdemo.models import resolve_device
 from pagdemo.options import flag
 from pagdemo.records.checkpoints import append_metrics, load_checkpoint
 from pagdemo.records.files import write_json
-from pagdemo.records.provenance import now
+from pagdemo.records.provenance import git_commit, now
 from pagdemo.threat import NORMS, eval_eps
 
 EPS_HELP = "radius in [0, 1] pixel units (default: the dataset's, 8/255 linf, 0.5 l2 on CIFAR-10)"
@@ -87,7 +87,8 @@ def load_subject(cfg: SubsetConfig, limit: int | None = None) -> Subject:
 def evaluation_record(cfg: SubsetConfig, subject: Subject, **result) -> dict:
     """One metrics.json line: when, on what, by which settings, and the result's own fields (attack, accuracies)."""
     return {"date": now(), "data": subject.described, "n": len(subject.data), "limit": cfg.limit,
-            "subset_seed": cfg.seed, "norm": cfg.norm, **result, "device": str(subject.device), "config": asdict(cfg)}
+            "subset_seed": cfg.seed, "norm": cfg.norm, **result, "device": str(subject.device), "commit": git_commit(),
+            "config": asdict(cfg)}
 
 
 def keep_records(cfg: SubsetConfig, *records: dict) -> None:
