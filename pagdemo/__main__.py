@@ -1,4 +1,5 @@
 """`python -m pagdemo` is the `pagdemo` command (and what torchrun launches)."""
+
 import sys
 
 from pagdemo.cli import main

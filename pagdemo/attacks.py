@@ -12,10 +12,11 @@ cross-entropy gradient rounds to zero once the margin passes about 17), and an l
 gradient's norm however small (torchattacks adds 1e-10 to the norm, which shrank these steps to
 nothing: PGD-20 l2 left 5 of 200 vanilla images standing that AutoAttack broke; tests/test_attacks.py).
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -60,7 +61,9 @@ def project(delta: torch.Tensor, norm: str, eps: float) -> torch.Tensor:
     return delta * factor
 
 
-def random_start(x: torch.Tensor, norm: str, eps: float, generator: torch.Generator | None = None) -> torch.Tensor:
+def random_start(
+    x: torch.Tensor, norm: str, eps: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """A uniform point of the linf cube, or a uniform direction at a uniform radius in the l2 ball."""
     if norm == "linf":
         return (torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) * 2 - 1) * eps
@@ -122,8 +125,14 @@ def pgd_steps(
             yield x_adv.detach()
 
 
-def nfgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str = "linf",
-          generator: torch.Generator | None = None) -> torch.Tensor:
+def nfgsm(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    norm: str = "linf",
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """N-FGSM (de Jorge et al. 2022), for adversarial training: one signed (linf) or normalized (l2) step of
     size eps from a random point of the 2-eps ball, not projected back (the noise is what prevents
     catastrophic overfitting); pixels clamped to [0, 1]."""
@@ -139,6 +148,6 @@ def nfgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: 
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, **kwargs) -> torch.Tensor:
     """Run PGD to its last step; see `pgd_steps` for the arguments."""
     x_adv = x.detach()
-    for x_adv in pgd_steps(model, x, y, eps, **kwargs):
+    for x_adv in pgd_steps(model, x, y, eps, **kwargs):  # noqa: B007 (the last iterate is the result)
         pass
     return x_adv

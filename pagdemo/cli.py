@@ -4,6 +4,7 @@ Every command's flags are the fields of its config dataclass (`pagdemo.options.f
 read), so a setting is written once and the help cannot drift from the code. `parse` turns argv into that config;
 `pagdemo.commands` runs it with the same functions the app and the tests call.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,7 +49,9 @@ def eps_value(text: str) -> float:
     try:
         value = float(Fraction(text))
     except (ValueError, ZeroDivisionError):
-        raise argparse.ArgumentTypeError(f"invalid eps {text!r}: write a number like 0.5 or a fraction like 8/255")
+        raise argparse.ArgumentTypeError(
+            f"invalid eps {text!r}: write a number like 0.5 or a fraction like 8/255"
+        ) from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"eps must be >= 0, got {text}")
     return value
@@ -59,7 +62,7 @@ def positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
     return value
@@ -70,10 +73,14 @@ def float_list(text: str) -> tuple[float, ...]:
     try:
         return tuple(float(v) for v in text.split(",") if v.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
 
 
-READERS = {"eps": eps_value, "count": positive_int, "floats": float_list}  # the `read` words of pagdemo.options
+READERS = {
+    "eps": eps_value,
+    "count": positive_int,
+    "floats": float_list,
+}  # the `read` words of pagdemo.options
 
 
 def _shape(hint: Any) -> tuple[type, bool, bool]:
@@ -96,8 +103,10 @@ def _help(text: str, default: Any, value_type: type) -> str:
     """The field's help, saying its default unless the help does already; a True switch's flag turns it off."""
     if value_type is bool and default is True:
         text = f"turn off: {text}"
-    elif not (default is None or default is False or default == () or default is dataclasses.MISSING) \
-            and "default" not in text:
+    elif (
+        not (default is None or default is False or default == () or default is dataclasses.MISSING)
+        and "default" not in text
+    ):
         text += f" (default: {' '.join(map(str, default)) if isinstance(default, tuple) else default})"
     return text.replace("%", "%%")
 
@@ -114,8 +123,10 @@ def add_flag(p: argparse.ArgumentParser, f: dataclasses.Field, hint: Any, given_
         name = name if not default else "--no-" + name[2:]
         kw.update(action="store_false" if default else "store_true", default=None if given_only else default)
     else:
-        kw.update(type=READERS[m["read"]] if m["read"] else value_type,
-                  nargs="+" if many and m["read"] != "floats" else None)  # "floats" reads one "0,0.1,1" word
+        kw.update(
+            type=READERS[m["read"]] if m["read"] else value_type,
+            nargs="+" if many and m["read"] != "floats" else None,
+        )  # "floats" reads one "0,0.1,1" word
         if m["choices"] is not None:
             kw["choices"] = list(m["choices"]) + ([m["none"]] if m["none"] else [])
         if default is dataclasses.MISSING:
@@ -128,8 +139,13 @@ def add_flag(p: argparse.ArgumentParser, f: dataclasses.Field, hint: Any, given_
     p.add_argument(name, **kw)
 
 
-def add_flags(p: argparse.ArgumentParser, cls: type, group: str | None = None, only: tuple[str, ...] = (),
-              given_only: bool = False) -> None:
+def add_flags(
+    p: argparse.ArgumentParser,
+    cls: type,
+    group: str | None = None,
+    only: tuple[str, ...] = (),
+    given_only: bool = False,
+) -> None:
     """The flags of a config dataclass: its flag() fields, those of `group` and the ungrouped (or just `only`)."""
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
@@ -143,8 +159,11 @@ def flag_values(cls: type, args: argparse.Namespace) -> dict[str, Any]:
     for f in dataclasses.fields(cls):
         if hasattr(args, f.name):
             value = getattr(args, f.name)
-            values[f.name] = None if f.metadata.get("none") and value == f.metadata["none"] else (
-                tuple(value) if isinstance(value, list) else value)
+            values[f.name] = (
+                None
+                if f.metadata.get("none") and value == f.metadata["none"]
+                else (tuple(value) if isinstance(value, list) else value)
+            )
     return values
 
 
@@ -156,14 +175,21 @@ def config_from_args(cls: type, args: argparse.Namespace, **fixed: Any) -> Any:
 def _train_parsers(sub) -> None:
     """`train` and `adv-train`: one TrainConfig, each showing its own group of flags."""
     from pagdemo.train.config import TrainConfig
-    p = sub.add_parser("train", help="train vanilla or PAG (oi, cm, nn, rigd) classifiers",
-                       description="Train with Eq. 1: CE + lambda * sum over classes of (1 - cos(input gradient, "
-                                   "g(x, t))), the targets g named by --method; the paper's settings are the defaults "
-                                   "(docs/training.md says which choices the paper leaves open, and ours).")
+
+    p = sub.add_parser(
+        "train",
+        help="train vanilla or PAG (oi, cm, nn, rigd) classifiers",
+        description="Train with Eq. 1: CE + lambda * sum over classes of (1 - cos(input gradient, "
+        "g(x, t))), the targets g named by --method; the paper's settings are the defaults "
+        "(docs/training.md says which choices the paper leaves open, and ours).",
+    )
     add_flags(p, TrainConfig, group="pag")
-    p = sub.add_parser("adv-train", help="adversarially train a robust teacher (PGD-AT, FGSM-RS or N-FGSM)",
-                       description="Adversarial training (Madry et al. 2018) for the RIGD teachers: each batch is "
-                                   "replaced by its adversarial examples.")
+    p = sub.add_parser(
+        "adv-train",
+        help="adversarially train a robust teacher (PGD-AT, FGSM-RS or N-FGSM)",
+        description="Adversarial training (Madry et al. 2018) for the RIGD teachers: each batch is "
+        "replaced by its adversarial examples.",
+    )
     add_flags(p, TrainConfig, group="adv")
 
 
@@ -172,18 +198,29 @@ def _eval_parsers(sub) -> None:
     from pagdemo.eval.audit import AuditConfig
     from pagdemo.eval.autoattack import AutoAttackConfig
     from pagdemo.eval.evaluate import EvalConfig
-    p = sub.add_parser("eval", help="clean and PGD robust accuracy of a checkpoint",
-                       description="PGD-k with random start and step 2*eps/k (the paper: k=20, linf eps 8/255, "
-                                   "l2 eps 0.5). The result is appended to the checkpoint's metrics.json.")
-    p.add_argument("--attack", default="pgd", choices=["pgd", "autoattack"],
-                   help="pgd (the paper's) or autoattack (standard: APGD-CE, APGD-T, FAB-T, Square; also reruns "
-                        "PGD-20 on the same subset; default --limit 1000)")
+
+    p = sub.add_parser(
+        "eval",
+        help="clean and PGD robust accuracy of a checkpoint",
+        description="PGD-k with random start and step 2*eps/k (the paper: k=20, linf eps 8/255, "
+        "l2 eps 0.5). The result is appended to the checkpoint's metrics.json.",
+    )
+    p.add_argument(
+        "--attack",
+        default="pgd",
+        choices=["pgd", "autoattack"],
+        help="pgd (the paper's) or autoattack (standard: APGD-CE, APGD-T, FAB-T, Square; also reruns "
+        "PGD-20 on the same subset; default --limit 1000)",
+    )
     add_flags(p, EvalConfig)
     add_flags(p, AutoAttackConfig, only=("version", "backend"))
-    p = sub.add_parser("audit", help="gradient-masking checks and the PAG score of a checkpoint",
-                       description="Carlini et al. (2019) sanity checks: accuracy against growing eps must reach 0, "
-                                   "PGD-100 with restarts must not beat PGD-20 by much, a transfer attack from the "
-                                   "vanilla model must not beat the white-box one. Prints a verdict with the evidence.")
+    p = sub.add_parser(
+        "audit",
+        help="gradient-masking checks and the PAG score of a checkpoint",
+        description="Carlini et al. (2019) sanity checks: accuracy against growing eps must reach 0, "
+        "PGD-100 with restarts must not beat PGD-20 by much, a transfer attack from the "
+        "vanilla model must not beat the white-box one. Prints a verdict with the evidence.",
+    )
     add_flags(p, AuditConfig)
 
 
@@ -195,40 +232,76 @@ def _other_parsers(sub) -> None:
     from pagdemo.records.zoo_import import ImportConfig
     from pagdemo.toy.experiment import ToyConfig
     from pagdemo.viz.picture import PictureConfig
-    add_flags(sub.add_parser("toy", help="the paper's 2-D experiment (Sec. 5.1): vanilla vs PAG decision boundaries",
-                             description="Two classes on the line x2 = 2*x1, an MLP 2-32-2, vanilla vs PAG with the "
-                                         "Nearest Neighbor target, attacked with L2 PGD-10 (eps 15, step 2)."), ToyConfig)
-    add_flags(sub.add_parser("attack", help="the PAG picture: targeted PGD from one image toward each class",
-                             description="Large-eps targeted PGD from your image toward every class (or one): robust "
-                                         "and PAG models paint class features, vanilla models add noise (the paper's "
-                                         "Fig. 1)."), PictureConfig)
-    p = sub.add_parser("bench", help="training-step, PGD and app-grid speed and memory (JSON out)",
-                       description="Times every PAG implementation against vanilla and the reference loop, our PGD "
-                                   "against torchattacks', and the app's grid; medians of round-robin runs.")
+
+    add_flags(
+        sub.add_parser(
+            "toy",
+            help="the paper's 2-D experiment (Sec. 5.1): vanilla vs PAG decision boundaries",
+            description="Two classes on the line x2 = 2*x1, an MLP 2-32-2, vanilla vs PAG with the "
+            "Nearest Neighbor target, attacked with L2 PGD-10 (eps 15, step 2).",
+        ),
+        ToyConfig,
+    )
+    add_flags(
+        sub.add_parser(
+            "attack",
+            help="the PAG picture: targeted PGD from one image toward each class",
+            description="Large-eps targeted PGD from your image toward every class (or one): robust "
+            "and PAG models paint class features, vanilla models add noise (the paper's "
+            "Fig. 1).",
+        ),
+        PictureConfig,
+    )
+    p = sub.add_parser(
+        "bench",
+        help="training-step, PGD and app-grid speed and memory (JSON out)",
+        description="Times every PAG implementation against vanilla and the reference loop, our PGD "
+        "against torchattacks', and the app's grid; medians of round-robin runs.",
+    )
     add_flags(p, BenchConfig, given_only=True)
     p.add_argument("--small", action="store_true", help="CPU-sized settings (a few minutes on 2 cores)")
-    add_flags(sub.add_parser("app", help="serve the Gradio app on the shipped (or your) checkpoints",
-                             description="Upload an image or pick a test image and watch class-targeted PGD change it, "
-                                         "model by model; compare robustness; the toy experiment. "
-                                         "http://127.0.0.1:7860 by default."), AppConfig)
-    add_flags(sub.add_parser("import-robustbench", help="a RobustBench model (e.g. the paper's RIGD teachers) as a "
-                             "pagdemo checkpoint", description="Loads a model of RobustBench's zoo with RobustBench's "
-                             "own load_model (tensors only, never code from the file) and writes a checkpoint folder "
-                             "that eval, audit, attack, the app and train --method rigd --teacher use like any other. "
-                             "Needs the optional robustbench package: pip install -e '.[zoo]'."), ImportConfig)
-    add_flags(sub.add_parser("docs", help="print every table of README.md and docs/ from the committed records",
-                             description="Rewrites each <!-- generated:NAME --> block of README.md, "
-                                         "checkpoints/README.md and docs/**/*.md from the checkpoints' records and the "
-                                         "committed JSON files; --check only compares (the test suite runs it)."),
-              DocsConfig)
+    add_flags(
+        sub.add_parser(
+            "app",
+            help="serve the Gradio app on the shipped (or your) checkpoints",
+            description="Upload an image or pick a test image and watch class-targeted PGD change it, "
+            "model by model; compare robustness; the toy experiment. "
+            "http://127.0.0.1:7860 by default.",
+        ),
+        AppConfig,
+    )
+    add_flags(
+        sub.add_parser(
+            "import-robustbench",
+            help="a RobustBench model (e.g. the paper's RIGD teachers) as a pagdemo checkpoint",
+            description="Loads a model of RobustBench's zoo with RobustBench's "
+            "own load_model (tensors only, never code from the file) and writes a checkpoint folder "
+            "that eval, audit, attack, the app and train --method rigd --teacher use like any other. "
+            "Needs the optional robustbench package: pip install -e '.[zoo]'.",
+        ),
+        ImportConfig,
+    )
+    add_flags(
+        sub.add_parser(
+            "docs",
+            help="print every table of README.md and docs/ from the committed records",
+            description="Rewrites each <!-- generated:NAME --> block of README.md, "
+            "checkpoints/README.md and docs/**/*.md from the checkpoints' records and the "
+            "committed JSON files; --check only compares (the test suite runs it).",
+        ),
+        DocsConfig,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     """All commands, with help that explains the paper's settings rather than just naming flags."""
     parser = Parser(
-        prog="pagdemo", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES,
+        prog="pagdemo",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EXAMPLES,
         description="Perceptually Aligned Gradients (Ganz, Kawar, Elad, ICML 2023): train ResNet-18s whose input "
-                    "gradients are pushed toward class images, attack them with PGD, and measure their robustness.")
+        "gradients are pushed toward class images, attack them with PGD, and measure their robustness.",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_train_parsers, _eval_parsers, _other_parsers):
         add(sub)
@@ -240,10 +313,13 @@ def parse(argv: list[str]) -> tuple[str, Any]:
     args = build_parser().parse_args(argv)
     if args.command in ("train", "adv-train"):
         from pagdemo.train.config import TrainConfig
-        return args.command, config_from_args(TrainConfig, args, **({"method": "adv"} if args.command == "adv-train"
-                                                                     else {}))
+
+        return args.command, config_from_args(
+            TrainConfig, args, **({"method": "adv"} if args.command == "adv-train" else {})
+        )
     if args.command == "eval" and args.attack == "autoattack":
         from pagdemo.eval.autoattack import AutoAttackConfig
+
         if args.norm == "none":
             raise CLIError("--attack autoattack needs --norm linf or l2")
         if args.limit is None:
@@ -251,11 +327,17 @@ def parse(argv: list[str]) -> tuple[str, Any]:
         return "eval", config_from_args(AutoAttackConfig, args)
     if args.command == "bench":
         from pagdemo.bench import BenchConfig, bench_config
+
         return "bench", bench_config(flag_values(BenchConfig, args), args.small)
-    configs = {"eval": ("pagdemo.eval.evaluate", "EvalConfig"), "audit": ("pagdemo.eval.audit", "AuditConfig"),
-               "toy": ("pagdemo.toy.experiment", "ToyConfig"), "attack": ("pagdemo.viz.picture", "PictureConfig"),
-               "app": ("pagdemo.app", "AppConfig"), "docs": ("pagdemo.docs", "DocsConfig"),
-               "import-robustbench": ("pagdemo.records.zoo_import", "ImportConfig")}
+    configs = {
+        "eval": ("pagdemo.eval.evaluate", "EvalConfig"),
+        "audit": ("pagdemo.eval.audit", "AuditConfig"),
+        "toy": ("pagdemo.toy.experiment", "ToyConfig"),
+        "attack": ("pagdemo.viz.picture", "PictureConfig"),
+        "app": ("pagdemo.app", "AppConfig"),
+        "docs": ("pagdemo.docs", "DocsConfig"),
+        "import-robustbench": ("pagdemo.records.zoo_import", "ImportConfig"),
+    }
     module, name = configs[args.command]
     return args.command, config_from_args(getattr(importlib.import_module(module), name), args)
 
@@ -269,10 +351,16 @@ def main(argv: list[str] | None = None) -> int:
         COMMANDS[command](cfg, "pagdemo " + shlex.join(argv))
     except KeyboardInterrupt:
         if command in ("train", "adv-train"):
-            print("pagdemo: interrupted; run the same command again to resume from the last finished epoch",
-                  file=sys.stderr)
+            print(
+                "pagdemo: interrupted; run the same command again to resume from the last finished epoch",
+                file=sys.stderr,
+            )
         return 130
-    except (ValueError, OSError, CLIError) as e:  # DataError, CheckpointError and bad settings are ValueErrors
+    except (
+        ValueError,
+        OSError,
+        CLIError,
+    ) as e:  # DataError, CheckpointError and bad settings are ValueErrors
         print(f"pagdemo {command}: error: {e}", file=sys.stderr)
         return 2
     return 0

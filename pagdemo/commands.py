@@ -1,10 +1,12 @@
 """What each `pagdemo` command does with its config: call the function the app and the tests call, and print what a
 person reads in a terminal (`pagdemo.cli` parses argv into the config and dispatches here)."""
+
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 
 class CLIError(Exception):
@@ -88,9 +90,20 @@ def cmd_import(cfg: Any, command: str) -> None:
     from pagdemo.records.zoo_import import import_robustbench
 
     out = import_robustbench(cfg, command)
-    print(f"checkpoint written to {out}; evaluate it with: pagdemo eval --checkpoint {out} --norm {cfg.threat.lower()}")
+    print(
+        f"checkpoint written to {out}; evaluate it with: pagdemo eval --checkpoint {out} --norm {cfg.threat.lower()}"
+    )
 
 
 COMMANDS: dict[str, Callable[[Any, str], None]] = {
-    "train": cmd_train, "adv-train": cmd_train, "eval": cmd_eval, "toy": cmd_toy, "attack": cmd_attack,
-    "audit": cmd_audit, "bench": cmd_bench, "app": cmd_app, "docs": cmd_docs, "import-robustbench": cmd_import}
+    "train": cmd_train,
+    "adv-train": cmd_train,
+    "eval": cmd_eval,
+    "toy": cmd_toy,
+    "attack": cmd_attack,
+    "audit": cmd_audit,
+    "bench": cmd_bench,
+    "app": cmd_app,
+    "docs": cmd_docs,
+    "import-robustbench": cmd_import,
+}

@@ -5,9 +5,10 @@ Every image model takes images in [0, 1] and normalizes them in its first layer,
 targets and the app never need to know a dataset's mean and std. `PAGClassifier` is what a
 checkpoint holds: a named architecture plus its class names, input size and normalization.
 """
+
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -66,8 +67,15 @@ class ResNet18(nn.Module):
     scales every stage; narrower copies are for CPU experiments (scripts/coupling_probe_cpu.py).
     """
 
-    def __init__(self, num_classes: int = 10, mean: Sequence[float] = CIFAR10_MEAN, std: Sequence[float] = CIFAR10_STD,
-                 stem_stride: int = 1, act: type[nn.Module] = nn.ReLU, width: int = 64) -> None:
+    def __init__(
+        self,
+        num_classes: int = 10,
+        mean: Sequence[float] = CIFAR10_MEAN,
+        std: Sequence[float] = CIFAR10_STD,
+        stem_stride: int = 1,
+        act: type[nn.Module] = nn.ReLU,
+        width: int = 64,
+    ) -> None:
         super().__init__()
         self.normalize = Normalize(mean, std)
         self.conv1 = nn.Conv2d(3, width, 3, stem_stride, 1, bias=False)
@@ -100,13 +108,18 @@ class MLP(nn.Module):
 class TinyCNN(nn.Module):
     """A few-thousand-parameter convnet with BatchNorm, so CPU tests of the image pipeline run in seconds."""
 
-    def __init__(self, num_classes: int = 10, mean: Sequence[float] = CIFAR10_MEAN,
-                 std: Sequence[float] = CIFAR10_STD) -> None:
+    def __init__(
+        self, num_classes: int = 10, mean: Sequence[float] = CIFAR10_MEAN, std: Sequence[float] = CIFAR10_STD
+    ) -> None:
         super().__init__()
         self.normalize = Normalize(mean, std)
         self.features = nn.Sequential(
-            nn.Conv2d(3, 8, 3, 1, 1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
-            nn.Conv2d(8, 16, 3, 2, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+            nn.Conv2d(3, 8, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+            nn.Conv2d(8, 16, 3, 2, 1, bias=False),
+            nn.BatchNorm2d(16),
+            nn.ReLU(),
         )
         self.linear = nn.Linear(16, num_classes)
 
@@ -129,6 +142,7 @@ def _entry(name: str) -> tuple[Callable[..., nn.Module], Stats]:
     """A registered architecture, or a RobustBench one (`pagdemo.zoo`: it normalizes its own inputs, so no stats)."""
     if name.startswith(ZOO_PREFIX):
         from pagdemo.zoo import build_zoo_model
+
         return (lambda c, m, s: build_zoo_model(name)), ((), ())
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
@@ -183,8 +197,15 @@ class PAGClassifier(nn.Module):
     square image the model was trained on (every loader resizes to it).
     """
 
-    def __init__(self, arch: str = "resnet18", num_classes: int = 10, classes: Sequence[str] | None = None,
-                 image_size: int = 32, mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> None:
+    def __init__(
+        self,
+        arch: str = "resnet18",
+        num_classes: int = 10,
+        classes: Sequence[str] | None = None,
+        image_size: int = 32,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+    ) -> None:
         super().__init__()
         default_mean, default_std = default_stats(arch)
         self.arch, self.num_classes, self.image_size = arch, int(num_classes), int(image_size)
@@ -201,5 +222,11 @@ class PAGClassifier(nn.Module):
 
     def config(self) -> dict:
         """Everything needed to rebuild this model (config.json holds it beside the training run)."""
-        return {"arch": self.arch, "num_classes": self.num_classes, "classes": self.classes,
-                "image_size": self.image_size, "mean": self.mean, "std": self.std}
+        return {
+            "arch": self.arch,
+            "num_classes": self.num_classes,
+            "classes": self.classes,
+            "image_size": self.image_size,
+            "mean": self.mean,
+            "std": self.std,
+        }

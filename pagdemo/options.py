@@ -1,17 +1,33 @@
 """Each command's flags, declared once on its config dataclass: `flag(default, help, ...)` is a dataclass field
 whose metadata says how the command line shows and reads it. `pagdemo.cli` builds the parser from these fields
 and the config from the parsed flags, so a setting is written once (its field) and the help cannot drift."""
+
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
-READS = ("eps", "count", "floats")  # how `pagdemo.cli` reads a value other than by its type: 8/255, >= 1, "0,0.1,1"
+READS = (
+    "eps",
+    "count",
+    "floats",
+)  # how `pagdemo.cli` reads a value other than by its type: 8/255, >= 1, "0,0.1,1"
 
 
-def flag(default: Any = dataclasses.MISSING, help: str = "", *, choices: Sequence[str] | None = None,
-         read: str | None = None, name: str | None = None, none: str | None = None, group: str | None = None,
-         factory: Callable[[], Any] | None = None, cli: bool = True, positional: bool = False) -> Any:
+def flag(
+    default: Any = dataclasses.MISSING,
+    help: str = "",
+    *,
+    choices: Sequence[str] | None = None,
+    read: str | None = None,
+    name: str | None = None,
+    none: str | None = None,
+    group: str | None = None,
+    factory: Callable[[], Any] | None = None,
+    cli: bool = True,
+    positional: bool = False,
+) -> Any:
     """A config field with its command-line flag.
 
     Args:
@@ -25,8 +41,16 @@ def flag(default: Any = dataclasses.MISSING, help: str = "", *, choices: Sequenc
         positional: given without a flag name (`pagdemo import-robustbench NAME`).
     """
     assert read is None or read in READS, read
-    meta = {"help": help, "choices": tuple(choices) if choices is not None else None, "read": read, "name": name,
-            "none": none, "group": group, "cli": cli, "positional": positional}
+    meta = {
+        "help": help,
+        "choices": tuple(choices) if choices is not None else None,
+        "read": read,
+        "name": name,
+        "none": none,
+        "group": group,
+        "cli": cli,
+        "positional": positional,
+    }
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)

@@ -4,6 +4,7 @@ Typed from the paper (the project's digest of it is shared/PAPER.md): clean / PG
 PGD-20 l2 accuracy in %, ResNet-18, PGD-20 with random start and step 2*eps/20. This module is
 the only place these numbers are written down.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,11 +32,29 @@ TABLES: dict[str, dict[str, tuple[float, float, float]]] = {
 }
 TABLE_NAMES = {"cifar10": "Table 1 (CIFAR-10)", "stl10": "Table 2 (STL-10)"}
 # Table 3: the lambda behind each Table 1 / Table 2 row.
-LAMBDAS = {"cifar10": {"One Image": 0.5, "Class Mean": 0.4, "Nearest Neighbor": 0.4, "RIGD linf": 0.4, "RIGD l2": 0.4},
-           "stl10": {"One Image": 0.25, "Class Mean": 0.2, "Nearest Neighbor": 0.4, "RIGD linf": 0.4, "RIGD l2": 0.4}}
+LAMBDAS = {
+    "cifar10": {
+        "One Image": 0.5,
+        "Class Mean": 0.4,
+        "Nearest Neighbor": 0.4,
+        "RIGD linf": 0.4,
+        "RIGD l2": 0.4,
+    },
+    "stl10": {
+        "One Image": 0.25,
+        "Class Mean": 0.2,
+        "Nearest Neighbor": 0.4,
+        "RIGD linf": 0.4,
+        "RIGD l2": 0.4,
+    },
+}
 # Figure 5: lambda ablation, CIFAR-10 Class Mean.
-CM_LAMBDA_ABLATION = {0.01: (93.39, 0.0, 0.65), 0.1: (88.40, 4.88, 36.43), 0.4: (81.41, 15.65, 50.62),
-                      1.0: (72.63, 19.47, 48.73)}
+CM_LAMBDA_ABLATION = {
+    0.01: (93.39, 0.0, 0.65),
+    0.1: (88.40, 4.88, 36.43),
+    0.4: (81.41, 15.65, 50.62),
+    1.0: (72.63, 19.47, 48.73),
+}
 # Sec. 5.1 and App. C.1, the 2-D toy experiment: one run each, accuracies in %.
 TOY = {"vanilla": {"clean_acc": 100.0, "pgd_acc": 0.0}, "pag": {"clean_acc": 100.0, "pgd_acc": 75.5}}
 # The evaluation radii (linf 0.031, l2 0.5 on CIFAR-10 and 1.5 on STL-10) live in pagdemo.threat.

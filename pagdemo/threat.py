@@ -5,6 +5,7 @@ linf 0.031 (we use 8/255 = 0.0314, the same threat model within EPS_TOLERANCE) a
 STL-10 (96x96) at linf 0.031 and l2 1.5. For any other image size the l2 radius follows the
 same rule as the paper's two: 0.5 at 32x32, scaled by side / 32 (so the per-pixel size stays).
 """
+
 from __future__ import annotations
 
 NORMS = ("linf", "l2")
@@ -15,7 +16,10 @@ DATASET_SIDES = {"cifar10": 32, "stl10": 96, "synthetic": 32}  # pixels per side
 EPS_TOLERANCE = 1e-3  # two radii closer than this are the same threat model (0.031 and 8/255)
 FGSM_RS_STEP = 1.25  # FGSM with random start (Wong et al. 2020): one step of 1.25 eps
 NFGSM_NOISE = 2.0  # N-FGSM (de Jorge et al. 2022): the step starts from uniform noise in a ball of 2 eps
-PICTURE_EPS_AT_32 = {"l2": 4.0, "linf": 16 / 255}  # the PAG picture's large targeted attack (8x the l2 threat model)
+PICTURE_EPS_AT_32 = {
+    "l2": 4.0,
+    "linf": 16 / 255,
+}  # the PAG picture's large targeted attack (8x the l2 threat model)
 PICTURE_EPS_MAX_AT_32 = {"l2": 20.0, "linf": 64 / 255}  # l2 20 is ~70% of a CIFAR image's own norm
 
 
@@ -38,7 +42,9 @@ def eval_eps(norm: str, dataset: str | None = None, image_size: int | None = Non
     return LINF_EPS if norm == "linf" else L2_EPS_AT_32 * _l2_scale(image_size)
 
 
-def is_eval_eps(eps: float | None, norm: str, dataset: str | None = None, image_size: int | None = None) -> bool:
+def is_eval_eps(
+    eps: float | None, norm: str, dataset: str | None = None, image_size: int | None = None
+) -> bool:
     """Whether a recorded radius is the evaluation radius of its dataset."""
     return eps is not None and abs(float(eps) - eval_eps(norm, dataset, image_size)) < EPS_TOLERANCE
 

@@ -9,6 +9,7 @@ robustbench is an optional extra (`pip install -e .[zoo]`). Its 1.1.1 wheel impo
 under the name `autoattack`, which installs from GitHub only; `pyautoattack` (PyPI, one of pagdemo's requirements)
 is that code, and stands in for it here.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -21,7 +22,9 @@ from torch import nn
 
 ZOO_PREFIX = "robustbench:"
 THREATS = ("Linf", "L2")  # RobustBench's names of the threat models pagdemo evaluates
-DATASETS = ("cifar10",)  # pagdemo's evaluation, class names and radii cover CIFAR-10 among RobustBench's datasets
+DATASETS = (
+    "cifar10",
+)  # pagdemo's evaluation, class names and radii cover CIFAR-10 among RobustBench's datasets
 INSTALL = "pip install -e '.[zoo]'"
 
 
@@ -40,12 +43,15 @@ def robustbench() -> ModuleType:
         sys.modules.setdefault("autoattack", pyautoattack)  # see the module docstring
         sys.modules.setdefault("autoattack.state", pyautoattack.state)
     try:
-        with warnings.catch_warnings():  # its imports warn about torch.jit and pkg_resources, not about anything we do
+        with (
+            warnings.catch_warnings()
+        ):  # its imports warn about torch.jit and pkg_resources, not about anything we do
             warnings.simplefilter("ignore")
             return importlib.import_module("robustbench")
     except ImportError as e:
-        raise ZooError(f"RobustBench models need the optional robustbench package ({e}); install it with: "
-                       f"{INSTALL}") from None
+        raise ZooError(
+            f"RobustBench models need the optional robustbench package ({e}); install it with: {INSTALL}"
+        ) from None
 
 
 def zoo_entries(dataset: str, threat: str) -> dict:
@@ -57,6 +63,7 @@ def zoo_entries(dataset: str, threat: str) -> dict:
     robustbench()
     from robustbench.model_zoo import model_dicts
     from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
+
     return model_dicts[BenchmarkDataset(dataset)][ThreatModel(threat)]
 
 
@@ -71,10 +78,16 @@ def check_name(name: str, dataset: str, threat: str) -> None:
     if name not in names:
         lower = {n.lower(): n for n in names}
         close = [n for n in names if name.lower() in n.lower()][:5] or [
-            lower[m] for m in difflib.get_close_matches(name.lower(), list(lower), n=5, cutoff=0.5)]
-        raise ZooError(f"RobustBench has no {dataset} {threat} model {name!r}"
-                       + (f"; did you mean {', '.join(close)}?" if close else f"; it has {len(names)}, e.g. "
-                          f"{', '.join(names[:5])}"))
+            lower[m] for m in difflib.get_close_matches(name.lower(), list(lower), n=5, cutoff=0.5)
+        ]
+        raise ZooError(
+            f"RobustBench has no {dataset} {threat} model {name!r}"
+            + (
+                f"; did you mean {', '.join(close)}?"
+                if close
+                else f"; it has {len(names)}, e.g. {', '.join(names[:5])}"
+            )
+        )
 
 
 def zoo_arch(name: str, dataset: str, threat: str) -> str:
@@ -84,7 +97,7 @@ def zoo_arch(name: str, dataset: str, threat: str) -> str:
 
 def parse_arch(arch: str) -> tuple[str, str, str]:
     """(dataset, threat, name) of a zoo architecture name."""
-    parts = arch[len(ZOO_PREFIX):].split("/") if arch.startswith(ZOO_PREFIX) else []
+    parts = arch[len(ZOO_PREFIX) :].split("/") if arch.startswith(ZOO_PREFIX) else []
     if len(parts) != 3 or not all(parts):
         raise ZooError(f"not a zoo architecture: {arch!r} (expected {ZOO_PREFIX}<dataset>/<threat>/<name>)")
     return parts[0], parts[1], parts[2]

@@ -13,6 +13,7 @@ eval mode, the gradient that attacks and the app see.
 The JSON holds the command, commit, machine and every number; `pagdemo docs` prints its table
 into docs/training.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,20 +26,24 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pagdemo.pag.inputgrads import COUPLINGS  # noqa: E402
-from pagdemo.pag.alignment import flip_one_bound, misalignment, per_image_floor, target_cosines  # noqa: E402
 from pagdemo.data.augment import augment  # noqa: E402
-from pagdemo.records.checkpoints import load_checkpoint  # noqa: E402
 from pagdemo.data.datasets import load_dataset, stratified_subset  # noqa: E402
+from pagdemo.pag.alignment import flip_one_bound, misalignment, per_image_floor, target_cosines  # noqa: E402
+from pagdemo.pag.inputgrads import COUPLINGS  # noqa: E402
+from pagdemo.pag.targets import class_mean  # noqa: E402
+from pagdemo.records.checkpoints import load_checkpoint  # noqa: E402
 from pagdemo.records.files import write_json  # noqa: E402
 from pagdemo.records.provenance import cpu_name, git_commit, now  # noqa: E402
-from pagdemo.pag.targets import class_mean  # noqa: E402
+
 
 def _stats(values: torch.Tensor) -> dict:
     """Mean, and the spread over images, of a per-image quantity."""
     v = values.double()
-    return {"mean": round(v.mean().item(), 4), "p10": round(v.quantile(0.1).item(), 4),
-            "p90": round(v.quantile(0.9).item(), 4)}
+    return {
+        "mean": round(v.mean().item(), 4),
+        "p10": round(v.quantile(0.1).item(), 4),
+        "p90": round(v.quantile(0.9).item(), 4),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -46,7 +51,9 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir", default="../shared/data/cifar10")
     p.add_argument("--checkpoints", nargs="+", default=["checkpoints/pag-cm", "checkpoints/vanilla"])
-    p.add_argument("--images", type=int, default=512, help="training images measured (a fixed class-balanced subset)")
+    p.add_argument(
+        "--images", type=int, default=512, help="training images measured (a fixed class-balanced subset)"
+    )
     p.add_argument("--batch-size", type=int, default=256, help="BatchNorm's batch in train mode")
     p.add_argument("--out", default="docs/diagnosis/coupling.json")
     args = p.parse_args(argv)
@@ -54,20 +61,34 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(0)
     train = load_dataset("cifar10", "train", data_dir=args.data_dir)
     idx = torch.from_numpy(stratified_subset(train.labels.numpy(), args.images, seed=0))
-    idx = idx[torch.randperm(len(idx), generator=torch.Generator().manual_seed(0))]  # shuffled, as training's batches
+    idx = idx[
+        torch.randperm(len(idx), generator=torch.Generator().manual_seed(0))
+    ]  # shuffled, as training's batches
     x = augment(train.inputs(idx), torch.Generator().manual_seed(0))
-    record = {"about": __doc__.split("\n\n")[0], "command": " ".join(["python", *sys.argv]), "commit": git_commit(),
-              "date": now(), "machine": f"{cpu_name()}, {torch.get_num_threads()} threads, {platform.system()}",
-              "torch": torch.__version__, "data": train.source, "images": len(idx), "batch_size": args.batch_size,
-              "grad_of": "logsoftmax", "augmented": "one random crop (pad 4) and flip per image, generator seed 0",
-              "order": "the class-balanced subset in a fixed random order, so each batch mixes the classes",
-              "targets": {}, "checkpoints": {}}
+    record = {
+        "about": __doc__.split("\n\n")[0],
+        "command": " ".join(["python", *sys.argv]),
+        "commit": git_commit(),
+        "date": now(),
+        "machine": f"{cpu_name()}, {torch.get_num_threads()} threads, {platform.system()}",
+        "torch": torch.__version__,
+        "data": train.source,
+        "images": len(idx),
+        "batch_size": args.batch_size,
+        "grad_of": "logsoftmax",
+        "augmented": "one random crop (pad 4) and flip per image, generator seed 0",
+        "order": "the class-balanced subset in a fixed random order, so each batch mixes the classes",
+        "targets": {},
+        "checkpoints": {},
+    }
     targets = {}
     for scaling in ("image-norm", "none"):
         targets[scaling] = class_mean(train.images, train.labels, 10, scaling)(x)
-        record["targets"][scaling] = {"pairwise_cos": _stats(target_cosines(targets[scaling])),
-                                      "flip_one_bound": _stats(flip_one_bound(targets[scaling])),
-                                      "per_image_floor": _stats(per_image_floor(targets[scaling]))}
+        record["targets"][scaling] = {
+            "pairwise_cos": _stats(target_cosines(targets[scaling])),
+            "flip_one_bound": _stats(flip_one_bound(targets[scaling])),
+            "per_image_floor": _stats(per_image_floor(targets[scaling])),
+        }
         print(scaling, record["targets"][scaling], flush=True)
     for folder in args.checkpoints:
         model = load_checkpoint(folder).eval()
@@ -75,8 +96,12 @@ def main(argv: list[str] | None = None) -> None:
             p_true = torch.softmax(model(x), 1)[torch.arange(len(x)), train.labels[idx]]
         row = {"p_true_class_eval": _stats(p_true)}
         for coupling in COUPLINGS:
-            row[coupling] = round(misalignment(model, x, targets["image-norm"], "logsoftmax", coupling,
-                                               batch_size=args.batch_size), 4)
+            row[coupling] = round(
+                misalignment(
+                    model, x, targets["image-norm"], "logsoftmax", coupling, batch_size=args.batch_size
+                ),
+                4,
+            )
             print(folder, coupling, row[coupling], f"{time.time() - t0:.0f}s", flush=True)
         record["checkpoints"][Path(folder).name] = row
     record["seconds"] = round(time.time() - t0, 1)

@@ -26,6 +26,7 @@ eval-mode methods use: CURE, Rodriguez-Munoz et al. 2024) instead of starting fr
     python scripts/coupling_probe_cpu.py ... --init-epochs 10 --couplings none eval detached batch \
         --out docs/diagnosis/finetune-probe.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -70,7 +71,7 @@ def run_arm(coupling: str, args, data: dict, target, init: dict | None = None) -
         order = torch.randperm(len(x_all), generator=gen)
         sums = {"ce": 0.0, "cos": 0.0, "acc": 0.0, "n": 0}
         for b in range(steps_per_epoch):
-            idx = order[b * args.batch_size:(b + 1) * args.batch_size]
+            idx = order[b * args.batch_size : (b + 1) * args.batch_size]
             x, y = augment(x_all[idx], gen), y_all[idx]
             for group in opt.param_groups:
                 group["lr"] = lr_at(FAST_LR01, args.lr, step, total, steps_per_epoch)
@@ -84,32 +85,57 @@ def run_arm(coupling: str, args, data: dict, target, init: dict | None = None) -
             loss.backward()
             opt.step()
             step += 1
-            for k, v in (("ce", parts["ce"].item()), ("cos", parts["cos"].item()),
-                         ("acc", (parts["logits"].argmax(1) == y).float().mean().item())):
+            for k, v in (
+                ("ce", parts["ce"].item()),
+                ("cos", parts["cos"].item()),
+                ("acc", (parts["logits"].argmax(1) == y).float().mean().item()),
+            ):
                 sums[k] += v
             sums["n"] += 1
             if step % args.log_every == 0:
-                row = {"step": step, **{k: round(sums[k] / sums["n"], 4) for k in ("ce", "cos", "acc")},
-                       "lr": round(opt.param_groups[0]["lr"], 5), "s": round(time.time() - t0, 1)}
+                row = {
+                    "step": step,
+                    **{k: round(sums[k] / sums["n"], 4) for k in ("ce", "cos", "acc")},
+                    "lr": round(opt.param_groups[0]["lr"], 5),
+                    "s": round(time.time() - t0, 1),
+                }
                 rows.append(row)
                 print(coupling, row, flush=True)
                 sums = {"ce": 0.0, "cos": 0.0, "acc": 0.0, "n": 0}
         own = train_mode_coupling(coupling) if coupling != "none" else "classes"
-        ep = {"epoch": epoch, "test_acc": round(fraction(correct(model, data["x_test"], data["y_test"])), 4),
-              "cos_eval": round(misalignment(model, data["x_cos"], data["t_cos"], "logsoftmax", "eval"), 4),
-              f"cos_{own}": round(misalignment(model, data["x_cos"], data["t_cos"], "logsoftmax", own,
-                                                batch_size=args.batch_size), 4),
-              "s": round(time.time() - t0, 1)}
+        ep = {
+            "epoch": epoch,
+            "test_acc": round(fraction(correct(model, data["x_test"], data["y_test"])), 4),
+            "cos_eval": round(misalignment(model, data["x_cos"], data["t_cos"], "logsoftmax", "eval"), 4),
+            f"cos_{own}": round(
+                misalignment(
+                    model, data["x_cos"], data["t_cos"], "logsoftmax", own, batch_size=args.batch_size
+                ),
+                4,
+            ),
+            "s": round(time.time() - t0, 1),
+        }
         epochs.append(ep)
         print(coupling, ep, flush=True)
-    return ({"coupling": coupling, "steps": rows, "epochs": epochs, "seconds": round(time.time() - t0, 1),
-             "commit": git_commit(), "command": " ".join(["python", *sys.argv])}, model.state_dict())
+    return (
+        {
+            "coupling": coupling,
+            "steps": rows,
+            "epochs": epochs,
+            "seconds": round(time.time() - t0, 1),
+            "commit": git_commit(),
+            "command": " ".join(["python", *sys.argv]),
+        },
+        model.state_dict(),
+    )
 
 
 def pretrain(args, data: dict, target) -> tuple[dict, dict]:
     """The fine-tuning arms' start: the cross-entropy alone for --init-epochs at --init-lr."""
     pre_args = argparse.Namespace(**{**vars(args), "epochs": args.init_epochs, "lr": args.init_lr})
-    print(f"pre-training (the arms' start): none for {args.init_epochs} epochs at lr {args.init_lr}", flush=True)
+    print(
+        f"pre-training (the arms' start): none for {args.init_epochs} epochs at lr {args.init_lr}", flush=True
+    )
     return run_arm("none", pre_args, data, target)
 
 
@@ -117,8 +143,12 @@ def main(argv: list[str] | None = None) -> None:
     """Train every arm and write the JSON (see the module docstring)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir", default="../shared/data/cifar10")
-    p.add_argument("--couplings", nargs="+", default=["none", "eval", "detached", "classes", "batch"],
-                   help="arms: a --bn-coupling, or none (lambda 0: the cross-entropy alone, the baseline)")
+    p.add_argument(
+        "--couplings",
+        nargs="+",
+        default=["none", "eval", "detached", "classes", "batch"],
+        help="arms: a --bn-coupling, or none (lambda 0: the cross-entropy alone, the baseline)",
+    )
     p.add_argument("--images", type=int, default=2560, help="training images (a fixed class-balanced subset)")
     p.add_argument("--test-images", type=int, default=500)
     p.add_argument("--epochs", type=int, default=3)
@@ -129,8 +159,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--impl", default="explicit")
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--init-epochs", type=int, default=0,
-                   help="fine-tuning: train the cross-entropy alone this long first, and start every arm there")
+    p.add_argument(
+        "--init-epochs",
+        type=int,
+        default=0,
+        help="fine-tuning: train the cross-entropy alone this long first, and start every arm there",
+    )
     p.add_argument("--init-lr", type=float, default=0.04, help="the pre-training's peak lr (same shape)")
     p.add_argument("--out", default="docs/diagnosis/coupling-probe.json")
     p.add_argument("--append", action="store_true", help="add the arms to --out's, refusing other settings")
@@ -141,17 +175,36 @@ def main(argv: list[str] | None = None) -> None:
     idx = torch.from_numpy(stratified_subset(train.labels.numpy(), args.images, seed=0))
     tidx = torch.from_numpy(stratified_subset(test.labels.numpy(), args.test_images, seed=0))
     target = class_mean(train.images, train.labels, 10, "image-norm")
-    x_cos = augment(train.inputs(idx[torch.randperm(len(idx), generator=torch.Generator().manual_seed(1))[:128]]),
-                    torch.Generator().manual_seed(1))
-    data = {"x": train.inputs(idx), "y": train.labels[idx], "x_test": test.inputs(tidx), "y_test": test.labels[tidx],
-            "x_cos": x_cos, "t_cos": target(x_cos)}
-    record = {"about": __doc__.split("\n\n")[0], "command": " ".join(["python", *sys.argv]), "commit": git_commit(),
-              "date": now(), "machine": f"{cpu_name()}, {torch.get_num_threads()} threads, {platform.system()}",
-              "torch": torch.__version__, "data": train.source, "settings": vars(args), "arms": []}
+    x_cos = augment(
+        train.inputs(idx[torch.randperm(len(idx), generator=torch.Generator().manual_seed(1))[:128]]),
+        torch.Generator().manual_seed(1),
+    )
+    data = {
+        "x": train.inputs(idx),
+        "y": train.labels[idx],
+        "x_test": test.inputs(tidx),
+        "y_test": test.labels[tidx],
+        "x_cos": x_cos,
+        "t_cos": target(x_cos),
+    }
+    record = {
+        "about": __doc__.split("\n\n")[0],
+        "command": " ".join(["python", *sys.argv]),
+        "commit": git_commit(),
+        "date": now(),
+        "machine": f"{cpu_name()}, {torch.get_num_threads()} threads, {platform.system()}",
+        "torch": torch.__version__,
+        "data": train.source,
+        "settings": vars(args),
+        "arms": [],
+    }
     if args.append:
         old = read_json(Path(args.out))
-        other = {k: v for k, v in old["settings"].items() if k not in ("couplings", "out", "append")
-                 and v != vars(args).get(k)}
+        other = {
+            k: v
+            for k, v in old["settings"].items()
+            if k not in ("couplings", "out", "append") and v != vars(args).get(k)
+        }
         if other:
             sys.exit(f"error: {args.out} was run with other settings: {other}")
         record = old
@@ -161,7 +214,9 @@ def main(argv: list[str] | None = None) -> None:
         record["init"], init = pretrain(args, data, target)
     for coupling in args.couplings:
         record["arms"].append(run_arm(coupling, args, data, target, init)[0])
-        write_json(Path(args.out), {**record, "seconds": round(base_s + time.time() - t0, 1)})  # partial results survive a stop
+        write_json(
+            Path(args.out), {**record, "seconds": round(base_s + time.time() - t0, 1)}
+        )  # partial results survive a stop
     print(f"wrote {args.out} ({time.time() - t0:.0f} s)")
 
 

@@ -3,6 +3,7 @@ classes, as PNG and JPEG files of mixed sizes, in the ImageFolder layout DIR/tra
 
     python scripts/example_folder.py data/gratings [--classes 4] [--train 80] [--test 20]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -13,8 +14,16 @@ import numpy as np
 from PIL import Image
 
 NAMES = ["red", "green", "blue", "yellow", "cyan", "magenta", "orange", "purple"]
-COLOURS = [(230, 30, 30), (30, 200, 30), (30, 50, 230), (230, 230, 30), (30, 230, 230), (230, 30, 230),
-           (240, 140, 30), (130, 30, 180)]
+COLOURS = [
+    (230, 30, 30),
+    (30, 200, 30),
+    (30, 50, 230),
+    (230, 230, 30),
+    (30, 230, 230),
+    (230, 30, 230),
+    (240, 140, 30),
+    (130, 30, 180),
+]
 SIZES = [(32, 32), (48, 40), (64, 64), (40, 56)]
 
 
@@ -23,8 +32,12 @@ def grating(label: int, size: tuple[int, int], rng: np.random.Generator) -> Imag
     w, h = size
     theta = label * math.pi / len(NAMES)
     rows, cols = np.mgrid[0:h, 0:w] * (32 / max(w, h))
-    wave = np.sin(2 * math.pi / 8 * (cols * math.cos(theta) + rows * math.sin(theta)) + rng.uniform(0, 2 * math.pi))
-    img = np.array(COLOURS[label])[None, None] * (0.55 + 0.35 * wave[..., None]) + rng.normal(0, 20, (h, w, 3))
+    wave = np.sin(
+        2 * math.pi / 8 * (cols * math.cos(theta) + rows * math.sin(theta)) + rng.uniform(0, 2 * math.pi)
+    )
+    img = np.array(COLOURS[label])[None, None] * (0.55 + 0.35 * wave[..., None]) + rng.normal(
+        0, 20, (h, w, 3)
+    )
     return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), "RGB")
 
 

@@ -19,6 +19,7 @@ the GPU machine is scripts/window_runner.py (the runner and the polls) with scri
 (the shared files and the parcels that come back); `--dry` runs the same cycle on the CPU with
 synthetic data and tiny models (tests/test_window.py does).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,13 +31,16 @@ import sys
 import tarfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # pagdemo from the checkout (not installed on the GPU machine)
+sys.path.insert(
+    0, str(Path(__file__).resolve().parents[1])
+)  # pagdemo from the checkout (not installed on the GPU machine)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import window_parcels as parcels  # noqa: E402
 import window_runner as runner  # noqa: E402
-from pagdemo.records.files import read_jsonl  # noqa: E402 (stdlib only: the GPU side's calls load no torch)
 from window_parcels import MAX_FILES, MAX_TOTAL, STAGE, parcel, read, write  # noqa: E402,F401 (the tests use them)
+
+from pagdemo.records.files import read_jsonl  # noqa: E402 (stdlib only: the GPU side's calls load no torch)
 
 QUEUE = Path("scripts/queue.json")
 MAX_TREE = 64 * 2**20  # what travels to the machine in one call
@@ -44,34 +48,54 @@ MAX_TREE = 64 * 2**20  # what travels to the machine in one call
 
 # ----------------------------------------------------------------------------- here: stage and plan
 
+
 def tree_bytes() -> int:
     """Bytes of the working tree that travels without carry: tracked and untracked-not-ignored files, no weights."""
-    out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], capture_output=True,
-                         text=True, check=True).stdout.split("\n")
-    return sum(Path(f).stat().st_size for f in out if f and Path(f).is_file() and not f.endswith(".safetensors"))
+    out = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\n")
+    return sum(
+        Path(f).stat().st_size for f in out if f and Path(f).is_file() and not f.endswith(".safetensors")
+    )
 
 
 def plan_calls(queue: dict, tree: int, sizes: dict[str, int]) -> list[dict]:
     """The device calls: staging data and carried folders within 64 MiB each, then polls and collects."""
     data = [f"{queue['data']['dir']}/{name}" for name in queue["data"]["files"]]
     first = [f"{queue['data']['dir']}/SHA256SUMS", str(STAGE / "COMMIT")]
-    items = sorted(data, key=lambda p: -sizes[p]) + list(queue.get("carry", {}))  # largest first, then the rest
+    items = sorted(data, key=lambda p: -sizes[p]) + list(
+        queue.get("carry", {})
+    )  # largest first, then the rest
     calls = [{"carry": list(first), "command": "python3 scripts/window.py start"}]
     if tree + sum(sizes[p] for p in first) > MAX_TREE:
-        raise SystemExit(f"the working tree is {tree / 2**20:.1f} MiB (limit 64): take the shipped weights out first")
+        raise SystemExit(
+            f"the working tree is {tree / 2**20:.1f} MiB (limit 64): take the shipped weights out first"
+        )
     for item in items:  # first fit: each carried path joins the first call with room
         for call in calls:
-            if tree + sum(sizes[p] for p in call["carry"]) + sizes[item] <= MAX_TREE and len(call["carry"]) < 8:
+            if (
+                tree + sum(sizes[p] for p in call["carry"]) + sizes[item] <= MAX_TREE
+                and len(call["carry"]) < 8
+            ):
                 call["carry"].append(item)
                 break
         else:
             calls.append({"carry": [item], "command": "python3 scripts/window.py poll --wait-s 5"})
     if len(calls) > 1:
         left = len(calls) - 2  # staging calls after the one that sets the deadline
-        calls[1]["command"] = f"python3 scripts/window.py poll --budget-left-s B --staging-left {left} --wait-s 5"
+        calls[1]["command"] = (
+            f"python3 scripts/window.py poll --budget-left-s B --staging-left {left} --wait-s 5"
+        )
         calls[-1]["command"] = calls[-1]["command"].replace("--wait-s 5", "--wait-s 500")
-    calls.append({"carry": [], "command": "python3 scripts/window.py poll --wait-s 540   # repeat until all done"})
-    calls.append({"carry": [], "command": "python3 scripts/window.py collect   # repeat until nothing is left"})
+    calls.append(
+        {"carry": [], "command": "python3 scripts/window.py poll --wait-s 540   # repeat until all done"}
+    )
+    calls.append(
+        {"carry": [], "command": "python3 scripts/window.py collect   # repeat until nothing is left"}
+    )
     return calls
 
 
@@ -85,21 +109,31 @@ def cmd_stage(args: argparse.Namespace) -> None:
             shutil.copy(src / name, dest / name)
     for target, source in queue.get("carry", {}).items():
         shutil.rmtree(target, ignore_errors=True)
-        shutil.copytree(source, target, ignore=shutil.ignore_patterns("README.md", "audit-*.json", "NOTES.md"))
+        shutil.copytree(
+            source, target, ignore=shutil.ignore_patterns("README.md", "audit-*.json", "NOTES.md")
+        )
     from pagdemo.records.provenance import git_commit
 
     (STAGE / "COMMIT").write_text(git_commit() + "\n")
-    paths = [f"{queue['data']['dir']}/{n}" for n in [*queue["data"]["files"], "SHA256SUMS"]] + [str(STAGE / "COMMIT")]
+    paths = [f"{queue['data']['dir']}/{n}" for n in [*queue["data"]["files"], "SHA256SUMS"]] + [
+        str(STAGE / "COMMIT")
+    ]
     sizes = {p: Path(p).stat().st_size for p in paths}
-    sizes.update({t: sum(f.stat().st_size for f in Path(t).rglob("*") if f.is_file()) for t in queue.get("carry", {})})
+    sizes.update(
+        {t: sum(f.stat().st_size for f in Path(t).rglob("*") if f.is_file()) for t in queue.get("carry", {})}
+    )
     tree = tree_bytes()
-    print(f"working tree without weights: {tree / 2**20:.1f} MiB; take the shipped weights out for the calls:\n"
-          "  rm checkpoints/*/*.safetensors        (afterwards: git checkout -- checkpoints)\n")
+    print(
+        f"working tree without weights: {tree / 2**20:.1f} MiB; take the shipped weights out for the calls:\n"
+        "  rm checkpoints/*/*.safetensors        (afterwards: git checkout -- checkpoints)\n"
+    )
     for i, call in enumerate(plan_calls(queue, tree, sizes), 1):
         mib = (tree + sum(sizes.get(p, 0) for p in call["carry"])) / 2**20
         print(f"call {i}: carry {json.dumps(call['carry'])}  ({mib:.1f} MiB)\n        {call['command']}")
-    print("\nB (call 2): the budget_left_s the lease reported after call 1; the runner keeps back what the calls "
-          "still to come need. Make the calls back to back: the machine goes back after 30 s idle.")
+    print(
+        "\nB (call 2): the budget_left_s the lease reported after call 1; the runner keeps back what the calls "
+        "still to come need. Make the calls back to back: the machine goes back after 30 s idle."
+    )
 
 
 def cmd_preflight(args: argparse.Namespace) -> None:
@@ -126,6 +160,7 @@ def cmd_preflight(args: argparse.Namespace) -> None:
 
 # ----------------------------------------------------------------------------- here: unpack, probe, ship
 
+
 def cmd_unpack(args: argparse.Namespace) -> None:
     """Merge one returned parcel (the files_at folder of a collect call) into a local run folder."""
     src, dest = Path(args.files_at), Path(args.into)
@@ -139,38 +174,84 @@ def cmd_unpack(args: argparse.Namespace) -> None:
         shutil.copy(f, target)
     from pagdemo.records.checkpoints import shard_names
 
-    missing = [str(index.parent / name) for index in dest.rglob("model.safetensors.index.json")
-               for name in sorted(shard_names(index.parent)) if not (index.parent / name).exists()]
-    print(f"unpacked into {dest}; " + (f"still missing {len(missing)} shard(s), e.g. {missing[0]}" if missing
-                                       else "every indexed shard is here"))
+    missing = [
+        str(index.parent / name)
+        for index in dest.rglob("model.safetensors.index.json")
+        for name in sorted(shard_names(index.parent))
+        if not (index.parent / name).exists()
+    ]
+    print(
+        f"unpacked into {dest}; "
+        + (
+            f"still missing {len(missing)} shard(s), e.g. {missing[0]}"
+            if missing
+            else "every indexed shard is here"
+        )
+    )
 
 
-PROBE_KEYS = ("epoch", "train_acc", "ce", "cos", "cos_train", "cos_train_coupling", "cos_eval", "lr", "lam", "epoch_s",
-              "test_acc", "test_linf_pgd20", "test_l2_pgd20")
+PROBE_KEYS = (
+    "epoch",
+    "train_acc",
+    "ce",
+    "cos",
+    "cos_train",
+    "cos_train_coupling",
+    "cos_eval",
+    "lr",
+    "lam",
+    "epoch_s",
+    "test_acc",
+    "test_linf_pgd20",
+    "test_l2_pgd20",
+)
 
 
 def probe_summary(folder: Path) -> dict:
     """Every probe job of an unpacked window: its recipe and settings, per-epoch trajectory, and final subset numbers."""
     rows = []
-    for run_dir in sorted(p for p in folder.iterdir() if p.name.startswith("probe-") and (p / "config.json").exists()):
+    for run_dir in sorted(
+        p for p in folder.iterdir() if p.name.startswith("probe-") and (p / "config.json").exists()
+    ):
         run = read(run_dir / "config.json")["run"]
         log = read_jsonl(run_dir / "train_log.jsonl")
         last = log[-1] if log else {}
-        rows.append({"job": run_dir.name, "recipe": run["recipe"], "arch": run["arch"], "recipe_settings": run["recipe_settings"],
-                     "lam": run["lam"], "batch_size": run["batch_size"], "lr": run["lr"], "epochs": run["epochs"],
-                     "pag_impl": run.get("pag_impl"), "bn_coupling": run.get("bn_coupling"),
-                     "pag_frame": run.get("pag_frame", "augmented"), "amp": run.get("amp"),
-                     "epochs_done": run.get("epochs_done"), "images_seen": run.get("epochs_done", 0) * run["train_size"],
-                     "train_time_s": run.get("train_time_s"), "init": run.get("init"),
-                     "init_train_time_s": run.get("init_train_time_s"), "device": run["device"], "commit": run["commit"],
-                     "subset_n": last.get("test_n"), "clean": last.get("test_acc"), "linf_pgd20": last.get("test_linf_pgd20"),
-                     "l2_pgd20": last.get("test_l2_pgd20"),
-                     "trajectory": [{k: r.get(k) for k in PROBE_KEYS} for r in log]})
+        rows.append(
+            {
+                "job": run_dir.name,
+                "recipe": run["recipe"],
+                "arch": run["arch"],
+                "recipe_settings": run["recipe_settings"],
+                "lam": run["lam"],
+                "batch_size": run["batch_size"],
+                "lr": run["lr"],
+                "epochs": run["epochs"],
+                "pag_impl": run.get("pag_impl"),
+                "bn_coupling": run.get("bn_coupling"),
+                "pag_frame": run.get("pag_frame", "augmented"),
+                "amp": run.get("amp"),
+                "epochs_done": run.get("epochs_done"),
+                "images_seen": run.get("epochs_done", 0) * run["train_size"],
+                "train_time_s": run.get("train_time_s"),
+                "init": run.get("init"),
+                "init_train_time_s": run.get("init_train_time_s"),
+                "device": run["device"],
+                "commit": run["commit"],
+                "subset_n": last.get("test_n"),
+                "clean": last.get("test_acc"),
+                "linf_pgd20": last.get("test_linf_pgd20"),
+                "l2_pgd20": last.get("test_l2_pgd20"),
+                "trajectory": [{k: r.get(k) for k in PROBE_KEYS} for r in log],
+            }
+        )
     from pagdemo.threat import eval_eps
 
     radii = f"linf {eval_eps('linf', 'cifar10') * 255:.0f}/255, l2 {eval_eps('l2', 'cifar10'):g}"
-    return {"about": "Recipe probe (issue 23): Class Mean at an equal budget of epochs, trained concurrently on one GPU; "
-                     f"clean and PGD-20 ({radii}) on the same fixed test subset after every epoch.", "jobs": rows}
+    return {
+        "about": "Recipe probe (issue 23): Class Mean at an equal budget of epochs, trained concurrently on one GPU; "
+        f"clean and PGD-20 ({radii}) on the same fixed test subset after every epoch.",
+        "jobs": rows,
+    }
 
 
 def cmd_probe(args: argparse.Namespace) -> None:
@@ -178,8 +259,10 @@ def cmd_probe(args: argparse.Namespace) -> None:
     summary = probe_summary(Path(args.folder))
     write(Path(args.out), summary)
     for r in summary["jobs"]:
-        print(f"{r['job']}: {r['epochs_done']}/{r['epochs']} epochs, clean {r['clean']}, linf {r['linf_pgd20']}, "
-              f"l2 {r['l2_pgd20']}")
+        print(
+            f"{r['job']}: {r['epochs_done']}/{r['epochs']} epochs, clean {r['clean']}, linf {r['linf_pgd20']}, "
+            f"l2 {r['l2_pgd20']}"
+        )
 
 
 def cmd_ship(args: argparse.Namespace) -> None:
@@ -191,7 +274,9 @@ def cmd_ship(args: argparse.Namespace) -> None:
     for old in dest.glob("model*.safetensors*"):
         old.unlink()
     for f in src.iterdir():
-        if f.is_file() and (f.name.startswith("model") or f.name in ("config.json", "metrics.json", "train_log.jsonl")):
+        if f.is_file() and (
+            f.name.startswith("model") or f.name in ("config.json", "metrics.json", "train_log.jsonl")
+        ):
             shutil.copy(f, dest / f.name)
     write_model_card(dest)
     print(f"shipped {src} as {dest}; add {dest}/NOTES.md for what no setting says")
@@ -199,8 +284,12 @@ def cmd_ship(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """The window's command line: here (stage, unpack, probe, ship) and there (start, run, poll, collect)."""
-    p = argparse.ArgumentParser(prog="scripts/window.py", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p = argparse.ArgumentParser(
+        prog="scripts/window.py",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__,
+    )
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("stage", help="here: copy what the calls carry into .stage/ and print the calls")
     s.add_argument("--queue", default=str(QUEUE))
@@ -209,15 +298,29 @@ def main(argv: list[str] | None = None) -> None:
         s.add_argument("--runs", default="runs/window")
         s.add_argument("--queue", default=str(QUEUE))
         s.add_argument("--dry", action="store_true", help="CPU, synthetic data, tiny models")
-    sub.choices["start"].add_argument("--deadline-s", type=float, default=600,
-                                      help="a provisional deadline, until a poll sets it from the budget")
-    sub.choices["start"].add_argument("--foreground", action="store_true", help="run here, not in the background (tests)")
+    sub.choices["start"].add_argument(
+        "--deadline-s",
+        type=float,
+        default=600,
+        help="a provisional deadline, until a poll sets it from the budget",
+    )
+    sub.choices["start"].add_argument(
+        "--foreground", action="store_true", help="run here, not in the background (tests)"
+    )
     sub.choices["poll"].add_argument("--wait-s", type=float, default=540)
-    sub.choices["poll"].add_argument("--budget-left-s", type=float, help="set the deadline from the lease's budget left")
-    sub.choices["poll"].add_argument("--staging-left", type=int, default=1, help="staging calls still to come")
+    sub.choices["poll"].add_argument(
+        "--budget-left-s", type=float, help="set the deadline from the lease's budget left"
+    )
+    sub.choices["poll"].add_argument(
+        "--staging-left", type=int, default=1, help="staging calls still to come"
+    )
     sub.choices["collect"].add_argument("--out", help="default: $OUT")
-    sub.choices["collect"].add_argument("--force", action="store_true", help="collect while the runner still works")
-    s = sub.add_parser("preflight", help="here: one CPU epoch of every job with its own PAG step (compiled too)")
+    sub.choices["collect"].add_argument(
+        "--force", action="store_true", help="collect while the runner still works"
+    )
+    s = sub.add_parser(
+        "preflight", help="here: one CPU epoch of every job with its own PAG step (compiled too)"
+    )
     s.add_argument("--queue", default=str(QUEUE))
     s = sub.add_parser("unpack", help="here: merge a collect call's files into a run folder")
     s.add_argument("files_at")
@@ -240,7 +343,13 @@ def main(argv: list[str] | None = None) -> None:
     elif args.cmd == "collect":
         parcels.collect(Path(args.runs), Path(args.out or os.environ["OUT"]), args.force)
     else:
-        {"stage": cmd_stage, "preflight": cmd_preflight, "unpack": cmd_unpack, "probe": cmd_probe, "ship": cmd_ship}[args.cmd](args)
+        {
+            "stage": cmd_stage,
+            "preflight": cmd_preflight,
+            "unpack": cmd_unpack,
+            "probe": cmd_probe,
+            "ship": cmd_ship,
+        }[args.cmd](args)
 
 
 if __name__ == "__main__":

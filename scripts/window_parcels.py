@@ -4,6 +4,7 @@ parcels that bring the results back: at most 8 files of 16 MiB, 64 MiB together,
 Both sides use it: scripts/window_runner.py on the GPU machine, scripts/window.py here. JSON goes
 through pagdemo.records.files (atomic writes: the runner and the polls read these files while they change).
 """
+
 from __future__ import annotations
 
 import math
@@ -35,6 +36,7 @@ def read_plan(runs: Path) -> dict:
 
 # ----------------------------------------------------------------------------- the parcels
 
+
 def collect_calls(queue: dict) -> int:
     """How many collect calls a window's results need: the archive and shipped weights, a cut job's state beside."""
     ship = sum(bool(j.get("ship")) for j in queue["jobs"])
@@ -49,7 +51,10 @@ def to_send(runs: Path) -> list[tuple[Path, str]]:
     for name in ship:
         files += [(f, f"{name}/{f.name}") for f in sorted((runs / name).glob("model*.safetensors"))]
     for name in ship:
-        files += [(f, f"{name}/train_state/{f.name}") for f in sorted((runs / name).glob("train_state/*.safetensors"))]
+        files += [
+            (f, f"{name}/train_state/{f.name}")
+            for f in sorted((runs / name).glob("train_state/*.safetensors"))
+        ]
     return files
 
 
@@ -82,8 +87,12 @@ def collect(runs: Path, out: Path, force: bool = False) -> None:
     if not sent:
         with tarfile.open(runs / "results.tgz", "w:gz") as tar:
             for f in sorted(runs.rglob("*")):
-                if f.is_file() and f.suffix != ".safetensors" and f.name not in ("results.tgz", "sent.json") \
-                        and "dry-init" not in f.parts:
+                if (
+                    f.is_file()
+                    and f.suffix != ".safetensors"
+                    and f.name not in ("results.tgz", "sent.json")
+                    and "dry-init" not in f.parts
+                ):
                     tar.add(f, arcname=str(f.relative_to(runs)))
     batch = parcel(to_send(runs), sent)
     for path, name in batch:
@@ -92,5 +101,7 @@ def collect(runs: Path, out: Path, force: bool = False) -> None:
     sent |= {name for _, name in batch}
     write(sent_file, sorted(sent))
     left = [n for _, n in to_send(runs) if n not in sent]
-    print(f"parcel: {len(batch)} files, {sum(p.stat().st_size for p, _ in batch) / 2**20:.1f} MiB; "
-          f"{len(left)} files left" + (f" (next: {left[0]})" if left else " - all collected"))
+    print(
+        f"parcel: {len(batch)} files, {sum(p.stat().st_size for p, _ in batch) / 2**20:.1f} MiB; "
+        f"{len(left)} files left" + (f" (next: {left[0]})" if left else " - all collected")
+    )

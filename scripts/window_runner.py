@@ -7,6 +7,7 @@ deadline, evaluates each finished job that asks for it (PGD-20, both norms, full
 stops whatever still runs at the deadline: every job is sent SIGINT at once (training finishes the
 save it is in, keeps its last epoch and its train_state/), then SIGKILL after a shared grace.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,20 +18,37 @@ import sys
 import time
 from pathlib import Path
 
-from pagdemo.records.files import read_json as read
-from pagdemo.records.files import read_sha256sums, sha256, write_json as write
 from window_parcels import STAGE, collect_calls, log, read_plan
+
+from pagdemo.records.files import read_json as read
+from pagdemo.records.files import read_sha256sums, sha256
+from pagdemo.records.files import write_json as write
 
 EVAL_RESERVE_S = 25  # seconds the two full-test-set PGD-20 evaluations of one job take on an H100
 WARM_RESERVE_S = 20  # GPU seconds a compile warm-up still running is counted for
 STOP_GRACE_S = 15  # after SIGINT, how long every job together has to finish its save
 STAGING_CALL_S, COLLECT_CALL_S, MARGIN_S = 40, 30, 30  # what the deadline leaves for the calls still to come
-DRY_TRAIN = ["--dataset", "synthetic", "--limit", "128", "--batch-size", "32", "--arch", "tinycnn", "--device", "cpu",
-             "--monitor-limit", "32", "--monitor-robust", "8"]
+DRY_TRAIN = [
+    "--dataset",
+    "synthetic",
+    "--limit",
+    "128",
+    "--batch-size",
+    "32",
+    "--arch",
+    "tinycnn",
+    "--device",
+    "cpu",
+    "--monitor-limit",
+    "32",
+    "--monitor-robust",
+    "8",
+]
 DRY_EVAL = ["--dataset", "synthetic", "--limit", "32", "--device", "cpu"]
 
 
 # ----------------------------------------------------------------------------- the jobs
+
 
 def job_commands(job: dict, queue: dict, runs: Path, dry: bool) -> list[list[str]]:
     """The commands of one job: its training, then (if asked) PGD-20 in both norms on the full test set."""
@@ -49,8 +67,10 @@ def job_commands(job: dict, queue: dict, runs: Path, dry: bool) -> list[list[str
     steps = [[sys.executable, "-m", "pagdemo", *cmd, "--out", str(out)]]
     if job.get("eval"):
         extra = DRY_EVAL if dry else ["--data-dir", data_dir, "--device", "cuda"]
-        steps += [[sys.executable, "-m", "pagdemo", "eval", "--checkpoint", str(out), "--norm", n, *extra]
-                  for n in ("linf", "l2")]
+        steps += [
+            [sys.executable, "-m", "pagdemo", "eval", "--checkpoint", str(out), "--norm", n, *extra]
+            for n in ("linf", "l2")
+        ]
     return steps
 
 
@@ -77,7 +97,9 @@ def progress(runs: Path, job: dict) -> tuple[int, int]:
 def job_left(runs: Path, job: dict) -> float:
     """A job's estimated GPU seconds still to go (a resumed job has done part of its epochs already)."""
     done, planned = progress(runs, job)
-    return job["est_s"] * (1 - min(done, planned) / max(planned, 1)) + (EVAL_RESERVE_S if job.get("eval") else 0)
+    return job["est_s"] * (1 - min(done, planned) / max(planned, 1)) + (
+        EVAL_RESERVE_S if job.get("eval") else 0
+    )
 
 
 def work_left(runs: Path, jobs: list[dict], running: dict) -> float:
@@ -113,10 +135,15 @@ def launch(job: dict, queue: dict, runs: Path, dry: bool) -> subprocess.Popen:
     """
     train, *evals = [shlex.join(step) for step in job_commands(job, queue, runs, dry)]
     script = " && ".join([train, *evals])
-    env = {**os.environ, "TQDM_DISABLE": "1", **staged_commit()}  # one line per epoch in the logs, not every redraw
+    env = {
+        **os.environ,
+        "TQDM_DISABLE": "1",
+        **staged_commit(),
+    }  # one line per epoch in the logs, not every redraw
     with open(runs / f"{job['name']}.log", "w") as out:
-        return subprocess.Popen(["bash", "-c", script], stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                env=env)
+        return subprocess.Popen(
+            ["bash", "-c", script], stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env
+        )
 
 
 def stop_all(procs: list[subprocess.Popen], pids: list[int] = ()) -> None:
@@ -146,8 +173,11 @@ def _reap(runs: Path, running: dict, status: dict) -> None:
     """Record the jobs that ended since the last look."""
     for name, proc in list(running.items()):
         if proc.poll() is not None:
-            status["jobs"][name].update(state="done" if proc.returncode == 0 else "failed", rc=proc.returncode,
-                                        ended_s=round(time.time() - read_plan(runs)["t0"], 1))
+            status["jobs"][name].update(
+                state="done" if proc.returncode == 0 else "failed",
+                rc=proc.returncode,
+                ended_s=round(time.time() - read_plan(runs)["t0"], 1),
+            )
             log(runs, f"{name}: {status['jobs'][name]['state']} (rc {proc.returncode})")
             del running[name]
 
@@ -159,7 +189,9 @@ def _fits(runs: Path, queue: dict, running: dict, job: dict) -> bool:
     return job_left(runs, job) <= room or ("fill_min_s" in job and room >= job["fill_min_s"])
 
 
-def _start_fitting(runs: Path, queue: dict, running: dict, status: dict, dry: bool, max_parallel: int) -> None:
+def _start_fitting(
+    runs: Path, queue: dict, running: dict, status: dict, dry: bool, max_parallel: int
+) -> None:
     """Start, in queue order, each pending job whose needs are met and whose work fits before the deadline."""
     for job in queue["jobs"]:
         st = status["jobs"][job["name"]]
@@ -181,7 +213,11 @@ def _wait_for_data(runs: Path, queue: dict, dry: bool) -> bool:
             return False
         time.sleep(3)
     log(runs, "data complete, SHA-256 checked")
-    while not dry and not read_plan(runs).get("deadline_set") and time.time() < read_plan(runs)["deadline"] - 300:
+    while (
+        not dry
+        and not read_plan(runs).get("deadline_set")
+        and time.time() < read_plan(runs)["deadline"] - 300
+    ):
         time.sleep(1)  # the call that sets the deadline may still be on its way
     return True
 
@@ -203,13 +239,20 @@ def run(runs: Path, queue: dict, dry: bool, max_parallel: int = 7) -> dict:
             log(runs, "deadline: stopping " + (", ".join(running) or "nothing"))
             stop_all(list(running.values()), [p for p in read_plan(runs).get("warmups", []) if _alive(p)])
             for name, proc in running.items():
-                status["jobs"][name].update(state="cut", rc=proc.returncode,
-                                            ended_s=round(time.time() - read_plan(runs)["t0"], 1))
+                status["jobs"][name].update(
+                    state="cut", rc=proc.returncode, ended_s=round(time.time() - read_plan(runs)["t0"], 1)
+                )
             running.clear()
         for job in queue["jobs"]:
-            status["jobs"][job["name"]]["epochs"] = "%d/%d" % progress(runs, job)
-        write(runs / "status.json", {**status, "t_s": round(time.time() - read_plan(runs)["t0"], 1),
-                                     "deadline_s": round(read_plan(runs)["deadline"] - read_plan(runs)["t0"], 1)})
+            status["jobs"][job["name"]]["epochs"] = "{}/{}".format(*progress(runs, job))
+        write(
+            runs / "status.json",
+            {
+                **status,
+                "t_s": round(time.time() - read_plan(runs)["t0"], 1),
+                "deadline_s": round(read_plan(runs)["deadline"] - read_plan(runs)["t0"], 1),
+            },
+        )
         if not running:  # nothing left that fits (time only shrinks) or whose needs can still be met
             break
         time.sleep(0.5 if dry else 3)
@@ -222,7 +265,11 @@ def run(runs: Path, queue: dict, dry: bool, max_parallel: int = 7) -> dict:
 def _finish(runs: Path, status: dict) -> dict:
     """The final status, for the polls and the archive."""
     plan = read_plan(runs)
-    status.update(finished=True, t_s=round(time.time() - plan["t0"], 1), deadline_s=round(plan["deadline"] - plan["t0"], 1))
+    status.update(
+        finished=True,
+        t_s=round(time.time() - plan["t0"], 1),
+        deadline_s=round(plan["deadline"] - plan["t0"], 1),
+    )
     write(runs / "status.json", status)
     log(runs, "runner done: " + ", ".join(f"{n} {s['state']}" for n, s in status["jobs"].items()))
     return status
@@ -231,34 +278,79 @@ def _finish(runs: Path, status: dict) -> dict:
 def _dry_init(runs: Path) -> None:
     """The dry run's stand-in for a carried vanilla checkpoint: a one-epoch tinycnn on the synthetic data."""
     if not (runs / "dry-init" / "config.json").exists():
-        subprocess.run([sys.executable, "-m", "pagdemo", "train", "--epochs", "1", *DRY_TRAIN, "--monitor-limit", "0",
-                        "--out", str(runs / "dry-init")], check=True, capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pagdemo",
+                "train",
+                "--epochs",
+                "1",
+                *DRY_TRAIN,
+                "--monitor-limit",
+                "0",
+                "--out",
+                str(runs / "dry-init"),
+            ],
+            check=True,
+            capture_output=True,
+        )
 
 
 # ----------------------------------------------------------------------------- the calls
+
 
 def start(runs: Path, queue_path: str, deadline_s: float, dry: bool, foreground: bool) -> None:
     """Call 1: note a provisional deadline, start the runner in a session of its own (it outlives the call)."""
     runs.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    write(runs / "plan.json", {"t0": t0, "deadline": t0 + deadline_s, "deadline_set": False, "dry": dry,
-                               "queue": queue_path, "warmups": []})
+    write(
+        runs / "plan.json",
+        {
+            "t0": t0,
+            "deadline": t0 + deadline_s,
+            "deadline_set": False,
+            "dry": dry,
+            "queue": queue_path,
+            "warmups": [],
+        },
+    )
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **staged_commit()}
     if foreground:
         os.environ.update(env)
         run(runs, read(Path(queue_path)), dry)
         return
-    cmd = [sys.executable, str(Path(__file__).with_name("window.py")), "run", "--runs", str(runs), "--queue", queue_path]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).with_name("window.py")),
+        "run",
+        "--runs",
+        str(runs),
+        "--queue",
+        queue_path,
+    ]
     with open(runs / "runner.log", "a") as out:
-        proc = subprocess.Popen(cmd + (["--dry"] if dry else []), stdout=out, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd + (["--dry"] if dry else []),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
     warmups = [] if dry else warm_compile(runs, read(Path(queue_path)), env)
     write(runs / "plan.json", {**read_plan(runs), "runner": proc.pid, "warmups": warmups})
-    log(runs, f"started the runner; training ends {deadline_s:.0f} s from now unless a poll sets the deadline")
+    log(
+        runs, f"started the runner; training ends {deadline_s:.0f} s from now unless a poll sets the deadline"
+    )
     _environment(runs)
 
 
-STEP_FLAGS = ("--bn-coupling", "--pag-frame", "--grad-of", "--arch")  # flags whose value changes the compiled graph
+STEP_FLAGS = (
+    "--bn-coupling",
+    "--pag-frame",
+    "--grad-of",
+    "--arch",
+)  # flags whose value changes the compiled graph
 
 
 def compiled_steps(queue: dict) -> list[tuple[int, tuple[str, ...]]]:
@@ -272,8 +364,12 @@ def compiled_steps(queue: dict) -> list[tuple[int, tuple[str, ...]]]:
             continue
         recipe = get_recipe(cmd[cmd.index("--recipe") + 1] if "--recipe" in cmd else "paper")
         flags = tuple(a for f in STEP_FLAGS if f in cmd for a in (f, cmd[cmd.index(f) + 1]))
-        steps.append((int(cmd[cmd.index("--batch-size") + 1]) if "--batch-size" in cmd else recipe.batch_size,
-                      flags + (("--no-amp",) if "--no-amp" in cmd or not recipe.amp else ())))
+        steps.append(
+            (
+                int(cmd[cmd.index("--batch-size") + 1]) if "--batch-size" in cmd else recipe.batch_size,
+                flags + (("--no-amp",) if "--no-amp" in cmd or not recipe.amp else ()),
+            )
+        )
     return sorted(set(steps))
 
 
@@ -283,20 +379,55 @@ def warm_compile(runs: Path, queue: dict, env: dict) -> list[int]:
     pids = []
     for i, (batch, flags) in enumerate(compiled_steps(queue)):
         name = f"warm-{i}-b{batch}"
-        cmd = [sys.executable, "-m", "pagdemo", "train", "--method", "cm", "--dataset", "synthetic", "--arch", "resnet18",
-               "--limit", str(2 * batch), "--batch-size", str(batch), "--epochs", "1", "--recipe", "fast",
-               "--pag-impl", "compiled", "--monitor-limit", "0", "--monitor-cos", "0", *flags, "--out", str(runs / name)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pagdemo",
+            "train",
+            "--method",
+            "cm",
+            "--dataset",
+            "synthetic",
+            "--arch",
+            "resnet18",
+            "--limit",
+            str(2 * batch),
+            "--batch-size",
+            str(batch),
+            "--epochs",
+            "1",
+            "--recipe",
+            "fast",
+            "--pag-impl",
+            "compiled",
+            "--monitor-limit",
+            "0",
+            "--monitor-cos",
+            "0",
+            *flags,
+            "--out",
+            str(runs / name),
+        ]
         with open(runs / f"{name}.log", "w") as out:
-            pids.append(subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**env, "TQDM_DISABLE": "1"},
-                                         start_new_session=True).pid)
+            pids.append(
+                subprocess.Popen(
+                    cmd,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env={**env, "TQDM_DISABLE": "1"},
+                    start_new_session=True,
+                ).pid
+            )
         log(runs, f"warming the compiled step: batch {batch} {' '.join(flags)}")
     return pids
 
 
 def _environment(runs: Path) -> None:
     """What the machine is: Python, torch, GPU (into the session log)."""
-    probe = ("import torch, sys; print(sys.version.split()[0], torch.__version__, "
-             "torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu')")
+    probe = (
+        "import torch, sys; print(sys.version.split()[0], torch.__version__, "
+        "torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu')"
+    )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     log(runs, f"python / torch / device: {out.stdout.strip() or out.stderr.strip()[-200:]}")
 
@@ -304,9 +435,16 @@ def _environment(runs: Path) -> None:
 def set_deadline(runs: Path, budget_left_s: float, staging_left: int) -> float:
     """The deadline from the lease's budget left: what the calls still to come need is kept back."""
     plan = read_plan(runs)
-    reserve = STAGING_CALL_S * staging_left + COLLECT_CALL_S * collect_calls(read(Path(plan["queue"]))) + MARGIN_S
-    write(runs / "plan.json", {**plan, "deadline": time.time() + budget_left_s - reserve, "deadline_set": True})
-    log(runs, f"deadline set: training ends {budget_left_s - reserve:.0f} s from now ({reserve:.0f} s kept back)")
+    reserve = (
+        STAGING_CALL_S * staging_left + COLLECT_CALL_S * collect_calls(read(Path(plan["queue"]))) + MARGIN_S
+    )
+    write(
+        runs / "plan.json", {**plan, "deadline": time.time() + budget_left_s - reserve, "deadline_set": True}
+    )
+    log(
+        runs,
+        f"deadline set: training ends {budget_left_s - reserve:.0f} s from now ({reserve:.0f} s kept back)",
+    )
     return budget_left_s - reserve
 
 
@@ -331,5 +469,9 @@ def poll(runs: Path, wait_s: float) -> None:
 def status_line(status: dict) -> str:
     """Every job's state in one line."""
     jobs = status.get("jobs", {})
-    return (f"t={status.get('t_s', '?')} s (deadline {status.get('deadline_s', '?')} s): "
-            + ", ".join(f"{n} {s['state']} {s.get('epochs', '')}" for n, s in jobs.items()) if jobs else "runner not ready")
+    return (
+        f"t={status.get('t_s', '?')} s (deadline {status.get('deadline_s', '?')} s): "
+        + ", ".join(f"{n} {s['state']} {s.get('epochs', '')}" for n, s in jobs.items())
+        if jobs
+        else "runner not ready"
+    )

@@ -1,4 +1,5 @@
 """Shared test set-up: CPU only, seeded, quiet, few threads (CI has 2 cores)."""
+
 import os
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")

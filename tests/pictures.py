@@ -1,4 +1,5 @@
 """Two untrained tinycnns and one image: what the grid and compare tests draw with."""
+
 import torch
 
 from pagdemo.models import build_model

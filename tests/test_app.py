@@ -1,4 +1,5 @@
 """The real app on a local port, called through every named endpoint with gradio_client."""
+
 import socket
 from dataclasses import replace
 from pathlib import Path
@@ -9,16 +10,18 @@ import torch
 from PIL import Image
 
 pytest.importorskip("gradio_client")
-from gradio_client.exceptions import AppError  # noqa: E402
 from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client.exceptions import AppError  # noqa: E402
+from test_images import huge_png  # noqa: E402
 
 from pagdemo.app.ui import build_demo, launch_options  # noqa: E402
+from pagdemo.models import (
+    CIFAR10_CLASSES,  # noqa: E402
+    PAGClassifier,  # noqa: E402
+)
 from pagdemo.records.checkpoints import append_metrics, save_checkpoint  # noqa: E402
-from pagdemo.models import CIFAR10_CLASSES  # noqa: E402
-from pagdemo.models import PAGClassifier  # noqa: E402
 from pagdemo.toy.experiment import ToyConfig  # noqa: E402
 from pagdemo.toy.run import run_toy  # noqa: E402
-from test_images import huge_png  # noqa: E402
 
 CLASSES = CIFAR10_CLASSES  # the one list, in pagdemo.models
 EXAMPLE = str(Path(__file__).resolve().parents[1] / "pagdemo" / "app" / "examples" / "cat_3543.png")
@@ -29,15 +32,40 @@ TINY_TOY = ToyConfig(epochs=2, n_per_mode=60, n_test=60, k=10)  # the real exper
 def make_tiny_checkpoints(root) -> list[str]:
     """Three untrained tinycnn checkpoints with plausible cards and one recorded evaluation each."""
     names = []
-    for seed, (name, method, lam) in enumerate([("vanilla", "vanilla", 0.0), ("pag-cm", "cm", 0.4), ("pag-oi", "oi", 0.5)]):
+    for seed, (name, method, lam) in enumerate(
+        [("vanilla", "vanilla", 0.0), ("pag-cm", "cm", 0.4), ("pag-oi", "oi", 0.5)]
+    ):
         torch.manual_seed(seed)
         folder = root / name
-        save_checkpoint(PAGClassifier("tinycnn", 10, CLASSES), folder,
-                        {"method": method, "lam": lam, "dataset": "cifar10", "epochs": 1, "train_time_s": 1.5,
-                         "note": "tiny untrained test checkpoint"})
-        append_metrics(folder, {"date": "2025-01-01", "data": "cifar10/test", "n": 64, "attack": "pgd-20", "norm": "linf",
-                                "eps": 8 / 255, "steps": 20, "step_size": 0.8 / 255, "restarts": 1, "random_start": True,
-                                "clean_acc": 0.1 + 0.1 * seed, "robust_acc": 0.05 * seed})
+        save_checkpoint(
+            PAGClassifier("tinycnn", 10, CLASSES),
+            folder,
+            {
+                "method": method,
+                "lam": lam,
+                "dataset": "cifar10",
+                "epochs": 1,
+                "train_time_s": 1.5,
+                "note": "tiny untrained test checkpoint",
+            },
+        )
+        append_metrics(
+            folder,
+            {
+                "date": "2025-01-01",
+                "data": "cifar10/test",
+                "n": 64,
+                "attack": "pgd-20",
+                "norm": "linf",
+                "eps": 8 / 255,
+                "steps": 20,
+                "step_size": 0.8 / 255,
+                "restarts": 1,
+                "random_start": True,
+                "clean_acc": 0.1 + 0.1 * seed,
+                "robust_acc": 0.05 * seed,
+            },
+        )
         names.append(name)
     return names
 
@@ -60,7 +88,9 @@ def app(tmp_path_factory):
     root = tmp_path_factory.mktemp("ckpts")
     make_tiny_checkpoints(root)
     toy_dir = tmp_path_factory.mktemp("toy")
-    run_toy(replace(TINY_TOY, seeds=2, out=str(toy_dir)), progress=False)  # what `pagdemo toy` saves, in seconds
+    run_toy(
+        replace(TINY_TOY, seeds=2, out=str(toy_dir)), progress=False
+    )  # what `pagdemo toy` saves, in seconds
     demo, client = _serve(root, toy_dir)
     yield demo, client
     demo.close()
@@ -95,9 +125,14 @@ def test_preview_shows_what_the_model_sees(client):
     assert "true class **cat**" in notes
 
 
-@pytest.mark.parametrize("size, words", [((1, 1), ["1x1, resized to 32x32", "holds almost nothing"]),
-                                         ((400, 10), ["centre-cropped to 10x10", "40 times as wide", "keeps only 2%"]),
-                                         ((64, 48), ["centre-cropped to 48x48, then resized to 32x32"])])
+@pytest.mark.parametrize(
+    "size, words",
+    [
+        ((1, 1), ["1x1, resized to 32x32", "holds almost nothing"]),
+        ((400, 10), ["centre-cropped to 10x10", "40 times as wide", "keeps only 2%"]),
+        ((64, 48), ["centre-cropped to 48x48, then resized to 32x32"]),
+    ],
+)
 def test_preview_says_what_was_done_and_warns_about_tiny_or_sliver_images(client, tmp_path, size, words):
     path = tmp_path / "odd.png"
     Image.new("RGB", size, (120, 30, 200)).save(path)
@@ -107,8 +142,15 @@ def test_preview_says_what_was_done_and_warns_about_tiny_or_sliver_images(client
 
 
 def test_pag_grid_streams_partial_grids(client):
-    job = client.submit(handle_file(EXAMPLE), ["vanilla", "pag-cm", "pag-oi"], "all classes", "l2", 4.0, 8,
-                        api_name="/pag_grid")
+    job = client.submit(
+        handle_file(EXAMPLE),
+        ["vanilla", "pag-cm", "pag-oi"],
+        "all classes",
+        "l2",
+        4.0,
+        8,
+        api_name="/pag_grid",
+    )
     statuses = [out[2] for out in job]
     grid, probs, status = job.result()
     assert len(statuses) >= 2 and statuses[0].startswith("step 0/8") and status.startswith("step 8/8")
@@ -121,19 +163,27 @@ def test_pag_grid_streams_partial_grids(client):
 
 
 def test_pag_grid_single_target_and_the_api_default_radius(client):
-    grid, probs, _ = client.predict(handle_file(EXAMPLE), ["pag-cm"], "dog", "linf", 16 / 255, 3, api_name="/pag_grid")
+    grid, probs, _ = client.predict(
+        handle_file(EXAMPLE), ["pag-cm"], "dog", "linf", 16 / 255, 3, api_name="/pag_grid"
+    )
     assert probs["headers"] == ["model", "dog"] and len(probs["data"]) == 1
-    _, _, status = client.predict(handle_file(EXAMPLE), ["pag-cm"], "dog", "linf", steps=2, api_name="/pag_grid")
+    _, _, status = client.predict(
+        handle_file(EXAMPLE), ["pag-cm"], "dog", "linf", steps=2, api_name="/pag_grid"
+    )
     assert "done" in status  # no eps: the threat model's default (16/255 for the picture)
 
 
 def test_compare_with_each_norms_default(client):
-    panel, table = client.predict(handle_file(EXAMPLE), ["vanilla", "pag-oi"], "l2", 0.5, 5, api_name="/compare")
+    panel, table = client.predict(
+        handle_file(EXAMPLE), ["vanilla", "pag-oi"], "l2", 0.5, 5, api_name="/compare"
+    )
     assert [row[0] for row in table["data"]] == ["vanilla", "pag-oi"]
     l2 = table["headers"].index("L2 of perturbation")
     assert all(0 < float(row[l2]) <= 0.5 + 1e-3 for row in table["data"])
     assert _png(panel).shape[0] > 2 * 128
-    _, linf = client.predict(handle_file(EXAMPLE), ["vanilla"], "linf", api_name="/compare")  # eps and steps defaulted
+    _, linf = client.predict(
+        handle_file(EXAMPLE), ["vanilla"], "linf", api_name="/compare"
+    )  # eps and steps defaulted
     assert float(linf["data"][0][linf["headers"].index("Linf x 255")]) <= 8.0 + 1e-3
 
 
@@ -143,7 +193,9 @@ def test_robustness_table_against_the_paper(client):
     assert rows["pag-cm"]["PGD linf %"] == "5.0" and rows["pag-cm"]["paper linf %"] == "15.7"
     assert rows["vanilla"]["paper clean %"] == "93.6" and rows["vanilla"]["n"] == 64
     how = {r[0]: dict(zip(settings["headers"], r)) for r in settings["data"]}
-    assert "eps 0.03137" in how["vanilla"]["linf settings"] and how["vanilla"]["l2 settings"] == "not evaluated"
+    assert (
+        "eps 0.03137" in how["vanilla"]["linf settings"] and how["vanilla"]["l2 settings"] == "not evaluated"
+    )
     assert _png(plot).ndim == 3
     verdicts = {(r[0], r[1]): dict(zip(audits["headers"], r)) for r in audits["data"]}
     assert verdicts[("vanilla", "l2")]["verdict"] == "not audited" and len(verdicts) == 2 * len(rows)
@@ -151,6 +203,7 @@ def test_robustness_table_against_the_paper(client):
 
 def test_eps_curve_streams_then_is_served_from_the_cache(client, monkeypatch):
     import pagdemo.app.handlers as handlers
+
     calls = []
 
     def counting(*args, **kwargs):
@@ -173,9 +226,15 @@ def test_eps_curve_streams_then_is_served_from_the_cache(client, monkeypatch):
 def test_toy_matches_the_saved_run_for_the_same_seed(client):
     figure, metrics, caption = client.predict(TINY_TOY.lam, 1, api_name="/toy")
     names = [r[0] for r in metrics["data"]]
-    assert names == ["vanilla (seed 1)", f"PAG lambda={TINY_TOY.lam:g} (seed 1)", "vanilla, saved run (seed 1)",
-                     "PAG, saved run (seed 1)"]
-    assert metrics["data"][0][1:] == metrics["data"][2][1:] and metrics["data"][1][1:] == metrics["data"][3][1:]
+    assert names == [
+        "vanilla (seed 1)",
+        f"PAG lambda={TINY_TOY.lam:g} (seed 1)",
+        "vanilla, saved run (seed 1)",
+        "PAG, saved run (seed 1)",
+    ]
+    assert (
+        metrics["data"][0][1:] == metrics["data"][2][1:] and metrics["data"][1][1:] == metrics["data"][3][1:]
+    )
     assert "gave the same numbers" in caption and _png(figure).shape[1] > 500
     _, other, caption = client.predict(0.5, 7, api_name="/toy")
     assert len(other["data"]) == 2 and "not in the saved run" in caption
@@ -186,25 +245,38 @@ def test_model_card(client):
     assert card.startswith("# pag-oi") and "`oi`" in card and "---" not in card.splitlines()[0]
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda p: p.write_bytes(b"just some text"), "not an image"),
-    (lambda p: p.write_bytes(open(EXAMPLE, "rb").read()[:300]), "cut short"),
-    (lambda p: p.write_bytes(huge_png(9000, 9000)), "the image is 9000x9000 = 81 megapixels; the limit is 40"),
-    (lambda p: p.write_bytes(huge_png(20000, 20000)), "the image is 400 megapixels; the limit is 40"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p.write_bytes(b"just some text"), "not an image"),
+        (lambda p: p.write_bytes(open(EXAMPLE, "rb").read()[:300]), "cut short"),
+        (
+            lambda p: p.write_bytes(huge_png(9000, 9000)),
+            "the image is 9000x9000 = 81 megapixels; the limit is 40",
+        ),
+        (lambda p: p.write_bytes(huge_png(20000, 20000)), "the image is 400 megapixels; the limit is 40"),
+    ],
+)
 def test_bad_images_get_a_clear_message_and_the_server_lives(client, tmp_path, make, message):
     path = tmp_path / "upload.png"
     make(path)
     assert message in _error(client, handle_file(str(path)), api_name="/preview")
-    assert message in _error(client, handle_file(str(path)), ["vanilla"], "all classes", "l2", 4.0, 2, api_name="/pag_grid")
-    image, _ = client.predict(handle_file(EXAMPLE), api_name="/preview")  # the next request is served as usual
+    assert message in _error(
+        client, handle_file(str(path)), ["vanilla"], "all classes", "l2", 4.0, 2, api_name="/pag_grid"
+    )
+    image, _ = client.predict(
+        handle_file(EXAMPLE), api_name="/preview"
+    )  # the next request is served as usual
     assert _png(image).shape == (256, 256, 3)
 
 
 @pytest.mark.parametrize("mode", ["RGBA", "LA", "P", "I;16", "CMYK"])
 def test_unusual_pixel_modes_are_accepted(client, tmp_path, mode):
-    img = Image.new("RGB", (40, 30), (200, 100, 50)).convert(mode) if mode != "I;16" else Image.fromarray(
-        np.full((30, 40), 40000, np.uint16))
+    img = (
+        Image.new("RGB", (40, 30), (200, 100, 50)).convert(mode)
+        if mode != "I;16"
+        else Image.fromarray(np.full((30, 40), 40000, np.uint16))
+    )
     path = tmp_path / ("img.jpg" if mode == "CMYK" else "img.png")
     img.save(path)
     image, notes = client.predict(handle_file(str(path)), api_name="/preview")
@@ -227,18 +299,24 @@ def test_uploads_over_the_size_limit_are_refused(client, tmp_path):
     assert client.predict("vanilla", api_name="/model_card").startswith("# vanilla")
 
 
-@pytest.mark.parametrize("args, message", [
-    ((["vanilla"], "all classes", "linf", 0.5, 2), "eps 128/255 is out of range for linf: choose 0 < eps <= 64/255"),
-    (([], "all classes", "l2", 4.0, 2), "choose at least one model"),
-    ((None, "all classes", "l2", 4.0, 2), "choose at least one model"),
-    ((["nope"], "all classes", "l2", 4.0, 2), "unknown model(s) ['nope']; choose from"),
-    ((["vanilla"], "unicorn", "l2", 4.0, 2), "unknown target 'unicorn'"),
-    ((["vanilla"], "all classes", "l3", 4.0, 2), "unknown threat model 'l3'"),
-    ((["vanilla"], "all classes", "l2", 400.0, 2), "out of range for l2"),
-    ((["vanilla"], "all classes", "l2", "big", 2), "eps must be a number"),
-    ((["vanilla"], "all classes", "l2", 4.0, 1000), "steps must be a whole number from 1 to 100"),
-    ((["vanilla"], "all classes", "l2", 0.0, 2), "out of range"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            (["vanilla"], "all classes", "linf", 0.5, 2),
+            "eps 128/255 is out of range for linf: choose 0 < eps <= 64/255",
+        ),
+        (([], "all classes", "l2", 4.0, 2), "choose at least one model"),
+        ((None, "all classes", "l2", 4.0, 2), "choose at least one model"),
+        ((["nope"], "all classes", "l2", 4.0, 2), "unknown model(s) ['nope']; choose from"),
+        ((["vanilla"], "unicorn", "l2", 4.0, 2), "unknown target 'unicorn'"),
+        ((["vanilla"], "all classes", "l3", 4.0, 2), "unknown threat model 'l3'"),
+        ((["vanilla"], "all classes", "l2", 400.0, 2), "out of range for l2"),
+        ((["vanilla"], "all classes", "l2", "big", 2), "eps must be a number"),
+        ((["vanilla"], "all classes", "l2", 4.0, 1000), "steps must be a whole number from 1 to 100"),
+        ((["vanilla"], "all classes", "l2", 0.0, 2), "out of range"),
+    ],
+)
 def test_bad_settings_are_refused_in_words(client, args, message):
     assert message in _error(client, handle_file(EXAMPLE), *args, api_name="/pag_grid")
 
@@ -251,20 +329,39 @@ def test_missing_image_and_unknown_card(client):
 def test_models_of_different_data_are_not_put_in_one_picture(tmp_path):
     root = tmp_path / "mixed"
     make_tiny_checkpoints(root)
-    save_checkpoint(PAGClassifier("tinycnn", 3, ["cat", "dog", "fox"], image_size=48), root / "pets", {"method": "vanilla"})
+    save_checkpoint(
+        PAGClassifier("tinycnn", 3, ["cat", "dog", "fox"], image_size=48),
+        root / "pets",
+        {"method": "vanilla"},
+    )
     demo, client = _serve(root)
     try:
-        message = _error(client, handle_file(EXAMPLE), ["vanilla", "pets"], "all classes", "l2", 4.0, 2,
-                         api_name="/pag_grid")
-        assert "vanilla: 10 classes at 32x32; pets: 3 classes at 48x48" in message and "one dataset" in message
+        message = _error(
+            client,
+            handle_file(EXAMPLE),
+            ["vanilla", "pets"],
+            "all classes",
+            "l2",
+            4.0,
+            2,
+            api_name="/pag_grid",
+        )
+        assert (
+            "vanilla: 10 classes at 32x32; pets: 3 classes at 48x48" in message and "one dataset" in message
+        )
     finally:
         demo.close()
 
 
 def test_model_runs_share_one_bounded_queue(app):
     demo, _ = app
-    compute = [fn for fn in demo.fns.values() if fn.api_name in ("pag_grid", "compare", "eps_curve", "toy")
-               or str(fn.api_name).startswith("page_") and fn.concurrency_id == "compute"]
+    compute = [
+        fn
+        for fn in demo.fns.values()
+        if fn.api_name in ("pag_grid", "compare", "eps_curve", "toy")
+        or str(fn.api_name).startswith("page_")
+        and fn.concurrency_id == "compute"
+    ]
     assert len(compute) == 8 and {fn.concurrency_id for fn in compute} == {"compute"}
     assert all(fn.concurrency_limit == "default" for fn in compute)  # the queue's default: one run at a time
     assert demo._queue.default_concurrency_limit == 1 and demo._queue.max_size == 32
@@ -275,7 +372,9 @@ def test_without_checkpoints_the_page_says_so_and_the_toy_works(tmp_path):
     try:
         assert "No checkpoints found" in demo.lab.notice()
         assert "No checkpoints found" in client.predict(None, api_name="/model_card")
-        assert "no checkpoints" in _error(client, handle_file(EXAMPLE), [], "all classes", "l2", 4.0, 2, api_name="/pag_grid")
+        assert "no checkpoints" in _error(
+            client, handle_file(EXAMPLE), [], "all classes", "l2", 4.0, 2, api_name="/pag_grid"
+        )
         assert "no checkpoints" in _error(client, api_name="/robustness")
         _, metrics, _ = client.predict(0.5, 1, api_name="/toy")
         assert len(metrics["data"]) == 2
@@ -329,7 +428,9 @@ def test_a_failed_page_run_keeps_the_last_result_and_says_why_beside_its_control
     call = page_call(grid, 3, {2: lambda m: "Not run: see the message beside the controls."})
     assert list(call("img", 0.5)) == [("grid", "table", "step 20/20 (done)", "", "")]
     (out,) = list(call("img", 5))
-    assert isinstance(out[0], type(gr.skip())) and isinstance(out[1], type(gr.skip()))  # the last grid and table stay
+    assert isinstance(out[0], type(gr.skip())) and isinstance(
+        out[1], type(gr.skip())
+    )  # the last grid and table stay
     assert "done" not in out[2] and out[3] == "" and "eps 5 is out of range" in out[4]
     (out,) = list(call(None, 0.5))
     assert "give an image first" in out[3] and out[4] == ""  # under the image, not under the settings

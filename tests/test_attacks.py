@@ -1,4 +1,5 @@
 """PGD: cross-checked against torchattacks, and its threat-model invariants."""
+
 import pytest
 import torch
 import torchattacks
@@ -17,7 +18,7 @@ def model():
     ds = load_dataset("synthetic", "train", synthetic_size=512)
     m = build_model("tinycnn").train()
     opt = torch.optim.Adam(m.parameters(), lr=0.01)
-    for i in range(60):
+    for _i in range(60):
         j = torch.randint(0, len(ds), (64,))
         loss = torch.nn.functional.cross_entropy(m(ds.inputs(j)), ds.labels[j])
         opt.zero_grad()
@@ -64,7 +65,9 @@ def test_untargeted_lowers_accuracy_and_targeted_reaches_the_target(model, batch
     big = 4.0 if norm == "l2" else 0.1
     adv = pgd(model, x, y, big, norm=norm, steps=20)
     target = (y + 1) % 10
-    tadv = pgd(model, x, target, 10 * big, norm=norm, steps=20, targeted=True)  # class colours take big changes
+    tadv = pgd(
+        model, x, target, 10 * big, norm=norm, steps=20, targeted=True
+    )  # class colours take big changes
     with torch.no_grad():
         assert (model(adv).argmax(1) == y).float().mean() < 0.5
         assert (model(tadv).argmax(1) == target).float().mean() > 0.8
@@ -98,8 +101,12 @@ def test_a_saturated_model_is_attacked_and_each_image_as_if_alone(model, batch, 
         y = confident(x).argmax(1)
     eps = 4.0 if norm == "l2" else 0.1
     together = pgd(confident, x, y, eps, norm=norm, steps=20, random_init=False)
-    alone = torch.cat([pgd(confident, x[i:i + 1], y[i:i + 1], eps, norm=norm, steps=20, random_init=False)
-                       for i in range(len(x))])
+    alone = torch.cat(
+        [
+            pgd(confident, x[i : i + 1], y[i : i + 1], eps, norm=norm, steps=20, random_init=False)
+            for i in range(len(x))
+        ]
+    )
     with torch.no_grad():
         fooled, fooled_alone = confident(together).argmax(1) != y, confident(alone).argmax(1) != y
     assert torch.equal(fooled, fooled_alone)

@@ -1,4 +1,5 @@
 """The benchmark runs end to end in a tiny setting and writes a sane, complete JSON."""
+
 import json
 
 import pytest
@@ -13,8 +14,20 @@ def parse_config(argv):
     """What `pagdemo bench ARGV` runs."""
     return parse(["bench", *argv])[1]
 
-TINY = BenchConfig(device="cpu", model="tinycnn", image_size=8, batch_sizes=(4,), warmup=0, repeats=2,
-                   pgd_batch=4, pgd_repeats=3, grid_steps=2, approx_draws=2, profile=("explicit",))
+
+TINY = BenchConfig(
+    device="cpu",
+    model="tinycnn",
+    image_size=8,
+    batch_sizes=(4,),
+    warmup=0,
+    repeats=2,
+    pgd_batch=4,
+    pgd_repeats=3,
+    grid_steps=2,
+    approx_draws=2,
+    profile=("explicit",),
+)
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +46,10 @@ def test_every_step_is_timed(result):
         assert 0 < r["min_s"] <= r["median_s"] <= r["max_s"] and r["min_s"] < r["max_s"]
         assert r["img_per_s"] > 0 and r["peak_mem_mb"] > 0 and r["cpu_util"] > 0
     kinds = {r["case"]: r["semantics"] for r in result["train_step"]}
-    assert kinds[SAMPLED].startswith("APPROXIMATE") and kinds["explicit"] == kinds["vmap"] == "exact (equals loop)"
+    assert (
+        kinds[SAMPLED].startswith("APPROXIMATE")
+        and kinds["explicit"] == kinds["vmap"] == "exact (equals loop)"
+    )
     loop = next(r for r in result["train_step"] if r["case"] == "loop")
     assert loop["speedup_vs_loop"] == 1.0  # the reference of the ratios
 
@@ -59,8 +75,16 @@ def test_environment_and_tables(result):
     assert env["device"] == "cpu" and env["torch"] == torch.__version__ and "date_utc" in env
     assert result["config"]["model"] == "tinycnn"
     table = format_tables(result)
-    for case in ("vanilla", "loop", "explicit", SAMPLED, "torchattacks", "App grid", "Skipped compiled",
-                 "Profile of one `explicit` step, batch 4"):
+    for case in (
+        "vanilla",
+        "loop",
+        "explicit",
+        SAMPLED,
+        "torchattacks",
+        "App grid",
+        "Skipped compiled",
+        "Profile of one `explicit` step, batch 4",
+    ):
         assert case in table
 
 
@@ -90,5 +114,9 @@ def test_bad_settings_raise():
 
 def test_negative_threads_are_one_line(capsys):
     from pagdemo.cli import main
+
     assert main(["bench", "--device", "cpu", "--threads", "-2"]) == 2
-    assert capsys.readouterr().err.strip() == "pagdemo bench: error: --threads must be 0 (torch's default) or more, got -2"
+    assert (
+        capsys.readouterr().err.strip()
+        == "pagdemo bench: error: --threads must be 0 (torch's default) or more, got -2"
+    )

@@ -3,6 +3,7 @@
 Screenshots go to tests/artifacts/ (git-ignored). To refresh the README's screenshots from real
 checkpoints: PAGDEMO_CHECKPOINTS=checkpoints PAGDEMO_SCREENSHOTS=docs/screenshots pytest tests/test_browser.py
 """
+
 import os
 import shutil
 import socket
@@ -19,21 +20,32 @@ pytestmark = pytest.mark.browser
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
-    pytest.skip("Debian chromium and chromedriver are not installed (scripts/install-chromium.sh)", allow_module_level=True)
+    pytest.skip(
+        "Debian chromium and chromedriver are not installed (scripts/install-chromium.sh)",
+        allow_module_level=True,
+    )
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
-
 from test_app import make_tiny_checkpoints  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "tests" / "artifacts"
 EXAMPLE = ROOT / "pagdemo" / "app" / "examples" / "cat_3543.png"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--window-size=1400,1400", "--hide-scrollbars"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1400,1400",
+    "--hide-scrollbars",
+]
 
 
 def _free_port() -> int:
@@ -64,9 +76,24 @@ def server(tmp_path_factory):
         make_tiny_checkpoints(checkpoints)
     port = _free_port()
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "2"}
-    proc = subprocess.Popen([sys.executable, "-m", "pagdemo.app", "--checkpoints", str(checkpoints), "--port", str(port),
-                             "--device", "cpu"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pagdemo.app",
+            "--checkpoints",
+            str(checkpoints),
+            "--port",
+            str(port),
+            "--device",
+            "cpu",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}/"
     try:
         _wait_for_http(url, proc)
@@ -106,13 +133,18 @@ def _shot(driver, name: str) -> Path:
 
 
 def _tab(driver, wait, title: str) -> None:
-    wait.until(EC.element_to_be_clickable((By.XPATH, f"//button[@role='tab' and normalize-space()='{title}']"))).click()
+    wait.until(
+        EC.element_to_be_clickable((By.XPATH, f"//button[@role='tab' and normalize-space()='{title}']"))
+    ).click()
 
 
 def _upload(driver, wait, path: Path) -> None:
     """Send a file to the visible tab's image input."""
-    inputs = [e for e in driver.find_elements(By.CSS_SELECTOR, "input[type=file][accept='image/*']")
-              if e.find_element(By.XPATH, "./ancestor::*[contains(@class,'block')][1]").is_displayed()]
+    inputs = [
+        e
+        for e in driver.find_elements(By.CSS_SELECTOR, "input[type=file][accept='image/*']")
+        if e.find_element(By.XPATH, "./ancestor::*[contains(@class,'block')][1]").is_displayed()
+    ]
     inputs[0].send_keys(str(path))
 
 
@@ -126,9 +158,13 @@ def test_pag_explorer_in_a_real_browser(server, browser):
     browser.find_element(By.ID, "run-pag").click()
     wait.until(EC.text_to_be_present_in_element((By.ID, "pag-status"), "(done)"))
     grid = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, "#pag-grid img")))
-    width = wait.until(lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", grid))
+    width = wait.until(
+        lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", grid)
+    )
     assert width > 11 * 128
-    assert browser.execute_script("return arguments[0].getBoundingClientRect().width", grid) >= width - 1  # own size
+    assert (
+        browser.execute_script("return arguments[0].getBoundingClientRect().width", grid) >= width - 1
+    )  # own size
     assert "step 20/20" in browser.find_element(By.ID, "pag-status").text
     assert "Reading the grid" in browser.find_element(By.TAG_NAME, "body").text  # the legend
     assert _shot(browser, "pag_explorer").stat().st_size > 10_000
@@ -144,7 +180,9 @@ def test_pag_explorer_in_a_real_browser(server, browser):
     assert "choose at least one model" in browser.find_element(By.ID, "pag-error").text
     assert browser.find_element(By.CSS_SELECTOR, "#pag-grid img").get_attribute("src") == src
     assert "done" not in browser.find_element(By.ID, "pag-status").text
-    assert not [e for e in browser.find_elements(By.XPATH, "//*[normalize-space()='Error']") if e.is_displayed()]
+    assert not [
+        e for e in browser.find_elements(By.XPATH, "//*[normalize-space()='Error']") if e.is_displayed()
+    ]
     _shot(browser, "failed_run")
 
 
@@ -156,7 +194,9 @@ def test_a_bad_upload_shows_a_message_under_the_image(server, browser, tmp_path)
     bad.write_bytes(b"this is text, not a picture")
     _upload(browser, wait, bad)
     wait.until(EC.text_to_be_present_in_element((By.ID, "pag-notes"), "not an image file"))
-    assert not [e for e in browser.find_elements(By.XPATH, "//*[normalize-space()='Error']") if e.is_displayed()]
+    assert not [
+        e for e in browser.find_elements(By.XPATH, "//*[normalize-space()='Error']") if e.is_displayed()
+    ]
     _shot(browser, "bad_upload")
 
 
@@ -177,8 +217,13 @@ def test_screenshot_every_tab(server, browser):
     browser.get(server)
     wait.until(EC.element_to_be_clickable((By.ID, "run-pag")))
     _tab(browser, wait, "Attack & compare")
-    examples = wait.until(lambda d: [e for e in d.find_elements(By.CSS_SELECTOR, "#examples-compare button.gallery-item")
-                                     if e.is_displayed()])
+    examples = wait.until(
+        lambda d: [
+            e
+            for e in d.find_elements(By.CSS_SELECTOR, "#examples-compare button.gallery-item")
+            if e.is_displayed()
+        ]
+    )
     examples[9].click()  # sorted by name: three airplanes, automobiles, birds, then cat_3543.png
     wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, ".upload img")))
     wait.until(EC.element_to_be_clickable((By.ID, "run-compare"))).click()
@@ -196,5 +241,7 @@ def test_screenshot_every_tab(server, browser):
     _tab(browser, wait, "Toy 2-D")
     if os.environ.get("PAGDEMO_SCREENSHOTS"):  # the real toy experiment trains for about 15 s: docs runs only
         wait.until(EC.element_to_be_clickable((By.ID, "run-toy"))).click()
-        WebDriverWait(browser, 1800).until(EC.text_to_be_present_in_element((By.ID, "toy-metrics"), "PAG lambda"))
+        WebDriverWait(browser, 1800).until(
+            EC.text_to_be_present_in_element((By.ID, "toy-metrics"), "PAG lambda")
+        )
     _shot(browser, "toy")

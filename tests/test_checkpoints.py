@@ -1,4 +1,5 @@
 """pagdemo.records.checkpoints: fp16 safetensors round trip, sharding, config/metrics/model card, refusals."""
+
 from __future__ import annotations
 
 import json
@@ -11,18 +12,24 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from pagdemo.records.checkpoints import (CheckpointError, append_metrics, list_checkpoints, load_checkpoint, save_checkpoint,
-                                 write_model_card)
-from pagdemo.records.files import write_json
 from pagdemo.models import PAGClassifier
+from pagdemo.records.checkpoints import (
+    CheckpointError,
+    append_metrics,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+    write_model_card,
+)
+from pagdemo.records.files import write_json
 
 RUN = {"method": "cm", "lam": 0.4, "dataset": "synthetic", "epochs": 3, "seed": 0}
 SHARD_LIMIT = 16_000_000  # bytes: what comes back from a GPU machine
 
 
-
-
-def _trained_looking(arch: str = "tinycnn", num_classes: int = 3, classes: list[str] | None = None) -> PAGClassifier:
+def _trained_looking(
+    arch: str = "tinycnn", num_classes: int = 3, classes: list[str] | None = None
+) -> PAGClassifier:
     """A model whose BatchNorm statistics moved away from their defaults, so they must round-trip too."""
     model = PAGClassifier(arch, num_classes, classes)
     model.train()
@@ -121,9 +128,22 @@ def test_model_card_lists_method_lambda_and_evaluations(tiny):
     assert "library_name: pagdemo" in card and "- synthetic" in card
     assert "| method | `cm` |" in card and "| lambda | `0.4` |" in card
     assert "Not evaluated yet" in card
-    append_metrics(folder, {"date": "2026-01-01", "data": "synthetic/test", "n": 64, "attack": "pgd-20", "norm": "l2",
-                            "eps": 0.5, "steps": 20, "step_size": 0.05, "restarts": 1, "clean_acc": 0.6875,
-                            "robust_acc": 0.40625})
+    append_metrics(
+        folder,
+        {
+            "date": "2026-01-01",
+            "data": "synthetic/test",
+            "n": 64,
+            "attack": "pgd-20",
+            "norm": "l2",
+            "eps": 0.5,
+            "steps": 20,
+            "step_size": 0.05,
+            "restarts": 1,
+            "clean_acc": 0.6875,
+            "robust_acc": 0.40625,
+        },
+    )
     card = (folder / "README.md").read_text()
     assert "Not evaluated yet" not in card
     row = [ln for ln in card.splitlines() if ln.startswith("| 2026-01-01")]
@@ -133,8 +153,12 @@ def test_model_card_lists_method_lambda_and_evaluations(tiny):
 
 def test_model_card_shows_a_recipes_settings_as_fields_not_a_python_dict(tiny):
     model, folder = tiny
-    save_checkpoint(model, folder, {**RUN, "recipe_settings": {"summary": "batch 256, cosine", "nesterov": True}})
-    row = next(ln for ln in (folder / "README.md").read_text().splitlines() if ln.startswith("| recipe settings |"))
+    save_checkpoint(
+        model, folder, {**RUN, "recipe_settings": {"summary": "batch 256, cosine", "nesterov": True}}
+    )
+    row = next(
+        ln for ln in (folder / "README.md").read_text().splitlines() if ln.startswith("| recipe settings |")
+    )
     assert row == "| recipe settings | `summary: batch 256, cosine; nesterov: True` |"
 
 
@@ -156,11 +180,21 @@ def test_model_card_says_when_a_run_stopped_mid_schedule(tiny):
 def test_model_card_names_an_unfinished_audit(tiny):
     _, folder = tiny
     assert "## Audits" not in (folder / "README.md").read_text()
-    write_json(folder / "audit-l2.json", {"norm": "l2", "date": "2026-01-02", "finished": False,
-                                          "not_run_yet": ["autoattack"], "verdict": "no sign of gradient masking"})
+    write_json(
+        folder / "audit-l2.json",
+        {
+            "norm": "l2",
+            "date": "2026-01-02",
+            "finished": False,
+            "not_run_yet": ["autoattack"],
+            "verdict": "no sign of gradient masking",
+        },
+    )
     write_model_card(folder)
-    assert ("- 2026-01-02, l2: unfinished (autoattack not run); checks so far: no sign of gradient masking"
-            in (folder / "README.md").read_text())
+    assert (
+        "- 2026-01-02, l2: unfinished (autoattack not run); checks so far: no sign of gradient masking"
+        in (folder / "README.md").read_text()
+    )
 
 
 def test_concurrent_evaluations_keep_every_line(tiny):
@@ -224,7 +258,9 @@ def test_refuses_pickle_weights_beside_a_config(tiny):
 
 def test_refuses_a_missing_shard(tmp_path):
     folder = save_checkpoint(PAGClassifier("resnet18", 10), tmp_path / "r18", {})
-    shards = sorted(set(json.loads((folder / "model.safetensors.index.json").read_text())["weight_map"].values()))
+    shards = sorted(
+        set(json.loads((folder / "model.safetensors.index.json").read_text())["weight_map"].values())
+    )
     (folder / shards[-1]).unlink()
     msg = _refusal(folder)
     assert "missing weight file" in msg and shards[-1] in msg
@@ -260,7 +296,9 @@ def test_refuses_an_unknown_arch(tiny):
     _, folder = tiny
     _edit_config(folder, arch="vgg11")
     msg = _refusal(folder)
-    assert "config.json" in msg and "'vgg11'" in msg and "tinycnn" in msg  # names the bad value and the valid ones
+    assert (
+        "config.json" in msg and "'vgg11'" in msg and "tinycnn" in msg
+    )  # names the bad value and the valid ones
 
 
 def test_refuses_invalid_json(tiny):
@@ -281,13 +319,20 @@ def test_list_checkpoints_returns_good_ones_and_reasons_for_the_rest(tiny, tmp_p
     shutil.copytree(good, root / ".e-hidden")  # e.g. a save in progress
     (root / "notes.txt").write_text("not a folder")
     append_metrics(root / "a-cm", {"norm": "l2", "eps": 0.5, "clean_acc": 0.5, "robust_acc": 0.3})
-    write_json(root / "a-cm" / "audit-linf.json", {"norm": "linf", "finished": False, "not_run_yet": ["autoattack"]})
-    write_json(root / "b-vanilla" / "audit-l2.json", {"norm": "l2", "finished": True})  # already in metrics.json
+    write_json(
+        root / "a-cm" / "audit-linf.json", {"norm": "linf", "finished": False, "not_run_yet": ["autoattack"]}
+    )
+    write_json(
+        root / "b-vanilla" / "audit-l2.json", {"norm": "l2", "finished": True}
+    )  # already in metrics.json
     found, skipped = list_checkpoints(root)
     assert [f["name"] for f in found] == ["a-cm", "b-vanilla"]
     assert found[0]["arch"] == "tinycnn" and found[0]["run"]["method"] == "cm"
     assert found[0]["evaluations"][0]["robust_acc"] == 0.3 and found[1]["evaluations"] == []
-    assert found[0]["unfinished_audits"]["linf"]["not_run_yet"] == ["autoattack"] and found[1]["unfinished_audits"] == {}
+    assert (
+        found[0]["unfinished_audits"]["linf"]["not_run_yet"] == ["autoattack"]
+        and found[1]["unfinished_audits"] == {}
+    )
     assert len(skipped) == 2
     assert "c-empty" in skipped[0] and "no config.json" in skipped[0]
     assert "d-noweights" in skipped[1] and "model.safetensors" in skipped[1]
@@ -314,5 +359,9 @@ def test_model_card_of_an_adversarial_run_shows_its_attack_not_pag_settings(tiny
     _edit_config(folder, run={**run, "method": "adv", "adv_attack": "fgsm", "adv_norm": "l2", "adv_eps": 0.5})
     write_model_card(folder)
     card = (folder / "README.md").read_text()
-    assert "| adversarial attack | `fgsm` |" in card and "| threat model | `l2` |" in card and "| eps | `0.5` |" in card
+    assert (
+        "| adversarial attack | `fgsm` |" in card
+        and "| threat model | `l2` |" in card
+        and "| eps | `0.5` |" in card
+    )
     assert "lambda" not in card and "attack steps" not in card

@@ -1,4 +1,5 @@
 """pagdemo.cli: help, one-line errors without tracebacks, eps parsing, and the issue's train -> eval flow."""
+
 from __future__ import annotations
 
 import argparse
@@ -15,27 +16,84 @@ from pagdemo import cli
 REPO = Path(__file__).resolve().parents[1]
 
 
-
-
 def pagdemo(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """The real command, as a user types it (python -m pagdemo is what the `pagdemo` script runs)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
-           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, "-m", "pagdemo", *args], cwd=cwd or REPO, env=env, capture_output=True,
-                          text=True, timeout=120)
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "pagdemo", *args],
+        cwd=cwd or REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
-@pytest.mark.parametrize("args, flags", [
-    ([], ["train", "adv-train", "eval", "toy", "attack", "audit", "--nproc_per_node", "pagdemo eval --checkpoint"]),
-    (["train"], ["--method", "--lam", "--grad-of", "--pag-impl", "--teacher", "--out", "--dataset", "--recipe",
-                 "--epochs", "--batch-size", "--limit", "--keep-state", "Class Mean"]),
-    (["adv-train"], ["--norm", "--eps", "--attack", "--adv-steps", "--out", "--recipe"]),
-    (["eval"], ["--checkpoint", "--attack", "autoattack", "--norm", "--eps", "--steps", "--restarts", "--limit", "--json", "--no-record",
-                "2*eps/k"]),
-    (["toy"], ["--seeds", "--lam", "--out"]),
-    (["attack"], ["--checkpoint", "--image", "--target", "--norm", "--eps", "--steps", "--out"]),
-    (["audit"], ["--checkpoint", "--norm", "--eps", "--vanilla", "--judge", "--autoattack", "--limit", "--json"]),
-], ids=["pagdemo", "train", "adv-train", "eval", "toy", "attack", "audit"])
+@pytest.mark.parametrize(
+    "args, flags",
+    [
+        (
+            [],
+            [
+                "train",
+                "adv-train",
+                "eval",
+                "toy",
+                "attack",
+                "audit",
+                "--nproc_per_node",
+                "pagdemo eval --checkpoint",
+            ],
+        ),
+        (
+            ["train"],
+            [
+                "--method",
+                "--lam",
+                "--grad-of",
+                "--pag-impl",
+                "--teacher",
+                "--out",
+                "--dataset",
+                "--recipe",
+                "--epochs",
+                "--batch-size",
+                "--limit",
+                "--keep-state",
+                "Class Mean",
+            ],
+        ),
+        (["adv-train"], ["--norm", "--eps", "--attack", "--adv-steps", "--out", "--recipe"]),
+        (
+            ["eval"],
+            [
+                "--checkpoint",
+                "--attack",
+                "autoattack",
+                "--norm",
+                "--eps",
+                "--steps",
+                "--restarts",
+                "--limit",
+                "--json",
+                "--no-record",
+                "2*eps/k",
+            ],
+        ),
+        (["toy"], ["--seeds", "--lam", "--out"]),
+        (["attack"], ["--checkpoint", "--image", "--target", "--norm", "--eps", "--steps", "--out"]),
+        (
+            ["audit"],
+            ["--checkpoint", "--norm", "--eps", "--vanilla", "--judge", "--autoattack", "--limit", "--json"],
+        ),
+    ],
+    ids=["pagdemo", "train", "adv-train", "eval", "toy", "attack", "audit"],
+)
 def test_help_exits_0_and_names_the_key_flags(args, flags):
     proc = pagdemo(*args, "--help")
     assert proc.returncode == 0, proc.stderr
@@ -54,8 +112,17 @@ def _assert_one_line_error(proc: subprocess.CompletedProcess, *words: str) -> st
 
 
 def test_missing_data_dir_is_one_line(tmp_path):
-    proc = pagdemo("train", "--dataset", "cifar10", "--data-dir", str(tmp_path / "nodata"), "--epochs", "1",
-                   "--out", str(tmp_path / "run"))
+    proc = pagdemo(
+        "train",
+        "--dataset",
+        "cifar10",
+        "--data-dir",
+        str(tmp_path / "nodata"),
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path / "run"),
+    )
     _assert_one_line_error(proc, "nodata")
     assert proc.returncode == 2
 
@@ -66,13 +133,31 @@ def test_missing_checkpoint_is_one_line(tmp_path):
     assert proc.returncode == 2
 
 
-@pytest.mark.parametrize("args, words", [
-    (["eval", "--checkpoint", "x", "--eps", "abc"], ["'abc'", "8/255"]),
-    (["train", "--out", "x", "--epochs", "0"], ["--epochs", "0"]),
-    (["train", "--out", "x", "--method", "magic"], ["'magic'", "cm"]),
-    (["train", "--out", "x", "--method", "cm", "--pag-impl", "loop", "--bn-coupling", "batch", "--dataset", "synthetic"],
-     ["loop", "'batch'", "explicit"]),
-], ids=["eps-abc", "epochs-0", "unknown-method", "coupling-impl"])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["eval", "--checkpoint", "x", "--eps", "abc"], ["'abc'", "8/255"]),
+        (["train", "--out", "x", "--epochs", "0"], ["--epochs", "0"]),
+        (["train", "--out", "x", "--method", "magic"], ["'magic'", "cm"]),
+        (
+            [
+                "train",
+                "--out",
+                "x",
+                "--method",
+                "cm",
+                "--pag-impl",
+                "loop",
+                "--bn-coupling",
+                "batch",
+                "--dataset",
+                "synthetic",
+            ],
+            ["loop", "'batch'", "explicit"],
+        ),
+    ],
+    ids=["eps-abc", "epochs-0", "unknown-method", "coupling-impl"],
+)
 def test_bad_arguments_are_one_line(args, words):
     proc = pagdemo(*args)
     _assert_one_line_error(proc, *words)
@@ -102,37 +187,109 @@ def test_flags_map_to_each_commands_config():
     from pagdemo.toy.experiment import ToyConfig
     from pagdemo.train.config import TrainConfig
 
-    cmd, cfg = cli.parse(["adv-train", "--out", "o", "--eps", "8/255", "--attack", "fgsm", "--no-amp", "--dataset",
-                          "synthetic"])
-    assert cmd == "adv-train" and cfg == TrainConfig(out="o", method="adv", adv_eps=8 / 255, adv_attack="fgsm",
-                                                     amp=False, dataset="synthetic")
-    _, cfg = cli.parse(["train", "--out", "o", "--method", "cm", "--pag-impl", "explicit", "--bn-coupling", "batch",
-                        "--pag-frame", "authors", "--cm-scaling", "none", "--nn-k", "7"])
+    cmd, cfg = cli.parse(
+        [
+            "adv-train",
+            "--out",
+            "o",
+            "--eps",
+            "8/255",
+            "--attack",
+            "fgsm",
+            "--no-amp",
+            "--dataset",
+            "synthetic",
+        ]
+    )
+    assert cmd == "adv-train" and cfg == TrainConfig(
+        out="o", method="adv", adv_eps=8 / 255, adv_attack="fgsm", amp=False, dataset="synthetic"
+    )
+    _, cfg = cli.parse(
+        [
+            "train",
+            "--out",
+            "o",
+            "--method",
+            "cm",
+            "--pag-impl",
+            "explicit",
+            "--bn-coupling",
+            "batch",
+            "--pag-frame",
+            "authors",
+            "--cm-scaling",
+            "none",
+            "--nn-k",
+            "7",
+        ]
+    )
     assert (cfg.method, cfg.pag_impl, cfg.bn_coupling, cfg.pag_frame, cfg.cm_scaling, cfg.nn_k) == (
-        "cm", "explicit", "batch", "authors", "none", 7)
-    assert cli.parse(["eval", "--checkpoint", "c", "--norm", "none"])[1] == EvalConfig(checkpoint="c", norm=None)
+        "cm",
+        "explicit",
+        "batch",
+        "authors",
+        "none",
+        7,
+    )
+    assert cli.parse(["eval", "--checkpoint", "c", "--norm", "none"])[1] == EvalConfig(
+        checkpoint="c", norm=None
+    )
     _, cfg = cli.parse(["eval", "--checkpoint", "c", "--no-random-start", "--no-record", "--steps", "7"])
     assert (cfg.random_start, cfg.record, cfg.steps, cfg.restarts) == (False, False, 7, 1)
-    _, cfg = cli.parse(["eval", "--checkpoint", "c", "--attack", "autoattack", "--norm", "l2", "--aa-version", "lite"])
+    _, cfg = cli.parse(
+        ["eval", "--checkpoint", "c", "--attack", "autoattack", "--norm", "l2", "--aa-version", "lite"]
+    )
     assert cfg == AutoAttackConfig(checkpoint="c", norm="l2", version="lite")  # AutoAttack's own --limit 1000
     assert cli.parse(["eval", "--checkpoint", "c", "--attack", "autoattack", "--limit", "64"])[1].limit == 64
-    _, cfg = cli.parse(["audit", "--checkpoint", "c", "--norm", "l2", "--judge", "j", "--autoattack", "standard",
-                        "--aa-backend", "torchattacks", "--pag-eps", "2", "--resume"])
-    assert cfg == AuditConfig(checkpoint="c", norm="l2", judge="j", autoattack="standard",
-                              autoattack_backend="torchattacks", pag_eps=2.0, resume=True)
+    _, cfg = cli.parse(
+        [
+            "audit",
+            "--checkpoint",
+            "c",
+            "--norm",
+            "l2",
+            "--judge",
+            "j",
+            "--autoattack",
+            "standard",
+            "--aa-backend",
+            "torchattacks",
+            "--pag-eps",
+            "2",
+            "--resume",
+        ]
+    )
+    assert cfg == AuditConfig(
+        checkpoint="c",
+        norm="l2",
+        judge="j",
+        autoattack="standard",
+        autoattack_backend="torchattacks",
+        pag_eps=2.0,
+        resume=True,
+    )
     _, cfg = cli.parse(["toy", "--seeds", "3", "--sweep", "0,0.5", "--workers", "2", "--dtype", "float32"])
     assert cfg == ToyConfig(seeds=3, sweep_lams=(0.0, 0.5), workers=2, dtype="float32", out="runs/toy")
-    _, cfg = cli.parse(["attack", "--checkpoint", "a", "b", "--image", "i.png", "--out", "g.png", "--eps", "16/255"])
+    _, cfg = cli.parse(
+        ["attack", "--checkpoint", "a", "b", "--image", "i.png", "--out", "g.png", "--eps", "16/255"]
+    )
     assert (cfg.checkpoint, cfg.eps, cfg.norm, cfg.steps) == (("a", "b"), 16 / 255, "l2", 40)
     _, cfg = cli.parse(["bench", "--small", "--repeats", "5", "--device", "cpu"])
-    assert (cfg.repeats, cfg.warmup, cfg.batch_sizes, cfg.device) == (5, 1, (8, 16), "cpu")  # --small under the flags
+    assert (cfg.repeats, cfg.warmup, cfg.batch_sizes, cfg.device) == (
+        5,
+        1,
+        (8, 16),
+        "cpu",
+    )  # --small under the flags
     _, cfg = cli.parse(["docs", "--check", "--root", "r"])
     assert (cfg.check, cfg.root) == (True, "r")
 
 
 def test_autoattack_without_a_norm_is_one_line(capsys):
     assert cli.main(["eval", "--checkpoint", "c", "--attack", "autoattack", "--norm", "none"]) == 2
-    assert capsys.readouterr().err.strip() == "pagdemo eval: error: --attack autoattack needs --norm linf or l2"
+    assert (
+        capsys.readouterr().err.strip() == "pagdemo eval: error: --attack autoattack needs --norm linf or l2"
+    )
 
 
 def test_interrupt_tells_how_to_resume(monkeypatch, capsys):
@@ -153,24 +310,70 @@ def test_value_errors_become_exit_2_in_process(tmp_path, capsys):
 def test_the_issue_flow_train_then_eval(tmp_path, monkeypatch, capsys):
     """`pagdemo train --method cm --dataset synthetic --epochs 1 --out runs/cm` then the README's eval line."""
     monkeypatch.chdir(tmp_path)
-    assert cli.main(["train", "--method", "cm", "--dataset", "synthetic", "--epochs", "1", "--out", "runs/cm",
-                     "--limit", "128", "--monitor-limit", "64", "--monitor-robust", "16"]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--method",
+                "cm",
+                "--dataset",
+                "synthetic",
+                "--epochs",
+                "1",
+                "--out",
+                "runs/cm",
+                "--limit",
+                "128",
+                "--monitor-limit",
+                "64",
+                "--monitor-robust",
+                "16",
+            ]
+        )
+        == 0
+    )
     assert "pagdemo eval --checkpoint runs/cm" in capsys.readouterr().out
     run_dir = tmp_path / "runs" / "cm"
     config = json.loads((run_dir / "config.json").read_text())
     assert (config["arch"], config["run"]["method"], config["run"]["lam"], config["run"]["epochs"]) == (
-        "tinycnn", "cm", 0.4, 1)
+        "tinycnn",
+        "cm",
+        0.4,
+        1,
+    )
     assert config["run"]["command"].startswith("pagdemo train --method cm")
 
-    assert cli.main(["eval", "--checkpoint", "runs/cm", "--norm", "l2", "--eps", "0.5", "--limit", "64",
-                     "--json", "runs/cm.json"]) == 0
+    assert (
+        cli.main(
+            [
+                "eval",
+                "--checkpoint",
+                "runs/cm",
+                "--norm",
+                "l2",
+                "--eps",
+                "0.5",
+                "--limit",
+                "64",
+                "--json",
+                "runs/cm.json",
+            ]
+        )
+        == 0
+    )
     line = capsys.readouterr().out.strip()
     assert line.startswith("clean ") and "PGD-20 l2 eps=0.5" in line and "n=64" in line
     record = json.loads((tmp_path / "runs" / "cm.json").read_text())
     assert (record["norm"], record["eps"], record["steps"], record["step_size"], record["n"]) == (
-        "l2", 0.5, 20, 0.05, 64)
+        "l2",
+        0.5,
+        20,
+        0.05,
+        64,
+    )
     assert json.loads((run_dir / "metrics.json").read_text())["evaluations"] == [record]
     card = (run_dir / "README.md").read_text()
     assert "| method | `cm` |" in card and "| lambda | `0.4` |" in card and "| l2 | 0.5 | 20 | 0.05 |" in card
     assert {"config.json", "metrics.json", "README.md", "model.safetensors", "train_log.jsonl"} <= {
-        p.name for p in run_dir.iterdir()}
+        p.name for p in run_dir.iterdir()
+    }

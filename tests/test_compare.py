@@ -1,10 +1,11 @@
 """pagdemo.viz.compare: one untargeted attack per model, and the amplified perturbation."""
+
 import numpy as np
 import pytest
 import torch
+from pictures import CLASSES
 
 from pagdemo.viz.compare import amplify, compare_untargeted, render_compare
-from pictures import CLASSES
 
 
 def test_compare_untargeted(models, x):
@@ -31,6 +32,8 @@ def test_amplify():
     d = torch.zeros(3, 4, 4)
     d[0, 0, 0], d[1, 1, 1] = 0.1, -0.05
     vis, factor = amplify(d)
-    assert vis[0, 0, 0] == pytest.approx(1.0) and vis[1, 1, 1] == pytest.approx(0.25) and factor == pytest.approx(5.0)
-
-
+    assert (
+        vis[0, 0, 0] == pytest.approx(1.0)
+        and vis[1, 1, 1] == pytest.approx(0.25)
+        and factor == pytest.approx(5.0)
+    )

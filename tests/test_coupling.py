@@ -1,17 +1,26 @@
 """BatchNorm coupling and the authors' frame (issue 23): `explicit` computes the authors' `batched` gradient
 exactly; every coupling agrees in eval mode; the authors' frame equals their training step written out."""
+
 import copy
 
 import pytest
 import torch
 import torch.nn.functional as F
+from test_fastpag import _data, _model
 from torch import nn
 
 from pagdemo.data.augment import BatchCrop, augment, batch_crop
-from pagdemo.pag.inputgrads import (COUPLINGS, TRAIN_COUPLINGS, batchnorm_detached, batchnorm_eval, check_coupling,
-                                    default_coupling, running_stats_frozen, train_mode_coupling)
+from pagdemo.pag.inputgrads import (
+    COUPLINGS,
+    TRAIN_COUPLINGS,
+    batchnorm_detached,
+    batchnorm_eval,
+    check_coupling,
+    default_coupling,
+    running_stats_frozen,
+    train_mode_coupling,
+)
 from pagdemo.pag.losses import PAG_IMPLS, cosine_misalignment, input_gradients, pag_loss
-from test_fastpag import _data, _model
 
 
 def _step(model, x, y, targets, **kwargs):
@@ -55,7 +64,7 @@ def test_every_coupling_agrees_in_eval_mode(impl):
 
 @pytest.mark.parametrize("impl", ["loop", "batched", "vmap", "explicit"])
 def test_eval_coupling_takes_the_pag_pass_in_eval_mode_after_a_train_mode_forward(impl):
-    """"eval": cross-entropy of the train-mode forward + lambda * the misalignment of the eval-mode gradients."""
+    """ "eval": cross-entropy of the train-mode forward + lambda * the misalignment of the eval-mode gradients."""
     model = _model("tinycnn", torch.float64, train=True)
     x, y, targets = _data((5, 3, 12, 12), 10, torch.float64)
     out = _step(copy.deepcopy(model), x, y, targets, impl=impl, coupling="eval")
@@ -74,8 +83,11 @@ def _with_batch_statistics(model: nn.Module, x: torch.Tensor) -> nn.Module:
     """A copy in eval mode whose running statistics are x's batch statistics, layer by layer (variance biased)."""
     ref = copy.deepcopy(model)
     inputs = {}
-    hooks = [m.register_forward_hook(lambda m, a, out: inputs.__setitem__(m, a[0].detach()))
-             for m in ref.modules() if isinstance(m, nn.BatchNorm2d)]
+    hooks = [
+        m.register_forward_hook(lambda m, a, out: inputs.__setitem__(m, a[0].detach()))
+        for m in ref.modules()
+        if isinstance(m, nn.BatchNorm2d)
+    ]
     with torch.no_grad():
         ref(x)  # train mode: each BatchNorm's input is what the detached pass sees
     for h in hooks:
@@ -90,7 +102,7 @@ def _with_batch_statistics(model: nn.Module, x: torch.Tensor) -> nn.Module:
 @pytest.mark.parametrize("impl", ["loop", "batched", "vmap", "explicit"])
 @pytest.mark.parametrize("name,shape", [("tinycnn", (5, 3, 12, 12)), ("resnet18", (3, 3, 8, 8))])
 def test_detached_coupling_is_eval_mode_at_the_batch_statistics(impl, name, shape):
-    """"detached": the cross-entropy of the train-mode forward + lambda * the misalignment of the gradients
+    """ "detached": the cross-entropy of the train-mode forward + lambda * the misalignment of the gradients
     that eval mode would give if the running statistics were the batch's; the running statistics move once."""
     model = _model(name, torch.float64, train=True)
     x, y, targets = _data(shape, 10, torch.float64)
@@ -128,7 +140,9 @@ def _authors_step(model, x, y, targets, lam, crop_ce, crop_pag):
     """The authors' TRAIN_CIFAR10.py train step for all C classes, written out with autograd (float64 here)."""
     b, c = len(x), targets.shape[1]
     loss_ce = F.cross_entropy(model(crop_ce(x)), y)
-    ims = x.repeat_interleave(c, dim=0).requires_grad_(True)  # each image repeated C times, one copy per class
+    ims = x.repeat_interleave(c, dim=0).requires_grad_(
+        True
+    )  # each image repeated C times, one copy per class
     target_new = torch.arange(c).repeat(b)
     dummy = F.cross_entropy(model(crop_pag(ims)), target_new)
     (grad,) = torch.autograd.grad(-dummy, [ims], create_graph=True)
@@ -140,14 +154,23 @@ def test_authors_frame_and_coupling_equal_their_training_step():
     model = _model("tinycnn", torch.float64, train=True)
     x, y, targets = _data((4, 3, 12, 12), 10, torch.float64)
     crop_ce, crop_pag = BatchCrop(1, 6, True), BatchCrop(7, 2, False)
-    out = _step(copy.deepcopy(model), x, y, targets, impl="explicit", coupling="batch", view=crop_pag,
-                ce_x=crop_ce(x))
+    out = _step(
+        copy.deepcopy(model), x, y, targets, impl="explicit", coupling="batch", view=crop_pag, ce_x=crop_ce(x)
+    )
     ref_model = copy.deepcopy(model)
     ref_loss = _authors_step(ref_model, x, y, targets, 0.7, crop_ce, crop_pag)
     ref_loss.backward()
     _assert_close_steps(out, (ref_loss.detach(), [p.grad for p in ref_model.parameters()]))
-    moved = _step(copy.deepcopy(model), x, y, targets, impl="explicit", coupling="batch", view=BatchCrop(7, 3, False),
-                  ce_x=crop_ce(x))
+    moved = _step(
+        copy.deepcopy(model),
+        x,
+        y,
+        targets,
+        impl="explicit",
+        coupling="batch",
+        view=BatchCrop(7, 3, False),
+        ce_x=crop_ce(x),
+    )
     assert (moved[0] - out[0]).abs() > 1e-6  # the crop matters: the test would see a view that was ignored
 
 
@@ -214,8 +237,12 @@ def test_compiled_step_in_the_authors_frame_trains():
     model = _model("tinycnn", torch.float32, train=True)
     x, y, targets = _data((4, 3, 12, 12), 10, torch.float32)
     crop = BatchCrop(1, 6, True)
-    out = _step(copy.deepcopy(model), x, y, targets, impl="compiled", coupling="batch", view=crop, ce_x=crop(x))
-    ref = _step(copy.deepcopy(model), x, y, targets, impl="explicit", coupling="batch", view=crop, ce_x=crop(x))
+    out = _step(
+        copy.deepcopy(model), x, y, targets, impl="compiled", coupling="batch", view=crop, ce_x=crop(x)
+    )
+    ref = _step(
+        copy.deepcopy(model), x, y, targets, impl="explicit", coupling="batch", view=crop, ce_x=crop(x)
+    )
     _assert_close_steps(out, ref, rtol=1e-4)
 
 

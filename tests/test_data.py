@@ -1,4 +1,5 @@
 """pagdemo.data.datasets: loaders for every on-disk layout (built tiny in tmp_path), subsets, augmentation, batches."""
+
 from __future__ import annotations
 
 import hashlib
@@ -12,11 +13,17 @@ import pytest
 import torch
 from PIL import Image
 
-from pagdemo.data.augment import augment
 from pagdemo.data import DataError
+from pagdemo.data.augment import augment
+from pagdemo.data.datasets import (
+    DATASETS,
+    Dataset,
+    batches,
+    default_data_dir,
+    load_dataset,
+    stratified_subset,
+)
 from pagdemo.models import CIFAR10_CLASSES
-from pagdemo.data.datasets import (DATASETS, Dataset, batches, default_data_dir,
-                          load_dataset, stratified_subset)
 
 CLASSES = CIFAR10_CLASSES  # the one list, in pagdemo.models
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
@@ -35,8 +42,13 @@ def _write_npz(path: Path, images: np.ndarray, labels: np.ndarray, fmt: str = "P
         Image.fromarray(im.transpose(1, 2, 0)).save(buf, format=fmt)
         blobs.append(np.frombuffer(buf.getvalue(), dtype=np.uint8))
     offsets = np.cumsum([0] + [len(b) for b in blobs]).astype(np.int64)
-    np.savez(path, encoded=np.concatenate(blobs), offsets=offsets, labels=labels.astype(np.uint8),
-             classes=np.array(CLASSES))
+    np.savez(
+        path,
+        encoded=np.concatenate(blobs),
+        offsets=offsets,
+        labels=labels.astype(np.uint8),
+        classes=np.array(CLASSES),
+    )
 
 
 def _write_sums(folder: Path) -> None:
@@ -104,7 +116,10 @@ def _write_batches(folder: Path) -> tuple[np.ndarray, np.ndarray]:
     images, labels = _images(12, seed=1), np.arange(12) % 10
     names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
     for i, name in enumerate(names):
-        batch = {b"data": images[2 * i:2 * i + 2].reshape(2, 3072), b"labels": labels[2 * i:2 * i + 2].tolist()}
+        batch = {
+            b"data": images[2 * i : 2 * i + 2].reshape(2, 3072),
+            b"labels": labels[2 * i : 2 * i + 2].tolist(),
+        }
         (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
     (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": [c.encode() for c in CLASSES]}))
     return images, labels
@@ -216,8 +231,12 @@ def _all_crops(x: torch.Tensor, pad: int) -> torch.Tensor:
     """Every (flip, dy, dx) window of the zero-padded images: (2, 2p+1, 2p+1, N, C, H, W)."""
     xp = torch.nn.functional.pad(x, (pad,) * 4)
     h, w = x.shape[-2:]
-    crops = torch.stack([torch.stack([xp[..., dy:dy + h, dx:dx + w] for dx in range(2 * pad + 1)])
-                         for dy in range(2 * pad + 1)])
+    crops = torch.stack(
+        [
+            torch.stack([xp[..., dy : dy + h, dx : dx + w] for dx in range(2 * pad + 1)])
+            for dy in range(2 * pad + 1)
+        ]
+    )
     return torch.stack([crops, crops.flip(-1)])
 
 
@@ -251,14 +270,25 @@ def test_batches_cover_the_dataset_once_in_shuffled_order():
     assert sorted(idx.tolist()) == list(range(23)) and idx.tolist() != list(range(23))
     for x, y, i in out:
         assert x.dtype == torch.float32 and torch.equal(x, ds.inputs(i)) and torch.equal(y, ds.labels[i])
-    plain = torch.cat([i for *_, i in batches(ds, 5, shuffle=False, generator=None, device="cpu", drop_last=True)])
+    plain = torch.cat(
+        [i for *_, i in batches(ds, 5, shuffle=False, generator=None, device="cpu", drop_last=True)]
+    )
     assert plain.tolist() == list(range(20))
 
 
 def test_batches_give_ranks_disjoint_equal_shards():
     ds = _tiny()
-    shards = [torch.cat([i for *_, i in batches(ds, 4, True, torch.Generator().manual_seed(7), "cpu",
-                                                rank=r, world_size=3)]) for r in range(3)]
+    shards = [
+        torch.cat(
+            [
+                i
+                for *_, i in batches(
+                    ds, 4, True, torch.Generator().manual_seed(7), "cpu", rank=r, world_size=3
+                )
+            ]
+        )
+        for r in range(3)
+    ]
     assert [len(s) for s in shards] == [7, 7, 7]
     assert len(set(torch.cat(shards).tolist())) == 21
     with pytest.raises(ValueError, match="rank"):

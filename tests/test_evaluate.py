@@ -1,4 +1,5 @@
 """pagdemo.eval.evaluate: robust accuracy invariants, the record run_eval writes, device resolution."""
+
 from __future__ import annotations
 
 import json
@@ -17,19 +18,25 @@ from pagdemo.threat import eps_grid
 from pagdemo.train.loop import TrainConfig, train
 
 
-
-
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     """A tinycnn that learned the synthetic classes (~70% clean), so attacks have something to break."""
-    cfg = TrainConfig(out=str(tmp_path_factory.mktemp("eval") / "vanilla"), dataset="synthetic", limit=256,
-                      batch_size=32, epochs=3, lr=0.05, monitor_limit=0)
+    cfg = TrainConfig(
+        out=str(tmp_path_factory.mktemp("eval") / "vanilla"),
+        dataset="synthetic",
+        limit=256,
+        batch_size=32,
+        epochs=3,
+        lr=0.05,
+        monitor_limit=0,
+    )
     return train(cfg, progress=False)
 
 
 @pytest.fixture(scope="module")
 def model_and_data(checkpoint) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     from pagdemo.records.checkpoints import load_checkpoint
+
     ds = load_dataset("synthetic", "test", limit=128)
     return load_checkpoint(checkpoint), ds.inputs(), ds.labels
 
@@ -71,14 +78,18 @@ def test_eps_zero_gives_clean_accuracy(model_and_data, norm):
 def test_a_constant_model_cannot_be_attacked(norm, eps):
     y = torch.tensor([0, 1, 2, 1, 1, 0, 2, 1, 1, 1])  # the constant answer, class 1, is right 6 times
     x = torch.rand(len(y), 3, 8, 8, generator=torch.Generator().manual_seed(0))
-    clean, rob = robust_accuracy(Constant([0.0, 1.0, 0.5]), x, y, norm, eps, steps=5, batch_size=4, progress=False)
+    clean, rob = robust_accuracy(
+        Constant([0.0, 1.0, 0.5]), x, y, norm, eps, steps=5, batch_size=4, progress=False
+    )
     assert clean == rob == 0.6
 
 
 def test_restarts_never_increase_robust_accuracy(model_and_data):
     model, x, y = model_and_data
-    results = [robust_accuracy(model, x, y, "linf", 0.05, steps=3, restarts=r, seed=1, progress=False)
-               for r in (1, 2, 4)]
+    results = [
+        robust_accuracy(model, x, y, "linf", 0.05, steps=3, restarts=r, seed=1, progress=False)
+        for r in (1, 2, 4)
+    ]
     assert len({clean for clean, _ in results}) == 1
     robs = [rob for _, rob in results]
     assert robs[0] < results[0][0]  # the attack bites, so restarts have something to add
@@ -109,10 +120,17 @@ def test_bad_attack_settings_are_value_errors(model_and_data):
 
 def test_run_eval_records_the_exact_settings(checkpoint, tmp_path):
     out_json = tmp_path / "results" / "cm.json"
-    record = run_eval(EvalConfig(checkpoint=str(checkpoint), norm="l2", eps=0.5, steps=4, limit=40,
-                                 json=str(out_json)), progress=False)
+    record = run_eval(
+        EvalConfig(checkpoint=str(checkpoint), norm="l2", eps=0.5, steps=4, limit=40, json=str(out_json)),
+        progress=False,
+    )
     assert (record["norm"], record["eps"], record["steps"], record["restarts"], record["random_start"]) == (
-        "l2", 0.5, 4, 1, True)
+        "l2",
+        0.5,
+        4,
+        1,
+        True,
+    )
     assert record["step_size"] == 2 * 0.5 / 4
     assert (record["n"], record["limit"], record["subset_seed"], record["attack"]) == (40, 40, 0, "pgd-4")
     assert record["data"].startswith("synthetic/test")  # the checkpoint's own dataset
@@ -126,17 +144,22 @@ def test_run_eval_records_the_exact_settings(checkpoint, tmp_path):
 
 
 def test_run_eval_appends_and_uses_paper_defaults(checkpoint):
-    before = json.loads((checkpoint / "metrics.json").read_text())["evaluations"] if (
-        checkpoint / "metrics.json").exists() else []
+    before = (
+        json.loads((checkpoint / "metrics.json").read_text())["evaluations"]
+        if (checkpoint / "metrics.json").exists()
+        else []
+    )
     linf = run_eval(EvalConfig(checkpoint=str(checkpoint), steps=2, limit=20), progress=False)
     assert (linf["norm"], linf["eps"], linf["step_size"]) == ("linf", 8 / 255, 2 * (8 / 255) / 2)
     clean = run_eval(EvalConfig(checkpoint=str(checkpoint), norm=None, limit=20), progress=False)
     assert (clean["robust_acc"], clean["eps"], clean["steps"], clean["attack"]) == (None, None, None, "none")
-    custom = run_eval(EvalConfig(checkpoint=str(checkpoint), norm="l2", eps=0.25, steps=2, step_size=0.2, limit=20),
-                      progress=False)
+    custom = run_eval(
+        EvalConfig(checkpoint=str(checkpoint), norm="l2", eps=0.25, steps=2, step_size=0.2, limit=20),
+        progress=False,
+    )
     assert custom["step_size"] == 0.2
     after = json.loads((checkpoint / "metrics.json").read_text())["evaluations"]
-    assert after[:len(before)] == before and len(after) == len(before) + 3
+    assert after[: len(before)] == before and len(after) == len(before) + 3
     assert [e["norm"] for e in after[-3:]] == ["linf", None, "l2"]
 
 
@@ -156,16 +179,28 @@ def test_data_for_eval_uses_the_run_folder_only_where_it_exists(tmp_path):
     here = {"dataset": "cifar10", "data_dir": str(tmp_path)}
     assert data_for_eval(here, None, None) == ("cifar10", str(tmp_path))
     assert data_for_eval(here, None, "mine") == ("cifar10", "mine")
-    gpu = {"dataset": "cifar10", "data_dir": ".stage/cifar10-on-the-gpu-machine"}  # as the shipped checkpoints say
+    gpu = {
+        "dataset": "cifar10",
+        "data_dir": ".stage/cifar10-on-the-gpu-machine",
+    }  # as the shipped checkpoints say
     assert data_for_eval(gpu, None, None) == ("cifar10", None)  # the default location, not a missing folder
     assert data_for_eval(here, "synthetic", None) == ("synthetic", None)
 
 
 def test_format_record_is_one_readable_line():
-    rec = {"clean_acc": 0.5, "robust_acc": 0.25, "steps": 20, "norm": "l2", "eps": 0.5, "n": 64,
-           "data": "synthetic/test"}
+    rec = {
+        "clean_acc": 0.5,
+        "robust_acc": 0.25,
+        "steps": 20,
+        "norm": "l2",
+        "eps": 0.5,
+        "n": 64,
+        "data": "synthetic/test",
+    }
     line = format_record(rec)
-    assert "\n" not in line and "clean 50.00%" in line and "PGD-20 l2 eps=0.5: 25.00%" in line and "n=64" in line
+    assert (
+        "\n" not in line and "clean 50.00%" in line and "PGD-20 l2 eps=0.5: 25.00%" in line and "n=64" in line
+    )
     assert "PGD" not in format_record({**rec, "robust_acc": None})
 
 

@@ -1,14 +1,15 @@
 """The fast PAG implementations equal the reference `loop`: loss, every parameter gradient and
 the BatchNorm running statistics, in train- and eval-mode BatchNorm."""
+
 import copy
 
 import pytest
 import torch
 from torch import nn
 
+from pagdemo.models import build_model
 from pagdemo.pag.fastpag import EXACT_IMPLS, input_gradients_explicit, trace
 from pagdemo.pag.losses import PAG_IMPLS, cosine_misalignment, pag_loss, sampled_misalignment
-from pagdemo.models import build_model
 
 
 def _model(name: str, dtype: torch.dtype, train: bool, num_classes: int = 10) -> nn.Module:
@@ -58,9 +59,16 @@ def test_exact_impls_match_loop_in_double(impl, train, grad_of):
     _assert_same_step(model, impl, *_data((5, 3, 12, 12), 10, torch.float64), grad_of, rtol=1e-9)
 
 
-@pytest.mark.parametrize("name,shape,classes", [("tinycnn", (6, 3, 16, 16), 10), ("mlp", (7, 2), 2),
-                                                ("resnet18", (2, 3, 8, 8), 10), ("resnet18_stl", (2, 3, 16, 16), 10),
-                                                ("resnet18_gelu", (2, 3, 8, 8), 10)])
+@pytest.mark.parametrize(
+    "name,shape,classes",
+    [
+        ("tinycnn", (6, 3, 16, 16), 10),
+        ("mlp", (7, 2), 2),
+        ("resnet18", (2, 3, 8, 8), 10),
+        ("resnet18_stl", (2, 3, 16, 16), 10),
+        ("resnet18_gelu", (2, 3, 8, 8), 10),
+    ],
+)
 @pytest.mark.parametrize("train", [True, False])
 def test_explicit_matches_loop_in_fp32(name, shape, classes, train):
     model = _model(name, torch.float32, train, classes)
@@ -78,8 +86,13 @@ def test_batched_differs_from_loop_in_train_mode():
 
 def test_trace_backward_is_the_input_vjp_for_conv_variants():
     """Odd sizes, stride, dilation, groups and train-mode BatchNorm, against autograd, for several seeds at once."""
-    layers = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
-                           nn.Conv2d(4, 6, 3, stride=2, padding=2, dilation=2, groups=2), nn.GELU()).double()
+    layers = nn.Sequential(
+        nn.Conv2d(3, 4, 3, stride=2, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Conv2d(4, 6, 3, stride=2, padding=2, dilation=2, groups=2),
+        nn.GELU(),
+    ).double()
     x = torch.rand(3, 3, 15, 15, dtype=torch.float64, requires_grad=True)
     y, backward = trace(layers, x)
     seeds = torch.randn(4, *y.shape, dtype=torch.float64)
@@ -120,12 +133,16 @@ def test_explicit_under_bf16_autocast_is_as_accurate_as_loop():
     """explicit keeps its big tensors in bf16 under autocast: its error must stay that of bf16 itself."""
     model = _model("tinycnn", torch.float32, True)
     x, y, targets = _data((8, 3, 16, 16), 10, torch.float32)
-    exact = torch.cat([g.flatten() for g in _step(copy.deepcopy(model), "loop", x, y, targets, "logsoftmax")[1]])
+    exact = torch.cat(
+        [g.flatten() for g in _step(copy.deepcopy(model), "loop", x, y, targets, "logsoftmax")[1]]
+    )
     errors = {}
     for impl in ("loop", "explicit"):
         with torch.autocast("cpu", dtype=torch.bfloat16):
             grads = _step(copy.deepcopy(model), impl, x, y, targets, "logsoftmax")[1]
-        errors[impl] = ((torch.cat([g.flatten().float() for g in grads]) - exact).norm() / exact.norm()).item()
+        errors[impl] = (
+            (torch.cat([g.flatten().float() for g in grads]) - exact).norm() / exact.norm()
+        ).item()
     assert 0 < errors["explicit"] < max(1.5 * errors["loop"], 0.02), errors
 
 
@@ -134,7 +151,9 @@ def test_compiled_impl_equals_loop():
     model = _model("tinycnn", torch.float32, True)
     x, y, targets = _data((4, 3, 8, 8), 10, torch.float32)
     _assert_same_step(model, "compiled", x, y, targets, "logsoftmax", rtol=1e-4)
-    logits = [PAG_IMPLS[impl](copy.deepcopy(model), x, grad_of="logsoftmax")[0] for impl in ("compiled", "loop")]
+    logits = [
+        PAG_IMPLS[impl](copy.deepcopy(model), x, grad_of="logsoftmax")[0] for impl in ("compiled", "loop")
+    ]
     torch.testing.assert_close(*logits, rtol=1e-4, atol=1e-6)
 
 

@@ -1,13 +1,14 @@
 """pagdemo.viz.grid: the PAG picture streams, stays in the ball, is deterministic and shows the input as it is."""
+
 import math
 
 import numpy as np
 import pytest
 import torch
+from pictures import CLASSES
 
 from pagdemo.viz.draw import to_uint8
 from pagdemo.viz.grid import GridSpec, pag_grid_steps
-from pictures import CLASSES
 
 
 def _grid(models, x, targets=None, norm="l2", eps=4.0, steps=6, min_interval=0.0):
@@ -44,8 +45,12 @@ def test_grid_is_deterministic_and_labelled(models, x):
 def test_grid_shows_the_input_pixel_for_pixel(models, x):
     image = _grid(models, x, steps=1)[-1].image
     cell = to_uint8(x, 3)
-    hits = [(i, j) for i in range(image.shape[0] - 95) for j in range(0, 400)
-            if image[i, j, 0] == cell[0, 0, 0] and np.array_equal(image[i:i + 96, j:j + 96], cell)]
+    hits = [
+        (i, j)
+        for i in range(image.shape[0] - 95)
+        for j in range(0, 400)
+        if image[i, j, 0] == cell[0, 0, 0] and np.array_equal(image[i : i + 96, j : j + 96], cell)
+    ]
     assert len(hits) == 2  # the input column, once per model row
 
 

@@ -1,4 +1,5 @@
 """pagdemo.data.images: every kind of bad or unusual upload becomes RGB in [0, 1] or a clear ImageError."""
+
 import io
 import struct
 import zlib
@@ -28,7 +29,12 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
 def _png(width: int, height: int, bit_depth: int, colour_type: int, raw: bytes) -> bytes:
     """A PNG written by hand: any header, any (even too short) pixel data."""
     header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(raw)) + _chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", header)
+        + _chunk(b"IDAT", zlib.compress(raw))
+        + _chunk(b"IEND", b"")
+    )
 
 
 def huge_png(width: int, height: int) -> bytes:
@@ -69,12 +75,15 @@ def test_stl_size_is_respected():
     assert load_image(EXAMPLE, size=96).shape == (3, 96, 96)
 
 
-@pytest.mark.parametrize("data, message", [
-    (b"hello, this is not an image", "not an image"),
-    (b"", "not an image"),
-    (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n", "not an image"),  # EPS would run Ghostscript
-    (b"P6\n2 2\n255\n" + bytes(12), "not an image"),  # PPM is valid but not accepted
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"hello, this is not an image", "not an image"),
+        (b"", "not an image"),
+        (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n", "not an image"),  # EPS would run Ghostscript
+        (b"P6\n2 2\n255\n" + bytes(12), "not an image"),  # PPM is valid but not accepted
+    ],
+)
 def test_non_images_are_refused(data, message):
     with pytest.raises(ImageError, match=message):
         read_image(data)
@@ -104,9 +113,14 @@ def test_png_with_a_bad_crc_is_refused():
         read_image(bytes(png))
 
 
-@pytest.mark.parametrize("size, words", [((8000, 6000), "8000x6000 = 48 megapixels; the limit is 40"),
-                                         ((40000, 40000), "1600 megapixels; the limit is 40"),
-                                         ((2**31 - 1, 2**31 - 1), "megapixels; the limit is 40")])
+@pytest.mark.parametrize(
+    "size, words",
+    [
+        ((8000, 6000), "8000x6000 = 48 megapixels; the limit is 40"),
+        ((40000, 40000), "1600 megapixels; the limit is 40"),
+        ((2**31 - 1, 2**31 - 1), "megapixels; the limit is 40"),
+    ],
+)
 def test_huge_images_are_refused_before_decoding_naming_their_size(size, words):
     with pytest.raises(ImageError, match=words):
         read_image(huge_png(*size))

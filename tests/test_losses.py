@@ -1,10 +1,11 @@
 """The PAG loss (Eq. 1, 2): reference loop vs batched implementation, and the loss's meaning."""
+
 import pytest
 import torch
 
+from pagdemo.models import build_model
 from pagdemo.pag.inputgrads import input_gradients_loop
 from pagdemo.pag.losses import PAG_IMPLS, cosine_misalignment, pag_loss
-from pagdemo.models import build_model
 
 
 def _loss_and_grads(model, impl, x, y, g, grad_of):
@@ -17,8 +18,11 @@ def _loss_and_grads(model, impl, x, y, g, grad_of):
 @pytest.fixture
 def data():
     g = torch.Generator().manual_seed(0)
-    return (torch.rand(6, 3, 32, 32, generator=g), torch.randint(0, 10, (6,), generator=g),
-            torch.randn(6, 10, 3, 32, 32, generator=g))
+    return (
+        torch.rand(6, 3, 32, 32, generator=g),
+        torch.randint(0, 10, (6,), generator=g),
+        torch.randn(6, 10, 3, 32, 32, generator=g),
+    )
 
 
 @pytest.mark.parametrize("grad_of", ["logit", "logsoftmax"])

@@ -1,4 +1,5 @@
 """Architecture facts the paper relies on, and the registry's errors."""
+
 import pytest
 import torch
 
@@ -12,7 +13,9 @@ def test_resnet18_matches_the_trades_architecture():
     assert not any(isinstance(m, torch.nn.MaxPool2d) for m in model.modules())
 
 
-IMAGE_MODELS = [name for name in MODELS if name != "mlp"]  # every registered image model, as the registry grows
+IMAGE_MODELS = [
+    name for name in MODELS if name != "mlp"
+]  # every registered image model, as the registry grows
 
 
 @pytest.mark.parametrize("name", IMAGE_MODELS)
@@ -26,7 +29,9 @@ def test_every_image_model_maps_images_to_logits_at_any_side(name, size):
 def test_normalization_lives_inside_the_model():
     model = build_model("tinycnn").eval()
     x = torch.full((1, 3, 32, 32), 0.5)
-    assert torch.allclose(model.normalize(x)[0, :, 0, 0], (0.5 - model.normalize.mean.flatten()) / model.normalize.std.flatten())
+    assert torch.allclose(
+        model.normalize(x)[0, :, 0, 0], (0.5 - model.normalize.mean.flatten()) / model.normalize.std.flatten()
+    )
 
 
 def test_mlp_is_the_toy_network():

@@ -1,15 +1,14 @@
 """The PAG score's two anchors: ~1 with the model as its own judge, ~chance with a random judge; judge rules."""
+
 import pytest
 import torch
-
-from pagdemo.models import PAGClassifier
-from pagdemo.data.datasets import load_dataset
-from pagdemo.eval.pagscore import check_judge, format_pag_score, grad_cosine, pag_score
 from tiny import train_tiny
 
+from pagdemo.data.datasets import load_dataset
+from pagdemo.eval.pagscore import check_judge, format_pag_score, grad_cosine, pag_score
+from pagdemo.models import PAGClassifier
+
 EPS, STEPS = 16.0, 30  # a radius at which a targeted attack reaches any class of the synthetic data
-
-
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +63,15 @@ def test_check_judge_refuses_the_model_itself_and_its_rigd_teacher(tmp_path):
 
 
 def test_format_pag_score_names_score_chance_and_judge():
-    s = {"score": 0.5, "chance": 0.1, "attack_success": 1.0, "judge_keeps_source": 0.2, "grad_cosine": 0.3,
-         "eps": 4.0, "n_pairs": 90, "judge": "runs/teacher-l2"}
+    s = {
+        "score": 0.5,
+        "chance": 0.1,
+        "attack_success": 1.0,
+        "judge_keeps_source": 0.2,
+        "grad_cosine": 0.3,
+        "eps": 4.0,
+        "n_pairs": 90,
+        "judge": "runs/teacher-l2",
+    }
     line = format_pag_score(s)
     assert "PAG score 0.500" in line and "chance 0.100" in line and "runs/teacher-l2" in line

@@ -1,4 +1,5 @@
 """pagdemo.train.recipes: named recipes, their schedules, and what --help says of them."""
+
 import math
 
 import pytest
@@ -11,9 +12,17 @@ def test_every_recipe_is_complete_and_listed_in_the_help():
     for name, r in RECIPES.items():
         assert f"{name}: {r.summary}" in text
         assert r.epochs >= 1 and r.batch_size >= 1 and r.lr > 0
-    assert RECIPES["paper"].settings() == {"summary": RECIPES["paper"].summary, "epochs": 100, "batch_size": 64,
-                                           "lr": 0.01, "schedule": "multistep-50-75", "nesterov": False, "amp": False,
-                                           "lam_schedule": "constant", "needs_init": False}  # App. C.2
+    assert RECIPES["paper"].settings() == {
+        "summary": RECIPES["paper"].summary,
+        "epochs": 100,
+        "batch_size": 64,
+        "lr": 0.01,
+        "schedule": "multistep-50-75",
+        "nesterov": False,
+        "amp": False,
+        "lam_schedule": "constant",
+        "needs_init": False,
+    }  # App. C.2
     with pytest.raises(ValueError, match="unknown recipe 'fastest'.*paper"):
         get_recipe("fastest")
 
@@ -42,6 +51,13 @@ def test_late_lambda_is_off_for_a_third_then_ramps_over_a_third():
 
 @pytest.mark.parametrize("field, value", [("schedule", "cosine"), ("lam_schedule", "ramp-up")])
 def test_a_misspelled_schedule_is_refused_when_the_recipe_is_built(field, value):
-    settings = {"summary": "x", "epochs": 1, "batch_size": 8, "lr": 0.1, "schedule": "warmup-cosine", field: value}
+    settings = {
+        "summary": "x",
+        "epochs": 1,
+        "batch_size": 8,
+        "lr": 0.1,
+        "schedule": "warmup-cosine",
+        field: value,
+    }
     with pytest.raises(ValueError, match=f"unknown .*schedule '{value}'; choose one of"):
         Recipe(**settings)

@@ -2,14 +2,30 @@
 
 from pagdemo.records.report import audit_rows, best_record, robustness_rows
 
+
 def _record(norm, eps, n, clean, robust, date="2025"):
-    return {"date": date, "n": n, "attack": "pgd-20", "norm": norm, "eps": eps, "steps": 20, "step_size": eps / 10,
-            "restarts": 1, "random_start": True, "clean_acc": clean, "robust_acc": robust}
+    return {
+        "date": date,
+        "n": n,
+        "attack": "pgd-20",
+        "norm": norm,
+        "eps": eps,
+        "steps": 20,
+        "step_size": eps / 10,
+        "restarts": 1,
+        "random_start": True,
+        "clean_acc": clean,
+        "robust_acc": robust,
+    }
 
 
 def test_best_record_prefers_the_paper_radius_and_more_samples():
-    evs = [_record("linf", 8 / 255, 10000, 0.8, 0.15), _record("linf", 8 / 255, 500, 0.81, 0.2, "2026"),
-           _record("linf", 16 / 255, 10000, 0.8, 0.01), _record("l2", 0.5, 1000, 0.8, 0.5)]
+    evs = [
+        _record("linf", 8 / 255, 10000, 0.8, 0.15),
+        _record("linf", 8 / 255, 500, 0.81, 0.2, "2026"),
+        _record("linf", 16 / 255, 10000, 0.8, 0.01),
+        _record("l2", 0.5, 1000, 0.8, 0.5),
+    ]
     assert best_record(evs, "cifar10", "linf")["robust_acc"] == 0.15
     assert best_record(evs, "cifar10", "l2")["robust_acc"] == 0.5
     assert best_record(evs, "stl10", "l2") is None  # STL-10's l2 radius is 1.5
@@ -17,9 +33,14 @@ def test_best_record_prefers_the_paper_radius_and_more_samples():
 
 
 def test_robustness_rows_pair_our_numbers_with_the_papers():
-    infos = [{"name": "cm", "run": {"method": "cm", "lam": 0.4, "dataset": "cifar10"},
-              "evaluations": [_record("linf", 8 / 255, 10000, 0.8, 0.15)]},
-             {"name": "mystery", "run": {"method": "other", "dataset": "cifar10"}, "evaluations": []}]
+    infos = [
+        {
+            "name": "cm",
+            "run": {"method": "cm", "lam": 0.4, "dataset": "cifar10"},
+            "evaluations": [_record("linf", 8 / 255, 10000, 0.8, 0.15)],
+        },
+        {"name": "mystery", "run": {"method": "other", "dataset": "cifar10"}, "evaluations": []},
+    ]
     rows = robustness_rows(infos)
     assert rows[0]["clean %"] == 80.0 and rows[0]["PGD linf %"] == 15.0 and rows[0]["PGD l2 %"] is None
     assert rows[0]["n clean"] == 10000 and "n=10000" in rows[0]["linf settings"]
@@ -31,31 +52,73 @@ def test_robustness_rows_pair_our_numbers_with_the_papers():
 def test_audit_rows_pair_autoattack_with_pgd_on_the_same_subset():
     pgd_full = _record("linf", 8 / 255, 10000, 0.8, 0.30)
     pgd_sub = {**_record("linf", 8 / 255, 500, 0.8, 0.32), "subset_seed": 0}
-    aa = {**_record("linf", 8 / 255, 500, 0.8, 0.25), "attack": "autoattack-standard", "subset_seed": 0, "device": "cuda"}
-    audit = {**_record("linf", 8 / 255, 500, 0.8, 0.31), "attack": "audit (pgd-100 x2)", "verdict": "no sign of gradient masking",
-             "pag_score": 0.61234, "pag_grad_cosine": 0.4, "pag_judge": "adv-l2"}
+    aa = {
+        **_record("linf", 8 / 255, 500, 0.8, 0.25),
+        "attack": "autoattack-standard",
+        "subset_seed": 0,
+        "device": "cuda",
+    }
+    audit = {
+        **_record("linf", 8 / 255, 500, 0.8, 0.31),
+        "attack": "audit (pgd-100 x2)",
+        "verdict": "no sign of gradient masking",
+        "pag_score": 0.61234,
+        "pag_grad_cosine": 0.4,
+        "pag_judge": "adv-l2",
+    }
     rows = audit_rows([{"name": "m", "evaluations": [pgd_full, pgd_sub, aa, audit]}])
     linf, l2 = rows
-    assert (linf["PGD-20 %"], linf["AutoAttack %"], linf["n"]) == (32.0, 25.0, 500)  # not the full-test-set 30%
-    assert linf["verdict"] == "no sign of gradient masking" and linf["PAG score"] == 0.612 and linf["judge"] == "adv-l2"
+    assert (linf["PGD-20 %"], linf["AutoAttack %"], linf["n"]) == (
+        32.0,
+        25.0,
+        500,
+    )  # not the full-test-set 30%
+    assert (
+        linf["verdict"] == "no sign of gradient masking"
+        and linf["PAG score"] == 0.612
+        and linf["judge"] == "adv-l2"
+    )
     assert l2 == {"model": "m", "norm": "l2", "verdict": "not audited"}
 
 
 def test_audit_rows_say_what_an_unfinished_audit_checked():
-    cut = {"norm": "l2", "n": 200, "finished": False, "not_run_yet": ["autoattack", "pag_score"],
-           "verdict": "no sign of gradient masking", "device": "cpu", "checks": {"more_steps": {"pgd20": 0.53}},
-           "autoattack_so_far": {"clean": 0.685, "apgd-ce": 0.515}}
-    scored = {"attack": "audit (pgd-100 x2)", "verdict": "no sign of gradient masking", "norm": "linf", "pag_score": 0.8}
+    cut = {
+        "norm": "l2",
+        "n": 200,
+        "finished": False,
+        "not_run_yet": ["autoattack", "pag_score"],
+        "verdict": "no sign of gradient masking",
+        "device": "cpu",
+        "checks": {"more_steps": {"pgd20": 0.53}},
+        "autoattack_so_far": {"clean": 0.685, "apgd-ce": 0.515},
+    }
+    scored = {
+        "attack": "audit (pgd-100 x2)",
+        "verdict": "no sign of gradient masking",
+        "norm": "linf",
+        "pag_score": 0.8,
+    }
     linf, l2 = audit_rows([{"name": "m", "evaluations": [], "audits": {"l2": cut}}])
     assert linf["verdict"] == "not audited"
     assert audit_rows([{"name": "m", "evaluations": [scored], "audits": {"l2": cut}}])[1]["PAG score"] == 0.8
-    assert l2["n"] == 200 and l2["PGD-20 %"] == 53.0 and l2["verdict"] == (
-        "unfinished (autoattack, pag_score not run); checks so far: no sign of gradient masking; "
-        "AutoAttack cut off after apgd-ce: 51.5% (an upper bound)")
+    assert (
+        l2["n"] == 200
+        and l2["PGD-20 %"] == 53.0
+        and l2["verdict"]
+        == (
+            "unfinished (autoattack, pag_score not run); checks so far: no sign of gradient masking; "
+            "AutoAttack cut off after apgd-ce: 51.5% (an upper bound)"
+        )
+    )
 
 
 def test_audit_rows_take_pgd20_from_an_audit_that_ran_no_autoattack():
-    line = {"attack": "audit (pgd-100 x2)", "verdict": "no sign of gradient masking", "n": 200, "norm": "linf"}
+    line = {
+        "attack": "audit (pgd-100 x2)",
+        "verdict": "no sign of gradient masking",
+        "n": 200,
+        "norm": "linf",
+    }
     record = {"norm": "linf", "finished": True, "checks": {"more_steps": {"pgd20": 0.225}}}
     linf, _ = audit_rows([{"name": "m", "evaluations": [line], "audits": {"linf": record}}])
     assert (linf["PGD-20 %"], linf["AutoAttack %"], linf["n"]) == (22.5, None, 200)
@@ -65,10 +128,20 @@ def test_audit_rows_take_pgd20_from_an_audit_that_ran_no_autoattack():
 
 
 def test_audit_rows_show_the_models_pag_score_in_both_norms():
-    audit = {"attack": "audit (pgd-100 x2)", "verdict": "no sign of gradient masking", "n": 200, "subset_seed": 0}
+    audit = {
+        "attack": "audit (pgd-100 x2)",
+        "verdict": "no sign of gradient masking",
+        "n": 200,
+        "subset_seed": 0,
+    }
     linf = {**audit, "norm": "linf", "pag_score": 0.5, "pag_grad_cosine": 0.3, "pag_judge": "adv-l2"}
-    l2 = {**audit, "norm": "l2", "pag_score": None}  # audited without a judge: the l2-attack score is the model's, not the norm's
+    l2 = {
+        **audit,
+        "norm": "l2",
+        "pag_score": None,
+    }  # audited without a judge: the l2-attack score is the model's, not the norm's
     rows = audit_rows([{"name": "m", "evaluations": [linf, l2]}])
-    assert [(r["norm"], r["PAG score"], r["judge"]) for r in rows] == [("linf", 0.5, "adv-l2"), ("l2", 0.5, "adv-l2")]
-
-
+    assert [(r["norm"], r["PAG score"], r["judge"]) for r in rows] == [
+        ("linf", 0.5, "adv-l2"),
+        ("l2", 0.5, "adv-l2"),
+    ]

@@ -1,4 +1,5 @@
 """pagdemo.train.state: a run's full state travels in shards a GPU machine can send back, and resumes exactly."""
+
 import json
 
 import torch
@@ -23,7 +24,9 @@ def test_a_resnet18_state_is_exact_and_fits_the_transfer_limits(tmp_path):
     sizes = {f.name: f.stat().st_size for f in files}
     assert all(s < SHARD_LIMIT for s in sizes.values()), sizes
     shards = [n for n in sizes if n.endswith(".safetensors")]
-    assert sum(sizes[n] for n in shards) > 2 * 44_000_000 and len(shards) <= 8  # fp32 weights and momenta, 2 calls of 4
+    assert (
+        sum(sizes[n] for n in shards) > 2 * 44_000_000 and len(shards) <= 8
+    )  # fp32 weights and momenta, 2 calls of 4
     restored, opt2 = PAGClassifier("resnet18", 10), None
     opt2 = _sgd(restored)
     assert load_state(tmp_path, restored, opt2) == (3, 42, 12.5) and has_state(tmp_path)

@@ -1,4 +1,5 @@
 """The g(x, t) realizations: what each one points at."""
+
 import pytest
 import torch
 

@@ -1,8 +1,17 @@
 """pagdemo.threat: the one table of radii and step sizes, and how it extends to other image sizes."""
+
 import pytest
 
-from pagdemo.threat import (EPS_TOLERANCE, eps_grid, eval_eps, eval_step, is_eval_eps, picture_eps, picture_eps_max,
-                            strong_step)
+from pagdemo.threat import (
+    EPS_TOLERANCE,
+    eps_grid,
+    eval_eps,
+    eval_step,
+    is_eval_eps,
+    picture_eps,
+    picture_eps_max,
+    strong_step,
+)
 
 
 def test_the_papers_radii_by_dataset():
@@ -21,7 +30,11 @@ def test_other_sizes_keep_the_per_pixel_l2_size():
 
 def test_step_rules_and_curve_radii():
     assert eval_step(0.5, 20) == pytest.approx(0.05) and strong_step(0.5, 100) == pytest.approx(0.0125)
-    assert eps_grid("linf")[4] == pytest.approx(8 / 255) and eps_grid("l2")[3] == 0.5 and eps_grid("l2")[0] == 0.0
+    assert (
+        eps_grid("linf")[4] == pytest.approx(8 / 255)
+        and eps_grid("l2")[3] == 0.5
+        and eps_grid("l2")[0] == 0.0
+    )
 
 
 def test_unknown_norm_names_the_choices():

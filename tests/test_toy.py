@@ -1,5 +1,6 @@
 """The 2-D toy experiment (Sec. 5.1, App. C.1): data, NN targets, boundary distance, determinism, the statistics
 over seeds, and that PAG beats vanilla under attack in float64 and in float32 (whatever the CPU's rounding)."""
+
 import json
 import math
 from dataclasses import replace
@@ -9,15 +10,25 @@ import torch
 from matplotlib.figure import Figure
 
 from pagdemo.toy import experiment, run
-from pagdemo.viz.plots import figure_to_array
-from pagdemo.toy.experiment import (MODE_CENTERS, ToyConfig, boundary_distance, make_test_data, make_toy_data, nn_targets, run_seed,
-                                     run_seeds)
+from pagdemo.toy.experiment import (
+    MODE_CENTERS,
+    ToyConfig,
+    boundary_distance,
+    make_test_data,
+    make_toy_data,
+    nn_targets,
+    run_seed,
+    run_seeds,
+)
+from pagdemo.toy.plot import draw_boundaries
 from pagdemo.toy.run import run_toy
 from pagdemo.toy.stats import bootstrap_ci, results_table, sign_test, summarize
-from pagdemo.toy.plot import draw_boundaries
+from pagdemo.viz.plots import figure_to_array
 
 SMALL = ToyConfig(epochs=4, n_per_mode=100, n_test=60, seeds=2)  # seconds: for plumbing, not for the result
-FULL = ToyConfig(n_test=120)  # App. C.1's data and training; a fifth of the test points (the attack is per point)
+FULL = ToyConfig(
+    n_test=120
+)  # App. C.1's data and training; a fifth of the test points (the attack is per point)
 
 
 class Halfplane(torch.nn.Module):
@@ -32,7 +43,10 @@ class Halfplane(torch.nn.Module):
 
 
 def _without_times(m: dict) -> dict:
-    return {k: ({a: b for a, b in v.items() if a != "train_s"} if isinstance(v, dict) else v) for k, v in m.items()}
+    return {
+        k: ({a: b for a, b in v.items() if a != "train_s"} if isinstance(v, dict) else v)
+        for k, v in m.items()
+    }
 
 
 def test_data_lies_on_the_line_in_six_modes():
@@ -50,7 +64,11 @@ def test_data_lies_on_the_line_in_six_modes():
 def test_test_set_is_fresh_and_balanced():
     x_train, _ = make_toy_data(SMALL.n_per_mode, torch.Generator().manual_seed(0))
     x_test, y_test = make_test_data(SMALL, seed=0)
-    assert x_test.shape == (60, 2) and torch.bincount(y_test).tolist() == [30, 30] and x_test.dtype == torch.float64
+    assert (
+        x_test.shape == (60, 2)
+        and torch.bincount(y_test).tolist() == [30, 30]
+        and x_test.dtype == torch.float64
+    )
     assert not torch.isin(x_test[:, 0], x_train[:, 0]).any(), "a test point repeats a training point"
 
 
@@ -68,11 +86,18 @@ def test_nn_targets_point_to_a_class_t_neighbour_other_than_x():
     assert (other[:, 0].abs() > 10).all() and (other[:, 0].abs() < 30).all()
 
 
-@pytest.mark.parametrize("bad, message", [
-    ({"grad_of": "softmax"}, "'softmax'; choose one of"), ({"impl": "nope"}, "'nope'; choose one of"),
-    ({"n_test": 100}, "got 100"), ({"seeds": 0}, "seeds must be >= 1"), ({"sweep_lams": (1.0, -1.0)}, "-1.0"),
-    ({"dtype": "float16"}, "'float16'"), ({"workers": 0}, "workers must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"grad_of": "softmax"}, "'softmax'; choose one of"),
+        ({"impl": "nope"}, "'nope'; choose one of"),
+        ({"n_test": 100}, "got 100"),
+        ({"seeds": 0}, "seeds must be >= 1"),
+        ({"sweep_lams": (1.0, -1.0)}, "-1.0"),
+        ({"dtype": "float16"}, "'float16'"),
+        ({"workers": 0}, "workers must be >= 1"),
+    ],
+)
 def test_bad_config_is_rejected_naming_the_value(bad, message):
     with pytest.raises(ValueError, match=message):
         ToyConfig(**bad)
@@ -128,8 +153,10 @@ def test_statistics_over_seeds():
     lo, hi = bootstrap_ci([1.0, 2.0, 3.0, 4.0, 10.0])
     assert lo < 4.0 < hi and bootstrap_ci([1.0, 2.0, 3.0, 4.0, 10.0]) == (lo, hi)  # seeded: reproducible
     assert sign_test(6, 0) == pytest.approx(1 / 64) and sign_test(3, 3) == pytest.approx(42 / 64)
-    runs = [{"vanilla": {"pgd_acc": v, "train_s": 1.0}, "pag": {"pgd_acc": p, "train_s": 2.0}}
-            for v, p in [(0.0, 50.0), (10.0, 5.0), (20.0, 20.0)]]
+    runs = [
+        {"vanilla": {"pgd_acc": v, "train_s": 1.0}, "pag": {"pgd_acc": p, "train_s": 2.0}}
+        for v, p in [(0.0, 50.0), (10.0, 5.0), (20.0, 20.0)]
+    ]
     d = summarize(runs)["pag_minus_vanilla_pgd"]
     assert (d["wins"], d["losses"], d["ties"], d["n"]) == (1, 1, 1, 3) and d["mean"] == pytest.approx(15.0)
     assert "train_s" not in summarize(runs)["pag"]
@@ -139,10 +166,14 @@ def test_run_toy_writes_results_a_figure_and_a_table(tmp_path):
     cfg = replace(SMALL, out=str(tmp_path), sweep_lams=(0.0, 1.0))
     results = run_toy(cfg, progress=False)
     saved = json.loads((tmp_path / "results.json").read_text())
-    assert saved["summary"] == json.loads(json.dumps(results["summary"])) and saved["config"]["dtype"] == "float64"
+    assert (
+        saved["summary"] == json.loads(json.dumps(results["summary"]))
+        and saved["config"]["dtype"] == "float64"
+    )
     assert len(saved["per_seed"]) == 2 and saved["seed_0_repeats_exactly"] is True
     assert [r["lam"] for r in saved["sweep"]] == [0.0, 1.0] and saved["sweep"][0]["seeds"] == [100, 101]
     from PIL import Image
+
     w, h = Image.open(tmp_path / "decision_boundary.png").size
     assert w > h > 600, (w, h)
     table = results_table(saved)
@@ -162,6 +193,8 @@ def test_draw_boundaries_returns_two_equal_aspect_panels():
 def test_toy_seed_is_remembered(monkeypatch):
     cfg = replace(SMALL, epochs=2)
     _, _, m1 = run.toy_seed(3, 0.5, cfg)
-    monkeypatch.setattr(experiment, "train_toy", lambda *a, **k: pytest.fail("retrained a remembered (seed, lambda)"))
+    monkeypatch.setattr(
+        experiment, "train_toy", lambda *a, **k: pytest.fail("retrained a remembered (seed, lambda)")
+    )
     _, _, m2 = run.toy_seed(3, 0.5, cfg)
     assert m1 == m2 and math.isfinite(m2["pag"]["boundary_dist"])

@@ -1,5 +1,6 @@
 """`pip install .` as a user gets it: a wheel built from the repository, installed non-editable into a fresh virtual
 environment (reusing the installed torch, no network), works from outside the repository."""
+
 from __future__ import annotations
 
 import os
@@ -18,8 +19,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _run(*cmd: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
-    proc = subprocess.run(cmd, cwd=cwd, env={**env, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        cmd,
+        cwd=cwd,
+        env={**env, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
     return proc
 
@@ -32,8 +39,19 @@ def installed(tmp_path_factory) -> tuple[Path, Path]:
     shutil.copytree(REPO / "pagdemo", src / "pagdemo", ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("pyproject.toml", "requirements.txt", "README.md"):
         shutil.copy(REPO / name, src / name)
-    _run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w", str(tmp / "dist"),
-         str(src), cwd=tmp)
+    _run(
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "--no-deps",
+        "--no-build-isolation",
+        "--no-index",
+        "-w",
+        str(tmp / "dist"),
+        str(src),
+        cwd=tmp,
+    )
     wheel = next((tmp / "dist").glob("pagdemo-*.whl"))
     env_dir = tmp / "env"
     venv.create(env_dir, with_pip=False)
@@ -41,8 +59,18 @@ def installed(tmp_path_factory) -> tuple[Path, Path]:
     # The installed libraries (torch, gradio, ...) by path alone: a .pth line is not itself read for .pth files, so
     # the editable pagdemo of the development environment stays out of this one.
     (site / "deps.pth").write_text(sysconfig.get_path("purelib") + "\n")
-    _run(sys.executable, "-m", "pip", "--python", str(env_dir / "bin" / "python"), "install", "--no-deps", "--no-index",
-         str(wheel), cwd=tmp)
+    _run(
+        sys.executable,
+        "-m",
+        "pip",
+        "--python",
+        str(env_dir / "bin" / "python"),
+        "install",
+        "--no-deps",
+        "--no-index",
+        str(wheel),
+        cwd=tmp,
+    )
     return wheel, env_dir / "bin"
 
 
@@ -60,8 +88,14 @@ def test_the_installed_commands_work_outside_the_repository(installed, tmp_path)
     _, bin_dir = installed
     assert "train" in _run(str(bin_dir / "pagdemo"), "--help", cwd=tmp_path).stdout
     assert "--batch-sizes" in _run(str(bin_dir / "pagdemo"), "bench", "--help", cwd=tmp_path).stdout
-    assert "every generated table matches" in _run(str(bin_dir / "pagdemo"), "docs", "--check", "--root", str(REPO),
-                                                   cwd=tmp_path).stdout
-    where = _run(str(bin_dir / "python"), "-c", "import pagdemo, pagdemo.app, pagdemo.bench; print(pagdemo.__file__)",
-                 cwd=tmp_path).stdout.strip()
+    assert (
+        "every generated table matches"
+        in _run(str(bin_dir / "pagdemo"), "docs", "--check", "--root", str(REPO), cwd=tmp_path).stdout
+    )
+    where = _run(
+        str(bin_dir / "python"),
+        "-c",
+        "import pagdemo, pagdemo.app, pagdemo.bench; print(pagdemo.__file__)",
+        cwd=tmp_path,
+    ).stdout.strip()
     assert Path(where).is_relative_to(bin_dir.parent), where  # the installed copy, not the repository

@@ -1,5 +1,6 @@
 """scripts/window.py, dry-run on the CPU: the GPU window's runner trains, evaluates, stops at the deadline,
 and brings everything back within the device tool's limits, in a form the next window resumes from."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -11,8 +12,8 @@ import pytest
 import torch
 
 from pagdemo.records.checkpoints import load_checkpoint
-from pagdemo.train.state import load_state
 from pagdemo.train.loop import TrainConfig, train
+from pagdemo.train.state import load_state
 
 REPO = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("window", REPO / "scripts" / "window.py")
@@ -20,18 +21,46 @@ window = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(window)
 
 JOBS = [
-    {"name": "vanilla", "est_s": 1, "eval": True, "ship": True, "cmd": ["train", "--method", "vanilla", "--epochs", "30"]},
-    {"name": "probe-cm", "group": "probe", "est_s": 1, "cmd": ["train", "--method", "cm", "--recipe", "fast-lr01",
-                                                                "--pag-impl", "compiled", "--epochs", "8"]},
+    {
+        "name": "vanilla",
+        "est_s": 1,
+        "eval": True,
+        "ship": True,
+        "cmd": ["train", "--method", "vanilla", "--epochs", "30"],
+    },
+    {
+        "name": "probe-cm",
+        "group": "probe",
+        "est_s": 1,
+        "cmd": [
+            "train",
+            "--method",
+            "cm",
+            "--recipe",
+            "fast-lr01",
+            "--pag-impl",
+            "compiled",
+            "--epochs",
+            "8",
+        ],
+    },
     {"name": "student", "est_s": 1, "needs": ["teacher"], "cmd": ["train", "--method", "vanilla"]},
-    {"name": "teacher", "est_s": 1, "cmd": ["adv-train", "--attack", "nope"]},  # fails: its student is skipped
+    {
+        "name": "teacher",
+        "est_s": 1,
+        "cmd": ["adv-train", "--attack", "nope"],
+    },  # fails: its student is skipped
 ]
 DRY_FOREVER = 100_000  # dry epochs no machine finishes before a test's deadline
 
 
 def _queue(tmp_path: Path, jobs: list[dict], **extra) -> Path:
-    queue = {"data": {"dir": str(tmp_path / "data"), "files": []}, "jobs": jobs,
-             "probe_monitor": ["--monitor-pgd", "pgd20"], **extra}
+    queue = {
+        "data": {"dir": str(tmp_path / "data"), "files": []},
+        "jobs": jobs,
+        "probe_monitor": ["--monitor-pgd", "pgd20"],
+        **extra,
+    }
     path = tmp_path / "queue.json"
     path.write_text(json.dumps(queue))
     return path
@@ -39,8 +68,19 @@ def _queue(tmp_path: Path, jobs: list[dict], **extra) -> Path:
 
 def _start(tmp_path: Path, queue: Path, deadline_s: float) -> Path:
     runs = tmp_path / "runs"
-    window.main(["start", "--dry", "--foreground", "--runs", str(runs), "--queue", str(queue),
-                 "--deadline-s", str(deadline_s)])
+    window.main(
+        [
+            "start",
+            "--dry",
+            "--foreground",
+            "--runs",
+            str(runs),
+            "--queue",
+            str(queue),
+            "--deadline-s",
+            str(deadline_s),
+        ]
+    )
     return runs
 
 
@@ -62,8 +102,12 @@ def _collect_all(runs: Path, tmp_path: Path) -> list[Path]:
 def test_dry_window_trains_evaluates_skips_and_brings_everything_back(tmp_path):
     runs = _start(tmp_path, _queue(tmp_path, JOBS), deadline_s=600)
     status = json.loads((runs / "status.json").read_text())["jobs"]
-    assert {n: s["state"] for n, s in status.items()} == {"vanilla": "done", "probe-cm": "done", "teacher": "failed",
-                                                          "student": "skipped"}
+    assert {n: s["state"] for n, s in status.items()} == {
+        "vanilla": "done",
+        "probe-cm": "done",
+        "teacher": "failed",
+        "student": "skipped",
+    }
     evals = json.loads((runs / "vanilla" / "metrics.json").read_text())["evaluations"]
     assert [e["norm"] for e in evals] == ["linf", "l2"]
     probe_log = json.loads((runs / "probe-cm" / "train_log.jsonl").read_text().splitlines()[-1])
@@ -81,8 +125,16 @@ def test_dry_window_trains_evaluates_skips_and_brings_everything_back(tmp_path):
 
 def test_a_job_cut_at_the_deadline_comes_back_resumable(tmp_path):
     """A long row that cannot finish in one window starts anyway when it may fill the window (fill_min_s)."""
-    jobs = [{"name": "big", "est_s": 10_000, "ship": True, "cmd": ["train", "--method", "vanilla"]},
-            {"name": "long", "est_s": 10_000, "fill_min_s": 5, "ship": True, "cmd": ["train", "--method", "vanilla"]}]
+    jobs = [
+        {"name": "big", "est_s": 10_000, "ship": True, "cmd": ["train", "--method", "vanilla"]},
+        {
+            "name": "long",
+            "est_s": 10_000,
+            "fill_min_s": 5,
+            "ship": True,
+            "cmd": ["train", "--method", "vanilla"],
+        },
+    ]
     # 30 s: the dry init and the job's own start (importing torch) took over 15 s on a loaded 2-core CPU; the job
     # plans more epochs than any machine finishes in 30 s (400 once finished on an idle one)
     runs = _start(tmp_path, _queue(tmp_path, jobs, dry_epochs=DRY_FOREVER), deadline_s=30)
@@ -98,9 +150,15 @@ def test_a_job_cut_at_the_deadline_comes_back_resumable(tmp_path):
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     assert load_state(here / "long", model, opt)[0] == done  # every shard of the state came back
     cfg = json.loads((here / "long" / "config.json").read_text())["run"]
-    other = TrainConfig(**{k: cfg[k] for k in ("method", "dataset", "limit", "batch_size", "arch", "recipe", "seed")},
-                        epochs=done + 1, out=str(here / "long"), monitor_limit=0)
-    with pytest.raises(ValueError, match=f"epochs: {DRY_FOREVER} -> "):  # it resumes only under the same command
+    other = TrainConfig(
+        **{k: cfg[k] for k in ("method", "dataset", "limit", "batch_size", "arch", "recipe", "seed")},
+        epochs=done + 1,
+        out=str(here / "long"),
+        monitor_limit=0,
+    )
+    with pytest.raises(
+        ValueError, match=f"epochs: {DRY_FOREVER} -> "
+    ):  # it resumes only under the same command
         train(other, progress=False)
 
 
@@ -121,11 +179,19 @@ def test_parcels_respect_the_return_limits(tmp_path):
 
 
 def test_plan_carries_the_lossless_data_in_three_calls_under_64_mib(tmp_path):
-    queue = {"data": {"dir": ".stage/cifar10", "files": ["test.npz", "train-0.npz", "train-1.npz", "train-2.npz"]},
-             "carry": {".stage/init/vanilla": "checkpoints/vanilla"}}
-    sizes = {".stage/cifar10/test.npz": 22_697_348, ".stage/cifar10/train-0.npz": 37_811_771,
-             ".stage/cifar10/train-1.npz": 37_860_723, ".stage/cifar10/train-2.npz": 37_804_069,
-             ".stage/cifar10/SHA256SUMS": 309, ".stage/COMMIT": 41, ".stage/init/vanilla": 22_400_000}
+    queue = {
+        "data": {"dir": ".stage/cifar10", "files": ["test.npz", "train-0.npz", "train-1.npz", "train-2.npz"]},
+        "carry": {".stage/init/vanilla": "checkpoints/vanilla"},
+    }
+    sizes = {
+        ".stage/cifar10/test.npz": 22_697_348,
+        ".stage/cifar10/train-0.npz": 37_811_771,
+        ".stage/cifar10/train-1.npz": 37_860_723,
+        ".stage/cifar10/train-2.npz": 37_804_069,
+        ".stage/cifar10/SHA256SUMS": 309,
+        ".stage/COMMIT": 41,
+        ".stage/init/vanilla": 22_400_000,
+    }
     tree = 3_000_000
     calls = window.plan_calls(queue, tree, sizes)
     staging = [c for c in calls if c["carry"]]
@@ -144,22 +210,43 @@ def test_every_command_of_the_real_queue_and_its_warm_ups_is_a_valid_run():
 
     queue = json.loads((REPO / "scripts" / "queue.json").read_text())
     runs = Path("runs")
-    commands = [step[3:] for job in queue["jobs"] for step in window.runner.job_commands(job, queue, runs, dry=False)]
+    commands = [
+        step[3:] for job in queue["jobs"] for step in window.runner.job_commands(job, queue, runs, dry=False)
+    ]
     for batch, flags in window.runner.compiled_steps(queue):
-        commands.append(["train", "--method", "cm", "--dataset", "synthetic", "--batch-size", str(batch), "--pag-impl",
-                         "compiled", "--out", "x", *flags])
+        commands.append(
+            [
+                "train",
+                "--method",
+                "cm",
+                "--dataset",
+                "synthetic",
+                "--batch-size",
+                str(batch),
+                "--pag-impl",
+                "compiled",
+                "--out",
+                "x",
+                *flags,
+            ]
+        )
     for cmd in commands:
         _, cfg = parse(cmd)
         if isinstance(cfg, TrainConfig):
             resolve(cfg)
     steps = window.runner.compiled_steps(queue)
-    assert (256, ("--bn-coupling", "batch", "--pag-frame", "authors")) in steps and (256, ("--no-amp",)) in steps
+    assert (256, ("--bn-coupling", "batch", "--pag-frame", "authors")) in steps and (
+        256,
+        ("--no-amp",),
+    ) in steps
     assert [j["name"] for j in queue["jobs"] if "fill_min_s" in j] == ["cm-authors-30"]
 
 
 @pytest.fixture(autouse=True)
 def _cwd(monkeypatch):
-    monkeypatch.chdir(REPO)  # the runner starts `python -m pagdemo` from the repository root, as on the GPU machine
+    monkeypatch.chdir(
+        REPO
+    )  # the runner starts `python -m pagdemo` from the repository root, as on the GPU machine
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     yield
     os.environ.pop("PAGDEMO_COMMIT", None)
@@ -180,9 +267,20 @@ def test_jobs_take_the_staged_commit_when_they_start_not_when_the_runner_did(tmp
 
 
 def test_preflight_trains_every_job_with_its_own_step_and_names_the_ones_that_fail(tmp_path, capsys):
-    queue = {"data": {"dir": "d"}, "jobs": [
-        {"name": "ok", "group": "probe", "cmd": ["train", "--method", "cm", "--pag-impl", "explicit", "--epochs", "9"]},
-        {"name": "bad", "cmd": ["train", "--method", "cm", "--pag-impl", "loop", "--bn-coupling", "batch"]}]}
+    queue = {
+        "data": {"dir": "d"},
+        "jobs": [
+            {
+                "name": "ok",
+                "group": "probe",
+                "cmd": ["train", "--method", "cm", "--pag-impl", "explicit", "--epochs", "9"],
+            },
+            {
+                "name": "bad",
+                "cmd": ["train", "--method", "cm", "--pag-impl", "loop", "--bn-coupling", "batch"],
+            },
+        ],
+    }
     (tmp_path / "queue.json").write_text(json.dumps(queue))
     with pytest.raises(SystemExit, match="1 job.*: bad$"):
         window.main(["preflight", "--queue", str(tmp_path / "queue.json")])

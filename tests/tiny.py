@@ -1,9 +1,10 @@
 """A tiny trained model shared by the attack-evaluation tests (AutoAttack, audit, PAG score)."""
+
 import torch
 import torch.nn.functional as F
 
-from pagdemo.models import PAGClassifier
 from pagdemo.data.datasets import load_dataset
+from pagdemo.models import PAGClassifier
 
 
 def train_tiny(seed: int = 0) -> PAGClassifier:
@@ -16,6 +17,6 @@ def train_tiny(seed: int = 0) -> PAGClassifier:
     for _ in range(3):
         for i in range(0, len(x), 64):
             opt.zero_grad()
-            F.cross_entropy(model(x[i:i + 64]), y[i:i + 64]).backward()
+            F.cross_entropy(model(x[i : i + 64]), y[i : i + 64]).backward()
             opt.step()
     return model.eval()

@@ -4,6 +4,7 @@ Run from the repository root: `python docs/toy/ablations.py {lam,k,attack}`; eac
 rows into docs/toy/ablations.json. `k` and `attack` use ToyConfig's defaults (the chosen grad_of, lambda),
 in float64 on 2 worker processes (the numbers do not depend on the number of workers).
 """
+
 import json
 import sys
 from dataclasses import replace
@@ -19,13 +20,18 @@ OUT = Path(__file__).with_name("ablations.json")
 
 def lam_part() -> list[dict]:
     """PGD accuracy against lambda for both input-gradient conventions."""
-    return (sweep([0.0, 0.03, 0.1, 0.3, 1.0, 3.0], SEEDS, replace(BASE, grad_of="logsoftmax"), progress=False)
-            + sweep([0.1, 0.3, 1.0, 3.0, 10.0], SEEDS, replace(BASE, grad_of="logit"), progress=False))
+    return sweep(
+        [0.0, 0.03, 0.1, 0.3, 1.0, 3.0], SEEDS, replace(BASE, grad_of="logsoftmax"), progress=False
+    ) + sweep([0.1, 0.3, 1.0, 3.0, 10.0], SEEDS, replace(BASE, grad_of="logit"), progress=False)
 
 
 def k_part() -> list[dict]:
     """The Nearest Neighbor sample size K at the chosen lambda."""
-    return [row for k in (3, 10, 30, 100, 300) for row in sweep([BASE.lam], SEEDS, replace(BASE, k=k), progress=False)]
+    return [
+        row
+        for k in (3, 10, 30, 100, 300)
+        for row in sweep([BASE.lam], SEEDS, replace(BASE, k=k), progress=False)
+    ]
 
 
 def attack_part() -> list[dict]:
@@ -36,8 +42,15 @@ def attack_part() -> list[dict]:
         for random_init in (False, True):
             c = replace(cfg, random_init=random_init)
             runs = [evaluate_toy(m, *make_test_data(c, s), c) for m, s in zip(models, SEEDS)]
-            rows.append({"lam": lam, "random_init": random_init, "seeds": SEEDS, "per_seed": runs,
-                         **{m: describe([r[m] for r in runs]) for m in runs[0]}})
+            rows.append(
+                {
+                    "lam": lam,
+                    "random_init": random_init,
+                    "seeds": SEEDS,
+                    "per_seed": runs,
+                    **{m: describe([r[m] for r in runs]) for m in runs[0]},
+                }
+            )
     return rows
 
 
@@ -49,5 +62,11 @@ if __name__ == "__main__":
     OUT.write_text(json.dumps(results, indent=2))
     for row in results[part]:
         keys = {k: row[k] for k in ("lam", "grad_of", "k", "random_init") if k in row}
-        print(keys, " ".join(f"{m} {row[m]['mean']:.1f} +- {row[m]['std']:.1f}"
-                             for m in ("clean_acc", "pgd_acc", "ray_search_acc", "boundary_dist")), flush=True)
+        print(
+            keys,
+            " ".join(
+                f"{m} {row[m]['mean']:.1f} +- {row[m]['std']:.1f}"
+                for m in ("clean_acc", "pgd_acc", "ray_search_acc", "boundary_dist")
+            ),
+            flush=True,
+        )

@@ -1,4 +1,5 @@
 """`python -m pagdemo.app [--checkpoints DIR] [--port N] ...` is `pagdemo app ...` (see `pagdemo app --help`)."""
+
 from pagdemo.cli import app_main
 
 raise SystemExit(app_main())

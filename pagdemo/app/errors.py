@@ -1,5 +1,6 @@
 """How the app's handlers fail: a user mistake is an InputError naming its field, logged in one line and shown
 in words; anything else is logged with its traceback once and shown as a short "internal error"."""
+
 from __future__ import annotations
 
 import ctypes
@@ -7,7 +8,8 @@ import functools
 import gc
 import inspect
 import logging
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import gradio as gr
 
@@ -43,13 +45,18 @@ def release_memory() -> None:
 
 def public_message(e: Exception) -> str:
     """What a visitor may read: a user mistake's own message, never an internal error's details."""
-    return str(e) if isinstance(e, ValueError) else f"internal error ({type(e).__name__}); it has been logged on the server"
+    return (
+        str(e)
+        if isinstance(e, ValueError)
+        else f"internal error ({type(e).__name__}); it has been logged on the server"
+    )
 
 
 def guarded(fn: Callable, done: Callable[[Any], Any], failed: Callable[[Exception], Any]) -> Callable:
     """Run a handler, plain or generator: each result through `done`, an error through `failed` (which gives the last
     output, or raises); the memory a run left is released after it, however it ended."""
     if inspect.isgeneratorfunction(fn):
+
         @functools.wraps(fn)
         def stream(*args: Any, **kwargs: Any) -> Iterator:
             try:
@@ -59,6 +66,7 @@ def guarded(fn: Callable, done: Callable[[Any], Any], failed: Callable[[Exceptio
                 yield failed(e)
             finally:
                 release_memory()
+
         return stream
 
     @functools.wraps(fn)
@@ -69,14 +77,17 @@ def guarded(fn: Callable, done: Callable[[Any], Any], failed: Callable[[Exceptio
             return failed(e)
         finally:
             release_memory()
+
     return call
 
 
 def api_errors(fn: Callable) -> Callable:
     """For API endpoints: any error reaches the client as one clear gr.Error (and the server log as one line)."""
+
     def failed(e: Exception) -> None:
         if isinstance(e, gr.Error):
             raise e
         log_refusal(fn, e)
         raise gr.Error(public_message(e), print_exception=False) from None
+
     return guarded(fn, lambda out: out, failed)

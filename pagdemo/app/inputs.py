@@ -2,11 +2,13 @@
 
 A check raises `InputError` naming the field; `app.page` shows it beside the control that caused it.
 """
+
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pagdemo.app.errors import InputError
 from pagdemo.app.tables import eps_text
@@ -38,11 +40,15 @@ def folder_gallery(data_dir: str | Path, side: int, per_class: int = 3, max_tota
     import tempfile
 
     from pagdemo.data.folder import FolderError, scan
+
     try:
         tree = scan(Path(data_dir), "test")
     except (FolderError, OSError):
         return None
-    out, per = Path(tempfile.mkdtemp(prefix="pagdemo-gallery-")), max(1, min(per_class, max_total // len(tree.classes)))
+    out, per = (
+        Path(tempfile.mkdtemp(prefix="pagdemo-gallery-")),
+        max(1, min(per_class, max_total // len(tree.classes))),
+    )
     for label, name in enumerate(tree.classes):
         kept = 0
         for f in (f for f, y in zip(tree.files, tree.labels) if y == label):
@@ -68,7 +74,9 @@ def eval_default(norm: str, image_size: int) -> float:
     return eval_eps(norm, image_size=image_size)
 
 
-def check_norm_eps(norm: Any, eps: Any, image_size: int, default: Callable[[str, int], float]) -> tuple[str, float]:
+def check_norm_eps(
+    norm: Any, eps: Any, image_size: int, default: Callable[[str, int], float]
+) -> tuple[str, float]:
     """A threat model and radius from the request (eps None: the norm's default), within the page's range."""
     check_threat(norm)
     if eps is None or eps == "":
@@ -79,7 +87,9 @@ def check_norm_eps(norm: Any, eps: Any, image_size: int, default: Callable[[str,
         raise InputError(f"eps must be a number, got {eps!r}") from None
     top = picture_eps_max(norm, image_size)
     if not 0 < eps <= top:
-        raise InputError(f"eps {eps_text(eps, norm)} is out of range for {norm}: choose 0 < eps <= {eps_text(top, norm)}")
+        raise InputError(
+            f"eps {eps_text(eps, norm)} is out of range for {norm}: choose 0 < eps <= {eps_text(top, norm)}"
+        )
     return norm, eps
 
 

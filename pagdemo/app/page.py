@@ -6,10 +6,12 @@ error slot; on a failure `gr.skip()` for every result (the last grid, panel or t
 message in the slot of the field the error names (the image, or the settings), and any result
 the failure must change (a status line that must not read "done").
 """
+
 from __future__ import annotations
 
 import html
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import gradio as gr
 
@@ -31,9 +33,20 @@ def eps_slider_args(norm: str, value: float, image_size: int = 32) -> dict:
     """The eps slider for a threat model: linf in whole /255 steps, l2 in tenths, each up to the app's maximum."""
     top = picture_eps_max(norm, image_size)
     if norm == "linf":
-        return {"minimum": 1, "maximum": round(top * 255), "step": 1, "value": round(value * 255),
-                "label": "eps x 255 (linf: per pixel, 8 means 8/255)"}
-    return {"minimum": 0.1, "maximum": top, "step": 0.1, "value": value, "label": "eps (l2: per image, pixels in [0, 1])"}
+        return {
+            "minimum": 1,
+            "maximum": round(top * 255),
+            "step": 1,
+            "value": round(value * 255),
+            "label": "eps x 255 (linf: per pixel, 8 means 8/255)",
+        }
+    return {
+        "minimum": 0.1,
+        "maximum": top,
+        "step": 0.1,
+        "value": value,
+        "label": "eps (l2: per image, pixels in [0, 1])",
+    }
 
 
 def error_note(message: str) -> str:
@@ -41,7 +54,9 @@ def error_note(message: str) -> str:
     return f'<div class="error-note">Not run: {html.escape(message)}</div>'
 
 
-def page_call(fn: Callable, n_results: int, on_error: dict[int, Callable[[str], Any]] | None = None) -> Callable:
+def page_call(
+    fn: Callable, n_results: int, on_error: dict[int, Callable[[str], Any]] | None = None
+) -> Callable:
     """Wrap a handler (plain or generator) for a page event; see the module docstring."""
     on_error = on_error or {}
 

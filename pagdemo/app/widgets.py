@@ -1,5 +1,6 @@
 """The page's building blocks: an image input that hands the upload over undecoded, lenient hidden inputs for the
 API, eps sliders that follow the norm, error slots, the example gallery and hidden named endpoints."""
+
 from __future__ import annotations
 
 import base64
@@ -42,8 +43,15 @@ def image_input(label: str, visible: bool = True) -> gr.Image:
     its preprocess on this instance (not by subclassing, which makes Gradio write a .pyi stub
     into the source tree) leaves decoding to pagdemo.data.images and its clear errors.
     """
-    image = gr.Image(type="filepath", image_mode=None, sources=["upload", "webcam", "clipboard"], label=label,
-                     height=260, elem_classes="upload", visible=visible)
+    image = gr.Image(
+        type="filepath",
+        image_mode=None,
+        sources=["upload", "webcam", "clipboard"],
+        label=label,
+        height=260,
+        elem_classes="upload",
+        visible=visible,
+    )
     image.preprocess = raw_upload
     return image
 
@@ -57,14 +65,20 @@ def lenient(component: gr.components.Component) -> gr.components.Component:
 
 def api_inputs(lab: Lab, *names: str) -> list[gr.components.Component]:
     """Hidden, lenient inputs of an API endpoint, with the API's defaults (eps None: the threat model's)."""
-    make = {"image": lambda: image_input("image", visible=False),
-            "models": lambda: gr.JSON(value=lab.names[:3], visible=False),
-            "target": lambda: gr.Textbox(value=ALL_TARGETS, visible=False),
-            "norm": lambda: gr.Textbox(value="l2", visible=False), "eps": lambda: gr.Textbox(value="", visible=False),
-            "steps": lambda: gr.Number(value=20, visible=False), "n": lambda: gr.Number(value=64, visible=False),
-            "lam": lambda: gr.Number(value=lab.toy_config.lam, visible=False),
-            "seed": lambda: gr.Number(value=0, visible=False)}
-    return [make[n]() if n == "image" else lenient(make[n]()) for n in names]  # the image has its own raw preprocess
+    make = {
+        "image": lambda: image_input("image", visible=False),
+        "models": lambda: gr.JSON(value=lab.names[:3], visible=False),
+        "target": lambda: gr.Textbox(value=ALL_TARGETS, visible=False),
+        "norm": lambda: gr.Textbox(value="l2", visible=False),
+        "eps": lambda: gr.Textbox(value="", visible=False),
+        "steps": lambda: gr.Number(value=20, visible=False),
+        "n": lambda: gr.Number(value=64, visible=False),
+        "lam": lambda: gr.Number(value=lab.toy_config.lam, visible=False),
+        "seed": lambda: gr.Number(value=0, visible=False),
+    }
+    return [
+        make[n]() if n == "image" else lenient(make[n]()) for n in names
+    ]  # the image has its own raw preprocess
 
 
 def eps_for_norm(kind: str, image_size: int):  # noqa: ANN202
@@ -73,6 +87,7 @@ def eps_for_norm(kind: str, image_size: int):  # noqa: ANN202
 
     def update(norm: str) -> gr.Slider:
         return gr.Slider(**eps_slider_args(norm, default(norm, image_size), image_size))
+
     return update
 
 
@@ -83,18 +98,25 @@ def error_slot(elem_id: str) -> gr.Markdown:
 
 def examples(lab: Lab, image: gr.Image, elem_id: str) -> None:
     """The gallery: the checkpoints' own test images when the app was given their folder, else CIFAR-10's."""
-    gr.Examples(example_paths(lab.gallery), inputs=image, examples_per_page=30, label=lab.gallery_label,
-                elem_id=elem_id)
+    gr.Examples(
+        example_paths(lab.gallery),
+        inputs=image,
+        examples_per_page=30,
+        label=lab.gallery_label,
+        elem_id=elem_id,
+    )
 
 
 def preview_page(lab: Lab):  # noqa: ANN202
     """The preview on the page: a bad upload clears the model input and says why under it."""
+
     def preview(image: Any) -> tuple[Any, str]:
         try:
             return lab.preview(image)
         except Exception as e:  # noqa: BLE001
             log_refusal(lab.preview, e)
             return None, error_note(public_message(e))
+
     return preview
 
 

@@ -9,26 +9,34 @@ On CUDA everything runs under bf16 autocast. Every timing is a median over `repe
 cases compared with each other run round-robin, so that a busy shared CPU slows them alike.
 `harness` times and measures memory, `cases` holds what is timed, `tables` prints the results.
 """
+
 from __future__ import annotations
 
 import os
 import platform
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
-from typing import Iterator
 
 import torch
 
-from pagdemo.bench.cases import (SAMPLED, bench_approx_error, bench_grid, bench_pgd, bench_profile, bench_steps,
-                                 step_cases)
+from pagdemo.bench.cases import (
+    SAMPLED,
+    bench_approx_error,
+    bench_grid,
+    bench_pgd,
+    bench_profile,
+    bench_steps,
+    step_cases,
+)
 from pagdemo.bench.harness import memory_method
 from pagdemo.bench.tables import format_tables
-from pagdemo.pag.losses import PAG_IMPLS
 from pagdemo.options import flag
+from pagdemo.pag.losses import PAG_IMPLS
 from pagdemo.paper import LAMBDAS
-from pagdemo.threat import LINF_EPS, PICTURE_EPS_AT_32
 from pagdemo.records.provenance import cpu_name, git_commit, now
+from pagdemo.threat import LINF_EPS, PICTURE_EPS_AT_32
 
 __all__ = ["BenchConfig", "SMALL", "SAMPLED", "bench_config", "format_tables", "run_bench", "step_cases"]
 
@@ -42,8 +50,9 @@ class BenchConfig:
     image_size: int = 32  # pixels per side (CIFAR-10)
     num_classes: int = 10
     batch_sizes: tuple[int, ...] = flag((64, 256), "training-step batches", read="count")
-    impls: tuple[str, ...] = flag((), "PAG implementations to time (default: all registered, and the sampled "
-                                  "approximation)")
+    impls: tuple[str, ...] = flag(
+        (), "PAG implementations to time (default: all registered, and the sampled approximation)"
+    )
     warmup: int = flag(3, "untimed runs per case", read="count")
     repeats: int = flag(10, "timed runs per case", read="count")
     lam: float = LAMBDAS["cifar10"]["Class Mean"]  # PAG weight (Table 3)
@@ -51,21 +60,29 @@ class BenchConfig:
     channels_last: bool = flag(False, "NHWC model and inputs (the GPU tensor-core layout)")
     pgd_batch: int = flag(256, "images per PGD-20 evaluation batch", read="count")
     pgd_eps: float = LINF_EPS  # linf radius, [0, 1] pixel units
-    pgd_repeats: int = flag(20, "timed PGD-20 runs per attack: one run's spread (~10% on a GPU) hides a 5% difference",
-                            read="count")
+    pgd_repeats: int = flag(
+        20,
+        "timed PGD-20 runs per attack: one run's spread (~10% on a GPU) hides a 5% difference",
+        read="count",
+    )
     grid_models: int = 3  # the app's grid: rows = models
-    grid_eps: float = PICTURE_EPS_AT_32["l2"]  # L2 radius of the app's targeted PGD (its default), [0, 1] pixel units
+    grid_eps: float = PICTURE_EPS_AT_32[
+        "l2"
+    ]  # L2 radius of the app's targeted PGD (its default), [0, 1] pixel units
     grid_steps: int = 20
     approx_draws: int = 8  # draws of the sampled approximation when measuring its gradient error
     threads: int = flag(0, "CPU threads for torch (default 0: torch's)")
-    profile: tuple[str, ...] = flag((), "also profile one training step of these implementations (e.g. explicit) at "
-                                    "the largest batch")
+    profile: tuple[str, ...] = flag(
+        (), "also profile one training step of these implementations (e.g. explicit) at the largest batch"
+    )
     profile_rows: int = 20  # operators listed per profile
     seed: int = 0
     json: str | None = flag(None, "write the results to this JSON file")
 
 
-SMALL = dict(batch_sizes=(8, 16), warmup=1, repeats=2, pgd_batch=16, pgd_repeats=3, approx_draws=4)  # ~4 min on 2 idle cores
+SMALL = dict(
+    batch_sizes=(8, 16), warmup=1, repeats=2, pgd_batch=16, pgd_repeats=3, approx_draws=4
+)  # ~4 min on 2 idle cores
 
 
 def bench_config(given: dict, small: bool = False) -> BenchConfig:
@@ -82,9 +99,17 @@ def bench_config(given: dict, small: bool = False) -> BenchConfig:
 
 def environment(cfg: BenchConfig, device: torch.device) -> dict:
     """What the numbers were measured on."""
-    env = {"date_utc": now(), "device": device.type, "torch": torch.__version__, "python": platform.python_version(),
-           "cpu": cpu_name(), "cpu_threads": torch.get_num_threads(), "memory": memory_method(device),
-           "autocast": "bf16" if device.type == "cuda" else "none (fp32)", "commit": git_commit()}
+    env = {
+        "date_utc": now(),
+        "device": device.type,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cpu": cpu_name(),
+        "cpu_threads": torch.get_num_threads(),
+        "memory": memory_method(device),
+        "autocast": "bf16" if device.type == "cuda" else "none (fp32)",
+        "commit": git_commit(),
+    }
     if hasattr(os, "getloadavg"):
         env["load_avg_1min_at_start"] = os.getloadavg()[0]  # other processes sharing the CPU skew CPU timings
     if device.type == "cuda":
@@ -142,4 +167,3 @@ def _run_sections(cfg: BenchConfig, device: torch.device) -> dict:
     if hasattr(os, "getloadavg"):
         result["env"]["load_avg_1min_at_end"] = os.getloadavg()[0]
     return result
-

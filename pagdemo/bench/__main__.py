@@ -1,4 +1,5 @@
 """`python -m pagdemo.bench ...` is `pagdemo bench ...`."""
+
 from pagdemo.cli import bench_main
 
 raise SystemExit(bench_main())

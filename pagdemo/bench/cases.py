@@ -1,11 +1,13 @@
 """What the benchmark times: training steps per PAG implementation, PGD-20 against torchattacks,
 the app's grid, the sampled approximation's error, and a profile of one step."""
+
 from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -13,11 +15,17 @@ from torch import nn
 
 from pagdemo.attacks import pgd
 from pagdemo.bench.harness import _autocast, _sync, interleaved
-from pagdemo.pag.fastpag import input_gradients_explicit
-from pagdemo.viz.grid import GridSpec, pag_grid_steps
-from pagdemo.pag.losses import PAG_IMPLS, cosine_misalignment, pag_loss, sampled_misalignment, sampled_pag_loss
 from pagdemo.models import build_model
+from pagdemo.pag.fastpag import input_gradients_explicit
+from pagdemo.pag.losses import (
+    PAG_IMPLS,
+    cosine_misalignment,
+    pag_loss,
+    sampled_misalignment,
+    sampled_pag_loss,
+)
 from pagdemo.threat import eval_step
+from pagdemo.viz.grid import GridSpec, pag_grid_steps
 
 if TYPE_CHECKING:
     from pagdemo.bench import BenchConfig
@@ -38,8 +46,9 @@ def _images(cfg: BenchConfig, n: int, device: torch.device, gen: torch.Generator
     return x.contiguous(memory_format=torch.channels_last) if cfg.channels_last else x
 
 
-def _training_setup(cfg: BenchConfig, device: torch.device, gen: torch.Generator,
-                    b: int) -> tuple[nn.Module, torch.optim.Optimizer, tuple[torch.Tensor, ...]]:
+def _training_setup(
+    cfg: BenchConfig, device: torch.device, gen: torch.Generator, b: int
+) -> tuple[nn.Module, torch.optim.Optimizer, tuple[torch.Tensor, ...]]:
     """A train-mode model, the paper's SGD and a synthetic batch (x, y, PAG targets) of b images."""
     model = _model(cfg, device).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)  # the paper's
@@ -49,8 +58,14 @@ def _training_setup(cfg: BenchConfig, device: torch.device, gen: torch.Generator
     return model, opt, (x, y, targets)
 
 
-def _train_step(model: nn.Module, opt: torch.optim.Optimizer, batch: tuple[torch.Tensor, ...], impl: str,
-                cfg: BenchConfig, device: torch.device) -> Callable[[], None]:
+def _train_step(
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    batch: tuple[torch.Tensor, ...],
+    impl: str,
+    cfg: BenchConfig,
+    device: torch.device,
+) -> Callable[[], None]:
     """One SGD step with the vanilla loss, or the PAG loss of `impl`."""
     x, y, targets = batch
 
@@ -65,6 +80,7 @@ def _train_step(model: nn.Module, opt: torch.optim.Optimizer, batch: tuple[torch
                 loss, _ = pag_loss(model, x, y, targets, cfg.lam, grad_of=cfg.grad_of, impl=impl)
         loss.backward()
         opt.step()
+
     return step
 
 
@@ -73,8 +89,12 @@ def step_cases(cfg: BenchConfig, device: torch.device) -> tuple[list[str], dict[
     names = list(cfg.impls) or [*PAG_IMPLS, SAMPLED]
     unknown = [n for n in names if n not in PAG_IMPLS and n != SAMPLED]
     if unknown:
-        raise ValueError(f"unknown PAG implementation(s) {unknown}; choose from {sorted(PAG_IMPLS) + [SAMPLED]}")
-    skipped = {n: CPU_SKIPPED[n] for n in names if device.type == "cpu" and n in CPU_SKIPPED and not cfg.impls}
+        raise ValueError(
+            f"unknown PAG implementation(s) {unknown}; choose from {sorted(PAG_IMPLS) + [SAMPLED]}"
+        )
+    skipped = {
+        n: CPU_SKIPPED[n] for n in names if device.type == "cpu" and n in CPU_SKIPPED and not cfg.impls
+    }
     names = ["loop"] + [n for n in names if n not in skipped and n != "loop"]
     return ["vanilla"] + names, skipped
 
@@ -90,7 +110,9 @@ def _kind(name: str) -> str:
     return "exact (equals loop)"
 
 
-def bench_steps(cfg: BenchConfig, device: torch.device, gen: torch.Generator) -> tuple[list[dict], dict[str, str]]:
+def bench_steps(
+    cfg: BenchConfig, device: torch.device, gen: torch.Generator
+) -> tuple[list[dict], dict[str, str]]:
     """Images/second and peak memory of a training step, per batch size and implementation."""
     names, skipped = step_cases(cfg, device)
     rows = []
@@ -103,8 +125,17 @@ def bench_steps(cfg: BenchConfig, device: torch.device, gen: torch.Generator) ->
             if "error" in st:
                 rows.append({"case": name, "batch": b, "semantics": _kind(name), **st})
                 continue
-            rows.append({"case": name, "batch": b, "semantics": _kind(name), **st, "img_per_s": b / st["median_s"],
-                         "x_vanilla_time": st["median_s"] / ref[0], "speedup_vs_loop": ref[1] / st["median_s"]})
+            rows.append(
+                {
+                    "case": name,
+                    "batch": b,
+                    "semantics": _kind(name),
+                    **st,
+                    "img_per_s": b / st["median_s"],
+                    "x_vanilla_time": st["median_s"] / ref[0],
+                    "speedup_vs_loop": ref[1] / st["median_s"],
+                }
+            )
     return rows, skipped
 
 
@@ -115,7 +146,9 @@ def bench_pgd(cfg: BenchConfig, device: torch.device, gen: torch.Generator) -> d
     model = _model(cfg, device).eval()
     x = _images(cfg, cfg.pgd_batch, device, gen)
     y = torch.randint(0, cfg.num_classes, (cfg.pgd_batch,), generator=gen).to(device)
-    ta = torchattacks.PGD(model, eps=cfg.pgd_eps, alpha=eval_step(cfg.pgd_eps, 20), steps=20, random_start=False)
+    ta = torchattacks.PGD(
+        model, eps=cfg.pgd_eps, alpha=eval_step(cfg.pgd_eps, 20), steps=20, random_start=False
+    )
     attacks = {
         "ours": lambda: pgd(model, x, y, cfg.pgd_eps, norm="linf", steps=20, random_init=False),
         "torchattacks": lambda: ta(x, y),
@@ -126,7 +159,9 @@ def bench_pgd(cfg: BenchConfig, device: torch.device, gen: torch.Generator) -> d
     for name, st in stats.items():
         out[name] = {**st, "img_per_s": cfg.pgd_batch / st["median_s"]}
     out["ours_vs_torchattacks_speed"] = out["ours"]["img_per_s"] / out["torchattacks"]["img_per_s"]
-    out["ours_vs_torchattacks_speed_best"] = out["torchattacks"]["min_s"] / out["ours"]["min_s"]  # fastest run each
+    out["ours_vs_torchattacks_speed_best"] = (
+        out["torchattacks"]["min_s"] / out["ours"]["min_s"]
+    )  # fastest run each
     out["same_pixels_frac"] = (adv["ours"] - adv["torchattacks"]).abs().le(1e-6).float().mean().item()
     return out
 
@@ -139,31 +174,49 @@ def bench_grid(cfg: BenchConfig, device: torch.device, gen: torch.Generator) -> 
     """
     models = [_model(cfg, device).eval() for _ in range(cfg.grid_models)]
     x = _images(cfg, 1, device, gen)[0]
-    spec = GridSpec([f"model {i}" for i in range(cfg.grid_models)], [str(c) for c in range(cfg.num_classes)],
-                    list(range(cfg.num_classes)), "bench")
+    spec = GridSpec(
+        [f"model {i}" for i in range(cfg.grid_models)],
+        [str(c) for c in range(cfg.num_classes)],
+        list(range(cfg.num_classes)),
+        "bench",
+    )
     runs = []
     for _ in range(cfg.warmup + cfg.repeats):
         start, cpu_start, marks, frames = time.perf_counter(), time.process_time(), [], 0
         with _autocast(device):
-            for frame in pag_grid_steps(models, x, spec, "l2", cfg.grid_eps, cfg.grid_steps, min_interval=0.0):
+            for _frame in pag_grid_steps(
+                models, x, spec, "l2", cfg.grid_eps, cfg.grid_steps, min_interval=0.0
+            ):
                 frames += 1
                 if len(marks) < 2:
                     _sync(device)
                     marks.append(time.perf_counter() - start)
         _sync(device)
-        runs.append((marks[0], marks[1], time.perf_counter() - start, time.process_time() - cpu_start, frames))
-    timed = runs[cfg.warmup:]
+        runs.append(
+            (marks[0], marks[1], time.perf_counter() - start, time.process_time() - cpu_start, frames)
+        )
+    timed = runs[cfg.warmup :]
     total_s = [r[2] for r in timed]
-    return {"models": cfg.grid_models, "targets": cfg.num_classes, "eps_l2": cfg.grid_eps, "steps": cfg.grid_steps,
-            "path": "pagdemo.visualize.pag_grid_steps (as the app), a frame rendered after every step",
-            "runs": len(total_s), "frames": runs[-1][4], "first_frame_s": statistics.median(r[0] for r in timed),
-            "first_step_s": statistics.median(r[1] for r in timed), "total_s": statistics.median(total_s),
-            "total_min_s": min(total_s), "total_max_s": max(total_s),
-            "cpu_util": sum(r[3] for r in timed) / sum(total_s)}
+    return {
+        "models": cfg.grid_models,
+        "targets": cfg.num_classes,
+        "eps_l2": cfg.grid_eps,
+        "steps": cfg.grid_steps,
+        "path": "pagdemo.visualize.pag_grid_steps (as the app), a frame rendered after every step",
+        "runs": len(total_s),
+        "frames": runs[-1][4],
+        "first_frame_s": statistics.median(r[0] for r in timed),
+        "first_step_s": statistics.median(r[1] for r in timed),
+        "total_s": statistics.median(total_s),
+        "total_min_s": min(total_s),
+        "total_max_s": max(total_s),
+        "cpu_util": sum(r[3] for r in timed) / sum(total_s),
+    }
 
 
-def _pag_param_grad(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, cfg: BenchConfig,
-                    draw: torch.Generator | None) -> torch.Tensor:
+def _pag_param_grad(
+    model: nn.Module, x: torch.Tensor, targets: torch.Tensor, cfg: BenchConfig, draw: torch.Generator | None
+) -> torch.Tensor:
     """Flattened parameter gradient of the PAG term alone: exact, or sampled when `draw` is given."""
     model.zero_grad(set_to_none=True)
     if draw is None:
@@ -171,8 +224,12 @@ def _pag_param_grad(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, cf
         cosine_misalignment(grads, targets).backward()
     else:
         sampled_misalignment(model, x, targets, k=1, grad_of=cfg.grad_of, generator=draw)[1].backward()
-    return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten().float()
-                      for p in model.parameters()])
+    return torch.cat(
+        [
+            (p.grad if p.grad is not None else torch.zeros_like(p)).flatten().float()
+            for p in model.parameters()
+        ]
+    )
 
 
 def bench_approx_error(cfg: BenchConfig, device: torch.device, gen: torch.Generator) -> dict:
@@ -185,7 +242,9 @@ def bench_approx_error(cfg: BenchConfig, device: torch.device, gen: torch.Genera
         model = _model(cfg, device).train(mode == "train")
         exact = _pag_param_grad(model, x, targets, cfg, None)
         draw = torch.Generator().manual_seed(cfg.seed)
-        samples = torch.stack([_pag_param_grad(model, x, targets, cfg, draw) for _ in range(cfg.approx_draws)])
+        samples = torch.stack(
+            [_pag_param_grad(model, x, targets, cfg, draw) for _ in range(cfg.approx_draws)]
+        )
         out[mode] = {
             "cos_to_exact_per_draw": F.cosine_similarity(samples, exact[None]).mean().item(),
             "rel_err_per_draw": ((samples - exact).norm(dim=1) / exact.norm()).mean().item(),
@@ -210,6 +269,7 @@ def bench_profile(cfg: BenchConfig, device: torch.device, gen: torch.Generator) 
         with profile(activities=[ProfilerActivity.CPU] + [ProfilerActivity.CUDA] * cuda) as prof:
             step()
             _sync(device)
-        out[impl] = prof.key_averages().table(sort_by="self_device_time_total" if cuda else "self_cpu_time_total",
-                                              row_limit=cfg.profile_rows)
+        out[impl] = prof.key_averages().table(
+            sort_by="self_device_time_total" if cuda else "self_cpu_time_total", row_limit=cfg.profile_rows
+        )
     return out

@@ -6,13 +6,15 @@ load from other processes hits them alike (a Timer times one statement, with its
 one thread unless told); the peak memory and the CPU share of each run; and a case that fails on a device recorded
 without losing the others.
 """
+
 from __future__ import annotations
 
 import ctypes
 import re
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING
 
 import torch
 from tqdm.auto import tqdm
@@ -60,8 +62,10 @@ def memory_method(device: torch.device) -> str:
     if device.type == "cuda":
         return "torch.cuda.max_memory_allocated per run (max over runs)"
     if _reset_peak_rss() and _rss_kib("VmHWM") is not None:
-        return ("process peak RSS per run (VmHWM, reset via /proc/self/clear_refs after malloc_trim; max over runs); "
-                "includes torch itself (~0.3-0.5 GB) and the shared model and optimizer")
+        return (
+            "process peak RSS per run (VmHWM, reset via /proc/self/clear_refs after malloc_trim; max over runs); "
+            "includes torch itself (~0.3-0.5 GB) and the shared model and optimizer"
+        )
     return "unavailable on this OS"
 
 
@@ -87,7 +91,9 @@ def measure(fn: Callable[[], object], device: torch.device) -> tuple[float, floa
 
     CPU seconds over wall seconds near the thread count means the CPU was ours; far below, shared.
     """
-    from torch.utils.benchmark.utils.timer import timer  # imported here: it loads cpp_extension, which warns on import
+    from torch.utils.benchmark.utils.timer import (
+        timer,
+    )  # imported here: it loads cpp_extension, which warns on import
 
     with peak_memory(device) as mem:
         start, cpu_start = timer(), time.process_time()
@@ -96,8 +102,9 @@ def measure(fn: Callable[[], object], device: torch.device) -> tuple[float, floa
     return seconds, cpu_seconds, mem.get("peak_mem_mb"), out
 
 
-def interleaved(fns: dict[str, Callable[[], object]], cfg: BenchConfig, device: torch.device,
-                desc: str) -> tuple[dict[str, dict], dict[str, object]]:
+def interleaved(
+    fns: dict[str, Callable[[], object]], cfg: BenchConfig, device: torch.device, desc: str
+) -> tuple[dict[str, dict], dict[str, object]]:
     """Time several cases round-robin, so that load from other processes hits them alike.
 
     Returns per case: runs, median/min/max seconds, the untimed warmup's seconds (it absorbs
@@ -122,9 +129,18 @@ def interleaved(fns: dict[str, Callable[[], object]], cfg: BenchConfig, device: 
     stats = {}
     for name, rs in runs.items():
         times, peaks = [r[0] for r in rs], [r[2] for r in rs if r[2] is not None]
-        m = Measurement(number_per_run=1, raw_times=times, task_spec=TaskSpec(stmt=name, setup="", label=desc))
-        stats[name] = {"runs": len(m.times), "median_s": m.median, "iqr_s": m.iqr, "min_s": min(m.times),
-                       "max_s": max(m.times), "warmup_s": warm[name], "peak_mem_mb": max(peaks, default=None),
-                       "cpu_util": sum(r[1] for r in rs) / sum(times)}
+        m = Measurement(
+            number_per_run=1, raw_times=times, task_spec=TaskSpec(stmt=name, setup="", label=desc)
+        )
+        stats[name] = {
+            "runs": len(m.times),
+            "median_s": m.median,
+            "iqr_s": m.iqr,
+            "min_s": min(m.times),
+            "max_s": max(m.times),
+            "warmup_s": warm[name],
+            "peak_mem_mb": max(peaks, default=None),
+            "cpu_util": sum(r[1] for r in rs) / sum(times),
+        }
     stats.update({name: {"error": why} for name, why in failed.items()})
     return stats, last

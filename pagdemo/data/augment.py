@@ -7,6 +7,7 @@ Two ways, both recorded in the checkpoint (`--pag-frame`):
   and `RandomHorizontalFlip` do to a batch tensor. It is linear, so its `adjoint` maps a gradient
   taken w.r.t. the cropped image back to the un-augmented one, the frame of the authors' targets.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -20,7 +21,9 @@ PAD = 4  # CIFAR's random-crop padding
 def augment(x: torch.Tensor, generator: torch.Generator | None = None, pad: int = PAD) -> torch.Tensor:
     """Random crop (zero padding `pad`) and horizontal flip (p=0.5) per image, as one gather on x's device."""
     n, c, h, w = x.shape
-    dev = generator.device if generator is not None else x.device  # a CPU generator gives the same crops on GPU
+    dev = (
+        generator.device if generator is not None else x.device
+    )  # a CPU generator gives the same crops on GPU
     dy = torch.randint(0, 2 * pad + 1, (n, 1), generator=generator, device=dev).to(x.device)
     dx = torch.randint(0, 2 * pad + 1, (n, 1), generator=generator, device=dev).to(x.device)
     flip = (torch.rand(n, 1, generator=generator, device=dev) < 0.5).to(x.device)
@@ -45,7 +48,7 @@ class BatchCrop:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Crop and flip the last two dimensions."""
         h, w = x.shape[-2:]
-        out = F.pad(x, (self.pad,) * 4)[..., self.dy:self.dy + h, self.dx:self.dx + w]
+        out = F.pad(x, (self.pad,) * 4)[..., self.dy : self.dy + h, self.dx : self.dx + w]
         return out.flip(-1) if self.flip else out
 
     def adjoint(self, g: torch.Tensor) -> torch.Tensor:
@@ -53,7 +56,7 @@ class BatchCrop:
         h, w = g.shape[-2:]
         g = g.flip(-1) if self.flip else g
         full = F.pad(g, (self.dx, 2 * self.pad - self.dx, self.dy, 2 * self.pad - self.dy))
-        return full[..., self.pad:self.pad + h, self.pad:self.pad + w]
+        return full[..., self.pad : self.pad + h, self.pad : self.pad + w]
 
 
 def batch_crop(generator: torch.Generator | None = None, pad: int = PAD) -> BatchCrop:

@@ -6,6 +6,7 @@ generated in code for tests; `folder` is your own ImageFolder tree (`pagdemo.dat
 decoded once and kept as (N, 3, H, W) uint8; batches are NCHW floats in [0, 1], as every model
 expects.
 """
+
 from __future__ import annotations
 
 import io
@@ -13,9 +14,9 @@ import math
 import os
 import pickle
 import zipfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -29,7 +30,10 @@ from pagdemo.records.files import read_sha256sums, sha256
 SPLITS = ("train", "test")
 _NPZ_KEYS = ("encoded", "offsets", "labels", "classes")
 _SYNTHETIC_SIZE = {"train": 1000, "test": 500}  # small: a CPU epoch of PAG training in seconds
-DATA_ROOTS = ("data", "../shared/data")  # looked for relative to the working directory, after $PAGDEMO_DATA_DIR
+DATA_ROOTS = (
+    "data",
+    "../shared/data",
+)  # looked for relative to the working directory, after $PAGDEMO_DATA_DIR
 
 
 @dataclass
@@ -41,7 +45,9 @@ class Dataset:
     classes: list[str]
     name: str
     source: str
-    stats: tuple[list[float], list[float]] | None = None  # (mean, std) to normalize with; None: the arch's default
+    stats: tuple[list[float], list[float]] | None = (
+        None  # (mean, std) to normalize with; None: the arch's default
+    )
     skipped: list[str] = field(default_factory=list)  # "path: reason" of each file that could not be read
 
     def __len__(self) -> int:
@@ -93,7 +99,9 @@ def _verify_checksums(files: list[Path]) -> None:
             continue
         digest = sha256(f)
         if digest != expected[f.name]:
-            raise DataError(f"{f}: SHA-256 {digest[:12]}... does not match {sums} ({expected[f.name][:12]}...)")
+            raise DataError(
+                f"{f}: SHA-256 {digest[:12]}... does not match {sums} ({expected[f.name][:12]}...)"
+            )
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
@@ -110,8 +118,10 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
 
 def _decode(encoded: np.ndarray, offsets: np.ndarray, idx: np.ndarray, desc: str) -> np.ndarray:
     """Decode the PNG/JPEG images at `idx` to (k, H, W, 3) uint8 (~6k images/s on one core; threads do not help)."""
-    images = [np.asarray(Image.open(io.BytesIO(encoded[offsets[i]:offsets[i + 1]].tobytes())).convert("RGB"))
-              for i in tqdm(idx, desc=desc, unit="img", leave=False, disable=None)]  # a bar on a terminal only
+    images = [
+        np.asarray(Image.open(io.BytesIO(encoded[offsets[i] : offsets[i + 1]].tobytes())).convert("RGB"))
+        for i in tqdm(idx, desc=desc, unit="img", leave=False, disable=None)
+    ]  # a bar on a terminal only
     return np.stack(images) if images else np.empty((0, 32, 32, 3), dtype=np.uint8)
 
 
@@ -119,15 +129,19 @@ def _cifar10_npz(split: str, root: Path) -> _Raw:
     """The packed files: train-*.npz (or train.npz) and test.npz, all read, only the needed images decoded."""
     files = sorted(root.glob("train*.npz")) if split == "train" else [root / "test.npz"]
     if not files or not files[0].is_file():
-        raise DataError(f"{root}: no {'train*.npz' if split == 'train' else 'test.npz'} for the {split} split")
+        raise DataError(
+            f"{root}: no {'train*.npz' if split == 'train' else 'test.npz'} for the {split} split"
+        )
     _verify_checksums(files)
     packs = [_read_npz(f) for f in files]
     starts = np.cumsum([0] + [len(p["labels"]) for p in packs])
     fmt = "png" if packs[0]["encoded"][:4].tobytes() == b"\x89PNG" else "jpeg"
 
     def pixels(idx: np.ndarray) -> np.ndarray:
-        parts = [_decode(p["encoded"], p["offsets"], idx[(idx >= s) & (idx < e)] - s, f"decode {f.name}")
-                 for p, f, s, e in zip(packs, files, starts[:-1], starts[1:])]
+        parts = [
+            _decode(p["encoded"], p["offsets"], idx[(idx >= s) & (idx < e)] - s, f"decode {f.name}")
+            for p, f, s, e in zip(packs, files, starts[:-1], starts[1:])
+        ]
         return np.concatenate(parts).transpose(0, 3, 1, 2)
 
     labels = np.concatenate([p["labels"] for p in packs]).astype(np.int64)
@@ -149,7 +163,9 @@ def _cifar10_batches(split: str, root: Path) -> _Raw:
     batches = [_unpickle(root / n) for n in names]
     images = np.concatenate([np.asarray(b[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32) for b in batches])
     labels = np.concatenate([np.asarray(b[b"labels"], dtype=np.int64) for b in batches])
-    classes = [c.decode() if isinstance(c, bytes) else c for c in _unpickle(root / "batches.meta")[b"label_names"]]
+    classes = [
+        c.decode() if isinstance(c, bytes) else c for c in _unpickle(root / "batches.meta")[b"label_names"]
+    ]
     return _Raw(labels, classes, f"{root} (cifar-10-batches-py)", lambda idx: images[idx])
 
 
@@ -161,7 +177,9 @@ def _cifar10(split: str, root: Path, seed: int, size: int | None) -> _Raw:
         return _cifar10_batches(split, root / "cifar-10-batches-py")
     if root.name == "cifar-10-batches-py" or (root / "batches.meta").is_file():
         return _cifar10_batches(split, root)
-    raise DataError(f"{root}: expected CIFAR-10 .npz files (train-*.npz, test.npz) or a cifar-10-batches-py folder")
+    raise DataError(
+        f"{root}: expected CIFAR-10 .npz files (train-*.npz, test.npz) or a cifar-10-batches-py folder"
+    )
 
 
 def _stl10(split: str, root: Path, seed: int, size: int | None) -> _Raw:
@@ -174,7 +192,9 @@ def _stl10(split: str, root: Path, seed: int, size: int | None) -> _Raw:
     labels = np.fromfile(yf, dtype=np.uint8).astype(np.int64) - 1
     x = np.memmap(xf, dtype=np.uint8, mode="r")
     if x.size != len(labels) * 3 * 96 * 96 or labels.min() < 0 or labels.max() > 9:
-        raise DataError(f"{root}: {xf.name} ({x.size} bytes) and {yf.name} ({len(labels)} labels in 1..10) disagree")
+        raise DataError(
+            f"{root}: {xf.name} ({x.size} bytes) and {yf.name} ({len(labels)} labels in 1..10) disagree"
+        )
     x = x.reshape(-1, 3, 96, 96)
     names = root / "class_names.txt"
     classes = names.read_text().split() if names.is_file() else STL10_CLASSES
@@ -185,8 +205,20 @@ def _synthetic(split: str, root: Path | None, seed: int, size: int | None) -> _R
     """10 learnable classes: a class colour times a class-oriented grating of random phase, plus noise."""
     n = size or _SYNTHETIC_SIZE[split]
     g = torch.Generator().manual_seed(2 * seed + (split == "test"))  # every (seed, split) its own images
-    palette = torch.tensor([[.9, .1, .1], [.1, .8, .1], [.1, .2, .9], [.9, .9, .1], [.1, .9, .9],
-                            [.9, .1, .9], [.95, .55, .1], [.5, .1, .7], [.9, .9, .9], [.45, .45, .45]])
+    palette = torch.tensor(
+        [
+            [0.9, 0.1, 0.1],
+            [0.1, 0.8, 0.1],
+            [0.1, 0.2, 0.9],
+            [0.9, 0.9, 0.1],
+            [0.1, 0.9, 0.9],
+            [0.9, 0.1, 0.9],
+            [0.95, 0.55, 0.1],
+            [0.5, 0.1, 0.7],
+            [0.9, 0.9, 0.9],
+            [0.45, 0.45, 0.45],
+        ]
+    )
     y = (torch.arange(n) % 10)[torch.randperm(n, generator=g)]
     theta = (y * math.pi / 10).view(-1, 1, 1)  # class prototypes do not depend on the seed
     rows, cols = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
@@ -200,7 +232,10 @@ def _synthetic(split: str, root: Path | None, seed: int, size: int | None) -> _R
 
 
 DATASETS: dict[str, Callable[[str, Path | None, int, int | None], _Raw]] = {
-    "cifar10": _cifar10, "stl10": _stl10, "synthetic": _synthetic}
+    "cifar10": _cifar10,
+    "stl10": _stl10,
+    "synthetic": _synthetic,
+}
 DATASET_NAMES = (*DATASETS, "folder")  # folder: decoded by pagdemo.data.folder at the side the model needs
 
 
@@ -218,9 +253,17 @@ def data_root(name: str, data_dir: str | Path | None) -> Path | None:
     return Path(data_dir).expanduser() if data_dir is not None else default_data_dir(name)
 
 
-def load_dataset(name: str, split: str = "train", data_dir: str | Path | None = None,
-                 limit: int | None = None, seed: int = 0, synthetic_size: int | None = None,
-                 image_size: int | None = None, on_bad_image: str = "skip", progress: bool = True) -> Dataset:
+def load_dataset(
+    name: str,
+    split: str = "train",
+    data_dir: str | Path | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+    synthetic_size: int | None = None,
+    image_size: int | None = None,
+    on_bad_image: str = "skip",
+    progress: bool = True,
+) -> Dataset:
     """Load a split into memory; `limit` keeps a fixed class-balanced subset chosen by `seed`.
 
     `image_size` is the side a model expects: an image folder is decoded at it (default: its most
@@ -236,8 +279,11 @@ def load_dataset(name: str, split: str = "train", data_dir: str | Path | None = 
         raise ValueError(f"unknown split {split!r}; choose one of {list(SPLITS)}")
     root = data_root(name, data_dir)
     if name != "synthetic" and root is None:
-        raise DataError(f"no {name} data found in $PAGDEMO_DATA_DIR, " + " or ".join(f"{r}/{name}" for r in DATA_ROOTS)
-                        + " (relative to the working directory); pass --data-dir")
+        raise DataError(
+            f"no {name} data found in $PAGDEMO_DATA_DIR, "
+            + " or ".join(f"{r}/{name}" for r in DATA_ROOTS)
+            + " (relative to the working directory); pass --data-dir"
+        )
     if name != "synthetic" and not root.is_dir():
         raise DataError(f"{root}: no such folder; expected the {name} data")
     if name == "folder":
@@ -246,9 +292,13 @@ def load_dataset(name: str, split: str = "train", data_dir: str | Path | None = 
     idx = np.arange(len(raw.labels)) if limit is None else stratified_subset(raw.labels, limit, seed)
     images = torch.from_numpy(np.ascontiguousarray(raw.pixels(idx)))
     if image_size is not None and len(images) and images.shape[-1] != image_size:
-        raise DataError(f"{name} images are {images.shape[-1]}x{images.shape[-1]}, but the model expects "
-                        f"{image_size}x{image_size}; evaluate it on the dataset it was trained on")
-    return Dataset(images, torch.from_numpy(raw.labels[idx].astype(np.int64)), list(raw.classes), name, raw.source)
+        raise DataError(
+            f"{name} images are {images.shape[-1]}x{images.shape[-1]}, but the model expects "
+            f"{image_size}x{image_size}; evaluate it on the dataset it was trained on"
+        )
+    return Dataset(
+        images, torch.from_numpy(raw.labels[idx].astype(np.int64)), list(raw.classes), name, raw.source
+    )
 
 
 def check_splits(name: str, data_dir: str | Path | None, splits: tuple[str, ...]) -> None:
@@ -257,45 +307,70 @@ def check_splits(name: str, data_dir: str | Path | None, splits: tuple[str, ...]
         return
     root = data_root(name, data_dir)
     if root is None or not root.is_dir():
-        raise DataError(f"{root or 'data/folder'}: no such folder; pass --data-dir DIR (DIR/train/<class>/...)")
+        raise DataError(
+            f"{root or 'data/folder'}: no such folder; pass --data-dir DIR (DIR/train/<class>/...)"
+        )
     trees = [folder.scan(root, s) for s in splits]
     for tree in trees[1:]:
         folder.check_same_classes(trees[0], tree)
 
 
-def _load_folder(split: str, root: Path, limit: int | None, seed: int, image_size: int | None, on_bad: str,
-                 progress: bool) -> Dataset:
+def _load_folder(
+    split: str, root: Path, limit: int | None, seed: int, image_size: int | None, on_bad: str, progress: bool
+) -> Dataset:
     """An ImageFolder split: checked, sized, estimated, then decoded (once: cached) and described."""
     tree = folder.scan(root, split)
     other = "test" if split == "train" else "train"
     if (root / "train").is_dir() and any((root / s).is_dir() for s in folder.TEST_SPLITS):
-        folder.check_same_classes(tree, folder.scan(root, other))  # before any decoding: labels mean the same in both
+        folder.check_same_classes(
+            tree, folder.scan(root, other)
+        )  # before any decoding: labels mean the same in both
     side = folder.check_side(image_size) if image_size else folder.common_side(tree.files)
     idx = np.arange(len(tree.labels)) if limit is None else stratified_subset(tree.labels, limit, seed)
     folder.check_memory(len(idx), side, tree.root)
     images, kept, skipped = folder.decode(tree, idx, side, on_bad, progress)
     stats = folder.channel_stats(images) if split == "train" else None
-    source = f"{root} (image folder, {side}x{side}" + (f", {len(skipped)} unreadable file(s) skipped)" if skipped else ")")
-    return Dataset(torch.from_numpy(images), torch.from_numpy(tree.labels[kept]), tree.classes, "folder", source,
-                   stats=stats, skipped=skipped)
+    source = f"{root} (image folder, {side}x{side}" + (
+        f", {len(skipped)} unreadable file(s) skipped)" if skipped else ")"
+    )
+    return Dataset(
+        torch.from_numpy(images),
+        torch.from_numpy(tree.labels[kept]),
+        tree.classes,
+        "folder",
+        source,
+        stats=stats,
+        skipped=skipped,
+    )
 
 
-def batches(ds: Dataset, batch_size: int, shuffle: bool, generator: torch.Generator | None,
-            device: str | torch.device, drop_last: bool = False, rank: int = 0,
-            world_size: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+def batches(
+    ds: Dataset,
+    batch_size: int,
+    shuffle: bool,
+    generator: torch.Generator | None,
+    device: str | torch.device,
+    drop_last: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Yield (x in [0, 1], y, dataset indices) on `device`; with world_size > 1, this rank's disjoint shard.
 
     The uint8 images move to `device` once per call. For DDP, seed `generator` identically on
     every rank: all ranks draw the same permutation and take every world_size-th index of it.
     """
     if batch_size < 1 or world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"need batch_size >= 1, 0 <= rank < world_size; got {batch_size}, {rank}, {world_size}")
+        raise ValueError(
+            f"need batch_size >= 1, 0 <= rank < world_size; got {batch_size}, {rank}, {world_size}"
+        )
     images, labels = ds.images.to(device), ds.labels.to(device)
     n = len(ds)
     gen_device = generator.device if generator is not None else "cpu"
     order = torch.randperm(n, generator=generator, device=gen_device) if shuffle else torch.arange(n)
-    order = order[: n - n % world_size][rank::world_size].to(device)  # equal shards, so DDP ranks stay in step
+    order = order[: n - n % world_size][rank::world_size].to(
+        device
+    )  # equal shards, so DDP ranks stay in step
     stop = len(order) - len(order) % batch_size if drop_last else len(order)
     for start in range(0, stop, batch_size):
-        idx = order[start:start + batch_size]
+        idx = order[start : start + batch_size]
         yield images[idx].float() / 255, labels[idx], idx

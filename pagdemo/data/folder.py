@@ -9,6 +9,7 @@ progress bar; the uint8 array is cached in DIR/.pagdemo-cache/ (or ~/.cache/pagd
 read-only), keyed by every file's path, size and times and the image side, so a changed tree is
 decoded again (old cache files stay until you delete the folder).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -32,13 +33,19 @@ SIDE_LIMITS = (8, 512)  # the sides --image-size accepts, and the most-common-si
 TEST_SPLITS = ("test", "val")
 ON_BAD = ("skip", "stop")
 CACHE_VERSION = 1  # bump when the decoding rule changes
-FOLDER_HELP = ("folder: your own images in torchvision's ImageFolder layout, DIR/train/<class>/* and DIR/test/<class>/* "
-               "(or val/), any number of classes from 2, any size and common format; each image is centre-cropped "
-               "to a square and resized to --image-size")  # the command line's word on --dataset folder
-DATA_DIR_HELP = ("the data: packed .npz files, cifar-10-batches-py, stl10_binary or an image folder (default: "
-                 "$PAGDEMO_DATA_DIR, else data/<dataset> or ../shared/data/<dataset>)")
-ON_BAD_HELP = ("folder: a file that cannot be read as an image is skipped and counted (skip, default) or stops the run "
-               "naming it (stop)")
+FOLDER_HELP = (
+    "folder: your own images in torchvision's ImageFolder layout, DIR/train/<class>/* and DIR/test/<class>/* "
+    "(or val/), any number of classes from 2, any size and common format; each image is centre-cropped "
+    "to a square and resized to --image-size"
+)  # the command line's word on --dataset folder
+DATA_DIR_HELP = (
+    "the data: packed .npz files, cifar-10-batches-py, stl10_binary or an image folder (default: "
+    "$PAGDEMO_DATA_DIR, else data/<dataset> or ../shared/data/<dataset>)"
+)
+ON_BAD_HELP = (
+    "folder: a file that cannot be read as an image is skipped and counted (skip, default) or stops the run "
+    "naming it (stop)"
+)
 
 
 class FolderError(DataError):
@@ -63,7 +70,9 @@ def split_folder(root: Path, split: str) -> Path:
         folder = next((root / s for s in TEST_SPLITS if (root / s).is_dir()), root / "test")
     if not folder.is_dir():
         want = "train/" if split == "train" else "test/ (or val/)"
-        raise FolderError(f"{root}: no {want} folder; expected {root}/train/<class>/... and {root}/test/<class>/...")
+        raise FolderError(
+            f"{root}: no {want} folder; expected {root}/train/<class>/... and {root}/test/<class>/..."
+        )
     return folder
 
 
@@ -72,8 +81,10 @@ def scan(root: Path, split: str) -> Tree:
     folder = split_folder(root, split)
     classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     if len(classes) < 2:
-        raise FolderError(f"{folder}: {len(classes)} class folder(s) ({', '.join(classes) or 'none'}); a classifier "
-                          "needs at least 2, one sub-folder per class")
+        raise FolderError(
+            f"{folder}: {len(classes)} class folder(s) ({', '.join(classes) or 'none'}); a classifier "
+            "needs at least 2, one sub-folder per class"
+        )
     files, labels = [], []
     for label, name in enumerate(classes):
         found = sorted(p for p in (folder / name).rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES)
@@ -87,9 +98,14 @@ def scan(root: Path, split: str) -> Tree:
 def check_same_classes(train: Tree, test: Tree) -> None:
     """Train and test must name the same classes, or the labels mean different things."""
     if train.classes != test.classes:
-        only_train, only_test = sorted(set(train.classes) - set(test.classes)), sorted(set(test.classes) - set(train.classes))
-        raise FolderError(f"{train.root} and {test.root} have different classes (only in {train.root.name}: "
-                          f"{only_train or '-'}; only in {test.root.name}: {only_test or '-'})")
+        only_train, only_test = (
+            sorted(set(train.classes) - set(test.classes)),
+            sorted(set(test.classes) - set(train.classes)),
+        )
+        raise FolderError(
+            f"{train.root} and {test.root} have different classes (only in {train.root.name}: "
+            f"{only_train or '-'}; only in {test.root.name}: {only_test or '-'})"
+        )
 
 
 def common_side(files: list[Path], sample: int = 500) -> int:
@@ -126,9 +142,11 @@ def check_memory(n: int, side: int, folder: Path) -> None:
     """Refuse, before decoding anything, a split that would not fit in half the available memory as uint8."""
     need, have = n * 3 * side * side, available_bytes()
     if need > have // 2:
-        raise FolderError(f"{folder}: {n:,} images at {side}x{side} need {need / 2**30:.1f} GiB as uint8, more than half "
-                          f"of the {have / 2**30:.1f} GiB this machine has available; choose a smaller --image-size or "
-                          "--limit")
+        raise FolderError(
+            f"{folder}: {n:,} images at {side}x{side} need {need / 2**30:.1f} GiB as uint8, more than half "
+            f"of the {have / 2**30:.1f} GiB this machine has available; choose a smaller --image-size or "
+            "--limit"
+        )
 
 
 def _cache_file(tree: Tree, idx: np.ndarray, side: int) -> Path:
@@ -136,7 +154,9 @@ def _cache_file(tree: Tree, idx: np.ndarray, side: int) -> Path:
     h = hashlib.sha256(f"v{CACHE_VERSION} side {side}\n".encode())
     for i in idx:
         st = tree.files[i].stat()
-        h.update(f"{tree.files[i].relative_to(tree.root)}\t{st.st_size}\t{st.st_mtime_ns}\t{st.st_ctime_ns}\n".encode())
+        h.update(
+            f"{tree.files[i].relative_to(tree.root)}\t{st.st_size}\t{st.st_mtime_ns}\t{st.st_ctime_ns}\n".encode()
+        )
     root = tree.root.parent / ".pagdemo-cache"
     if not os.access(tree.root.parent, os.W_OK):
         root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pagdemo"
@@ -149,8 +169,9 @@ def _decode_one(path: Path, side: int) -> np.ndarray:
     return np.asarray(fit_square(img, side), dtype=np.uint8).transpose(2, 0, 1)
 
 
-def decode(tree: Tree, idx: np.ndarray, side: int, on_bad: str = "skip",
-           progress: bool = True) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def decode(
+    tree: Tree, idx: np.ndarray, side: int, on_bad: str = "skip", progress: bool = True
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(images (k, 3, side, side) uint8, their indices into the tree, one 'path: reason' per skipped file).
 
     Raises:
@@ -165,14 +186,20 @@ def decode(tree: Tree, idx: np.ndarray, side: int, on_bad: str = "skip",
             raise FolderError(f"{cached[2][0]} (--on-bad-image skip would leave it out)")
         return cached
     images, kept, skipped = [], [], []
-    with tqdm(idx, desc=f"decode {tree.root.name}", unit="img", disable=None if progress else True, leave=False) as bar:
-        for i in bar:  # on a terminal only (disable=None); closed and cleared on an error too: the error stays one line
+    with tqdm(
+        idx, desc=f"decode {tree.root.name}", unit="img", disable=None if progress else True, leave=False
+    ) as bar:
+        for i in (
+            bar
+        ):  # on a terminal only (disable=None); closed and cleared on an error too: the error stays one line
             try:
                 images.append(_decode_one(tree.files[i], side))
                 kept.append(i)
             except (ImageError, OSError) as e:
                 if on_bad == "stop":
-                    raise FolderError(f"{tree.files[i]}: {e} (--on-bad-image skip would leave it out)") from None
+                    raise FolderError(
+                        f"{tree.files[i]}: {e} (--on-bad-image skip would leave it out)"
+                    ) from None
                 skipped.append(f"{tree.files[i]}: {e}")
     if not images:
         raise FolderError(f"{tree.root}: none of the {len(idx)} files could be read, e.g. {skipped[0]}")
@@ -212,10 +239,10 @@ def channel_stats(images: np.ndarray, chunk: int = 4096) -> tuple[list[float], l
     """Per-channel mean and std of uint8 images in [0, 1] units: the model's normalization for this data."""
     total, sq, n = np.zeros(3), np.zeros(3), 0
     for i in range(0, len(images), chunk):
-        x = images[i:i + chunk].astype(np.float64) / 255
+        x = images[i : i + chunk].astype(np.float64) / 255
         total += x.sum(axis=(0, 2, 3))
-        sq += (x ** 2).sum(axis=(0, 2, 3))
+        sq += (x**2).sum(axis=(0, 2, 3))
         n += x.shape[0] * x.shape[2] * x.shape[3]
     mean = total / n
-    std = np.sqrt(np.maximum(sq / n - mean ** 2, 1e-12))
+    std = np.sqrt(np.maximum(sq / n - mean**2, 1e-12))
     return [round(float(v), 5) for v in mean], [round(float(v), 5) for v in std]

@@ -7,6 +7,7 @@ file is an error, not a half-grey image), and every pixel mode Pillow can return
 into 8-bit RGB the way a person would expect: transparency on white, 16-bit scaled (not
 clipped), CMYK and wide-gamut photos through their ICC profile to sRGB.
 """
+
 from __future__ import annotations
 
 import io
@@ -39,7 +40,9 @@ def _read_bytes(source: str | Path | bytes) -> bytes:
         if not path.is_file():
             raise ImageError(f"no file at {path}")
         if path.stat().st_size > MAX_BYTES:
-            raise ImageError(f"the file is {path.stat().st_size / 2**20:.1f} MB; the limit is {MAX_BYTES / 2**20:.0f} MB")
+            raise ImageError(
+                f"the file is {path.stat().st_size / 2**20:.1f} MB; the limit is {MAX_BYTES / 2**20:.0f} MB"
+            )
         data = path.read_bytes()
     if len(data) > MAX_BYTES:
         raise ImageError(f"the file is {len(data) / 2**20:.1f} MB; the limit is {MAX_BYTES / 2**20:.0f} MB")
@@ -53,7 +56,9 @@ def _open(data: bytes) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             return Image.open(io.BytesIO(data), formats=FORMATS)
     except UnidentifiedImageError:
-        raise ImageError(f"not an image file, or not one of the supported formats ({', '.join(FORMATS)})") from None
+        raise ImageError(
+            f"not an image file, or not one of the supported formats ({', '.join(FORMATS)})"
+        ) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         found = re.search(r"\((\d+) pixels\)", str(e))  # Pillow names the pixel count, not the size
         size = f"{int(found.group(1)) / 1e6:.0f} megapixels" if found else "too many pixels"
@@ -68,7 +73,9 @@ def _check_size(img: Image.Image, max_pixels: int) -> None:
     if w < 1 or h < 1:
         raise ImageError(f"the image is empty ({w}x{h} pixels)")
     if w * h > max_pixels:
-        raise ImageError(f"the image is {w}x{h} = {w * h / 1e6:.0f} megapixels; the limit is {max_pixels / 1e6:.0f}")
+        raise ImageError(
+            f"the image is {w}x{h} = {w * h / 1e6:.0f} megapixels; the limit is {max_pixels / 1e6:.0f}"
+        )
 
 
 def _decode(data: bytes, max_pixels: int) -> tuple[Image.Image, list[str]]:
@@ -86,7 +93,7 @@ def _decode(data: bytes, max_pixels: int) -> tuple[Image.Image, list[str]]:
         img.load()
     except ImageError:
         raise
-    except Exception as e:  # truncated data, bad CRC, broken LZW stream... all mean the same to a user
+    except Exception as e:  # noqa: BLE001 (truncated data, bad CRC, broken LZW stream: all one to a user)
         raise ImageError(_damage(e)) from None
     return img, notes
 
@@ -95,8 +102,10 @@ def _damage(e: Exception) -> str:
     """A broken file in plain words: Pillow's own phrases ("0 bytes not processed") mean nothing to a visitor."""
     text = str(e).lower()
     if "truncated" in text or "end of file" in text or "not enough data" in text:
-        return ("the image file is cut short: it ends before the picture does (was it fully downloaded or copied?); "
-                "the file is corrupt or truncated")
+        return (
+            "the image file is cut short: it ends before the picture does (was it fully downloaded or copied?); "
+            "the file is corrupt or truncated"
+        )
     if "crc" in text or "checksum" in text:
         return "the image file is damaged: a checksum inside it does not match (corrupt or truncated)"
     return "the image file is damaged and cannot be decoded (corrupt or truncated)"
@@ -106,12 +115,16 @@ def size_warnings(w: int, h: int, side: int) -> list[str]:
     """Warnings for images the model can barely use: tiny ones, and ones so elongated the crop keeps a sliver."""
     notes = []
     if max(w, h) < side // 2:
-        notes.append(f"**Warning:** at {w}x{h} the image holds almost nothing: the model sees it blown up to "
-                     f"{side}x{side}, {side * side // max(1, w * h)} model pixels for each of its pixels.")
+        notes.append(
+            f"**Warning:** at {w}x{h} the image holds almost nothing: the model sees it blown up to "
+            f"{side}x{side}, {side * side // max(1, w * h)} model pixels for each of its pixels."
+        )
     if max(w, h) > 4 * min(w, h):
         kept = 100 * min(w, h) / max(w, h)
-        notes.append(f"**Warning:** the image is {max(w, h) / min(w, h):.0f} times as {'wide' if w > h else 'tall'} as "
-                     f"it is {'tall' if w > h else 'wide'}: the square crop keeps only {kept:.0f}% of it.")
+        notes.append(
+            f"**Warning:** the image is {max(w, h) / min(w, h):.0f} times as {'wide' if w > h else 'tall'} as "
+            f"it is {'tall' if w > h else 'wide'}: the square crop keeps only {kept:.0f}% of it."
+        )
     return notes
 
 
@@ -132,7 +145,9 @@ def _to_srgb(img: Image.Image, notes: list[str]) -> Image.Image:
     icc = img.info.get("icc_profile")
     if icc and img.mode in ("RGB", "CMYK"):
         try:
-            out = ImageCms.profileToProfile(img, ImageCms.ImageCmsProfile(io.BytesIO(icc)), SRGB, outputMode="RGB")
+            out = ImageCms.profileToProfile(
+                img, ImageCms.ImageCmsProfile(io.BytesIO(icc)), SRGB, outputMode="RGB"
+            )
             if img.mode == "CMYK":
                 notes.append("CMYK image converted to RGB through its colour profile")
             return out
@@ -165,7 +180,9 @@ def to_rgb(img: Image.Image, notes: list[str] | None = None) -> Image.Image:
         raise ImageError(f"unsupported pixel mode {img.mode!r}") from None
 
 
-def read_image(source: str | Path | bytes | Image.Image, max_pixels: int = MAX_PIXELS) -> tuple[Image.Image, list[str]]:
+def read_image(
+    source: str | Path | bytes | Image.Image, max_pixels: int = MAX_PIXELS
+) -> tuple[Image.Image, list[str]]:
     """Decode a path, bytes or PIL image into an upright 8-bit RGB image and notes for the user.
 
     Raises:
@@ -178,7 +195,7 @@ def read_image(source: str | Path | bytes | Image.Image, max_pixels: int = MAX_P
         img, notes = _decode(_read_bytes(source), max_pixels)
     try:
         img = ImageOps.exif_transpose(img)  # phone photos are stored sideways with an EXIF rotation
-    except Exception:  # a malformed EXIF block is not worth refusing the picture for
+    except Exception:  # noqa: BLE001 (a malformed EXIF block is not worth refusing the picture for)
         notes.append("could not apply the EXIF orientation")
     return to_rgb(img, notes), notes
 
@@ -192,7 +209,11 @@ def fit_square(img: Image.Image, size: int = 32) -> Image.Image:
 
 def pil_to_tensor(img: Image.Image) -> torch.Tensor:
     """8-bit RGB PIL image to a (3, H, W) float tensor in [0, 1]."""
-    return torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
+    return (
+        torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0)
+        .permute(2, 0, 1)
+        .contiguous()
+    )
 
 
 def load_image(source: str | Path | bytes | Image.Image, size: int = 32) -> torch.Tensor:

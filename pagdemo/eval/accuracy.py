@@ -1,4 +1,5 @@
 """Which images a model gets right, and exact fractions of them: the count every evaluation starts from. No I/O."""
+
 from __future__ import annotations
 
 import torch
@@ -7,12 +8,25 @@ from torch import nn
 from pagdemo.attacks import eval_mode
 
 
-def correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256,
-            device: torch.device | str = "cpu") -> torch.Tensor:
+def correct(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
     """(N,) CPU bools: which images the model classifies right, in eval mode (the only ones worth attacking)."""
     with eval_mode(model), torch.no_grad():
-        return torch.cat([model(x[i:i + batch_size].to(device)).argmax(1).cpu() == y[i:i + batch_size].cpu()
-                          for i in range(0, len(x), batch_size)]) if len(x) else torch.zeros(0, dtype=torch.bool)
+        return (
+            torch.cat(
+                [
+                    model(x[i : i + batch_size].to(device)).argmax(1).cpu() == y[i : i + batch_size].cpu()
+                    for i in range(0, len(x), batch_size)
+                ]
+            )
+            if len(x)
+            else torch.zeros(0, dtype=torch.bool)
+        )
 
 
 def fraction(flags: torch.Tensor) -> float:

@@ -3,10 +3,11 @@
 `robust_accuracy` is the batched core that the CLI, the app's eps curve, training's monitor and the audit share;
 `run_eval` adds the checkpoint, the data and the record appended to metrics.json (`pagdemo.eval.subset`).
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 from torch import nn
@@ -35,10 +36,22 @@ class EvalConfig(SubsetConfig):
     random_start: bool = flag(True, "start each attack at a random point of the ball")
 
 
-def robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str | None, eps: float, *,
-                    steps: int = 20, step_size: float | None = None, restarts: int = 1, random_start: bool = True,
-                    batch_size: int = 256, device: torch.device | str = "cpu", seed: int = 0,
-                    progress: bool = True) -> tuple[float, float | None]:
+def robust_accuracy(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    norm: str | None,
+    eps: float,
+    *,
+    steps: int = 20,
+    step_size: float | None = None,
+    restarts: int = 1,
+    random_start: bool = True,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+    seed: int = 0,
+    progress: bool = True,
+) -> tuple[float, float | None]:
     """(clean accuracy, robust accuracy) over (x, y) in [0, 1]; robust is None when norm is None.
 
     A sample counts as robust only if it survives every restart; only what still stands is attacked again.
@@ -53,13 +66,26 @@ def robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: st
             return clean, None
         gen = torch.Generator(device=device).manual_seed(seed)
         for i in tqdm(range(0, len(x), batch_size), desc=f"eval {norm}", disable=not progress, leave=False):
-            xb, yb, okb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device), ok[i:i + batch_size]
+            xb, yb, okb = (
+                x[i : i + batch_size].to(device),
+                y[i : i + batch_size].to(device),
+                ok[i : i + batch_size],
+            )
             for _ in range(restarts):
                 idx = okb.nonzero().squeeze(1).to(device)
                 if len(idx) == 0:
                     break
-                x_adv = pgd(model, xb[idx], yb[idx], eps, norm=norm, steps=steps, step_size=step_size,
-                            random_init=random_start, generator=gen)
+                x_adv = pgd(
+                    model,
+                    xb[idx],
+                    yb[idx],
+                    eps,
+                    norm=norm,
+                    steps=steps,
+                    step_size=step_size,
+                    random_init=random_start,
+                    generator=gen,
+                )
                 with torch.no_grad():
                     okb[idx.cpu()] = (model(x_adv).argmax(1) == yb[idx]).cpu()
     return clean, fraction(ok)
@@ -72,24 +98,62 @@ def run_eval(cfg: EvalConfig, progress: bool = True) -> dict:
     attacked = cfg.norm is not None
     eps = cfg.radius(ds.name, model.image_size) if attacked else 0.0
     step_size = eval_step(eps, cfg.steps) if cfg.step_size is None and attacked else cfg.step_size
-    clean, rob = robust_accuracy(model, ds.inputs(), ds.labels, cfg.norm, eps, steps=cfg.steps, step_size=step_size,
-                                 restarts=cfg.restarts, random_start=cfg.random_start, batch_size=cfg.batch_size,
-                                 device=subject.device, seed=cfg.seed, progress=progress)
-    record = evaluation_record(cfg, subject, attack=f"pgd-{cfg.steps}" if attacked else "none",
-                               eps=eps if attacked else None, steps=cfg.steps if attacked else None,
-                               step_size=step_size, restarts=cfg.restarts if attacked else None,
-                               random_start=cfg.random_start if attacked else None, clean_acc=clean, robust_acc=rob)
+    clean, rob = robust_accuracy(
+        model,
+        ds.inputs(),
+        ds.labels,
+        cfg.norm,
+        eps,
+        steps=cfg.steps,
+        step_size=step_size,
+        restarts=cfg.restarts,
+        random_start=cfg.random_start,
+        batch_size=cfg.batch_size,
+        device=subject.device,
+        seed=cfg.seed,
+        progress=progress,
+    )
+    record = evaluation_record(
+        cfg,
+        subject,
+        attack=f"pgd-{cfg.steps}" if attacked else "none",
+        eps=eps if attacked else None,
+        steps=cfg.steps if attacked else None,
+        step_size=step_size,
+        restarts=cfg.restarts if attacked else None,
+        random_start=cfg.random_start if attacked else None,
+        clean_acc=clean,
+        robust_acc=rob,
+    )
     keep_records(cfg, record)
     return record
 
 
-def accuracy_vs_eps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str, eps_list: list[float],
-                    steps: int = 10, batch_size: int = 256, seed: int = 0) -> Iterator[tuple[float, float]]:
+def accuracy_vs_eps(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    norm: str,
+    eps_list: list[float],
+    steps: int = 10,
+    batch_size: int = 256,
+    seed: int = 0,
+) -> Iterator[tuple[float, float]]:
     """Yield (eps, robust accuracy) for each radius; eps 0 is clean accuracy. PGD: random start, step 2*eps/steps."""
     device = next(model.parameters()).device
     for eps in eps_list:
-        clean, robust = robust_accuracy(model, x, y, None if eps == 0 else norm, eps, steps=steps,
-                                        batch_size=batch_size, device=device, seed=seed, progress=False)
+        clean, robust = robust_accuracy(
+            model,
+            x,
+            y,
+            None if eps == 0 else norm,
+            eps,
+            steps=steps,
+            batch_size=batch_size,
+            device=device,
+            seed=seed,
+            progress=False,
+        )
         yield eps, clean if robust is None else robust
 
 
@@ -97,6 +161,8 @@ def format_record(record: dict) -> str:
     """One line a person reads in a terminal."""
     s = f"clean {100 * record['clean_acc']:.2f}%"
     if record["robust_acc"] is not None:
-        s += (f" | PGD-{record['steps']} {record['norm']} eps={record['eps']:.4g}: "
-              f"{100 * record['robust_acc']:.2f}%")
+        s += (
+            f" | PGD-{record['steps']} {record['norm']} eps={record['eps']:.4g}: "
+            f"{100 * record['robust_acc']:.2f}%"
+        )
     return s + f" | n={record['n']} ({record['data']})"

@@ -13,6 +13,7 @@ robustness is real; a check fails when the gap exceeds a documented tolerance (`
 The PAG score (`pagdemo.eval.pagscore`) is reported beside the verdict when a judge is given; `pagdemo.eval.audit`
 runs the whole audit on a checkpoint and keeps its file.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -42,17 +43,42 @@ class Thresholds:
     zero_acc: float = 0.01  # at 16x eps, PGD must leave at most 1% of the images correctly classified
     monotone: float = 0.02  # accuracy may rise by at most 2 points from one eps to the next (attack noise)
     more_steps: float = 0.03  # PGD-100 x restarts may be at most 3 points below PGD-20
-    random_start: float = 0.05  # PGD-20 from the clean point may be at most 5 points above PGD-20 from a random start
+    random_start: float = (
+        0.05  # PGD-20 from the clean point may be at most 5 points above PGD-20 from a random start
+    )
     transfer: float = 0.01  # black-box accuracy may be at most 1 point below white-box accuracy
-    autoattack: float = 0.05  # AutoAttack may be at most 5 points below PGD-20 (~1-4 below for adversarial training)
+    autoattack: float = (
+        0.05  # AutoAttack may be at most 5 points below PGD-20 (~1-4 below for adversarial training)
+    )
 
 
-def _batched_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str, eps: float, steps: int,
-                 step_size: float, batch_size: int, device: torch.device, seed: int) -> torch.Tensor:
+def _batched_pgd(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    norm: str,
+    eps: float,
+    steps: int,
+    step_size: float,
+    batch_size: int,
+    device: torch.device,
+    seed: int,
+) -> torch.Tensor:
     """Adversarial images for every input (on the CPU), crafted on `model`: the transfer attack's source."""
     gen = torch.Generator(device=device).manual_seed(seed)
-    out = [pgd(model, x[i:i + batch_size].to(device), y[i:i + batch_size].to(device), eps, norm=norm, steps=steps,
-               step_size=step_size, generator=gen).cpu() for i in range(0, len(x), batch_size)]
+    out = [
+        pgd(
+            model,
+            x[i : i + batch_size].to(device),
+            y[i : i + batch_size].to(device),
+            eps,
+            norm=norm,
+            steps=steps,
+            step_size=step_size,
+            generator=gen,
+        ).cpu()
+        for i in range(0, len(x), batch_size)
+    ]
     return torch.cat(out)
 
 
@@ -61,8 +87,16 @@ def check_result(passed: bool, reason: str, **evidence) -> dict:
     return {"passed": bool(passed), "reason": None if passed else reason, **evidence}
 
 
-def eps_sweep(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str, eps: float, multipliers: tuple[float, ...],
-              th: Thresholds, **kw) -> dict:
+def eps_sweep(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    norm: str,
+    eps: float,
+    multipliers: tuple[float, ...],
+    th: Thresholds,
+    **kw,
+) -> dict:
     """PGD-20 accuracy at growing eps, stopping once it reaches ~0; fails if it never does or rises with eps."""
     radii, accs = [], []
     for m in multipliers:
@@ -73,16 +107,36 @@ def eps_sweep(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str, eps
             break
     rise = max([b - a for a, b in zip(accs, accs[1:])], default=0.0)
     if not within(accs[-1], th.zero_acc):
-        return check_result(False, f"accuracy is still {100 * accs[-1]:.1f}% at eps={radii[-1]:.4g} "
-                             f"({multipliers[-1]:g}x): a large enough attack must reach 0%", eps=radii, robust_acc=accs)
-    return check_result(within(rise, th.monotone), f"accuracy rises by {100 * rise:.1f} points as eps grows",
-                  eps=radii, robust_acc=accs)
+        return check_result(
+            False,
+            f"accuracy is still {100 * accs[-1]:.1f}% at eps={radii[-1]:.4g} "
+            f"({multipliers[-1]:g}x): a large enough attack must reach 0%",
+            eps=radii,
+            robust_acc=accs,
+        )
+    return check_result(
+        within(rise, th.monotone),
+        f"accuracy rises by {100 * rise:.1f} points as eps grows",
+        eps=radii,
+        robust_acc=accs,
+    )
 
 
-def audit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str, eps: float,
-          vanilla_model: nn.Module | None = None, multipliers: tuple[float, ...] = (0.25, 0.5, 1, 2, 4, 8, 16),
-          restarts: int = 5, th: Thresholds = Thresholds(), batch_size: int = 256, device: torch.device | str = "cpu",
-          seed: int = 0, progress: bool = True) -> dict:
+def audit(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    norm: str,
+    eps: float,
+    vanilla_model: nn.Module | None = None,
+    multipliers: tuple[float, ...] = (0.25, 0.5, 1, 2, 4, 8, 16),
+    restarts: int = 5,
+    th: Thresholds = Thresholds(),
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+    seed: int = 0,
+    progress: bool = True,
+) -> dict:
     """Run the masking checks on (x, y) in [0, 1]; returns the evidence, `passed` and a one-line `verdict`.
 
     Raises:
@@ -92,62 +146,98 @@ def audit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str, eps: fl
     device = torch.device(device)
     kw = dict(batch_size=batch_size, device=device, seed=seed, progress=progress)
     clean, pgd20 = robust_accuracy(model, x, y, norm, eps, steps=20, step_size=eval_step(eps, 20), **kw)
-    _, pgd20_fixed = robust_accuracy(model, x, y, norm, eps, steps=20, step_size=eval_step(eps, 20), random_start=False,
-                                     **kw)
-    _, pgd100 = robust_accuracy(model, x, y, norm, eps, steps=100, step_size=strong_step(eps, 100), restarts=restarts,
-                                **kw)
+    _, pgd20_fixed = robust_accuracy(
+        model, x, y, norm, eps, steps=20, step_size=eval_step(eps, 20), random_start=False, **kw
+    )
+    _, pgd100 = robust_accuracy(
+        model, x, y, norm, eps, steps=100, step_size=strong_step(eps, 100), restarts=restarts, **kw
+    )
     checks = {
         "eps_sweep": eps_sweep(model, x, y, norm, eps, multipliers, th, **kw),
-        "more_steps": check_result(within(pgd20 - pgd100, th.more_steps),
-                             f"PGD-100 x{restarts} restarts is {100 * (pgd20 - pgd100):.1f} points below PGD-20",
-                             pgd20=pgd20, pgd100_restarts=pgd100, restarts=restarts),
-        "random_start": check_result(within(pgd20_fixed - pgd20, th.random_start),
-                               f"PGD-20 from the clean image is {100 * (pgd20_fixed - pgd20):.1f} points weaker "
-                               "than from a random start: the gradient at the data point misleads",
-                               pgd20_random_start=pgd20, pgd20_clean_start=pgd20_fixed),
+        "more_steps": check_result(
+            within(pgd20 - pgd100, th.more_steps),
+            f"PGD-100 x{restarts} restarts is {100 * (pgd20 - pgd100):.1f} points below PGD-20",
+            pgd20=pgd20,
+            pgd100_restarts=pgd100,
+            restarts=restarts,
+        ),
+        "random_start": check_result(
+            within(pgd20_fixed - pgd20, th.random_start),
+            f"PGD-20 from the clean image is {100 * (pgd20_fixed - pgd20):.1f} points weaker "
+            "than from a random start: the gradient at the data point misleads",
+            pgd20_random_start=pgd20,
+            pgd20_clean_start=pgd20_fixed,
+        ),
     }
     white = min(pgd20, pgd100)
     if vanilla_model is None:
         checks["transfer"] = {"passed": None, "reason": "skipped: no vanilla model given"}
     else:
         vanilla_model = vanilla_model.to(device)
-        x_src = _batched_pgd(vanilla_model, x, y, norm, eps, 100, strong_step(eps, 100), batch_size, device, seed)
+        x_src = _batched_pgd(
+            vanilla_model, x, y, norm, eps, 100, strong_step(eps, 100), batch_size, device, seed
+        )
         survives = correct(model, x, y, batch_size, device) & correct(model, x_src, y, batch_size, device)
         black = fraction(survives)
         src = fraction(correct(vanilla_model, x_src, y, batch_size, device))
-        checks["transfer"] = check_result(within(white - black, th.transfer),
-                                    f"black-box transfer from the vanilla model ({100 * black:.1f}%) beats the "
-                                    f"white-box attack ({100 * white:.1f}%)",
-                                    black_box=black, white_box=white, source_robust_acc=src)
-    return {"norm": norm, "eps": eps, "n": len(x), "clean_acc": clean, "checks": checks,
-            "thresholds": asdict(th), **verdict(checks)}
+        checks["transfer"] = check_result(
+            within(white - black, th.transfer),
+            f"black-box transfer from the vanilla model ({100 * black:.1f}%) beats the "
+            f"white-box attack ({100 * white:.1f}%)",
+            black_box=black,
+            white_box=white,
+            source_robust_acc=src,
+        )
+    return {
+        "norm": norm,
+        "eps": eps,
+        "n": len(x),
+        "clean_acc": clean,
+        "checks": checks,
+        "thresholds": asdict(th),
+        **verdict(checks),
+    }
 
 
 def verdict(checks: dict) -> dict:
     """'no sign of gradient masking', or 'possible gradient masking: <every failed check's reason>'."""
     reasons = [c["reason"] for c in checks.values() if c["passed"] is False]
-    return {"passed": not reasons,
-            "verdict": "possible gradient masking: " + "; ".join(reasons) if reasons else NO_MASKING}
+    return {
+        "passed": not reasons,
+        "verdict": "possible gradient masking: " + "; ".join(reasons) if reasons else NO_MASKING,
+    }
 
 
 def format_audit(report: dict) -> str:
     """The verdict first, then one line of evidence per check, for the terminal."""
     c, pc = report["checks"], percent_text
     mark = lambda k: {True: "ok  ", False: "FAIL", None: "skip"}[c[k]["passed"]]  # noqa: E731
-    sweep = ", ".join(f"{e:.3g}: {pc(a)}" for e, a in zip(c["eps_sweep"]["eps"], c["eps_sweep"]["robust_acc"]))
-    lines = [f"verdict: {report['verdict']}",
-             f"  {report['norm']} eps={report['eps']:.4g}, n={report['n']}, clean {pc(report['clean_acc'])}",
-             f"  [{mark('eps_sweep')}] eps sweep (PGD-20): {sweep}",
-             f"  [{mark('more_steps')}] PGD-20 {pc(c['more_steps']['pgd20'])} vs PGD-100 "
-             f"x{c['more_steps']['restarts']} restarts {pc(c['more_steps']['pgd100_restarts'])}",
-             f"  [{mark('random_start')}] PGD-20 from the clean image {pc(c['random_start']['pgd20_clean_start'])} "
-             f"vs from a random start {pc(c['random_start']['pgd20_random_start'])}"]
+    sweep = ", ".join(
+        f"{e:.3g}: {pc(a)}" for e, a in zip(c["eps_sweep"]["eps"], c["eps_sweep"]["robust_acc"])
+    )
+    lines = [
+        f"verdict: {report['verdict']}",
+        f"  {report['norm']} eps={report['eps']:.4g}, n={report['n']}, clean {pc(report['clean_acc'])}",
+        f"  [{mark('eps_sweep')}] eps sweep (PGD-20): {sweep}",
+        f"  [{mark('more_steps')}] PGD-20 {pc(c['more_steps']['pgd20'])} vs PGD-100 "
+        f"x{c['more_steps']['restarts']} restarts {pc(c['more_steps']['pgd100_restarts'])}",
+        f"  [{mark('random_start')}] PGD-20 from the clean image {pc(c['random_start']['pgd20_clean_start'])} "
+        f"vs from a random start {pc(c['random_start']['pgd20_random_start'])}",
+    ]
     t = c["transfer"]
-    lines.append(f"  [{mark('transfer')}] " + (t["reason"] if t["passed"] is None else
-                 f"transfer from vanilla (black box) {pc(t['black_box'])} vs white box {pc(t['white_box'])}"))
+    lines.append(
+        f"  [{mark('transfer')}] "
+        + (
+            t["reason"]
+            if t["passed"] is None
+            else f"transfer from vanilla (black box) {pc(t['black_box'])} vs white box {pc(t['white_box'])}"
+        )
+    )
     if "autoattack" in c:
-        lines.append(f"  [{mark('autoattack')}] AutoAttack {pc(c['autoattack']['autoattack'])} vs PGD-20 "
-                     f"{pc(c['autoattack']['pgd20'])}")
+        lines.append(
+            f"  [{mark('autoattack')}] AutoAttack {pc(c['autoattack']['autoattack'])} vs PGD-20 "
+            f"{pc(c['autoattack']['pgd20'])}"
+        )
     if "pag_score" in report:
         lines.append("  " + format_pag_score(report["pag_score"]))
     return "\n".join(lines)

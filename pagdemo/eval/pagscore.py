@@ -13,6 +13,7 @@ Beside it: `grad_cosine`, the mean cosine between the model's and the judge's in
 The judge must be robust and must not be the model's RIGD teacher (whose gradients the model was
 trained to copy, so agreement would be circular): `check_judge` refuses it.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -45,9 +46,19 @@ def grad_cosine(model: nn.Module, judge: nn.Module, x: torch.Tensor) -> torch.Te
     return F.cosine_similarity(gm.flatten(2), gj.flatten(2), dim=2, eps=1e-12).mean(1)
 
 
-def pag_score(model: nn.Module, judge: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str = "l2",
-              steps: int = 100, step_size: float | None = None, batch_size: int = 256,
-              device: torch.device | str = "cpu", progress: bool = True) -> dict:
+def pag_score(
+    model: nn.Module,
+    judge: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    norm: str = "l2",
+    steps: int = 100,
+    step_size: float | None = None,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> dict:
     """The PAG score of `model` as seen by `judge` on images x in [0, 1] with labels y (see the module docstring).
 
     Returns: score, chance (1 / C), attack_success (the model itself says t), judge_keeps_source
@@ -60,37 +71,59 @@ def pag_score(model: nn.Module, judge: nn.Module, x: torch.Tensor, y: torch.Tens
     idx, t = _pairs(y, n_classes)
     hits = {"score": 0, "attack_success": 0, "judge_keeps_source": 0}
     for i in tqdm(range(0, len(idx), batch_size), desc="pag score", disable=not progress, leave=False):
-        b = idx[i:i + batch_size]
-        xb, tb, yb = x[b].to(device), t[i:i + batch_size].to(device), y[b].to(device)
-        x_adv = pgd(model, xb, tb, eps, norm=norm, steps=steps, step_size=step_size, targeted=True, random_init=False)
+        b = idx[i : i + batch_size]
+        xb, tb, yb = x[b].to(device), t[i : i + batch_size].to(device), y[b].to(device)
+        x_adv = pgd(
+            model, xb, tb, eps, norm=norm, steps=steps, step_size=step_size, targeted=True, random_init=False
+        )
         with torch.no_grad(), eval_mode(model), eval_mode(judge):
             judged, own = judge(x_adv).argmax(1), model(x_adv).argmax(1)
         hits["score"] += int((judged == tb).sum())
         hits["attack_success"] += int((own == tb).sum())
         hits["judge_keeps_source"] += int((judged == yb).sum())
-    cos = torch.cat([grad_cosine(model, judge, x[i:i + batch_size].to(device)).cpu()
-                     for i in range(0, len(x), batch_size)])
+    cos = torch.cat(
+        [
+            grad_cosine(model, judge, x[i : i + batch_size].to(device)).cpu()
+            for i in range(0, len(x), batch_size)
+        ]
+    )
     clean_model, clean_judge = [fraction(correct(m, x, y, batch_size, device)) for m in (model, judge)]
-    return {**{k: v / len(idx) for k, v in hits.items()}, "chance": 1 / n_classes, "grad_cosine": cos.mean().item(),
-            "model_clean_acc": clean_model, "judge_clean_acc": clean_judge, "n_images": len(x), "n_pairs": len(idx),
-            "norm": norm, "eps": eps, "steps": steps, "step_size": step_size}
+    return {
+        **{k: v / len(idx) for k, v in hits.items()},
+        "chance": 1 / n_classes,
+        "grad_cosine": cos.mean().item(),
+        "model_clean_acc": clean_model,
+        "judge_clean_acc": clean_judge,
+        "n_images": len(x),
+        "n_pairs": len(idx),
+        "norm": norm,
+        "eps": eps,
+        "steps": steps,
+        "step_size": step_size,
+    }
 
 
 def check_judge(checkpoint: str | Path, run: dict, judge: str | Path) -> None:
     """Refuse a judge that is the model itself or the RIGD teacher it was trained to imitate."""
     same = lambda a, b: Path(a).resolve() == Path(b).resolve()  # noqa: E731
     if same(checkpoint, judge):
-        raise ValueError(f"judge {judge} is the model itself; its score would only be the attack's success rate")
+        raise ValueError(
+            f"judge {judge} is the model itself; its score would only be the attack's success rate"
+        )
     teacher = run.get("teacher")
     if teacher and (same(teacher, judge) or Path(teacher).name == Path(judge).name):
-        raise ValueError(f"judge {judge} is the RIGD teacher of {checkpoint}; the model copies its gradients, "
-                         "so choose an independent robust judge (e.g. the teacher of the other threat model)")
+        raise ValueError(
+            f"judge {judge} is the RIGD teacher of {checkpoint}; the model copies its gradients, "
+            "so choose an independent robust judge (e.g. the teacher of the other threat model)"
+        )
 
 
 def format_pag_score(s: dict) -> str:
     """One line for the terminal."""
-    return (f"PAG score {s['score']:.3f} (chance {s['chance']:.3f}; the attack reached its target "
-            f"{100 * s['attack_success']:.0f}% of the time; the judge kept the source class "
-            f"{100 * s['judge_keeps_source']:.0f}%), "
-            f"gradient cosine {s['grad_cosine']:.3f}, L2 eps={s['eps']:.3g}, {s['n_pairs']} pairs"
-            + (f", judge {s['judge']}" if "judge" in s else ""))
+    return (
+        f"PAG score {s['score']:.3f} (chance {s['chance']:.3f}; the attack reached its target "
+        f"{100 * s['attack_success']:.0f}% of the time; the judge kept the source class "
+        f"{100 * s['judge_keeps_source']:.0f}%), "
+        f"gradient cosine {s['grad_cosine']:.3f}, L2 eps={s['eps']:.3g}, {s['n_pairs']} pairs"
+        + (f", judge {s['judge']}" if "judge" in s else "")
+    )

@@ -1,6 +1,7 @@
 """What every evaluation of a checkpoint shares: which test images it is judged on and where the work runs
 (`SubsetConfig`, the base of the PGD, AutoAttack and audit configs), loading the model with its test data, the
 default radius, which images the model gets right, and the one record a metrics.json line is built from."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -29,8 +30,12 @@ class SubsetConfig:
     checkpoint: str = flag(help="checkpoint folder")
     norm: str | None = flag("linf", "threat model", choices=NORMS)
     eps: float | None = flag(None, EPS_HELP, read="eps")
-    limit: int | None = flag(None, "a fixed class-balanced subset of N test images (default: all)", read="count")
-    dataset: str | None = flag(None, "default: the checkpoint's (" + FOLDER_HELP + ")", choices=sorted(DATASET_NAMES))
+    limit: int | None = flag(
+        None, "a fixed class-balanced subset of N test images (default: all)", read="count"
+    )
+    dataset: str | None = flag(
+        None, "default: the checkpoint's (" + FOLDER_HELP + ")", choices=sorted(DATASET_NAMES)
+    )
     data_dir: str | None = flag(None, DATA_DIR_HELP)
     on_bad_image: str = flag("skip", ON_BAD_HELP, choices=ON_BAD)
     batch_size: int = flag(256, "images per batch", read="count")
@@ -69,8 +74,10 @@ def data_for_eval(run: dict, dataset: str | None, data_dir: str | None) -> tuple
 def check_classes(classes: list[str] | None, ds: Dataset) -> None:
     """Labels only mean a model's classes when the test data names the same ones, in the same order."""
     if classes is not None and list(classes) != list(ds.classes):
-        raise DataError(f"the {ds.name} test data has the classes {ds.classes}, but the model was trained on {classes}: "
-                        "evaluate it on the data it was trained on")
+        raise DataError(
+            f"the {ds.name} test data has the classes {ds.classes}, but the model was trained on {classes}: "
+            "evaluate it on the data it was trained on"
+        )
 
 
 def load_subject(cfg: SubsetConfig, limit: int | None = None) -> Subject:
@@ -78,17 +85,33 @@ def load_subject(cfg: SubsetConfig, limit: int | None = None) -> Subject:
     device = resolve_device(cfg.device)
     model = load_checkpoint(cfg.checkpoint, device)
     dataset, data_dir = data_for_eval(getattr(model, "run", {}), cfg.dataset, cfg.data_dir)
-    ds = load_dataset(dataset, "test", data_dir=data_dir, limit=cfg.limit if limit is None else limit, seed=cfg.seed,
-                      image_size=getattr(model, "image_size", None), on_bad_image=cfg.on_bad_image)
+    ds = load_dataset(
+        dataset,
+        "test",
+        data_dir=data_dir,
+        limit=cfg.limit if limit is None else limit,
+        seed=cfg.seed,
+        image_size=getattr(model, "image_size", None),
+        on_bad_image=cfg.on_bad_image,
+    )
     check_classes(getattr(model, "classes", None), ds)
     return Subject(model, ds, device)
 
 
 def evaluation_record(cfg: SubsetConfig, subject: Subject, **result) -> dict:
     """One metrics.json line: when, on what, by which settings, and the result's own fields (attack, accuracies)."""
-    return {"date": now(), "data": subject.described, "n": len(subject.data), "limit": cfg.limit,
-            "subset_seed": cfg.seed, "norm": cfg.norm, **result, "device": str(subject.device), "commit": git_commit(),
-            "config": asdict(cfg)}
+    return {
+        "date": now(),
+        "data": subject.described,
+        "n": len(subject.data),
+        "limit": cfg.limit,
+        "subset_seed": cfg.seed,
+        "norm": cfg.norm,
+        **result,
+        "device": str(subject.device),
+        "commit": git_commit(),
+        "config": asdict(cfg),
+    }
 
 
 def keep_records(cfg: SubsetConfig, *records: dict) -> None:

@@ -8,6 +8,7 @@ images; `target_cosines` says how much the C targets of one image point the same
 reach for given targets: they satisfy sum_t p_t grad log p_t = 0, so they cannot all point along
 targets that share one large component. Issue 23's diagnosis (docs/training.md) is built from these.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -32,8 +33,15 @@ def _traceable(model: nn.Module, x: torch.Tensor) -> bool:
         return False
 
 
-def misalignment(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, grad_of: str = "logsoftmax",
-                 coupling: str = "eval", impl: str = "explicit", batch_size: int = 256) -> float:
+def misalignment(
+    model: nn.Module,
+    x: torch.Tensor,
+    targets: torch.Tensor,
+    grad_of: str = "logsoftmax",
+    coupling: str = "eval",
+    impl: str = "explicit",
+    batch_size: int = 256,
+) -> float:
     """Mean over images of the summed misalignment (Eq. 2) in batches of `batch_size`; the model is left as it was.
 
     Train couplings run on a copy in train mode (its running statistics move). `explicit` runs without
@@ -44,7 +52,7 @@ def misalignment(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, grad_
         impl = "batched" if coupling == "batch" else "loop"
     total = 0.0
     for i in range(0, len(x), batch_size):
-        xb, tb = x[i:i + batch_size], targets[i:i + batch_size]
+        xb, tb = x[i : i + batch_size], targets[i : i + batch_size]
         with torch.no_grad() if impl == "explicit" else contextlib.nullcontext():
             _, grads = input_gradients(net, xb, grad_of, impl, coupling, create_graph=False)
         total += cosine_misalignment(grads.detach(), tb).item() * len(xb)
@@ -103,7 +111,7 @@ def per_image_floor(targets: torch.Tensor, steps: int = 2000, starts: int = 4, s
             v, a = F.normalize(z, dim=2), torch.softmax(w, dim=1)
             residual = (a.unsqueeze(2) * v).sum(1).norm(dim=1)
             opt.zero_grad()
-            ((1 - (v * u).sum(2)).sum(1) + mu * residual ** 2).sum().backward()
+            ((1 - (v * u).sum(2)).sum(1) + mu * residual**2).sum().backward()
             opt.step()
         with torch.no_grad():
             best = torch.minimum(best, _repaired_value(z, w, u))

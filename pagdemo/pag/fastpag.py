@@ -22,17 +22,18 @@ One approximation, kept out of the registry because it changes the loss: `sample
 estimate of the sum over classes in eval-mode BatchNorm only). Short Class Mean runs with k = 1
 plateaued at 30-40% clean accuracy (issue 6): do not train with it without evidence.
 """
+
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pagdemo.pag.inputgrads import batch_affine, check_coupling, check_grad_of
 from pagdemo.models import MLP, BasicBlock, Normalize, PAGClassifier, ResNet18, TinyCNN
+from pagdemo.pag.inputgrads import batch_affine, check_coupling, check_grad_of
 
 # Maps the gradient w.r.t. a layer's output, shaped (S, B, *out) for S seeds of the B images,
 # to the gradient w.r.t. its input, shaped (S, B, *in).
@@ -45,6 +46,7 @@ def _tracer(module_type: type):
     def deco(fn: Tracer) -> Tracer:
         _TRACERS[module_type] = fn
         return fn
+
     return deco
 
 
@@ -58,7 +60,9 @@ def trace(module: nn.Module, x: torch.Tensor, coupling: str = "classes") -> tupl
     """
     if type(module) not in _TRACERS:
         names = sorted(t.__name__ for t in _TRACERS)
-        raise ValueError(f"explicit PAG gradients do not support {type(module).__name__}; supported modules: {names}")
+        raise ValueError(
+            f"explicit PAG gradients do not support {type(module).__name__}; supported modules: {names}"
+        )
     return _TRACERS[type(module)](module, x, coupling)
 
 
@@ -74,10 +78,12 @@ def _seeds_first(fn: Callable[[torch.Tensor], torch.Tensor]) -> Backward:
 
 def _chain(*backs: Backward) -> Backward:
     """Compose input-backwards listed in forward order."""
+
     def backward(g: torch.Tensor) -> torch.Tensor:
         for back in reversed(backs):
             g = back(g)
         return g
+
     return backward
 
 
@@ -133,12 +139,19 @@ def _trace_linear(module: nn.Linear, x: torch.Tensor, coupling: str) -> tuple[to
 def _trace_conv(module: nn.Conv2d, x: torch.Tensor, coupling: str) -> tuple[torch.Tensor, Backward]:
     """A convolution: its backward to the input is the transposed convolution."""
     if module.padding_mode != "zeros" or isinstance(module.padding, str):
-        raise ValueError(f"explicit PAG gradients need numeric zero padding, got {module.padding!r}/{module.padding_mode!r}")
+        raise ValueError(
+            f"explicit PAG gradients need numeric zero padding, got {module.padding!r}/{module.padding_mode!r}"
+        )
     y = module(x)
     # The transposed conv maps the output size back to several input sizes; pick x's.
     k, s, p, d = module.kernel_size, module.stride, module.padding, module.dilation
-    output_padding = [x.shape[i + 2] - ((y.shape[i + 2] - 1) * s[i] - 2 * p[i] + d[i] * (k[i] - 1) + 1) for i in range(2)]
-    conv_t = lambda g: F.conv_transpose2d(g, module.weight, None, s, p, output_padding, module.groups, d)
+    output_padding = [
+        x.shape[i + 2] - ((y.shape[i + 2] - 1) * s[i] - 2 * p[i] + d[i] * (k[i] - 1) + 1) for i in range(2)
+    ]
+
+    def conv_t(g):
+        return F.conv_transpose2d(g, module.weight, None, s, p, output_padding, module.groups, d)
+
     return y, _seeds_first(conv_t)
 
 
@@ -169,22 +182,29 @@ def _trace_batchnorm(module: nn.BatchNorm2d, x: torch.Tensor, coupling: str) -> 
         xh = xhat.to(g.dtype)
         g_mean = g.mean(dim=dims, keepdim=True, dtype=acc)
         gx_mean = (g * xh).mean(dim=dims, keepdim=True, dtype=acc)
-        return torch.addcmul(torch.addcmul((-scale * g_mean).to(g.dtype), (-scale * gx_mean).to(g.dtype), xh),
-                             scale.to(g.dtype), g)
+        return torch.addcmul(
+            torch.addcmul((-scale * g_mean).to(g.dtype), (-scale * gx_mean).to(g.dtype), xh),
+            scale.to(g.dtype),
+            g,
+        )
+
     return y, backward
 
 
 def _trace_pool_flatten(x: torch.Tensor) -> tuple[torch.Tensor, Backward]:
     """Global average pool + flatten, the head of both image models."""
     h, w = x.shape[-2:]
-    return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1), lambda g: (g[..., None, None] / (h * w)).expand(*g.shape, h, w)
+    return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1), lambda g: (g[..., None, None] / (h * w)).expand(
+        *g.shape, h, w
+    )
 
 
 @_tracer(BasicBlock)
 def _trace_block(module: BasicBlock, x: torch.Tensor, coupling: str) -> tuple[torch.Tensor, Backward]:
     """A residual block: main path and shortcut, summed before the last activation."""
-    out, back_main = _trace_layers((module.conv1, module.bn1, module.act1, module.conv2, module.bn2), x,
-                                         coupling)
+    out, back_main = _trace_layers(
+        (module.conv1, module.bn1, module.act1, module.conv2, module.bn2), x, coupling
+    )
     short, back_short = trace(module.shortcut, x, coupling)
     out, back_act = trace(module.act2, out + short, coupling)
     return out, _chain(lambda g: back_main(g) + back_short(g), back_act)
@@ -193,8 +213,16 @@ def _trace_block(module: BasicBlock, x: torch.Tensor, coupling: str) -> tuple[to
 @_tracer(ResNet18)
 def _trace_resnet(module: ResNet18, x: torch.Tensor, coupling: str) -> tuple[torch.Tensor, Backward]:
     """ResNet-18: stem, stages, pool, linear."""
-    stem_and_stages = (module.normalize, module.conv1, module.bn1, module.act,
-                       module.layer1, module.layer2, module.layer3, module.layer4)
+    stem_and_stages = (
+        module.normalize,
+        module.conv1,
+        module.bn1,
+        module.act,
+        module.layer1,
+        module.layer2,
+        module.layer3,
+        module.layer4,
+    )
     x, back_body = _trace_layers(stem_and_stages, x, coupling)
     x, back_pool = _trace_pool_flatten(x)
     logits, back_linear = trace(module.linear, x, coupling)
@@ -204,7 +232,9 @@ def _trace_resnet(module: ResNet18, x: torch.Tensor, coupling: str) -> tuple[tor
 @_tracer(PAGClassifier)
 def _trace_classifier(module: PAGClassifier, x: torch.Tensor, coupling: str) -> tuple[torch.Tensor, Backward]:
     """The checkpoint wrapper: its network."""
-    return trace(module.net, x, coupling)  # the checkpoint wrapper that training uses: its network is the whole model
+    return trace(
+        module.net, x, coupling
+    )  # the checkpoint wrapper that training uses: its network is the whole model
 
 
 @_tracer(TinyCNN)
@@ -232,8 +262,13 @@ def class_seeds(logits: torch.Tensor, grad_of: str) -> torch.Tensor:
     return eye - F.softmax(_acc(logits), dim=1).to(logits.dtype)[None]
 
 
-def input_gradients_explicit(model: nn.Module, x: torch.Tensor, grad_of: str = "logit", create_graph: bool = True,
-                             coupling: str = "classes"):
+def input_gradients_explicit(
+    model: nn.Module,
+    x: torch.Tensor,
+    grad_of: str = "logit",
+    create_graph: bool = True,
+    coupling: str = "classes",
+):
     """(logits (B, C), grads (B, C, *x)) from one forward and a first-order backward graph.
 
     Equal to `loop`'s with coupling "classes", to `batched`'s with "batch" (`trace` says what differs).
@@ -244,8 +279,13 @@ def input_gradients_explicit(model: nn.Module, x: torch.Tensor, grad_of: str = "
     return logits, grads if create_graph else grads.detach()
 
 
-def input_gradients_vmap(model: nn.Module, x: torch.Tensor, grad_of: str = "logit", create_graph: bool = True,
-                         coupling: str = "classes"):
+def input_gradients_vmap(
+    model: nn.Module,
+    x: torch.Tensor,
+    grad_of: str = "logit",
+    create_graph: bool = True,
+    coupling: str = "classes",
+):
     """(logits (B, C), grads (B, C, *x)) equal to `loop`'s, the C backward passes vectorized by autograd."""
     check_grad_of(grad_of)
     check_coupling("vmap", coupling)
@@ -253,7 +293,9 @@ def input_gradients_vmap(model: nn.Module, x: torch.Tensor, grad_of: str = "logi
     logits = model(x)
     scores = F.log_softmax(logits, dim=1) if grad_of == "logsoftmax" else logits
     seeds = class_seeds(logits.detach(), "logit")  # one-hot rows: the scores' own Jacobian does the rest
-    (grads,) = torch.autograd.grad(scores, x, grad_outputs=seeds, is_grads_batched=True, create_graph=create_graph)
+    (grads,) = torch.autograd.grad(
+        scores, x, grad_outputs=seeds, is_grads_batched=True, create_graph=create_graph
+    )
     return logits, grads.transpose(0, 1)
 
 
@@ -264,11 +306,18 @@ def _compiled_explicit() -> Callable:
     Inductor's mix-order reduction fusion is off: in torch 2.11 on an H100 it fails to compile
     ResNet-18 at batch 64 ("AssertionError: 256 v.s. 2560", docs/bench/README.md).
     """
-    return torch.compile(input_gradients_explicit, dynamic=False, options={"triton.mix_order_reduction": False})
+    return torch.compile(
+        input_gradients_explicit, dynamic=False, options={"triton.mix_order_reduction": False}
+    )
 
 
-def input_gradients_compiled(model: nn.Module, x: torch.Tensor, grad_of: str = "logit", create_graph: bool = True,
-                             coupling: str = "classes"):
+def input_gradients_compiled(
+    model: nn.Module,
+    x: torch.Tensor,
+    grad_of: str = "logit",
+    create_graph: bool = True,
+    coupling: str = "classes",
+):
     """`explicit` under torch.compile: the first call per model, shape and coupling compiles (slow on a CPU)."""
     check_coupling("compiled", coupling)
     return _compiled_explicit()(model, x, grad_of=grad_of, create_graph=create_graph, coupling=coupling)
@@ -296,5 +345,9 @@ def sampled_input_gradients(
     return logits, backward(seeds).transpose(0, 1), classes
 
 
-EXACT_IMPLS = {"vmap": input_gradients_vmap, "explicit": input_gradients_explicit, "compiled": input_gradients_compiled}
+EXACT_IMPLS = {
+    "vmap": input_gradients_vmap,
+    "explicit": input_gradients_explicit,
+    "compiled": input_gradients_compiled,
+}
 TRACED_IMPLS = ("explicit", "compiled")  # they write BatchNorm's backward themselves, every coupling included

@@ -21,11 +21,12 @@ normalizes by the batch's own statistics, held constant, so each image's gradien
 eval mode) but of the function the cross-entropy trains, not of one whose running statistics lag it.
 It is eval mode with the running statistics replaced by the batch's (tests/test_coupling.py checks so).
 """
+
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -34,10 +35,20 @@ from torch import nn
 from pagdemo.models import class_count
 
 GRAD_OF = ("logit", "logsoftmax")  # Eq. 1 as written / the authors' code
-COUPLINGS = ("classes", "batch", "eval", "detached")  # BatchNorm while the C input gradients are taken (module docstring)
+COUPLINGS = (
+    "classes",
+    "batch",
+    "eval",
+    "detached",
+)  # BatchNorm while the C input gradients are taken (module docstring)
 PER_IMAGE = ("eval", "detached")  # couplings with per-image gradients: every implementation computes them
-TRAIN_COUPLINGS = {"loop": ("classes",), "vmap": ("classes",), "batched": ("batch",),
-                   "explicit": ("classes", "batch"), "compiled": ("classes", "batch")}  # what each impl computes
+TRAIN_COUPLINGS = {
+    "loop": ("classes",),
+    "vmap": ("classes",),
+    "batched": ("batch",),
+    "explicit": ("classes", "batch"),
+    "compiled": ("classes", "batch"),
+}  # what each impl computes
 
 
 def default_coupling(impl: str) -> str:
@@ -57,7 +68,9 @@ def check_coupling(impl: str, coupling: str) -> None:
         raise ValueError(f"unknown BatchNorm coupling {coupling!r}; choose one of {list(COUPLINGS)}")
     if coupling not in PER_IMAGE and coupling not in TRAIN_COUPLINGS.get(impl, (coupling,)):
         able = sorted(i for i, c in TRAIN_COUPLINGS.items() if coupling in c)
-        raise ValueError(f"--pag-impl {impl} cannot compute BatchNorm coupling {coupling!r}; use one of {able}")
+        raise ValueError(
+            f"--pag-impl {impl} cannot compute BatchNorm coupling {coupling!r}; use one of {able}"
+        )
 
 
 @contextmanager
@@ -73,7 +86,9 @@ def batchnorm_eval(model: nn.Module) -> Iterator[None]:
             m.train()
 
 
-def batch_affine(module: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def batch_affine(
+    module: nn.modules.batchnorm._BatchNorm, x: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(scale, shift), shaped to broadcast over x: the batch's BatchNorm as an affine map, its statistics constant.
 
     Statistics in at least fp32 (as cuDNN keeps them under bf16 autocast), taken without autograd: the
@@ -119,7 +134,9 @@ def running_stats_frozen(model: nn.Module) -> Iterator[None]:
     twice), and the first forward's saved tensors stay valid for its backward (an in-place update
     would invalidate them under torch.compile). BatchNorms built without running statistics stay so.
     """
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    bns = [
+        m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+    ]
     for m in bns:
         m.track_running_stats = False
     try:
@@ -141,8 +158,13 @@ def class_scores(logits: torch.Tensor, grad_of: str) -> torch.Tensor:
     return logits if grad_of == "logit" else F.log_softmax(logits, dim=1)
 
 
-def input_gradients_loop(model: nn.Module, x: torch.Tensor, grad_of: str = "logit", create_graph: bool = True,
-                         coupling: str = "classes"):
+def input_gradients_loop(
+    model: nn.Module,
+    x: torch.Tensor,
+    grad_of: str = "logit",
+    create_graph: bool = True,
+    coupling: str = "classes",
+):
     """Reference: (logits (B, C), grads (B, C, *x)) with one backward per class."""
     check_coupling("loop", coupling)
     x = x.detach().requires_grad_(True)
@@ -155,8 +177,14 @@ def input_gradients_loop(model: nn.Module, x: torch.Tensor, grad_of: str = "logi
     return logits, torch.stack(grads, dim=1)
 
 
-def input_gradients_batched(model: nn.Module, x: torch.Tensor, grad_of: str = "logit", create_graph: bool = True,
-                            coupling: str = "batch", num_classes: int | None = None):
+def input_gradients_batched(
+    model: nn.Module,
+    x: torch.Tensor,
+    grad_of: str = "logit",
+    create_graph: bool = True,
+    coupling: str = "batch",
+    num_classes: int | None = None,
+):
     """All C input gradients from one backward over the batch repeated C times (authors' code)."""
     check_coupling("batched", coupling)
     b = x.shape[0]

@@ -15,9 +15,11 @@ RIGD (Sec. 4.1): g(x, t) = grad_x f*(x)_t of a frozen robust teacher; an upper b
 Every target is computed for the augmented batch the model actually sees, and returns a
 detached (B, C, *x.shape[1:]) tensor. `describe()` is what the checkpoint records.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -32,7 +34,9 @@ def _as_float(images: torch.Tensor) -> torch.Tensor:
     return images.float() / 255 if images.dtype == torch.uint8 else images.float()
 
 
-def _per_class_sample(labels: torch.Tensor, num_classes: int, k: int, generator: torch.Generator) -> torch.Tensor:
+def _per_class_sample(
+    labels: torch.Tensor, num_classes: int, k: int, generator: torch.Generator
+) -> torch.Tensor:
     """(C, k) dataset indices: k i.i.d. images of each class, drawn without replacement."""
     rows = []
     for t in range(num_classes):
@@ -51,36 +55,48 @@ class RepresentativeTarget(nn.Module):
         self.register_buffer("reps", reps)  # (C, ...)
         self.info = info
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, idx: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, y: torch.Tensor | None = None, idx: torch.Tensor | None = None
+    ) -> torch.Tensor:
         return (self.reps.unsqueeze(0) - x.unsqueeze(1)).detach()
 
     def describe(self) -> dict[str, Any]:
         return self.info
 
 
-def one_image(images: torch.Tensor, labels: torch.Tensor, num_classes: int, seed: int = 0) -> RepresentativeTarget:
+def one_image(
+    images: torch.Tensor, labels: torch.Tensor, num_classes: int, seed: int = 0
+) -> RepresentativeTarget:
     """OI: an arbitrary but recorded training image per class."""
     picks = _per_class_sample(labels, num_classes, 1, torch.Generator().manual_seed(seed))[:, 0]
-    return RepresentativeTarget(_as_float(images[picks]), {"target": "oi", "indices": picks.tolist(), "seed": seed})
+    return RepresentativeTarget(
+        _as_float(images[picks]), {"target": "oi", "indices": picks.tolist(), "seed": seed}
+    )
 
 
-CM_SCALINGS = ("image-norm", "none")  # Class Mean: rescaled to the class's mean image norm (ours), or the raw mean
+CM_SCALINGS = (
+    "image-norm",
+    "none",
+)  # Class Mean: rescaled to the class's mean image norm (ours), or the raw mean
 
 
-def class_mean(images: torch.Tensor, labels: torch.Tensor, num_classes: int,
-               scaling: str = "image-norm") -> RepresentativeTarget:
+def class_mean(
+    images: torch.Tensor, labels: torch.Tensor, num_classes: int, scaling: str = "image-norm"
+) -> RepresentativeTarget:
     """CM: per-class mean image, rescaled to the class's average image norm (see module docstring) or raw."""
     if scaling not in CM_SCALINGS:
         raise ValueError(f"unknown Class Mean scaling {scaling!r}; choose one of {list(CM_SCALINGS)}")
     sums = torch.zeros(num_classes, *images.shape[1:])
     norm_sums, counts = torch.zeros(num_classes), torch.zeros(num_classes)
     for i in range(0, len(images), _CHUNK):
-        xb, yb = _as_float(images[i:i + _CHUNK]), labels[i:i + _CHUNK]
+        xb, yb = _as_float(images[i : i + _CHUNK]), labels[i : i + _CHUNK]
         sums.index_add_(0, yb, xb)
         norm_sums.index_add_(0, yb, xb.flatten(1).norm(dim=1))
         counts.index_add_(0, yb, torch.ones(len(yb)))
     if (counts == 0).any():
-        raise ValueError(f"class mean needs images of every class; none for {(counts == 0).nonzero().flatten().tolist()}")
+        raise ValueError(
+            f"class mean needs images of every class; none for {(counts == 0).nonzero().flatten().tolist()}"
+        )
     shape = (-1,) + (1,) * (images.dim() - 1)
     means = sums / counts.view(shape)
     if scaling == "none":  # the raw mean: a low-contrast image, already in [0, 1]
@@ -89,25 +105,39 @@ def class_mean(images: torch.Tensor, labels: torch.Tensor, num_classes: int,
     reps = means * scale.view(shape)
     if images.dtype == torch.uint8:
         reps = reps.clamp(0, 1)
-    return RepresentativeTarget(reps, {"target": "cm", "scale": [round(s, 4) for s in scale.tolist()],
-                                       "scaling": "L2 norm of each class mean set to the class's mean image norm"})
+    return RepresentativeTarget(
+        reps,
+        {
+            "target": "cm",
+            "scale": [round(s, 4) for s in scale.tolist()],
+            "scaling": "L2 norm of each class mean set to the class's mean image norm",
+        },
+    )
 
 
 class NearestNeighborTarget(nn.Module):
     """NN (Eq. 3): r(x, t) = the nearest of K fixed class-t samples, never x's own source image."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, num_classes: int, k: int = 100, seed: int = 0) -> None:
+    def __init__(
+        self, images: torch.Tensor, labels: torch.Tensor, num_classes: int, k: int = 100, seed: int = 0
+    ) -> None:
         super().__init__()
         bank_idx = _per_class_sample(labels, num_classes, k, torch.Generator().manual_seed(seed))  # (C, K)
         self.register_buffer("bank_idx", bank_idx)
-        self.register_buffer("bank", _as_float(images[bank_idx.flatten()]).view(num_classes, k, *images.shape[1:]))
+        self.register_buffer(
+            "bank", _as_float(images[bank_idx.flatten()]).view(num_classes, k, *images.shape[1:])
+        )
         self.k, self.seed = k, seed
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, idx: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, y: torch.Tensor | None = None, idx: torch.Tensor | None = None
+    ) -> torch.Tensor:
         c, k = self.bank_idx.shape
         d = torch.cdist(x.flatten(1).float(), self.bank.flatten(2).flatten(0, 1).float()).view(len(x), c, k)
         if idx is not None:  # exclude x itself
-            d = d.masked_fill(self.bank_idx.unsqueeze(0) == idx.view(-1, 1, 1).to(self.bank_idx.device), float("inf"))
+            d = d.masked_fill(
+                self.bank_idx.unsqueeze(0) == idx.view(-1, 1, 1).to(self.bank_idx.device), float("inf")
+            )
         nearest = d.argmin(dim=2)  # (B, C)
         reps = self.bank[torch.arange(c, device=x.device).unsqueeze(0), nearest]  # (B, C, ...)
         return (reps.to(x.dtype) - x.unsqueeze(1)).detach()
@@ -124,7 +154,9 @@ class TeacherGradientTarget(nn.Module):
         self.teacher = teacher.eval().requires_grad_(False)
         self.grad_of, self.name = grad_of, name
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, idx: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, y: torch.Tensor | None = None, idx: torch.Tensor | None = None
+    ) -> torch.Tensor:
         self.teacher.eval()  # a parent's .train() must not switch the teacher's BatchNorm to batch statistics
         with torch.enable_grad():
             _, g = input_gradients_batched(self.teacher, x.float(), self.grad_of, create_graph=False)
@@ -136,14 +168,21 @@ class TeacherGradientTarget(nn.Module):
 
 TARGETS: dict[str, Callable[..., nn.Module]] = {
     "oi": lambda images, labels, num_classes, seed=0, **_: one_image(images, labels, num_classes, seed),
-    "cm": lambda images, labels, num_classes, cm_scaling="image-norm", **_: class_mean(images, labels, num_classes,
-                                                                                       cm_scaling),
-    "nn": lambda images, labels, num_classes, seed=0, k=100, **_: NearestNeighborTarget(images, labels, num_classes, k, seed),
+    "cm": lambda images, labels, num_classes, cm_scaling="image-norm", **_: class_mean(
+        images, labels, num_classes, cm_scaling
+    ),
+    "nn": lambda images, labels, num_classes, seed=0, k=100, **_: NearestNeighborTarget(
+        images, labels, num_classes, k, seed
+    ),
 }
 
 
-def build_target(method: str, images: torch.Tensor, labels: torch.Tensor, num_classes: int, **kwargs) -> nn.Module:
+def build_target(
+    method: str, images: torch.Tensor, labels: torch.Tensor, num_classes: int, **kwargs
+) -> nn.Module:
     """A class-representative target by name (RIGD is built from its teacher instead)."""
     if method not in TARGETS:
-        raise ValueError(f"unknown target {method!r}; choose one of {sorted(TARGETS)} (or 'rigd' with a teacher)")
+        raise ValueError(
+            f"unknown target {method!r}; choose one of {sorted(TARGETS)} (or 'rigd' with a teacher)"
+        )
     return TARGETS[method](images, labels, num_classes, **kwargs)

@@ -4,6 +4,7 @@ A folder is everything a user needs to trust a model: the weights (never pickle)
 that rebuilds the model and repeats the run, every evaluation with its exact settings, and a
 README.md model card (`pagdemo.records.card`) rendered from those files after every change.
 """
+
 from __future__ import annotations
 
 import os
@@ -19,15 +20,22 @@ except ImportError:  # Windows: no advisory locks; evaluate one checkpoint at a 
 import torch
 from huggingface_hub import load_torch_model, save_torch_state_dict
 
+from pagdemo.models import MODELS, PAGClassifier, known_arch
 from pagdemo.records.card import render_card
 from pagdemo.records.files import RecordError, atomic_write_text, read_json, write_json
-from pagdemo.models import MODELS, PAGClassifier, known_arch
 from pagdemo.threat import DATASET_SIDES
 
 MAX_SHARD = "15MB"  # every file stays under the 16 MB that comes back from a GPU machine
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt")
 NOTES = "NOTES.md"  # optional hand-written context, shown in the model card under "Notes"
-MODEL_KEYS = ("arch", "num_classes", "classes", "image_size", "mean", "std")  # config.json keys that rebuild the model
+MODEL_KEYS = (
+    "arch",
+    "num_classes",
+    "classes",
+    "image_size",
+    "mean",
+    "std",
+)  # config.json keys that rebuild the model
 
 
 class CheckpointError(ValueError):
@@ -63,7 +71,9 @@ def save_checkpoint(model: PAGClassifier, folder: str | Path, run: dict[str, Any
     """
     folder = Path(folder)
     model = getattr(model, "module", model)  # unwrap DDP
-    state = {k: v.detach().half() if v.is_floating_point() else v.detach() for k, v in model.state_dict().items()}
+    state = {
+        k: v.detach().half() if v.is_floating_point() else v.detach() for k, v in model.state_dict().items()
+    }
     save_weights(state, folder)
     write_json(folder / "config.json", {**model.config(), "run": run})
     write_model_card(folder)
@@ -86,8 +96,10 @@ def check_folder(folder: str | Path) -> Path:
     missing = sorted(n for n in shard_names(folder) if not (folder / n).exists())
     pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
     if missing and pickles:
-        raise CheckpointError(f"{folder} holds pickle weights ({', '.join(pickles)}); "
-                              "pagdemo loads safetensors only, never pickle")
+        raise CheckpointError(
+            f"{folder} holds pickle weights ({', '.join(pickles)}); "
+            "pagdemo loads safetensors only, never pickle"
+        )
     if not (folder / "config.json").exists():
         raise CheckpointError(f"{folder} has no config.json; is it a pagdemo checkpoint folder?")
     if missing:
@@ -98,15 +110,20 @@ def check_folder(folder: str | Path) -> Path:
 def image_side(config: dict[str, Any]) -> int:
     """The side a checkpoint's model takes: recorded, else (older checkpoints) its dataset's, else its arch's."""
     run = config.get("run") or {}
-    return int(config.get("image_size") or DATASET_SIDES.get(str(run.get("dataset")))
-               or (96 if config.get("arch") == "resnet18_stl" else 32))
+    return int(
+        config.get("image_size")
+        or DATASET_SIDES.get(str(run.get("dataset")))
+        or (96 if config.get("arch") == "resnet18_stl" else 32)
+    )
 
 
 def model_from_config(config: dict[str, Any], where: str = "config.json") -> PAGClassifier:
     """The untrained model a config describes; older checkpoints without a size or stats get their data's."""
     arch = config.get("arch")
     if not known_arch(arch):
-        raise CheckpointError(f"{where}: unknown arch {arch!r}; this pagdemo knows {sorted(MODELS)} and robustbench:...")
+        raise CheckpointError(
+            f"{where}: unknown arch {arch!r}; this pagdemo knows {sorted(MODELS)} and robustbench:..."
+        )
     kwargs = {k: config[k] for k in MODEL_KEYS if config.get(k) is not None}
     kwargs["image_size"] = image_side(config)
     try:
@@ -124,8 +141,10 @@ def load_checkpoint(folder: str | Path, device: str | torch.device = "cpu") -> P
         load_torch_model(model, folder, strict=True, map_location="cpu")
     except RuntimeError as e:  # shape or key mismatch between config and weights
         detail = " ".join(str(e).split())[:300]
-        raise CheckpointError(f"{folder}: weights do not match config.json (arch {config['arch']!r}): {detail}") from None
-    except Exception as e:  # corrupt safetensors header or truncated shard
+        raise CheckpointError(
+            f"{folder}: weights do not match config.json (arch {config['arch']!r}): {detail}"
+        ) from None
+    except Exception as e:  # noqa: BLE001 (a corrupt safetensors header or truncated shard)
         raise CheckpointError(f"{folder}: cannot read the weights ({type(e).__name__}: {e})") from None
     model.run = config.get("run", {})
     return model.float().to(device).eval()
@@ -152,12 +171,22 @@ def info(folder: str | Path) -> dict[str, Any]:
     config = _read(folder / "config.json", {})
     metrics = _read(folder / "metrics.json", {"evaluations": []})
     audits = {a.get("norm"): a for a in (_read(f, {}) for f in sorted(folder.glob("audit-*.json")))}
-    unfinished = {norm: a for norm, a in audits.items() if a.get("finished") is False}  # cut off: not in metrics.json
+    unfinished = {
+        norm: a for norm, a in audits.items() if a.get("finished") is False
+    }  # cut off: not in metrics.json
     notes = folder / NOTES
-    return {"name": folder.name, "path": str(folder), "arch": config.get("arch"), "classes": config.get("classes"),
-            "image_size": image_side(config),
-            "run": config.get("run", {}), "evaluations": metrics["evaluations"], "audits": audits,
-            "unfinished_audits": unfinished, "notes": notes.read_text(encoding="utf-8") if notes.exists() else None}
+    return {
+        "name": folder.name,
+        "path": str(folder),
+        "arch": config.get("arch"),
+        "classes": config.get("classes"),
+        "image_size": image_side(config),
+        "run": config.get("run", {}),
+        "evaluations": metrics["evaluations"],
+        "audits": audits,
+        "unfinished_audits": unfinished,
+        "notes": notes.read_text(encoding="utf-8") if notes.exists() else None,
+    }
 
 
 def write_model_card(folder: str | Path) -> None:

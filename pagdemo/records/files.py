@@ -1,5 +1,6 @@
 """Atomic text and JSON files (every record pagdemo writes: configs, metrics, audits, logs goes through here), and
 the SHA-256 checks that keep a partly copied data file from training silently."""
+
 from __future__ import annotations
 
 import hashlib

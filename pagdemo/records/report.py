@@ -3,6 +3,7 @@
 Everything here reads records (`checkpoints.info` dicts, metrics.json lines, audit reports) and
 never runs a model. `pagdemo.docs` writes the README's and docs' tables from these functions.
 """
+
 from __future__ import annotations
 
 import re
@@ -11,8 +12,15 @@ from typing import Any
 from pagdemo.paper import TABLES, paper_row
 from pagdemo.threat import DATASET_SIDES, is_eval_eps
 
-
-ORDER = {"vanilla": 0, "oi": 1, "cm": 2, "nn": 3, "rigd": 4, "adv": 5, "import": 6}  # the paper's rows, teachers, imported
+ORDER = {
+    "vanilla": 0,
+    "oi": 1,
+    "cm": 2,
+    "nn": 3,
+    "rigd": 4,
+    "adv": 5,
+    "import": 6,
+}  # the paper's rows, teachers, imported
 
 
 def display_order(info: dict) -> tuple[int, int, str]:
@@ -21,7 +29,9 @@ def display_order(info: dict) -> tuple[int, int, str]:
     return ORDER.get(run.get("method"), 4), {"linf": 0, "l2": 1}.get(run.get("adv_norm"), 2), info["name"]
 
 
-_DATA_PATH = re.compile(r"(?<=[(`])[^()`|]*?\s\(((?:npz|cifar-10-batches-py|stl10_binary|image folder)[^()]*)\)")
+_DATA_PATH = re.compile(
+    r"(?<=[(`])[^()`|]*?\s\(((?:npz|cifar-10-batches-py|stl10_binary|image folder)[^()]*)\)"
+)
 
 
 def data_label(text: str) -> str:
@@ -54,25 +64,37 @@ def paper_table(dataset: str) -> str:
     return "\n".join(lines)
 
 
-def latest_metric(evaluations: list[dict[str, Any]], norm: str | None, eps: float | None = None) -> dict | None:
+def latest_metric(
+    evaluations: list[dict[str, Any]], norm: str | None, eps: float | None = None
+) -> dict | None:
     """The newest evaluation for a threat model (norm None means clean accuracy)."""
     for ev in reversed(evaluations):
         if norm is None and "clean_acc" in ev:
             return ev
-        if norm is not None and ev.get("norm") == norm and (eps is None or abs(ev.get("eps", -1) - eps) < 1e-9):
+        if (
+            norm is not None
+            and ev.get("norm") == norm
+            and (eps is None or abs(ev.get("eps", -1) - eps) < 1e-9)
+        ):
             return ev
     return None
 
 
-def best_record(evaluations: list[dict], dataset: str | None, norm: str | None,
-                image_size: int | None = None) -> dict | None:
+def best_record(
+    evaluations: list[dict], dataset: str | None, norm: str | None, image_size: int | None = None
+) -> dict | None:
     """The record to show: at the dataset's evaluation radius, the most samples (a full test set beats a spot check)."""
     if norm is None:
         pool = [ev for ev in evaluations if ev.get("clean_acc") is not None]
     else:
         side = image_size or DATASET_SIDES.get(str(dataset))
-        pool = [ev for ev in evaluations if ev.get("norm") == norm and ev.get("robust_acc") is not None
-                and is_eval_eps(ev.get("eps"), norm, dataset, side)]
+        pool = [
+            ev
+            for ev in evaluations
+            if ev.get("norm") == norm
+            and ev.get("robust_acc") is not None
+            and is_eval_eps(ev.get("eps"), norm, dataset, side)
+        ]
     if not pool:
         return latest_metric(evaluations, norm) if norm is None else None
     top = max(int(ev.get("n") or 0) for ev in pool)
@@ -84,8 +106,10 @@ def settings_text(ev: dict | None) -> str:
     if ev is None:
         return "not evaluated"
     start = "random start" if ev.get("random_start") else "no random start"
-    return (f"{ev.get('attack', 'pgd')}, eps {float(ev['eps']):.4g}, step {float(ev.get('step_size') or 0):.4g}, "
-            f"{ev.get('restarts')} restart(s), {start}, n={ev.get('n')} ({ev.get('data', '?')}, {ev.get('date', '?')})")
+    return (
+        f"{ev.get('attack', 'pgd')}, eps {float(ev['eps']):.4g}, step {float(ev.get('step_size') or 0):.4g}, "
+        f"{ev.get('restarts')} restart(s), {start}, n={ev.get('n')} ({ev.get('data', '?')}, {ev.get('date', '?')})"
+    )
 
 
 def robustness_rows(infos: list[dict]) -> list[dict[str, Any]]:
@@ -93,17 +117,30 @@ def robustness_rows(infos: list[dict]) -> list[dict[str, Any]]:
     rows = []
     for i in infos:
         run, evs = i.get("run", {}), i.get("evaluations", [])
-        clean, linf, l2 = (best_record(evs, run.get("dataset"), n, i.get("image_size")) for n in (None, "linf", "l2"))
+        clean, linf, l2 = (
+            best_record(evs, run.get("dataset"), n, i.get("image_size")) for n in (None, "linf", "l2")
+        )
         paper = paper_row(run)
-        rows.append({
-            "model": i["name"], "method": run.get("method"), "lambda": run.get("lam"), "dataset": run.get("dataset"),
-            "clean %": to_percent(clean and clean["clean_acc"]), "PGD linf %": to_percent(linf and linf["robust_acc"]),
-            "PGD l2 %": to_percent(l2 and l2["robust_acc"]), "paper clean %": paper and paper[1][0],
-            "paper linf %": paper and paper[1][1], "paper l2 %": paper and paper[1][2],
-            "n clean": clean and clean.get("n"), "n linf": linf and linf.get("n"), "n l2": l2 and l2.get("n"),
-            "linf settings": settings_text(linf), "l2 settings": settings_text(l2),
-            "paper source": paper[0] if paper else "no matching row",
-        })
+        rows.append(
+            {
+                "model": i["name"],
+                "method": run.get("method"),
+                "lambda": run.get("lam"),
+                "dataset": run.get("dataset"),
+                "clean %": to_percent(clean and clean["clean_acc"]),
+                "PGD linf %": to_percent(linf and linf["robust_acc"]),
+                "PGD l2 %": to_percent(l2 and l2["robust_acc"]),
+                "paper clean %": paper and paper[1][0],
+                "paper linf %": paper and paper[1][1],
+                "paper l2 %": paper and paper[1][2],
+                "n clean": clean and clean.get("n"),
+                "n linf": linf and linf.get("n"),
+                "n l2": l2 and l2.get("n"),
+                "linf settings": settings_text(linf),
+                "l2 settings": settings_text(l2),
+                "paper source": paper[0] if paper else "no matching row",
+            }
+        )
     return rows
 
 
@@ -120,9 +157,11 @@ def _pag_columns(evs: list[dict]) -> dict[str, Any]:
     """The model's latest PAG score: its attack is l2 whatever the audit's norm, so both rows show it."""
     scored = [ev for ev in evs if ev.get("pag_score") is not None]
     pag = scored[-1] if scored else {}
-    return {"PAG score": None if pag.get("pag_score") is None else round(pag["pag_score"], 3),
-            "gradient cosine": None if pag.get("pag_grad_cosine") is None else round(pag["pag_grad_cosine"], 3),
-            "judge": pag.get("pag_judge")}
+    return {
+        "PAG score": None if pag.get("pag_score") is None else round(pag["pag_score"], 3),
+        "gradient cosine": None if pag.get("pag_grad_cosine") is None else round(pag["pag_grad_cosine"], 3),
+        "judge": pag.get("pag_judge"),
+    }
 
 
 def _audit_row(i: dict, norm: str, pag_cols: dict[str, Any]) -> dict[str, Any]:
@@ -130,23 +169,50 @@ def _audit_row(i: dict, norm: str, pag_cols: dict[str, Any]) -> dict[str, Any]:
     evs = i.get("evaluations", [])
     aa = [ev for ev in evs if ev.get("norm") == norm and str(ev.get("attack", "")).startswith("autoattack")]
     audits = [ev for ev in evs if ev.get("norm") == norm and "verdict" in ev]
-    record = i.get("audits", {}).get(norm, {})  # audit-<norm>.json, whose PGD-20 shows where AutoAttack never ran
+    record = i.get("audits", {}).get(
+        norm, {}
+    )  # audit-<norm>.json, whose PGD-20 shows where AutoAttack never ran
     own_pgd20 = to_percent(record.get("checks", {}).get("more_steps", {}).get("pgd20"))
     if not aa and not audits and record.get("finished") is False:  # cut off: not in metrics.json
-        return {"model": i["name"], "norm": norm, "n": record.get("n"), "PGD-20 %": own_pgd20,
-                "verdict": unfinished_verdict(record), **pag_cols, "device": record.get("device"),
-                "date": record.get("date")}
+        return {
+            "model": i["name"],
+            "norm": norm,
+            "n": record.get("n"),
+            "PGD-20 %": own_pgd20,
+            "verdict": unfinished_verdict(record),
+            **pag_cols,
+            "device": record.get("device"),
+            "date": record.get("date"),
+        }
     if not aa and not audits:
         return {"model": i["name"], "norm": norm, "verdict": "not audited"}
     a = aa[-1] if aa else {}
-    pgd = [ev for ev in evs if ev.get("norm") == norm and ev.get("attack") == "pgd-20"
-           and ev.get("n") == a.get("n") and ev.get("subset_seed") == a.get("subset_seed")] if a else []
+    pgd = (
+        [
+            ev
+            for ev in evs
+            if ev.get("norm") == norm
+            and ev.get("attack") == "pgd-20"
+            and ev.get("n") == a.get("n")
+            and ev.get("subset_seed") == a.get("subset_seed")
+        ]
+        if a
+        else []
+    )
     audit = audits[-1] if audits else {}
     pgd20 = (to_percent(pgd[-1]["robust_acc"]) if pgd else None) if a else own_pgd20
-    return {"model": i["name"], "norm": norm, "n": a.get("n") or audit.get("n"), "PGD-20 %": pgd20,
-            "AutoAttack %": to_percent(a.get("robust_acc")), "AutoAttack": a.get("attack"),
-            "verdict": audit.get("verdict", "masking checks not run"), **pag_cols,
-            "device": a.get("device") or audit.get("device"), "date": audit.get("date") or a.get("date")}
+    return {
+        "model": i["name"],
+        "norm": norm,
+        "n": a.get("n") or audit.get("n"),
+        "PGD-20 %": pgd20,
+        "AutoAttack %": to_percent(a.get("robust_acc")),
+        "AutoAttack": a.get("attack"),
+        "verdict": audit.get("verdict", "masking checks not run"),
+        **pag_cols,
+        "device": a.get("device") or audit.get("device"),
+        "date": audit.get("date") or a.get("date"),
+    }
 
 
 def audit_rows(infos: list[dict]) -> list[dict[str, Any]]:

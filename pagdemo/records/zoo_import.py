@@ -6,6 +6,7 @@ which loads tensors and plain containers only and never runs code from the file,
 config that rebuilds the architecture from RobustBench's definitions (`pagdemo.zoo`), and a model card naming the
 source, its citation and its licence as RobustBench records them; no metrics until `pagdemo eval` runs.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,10 @@ from pagdemo.records.provenance import git_commit, now
 from pagdemo.threat import eval_eps
 from pagdemo.zoo import DATASETS, THREATS, ZooError, check_name, zoo_arch, zoo_entries
 
-ROBUSTBENCH_CITATION = ("Croce, Andriushchenko, Sehwag, Debenedetti, Flammarion, Chiang, Mittal, Hein: RobustBench: a "
-                        "standardized adversarial robustness benchmark. NeurIPS 2021 Datasets and Benchmarks Track")
+ROBUSTBENCH_CITATION = (
+    "Croce, Andriushchenko, Sehwag, Debenedetti, Flammarion, Chiang, Mittal, Hein: RobustBench: a "
+    "standardized adversarial robustness benchmark. NeurIPS 2021 Datasets and Benchmarks Track"
+)
 MODEL_INFO = "https://github.com/RobustBench/robustbench/tree/master/model_info"  # the citations' home
 LEADERBOARD = "https://robustbench.github.io"
 
@@ -34,16 +37,25 @@ LEADERBOARD = "https://robustbench.github.io"
 class ImportConfig:
     """`pagdemo import-robustbench`: which zoo model, where its file is, where the checkpoint goes."""
 
-    name: str = flag(help="a RobustBench model name, e.g. Engstrom2019Robustness (the paper's RIGD teachers)",
-                     positional=True)
-    out: str = flag(help="the checkpoint folder to write (e.g. checkpoints/engstrom-linf, to see it in the app)")
+    name: str = flag(
+        help="a RobustBench model name, e.g. Engstrom2019Robustness (the paper's RIGD teachers)",
+        positional=True,
+    )
+    out: str = flag(
+        help="the checkpoint folder to write (e.g. checkpoints/engstrom-linf, to see it in the app)"
+    )
     threat: str = flag("Linf", "RobustBench's threat model: Linf (8/255) or L2 (0.5)", choices=THREATS)
     dataset: str = flag("cifar10", "RobustBench's dataset", choices=DATASETS)
-    model_dir: str = flag("models", "where RobustBench keeps its files, DIR/<dataset>/<threat>/<NAME>.pt (its own "
-                          "default: ./models)")
+    model_dir: str = flag(
+        "models",
+        "where RobustBench keeps its files, DIR/<dataset>/<threat>/<NAME>.pt (its own default: ./models)",
+    )
     download: bool = flag(True, "let RobustBench download the file when DIR does not hold it")
-    model_info: str | None = flag(None, "RobustBench's model_info JSON of the model, for its citation (default: "
-                                  "<NAME>.json beside the weights, if there)")
+    model_info: str | None = flag(
+        None,
+        "RobustBench's model_info JSON of the model, for its citation (default: "
+        "<NAME>.json beside the weights, if there)",
+    )
 
 
 def weights_file(cfg: ImportConfig) -> Path:
@@ -57,8 +69,10 @@ def check_tensors_only(path: Path) -> None:
         torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         first = " ".join(str(e).split("\n")[0].split())[:200]
-        raise ZooError(f"{path} holds Python objects other than tensors, which pagdemo does not load "
-                       f"(torch.load weights_only: {first})") from None
+        raise ZooError(
+            f"{path} holds Python objects other than tensors, which pagdemo does not load "
+            f"(torch.load weights_only: {first})"
+        ) from None
     except (OSError, RuntimeError, EOFError) as e:
         raise ZooError(f"{path} is not a readable PyTorch file ({type(e).__name__}: {e})") from None
 
@@ -67,7 +81,9 @@ def _files(cfg: ImportConfig) -> list[tuple[Path, str]]:
     """(file, Google Drive id) of each file of the model, where load_model reads them (an ensemble has several)."""
     path, gdrive = weights_file(cfg), zoo_entries(cfg.dataset, cfg.threat)[cfg.name]["gdrive_id"]
     if gdrive is None:
-        raise ZooError(f"RobustBench keeps no file for {cfg.name} (it comes from timm); pagdemo imports file-backed models")
+        raise ZooError(
+            f"RobustBench keeps no file for {cfg.name} (it comes from timm); pagdemo imports file-backed models"
+        )
     if isinstance(gdrive, list):
         return [(path.parent / f"{path.name}_m{i}.pt", g) for i, g in enumerate(gdrive)]
     return [(path, gdrive)]
@@ -76,24 +92,32 @@ def _files(cfg: ImportConfig) -> list[tuple[Path, str]]:
 def _robustbench_model(cfg: ImportConfig) -> torch.nn.Module:
     """The model with its weights: each file fetched if allowed and absent, checked, then read by load_model."""
     from robustbench.utils import download_gdrive_new, load_model
+
     for f, gdrive in _files(cfg):
         if not f.exists() and not cfg.download:
-            raise ZooError(f"no {f}: put RobustBench's {f.name} there (on a machine with internet, this command "
-                           "without --no-download fetches it into --model-dir)")
+            raise ZooError(
+                f"no {f}: put RobustBench's {f.name} there (on a machine with internet, this command "
+                "without --no-download fetches it into --model-dir)"
+            )
         if not f.exists():
             f.parent.mkdir(parents=True, exist_ok=True)
             try:
-                download_gdrive_new(gdrive, f)  # what load_model would do, done first so the file is checked first
+                download_gdrive_new(
+                    gdrive, f
+                )  # what load_model would do, done first so the file is checked first
             except Exception as e:  # noqa: BLE001 - no network, a moved file: one line with where the file goes
                 f.unlink(missing_ok=True)
-                raise ZooError(f"could not download {f.name} ({type(e).__name__}); put RobustBench's file at {f} "
-                               "and run again") from None
+                raise ZooError(
+                    f"could not download {f.name} ({type(e).__name__}); put RobustBench's file at {f} "
+                    "and run again"
+                ) from None
         check_tensors_only(f)
     try:
         model = load_model(cfg.name, model_dir=cfg.model_dir, dataset=cfg.dataset, threat_model=cfg.threat)
     except Exception as e:  # noqa: BLE001 - a file RobustBench itself cannot read, said in one line
-        raise ZooError(f"RobustBench could not load {cfg.name} ({type(e).__name__}: {' '.join(str(e).split())[:160]})"
-                       ) from None
+        raise ZooError(
+            f"RobustBench could not load {cfg.name} ({type(e).__name__}: {' '.join(str(e).split())[:160]})"
+        ) from None
     return model.eval()
 
 
@@ -109,8 +133,12 @@ def licence(name: str, dataset: str, threat: str) -> str:
             continue
         where, terms = line[2:].split(":", 1)
         fields = [f.strip() for f in where.split(",")]
-        if len(fields) == 3 and data_name in fields[0].split("/") and threat in fields[1].split("/") and (
-                fields[2] == name or (fields[2].endswith("*") and name.startswith(fields[2][:-1]))):
+        if (
+            len(fields) == 3
+            and data_name in fields[0].split("/")
+            and threat in fields[1].split("/")
+            and (fields[2] == name or (fields[2].endswith("*") and name.startswith(fields[2][:-1])))
+        ):
             return terms.strip() + " (RobustBench's LICENSE lists this model's own licence)"
     return "MIT (RobustBench's LICENSE: every Model Zoo weight it does not list otherwise)"
 
@@ -121,8 +149,10 @@ def citation(cfg: ImportConfig) -> str:
     own = f"see {MODEL_INFO}/{cfg.dataset}/{cfg.threat}/{cfg.name}.json"
     if path.is_file():
         info = json.loads(path.read_text())
-        own = (f"{info.get('authors', '?')}: {info.get('name', cfg.name)}, {info.get('venue', '').replace('<br>', ' ')}"
-               f" ({info.get('link', '')})")
+        own = (
+            f"{info.get('authors', '?')}: {info.get('name', cfg.name)}, {info.get('venue', '').replace('<br>', ' ')}"
+            f" ({info.get('link', '')})"
+        )
     return f"{own}. Benchmark: {ROBUSTBENCH_CITATION}"
 
 
@@ -130,14 +160,26 @@ def import_robustbench(cfg: ImportConfig, command: str = "") -> Path:
     """Write the checkpoint folder of a RobustBench model (see the module docstring); returns it."""
     check_name(cfg.name, cfg.dataset, cfg.threat)  # loads robustbench, or says in one line how to get it
     model = _robustbench_model(cfg)
-    classifier = PAGClassifier(zoo_arch(cfg.name, cfg.dataset, cfg.threat), 10, CIFAR10_CLASSES, image_size=32)
+    classifier = PAGClassifier(
+        zoo_arch(cfg.name, cfg.dataset, cfg.threat), 10, CIFAR10_CLASSES, image_size=32
+    )
     classifier.net.load_state_dict(model.state_dict())
     path = weights_file(cfg)
     norm = cfg.threat.lower()
-    run = {"method": "import", "source": f"RobustBench {distribution('robustbench').version}: {cfg.dataset} "
-                                         f"{cfg.threat} {cfg.name} ({LEADERBOARD})",
-           "citation": citation(cfg), "licence": licence(cfg.name, cfg.dataset, cfg.threat),
-           "dataset": cfg.dataset, "adv_norm": norm, "adv_eps": eval_eps(norm, cfg.dataset),
-           "file": str(path), "file_sha256": sha256(path) if path.exists() else None,
-           "command": command, "commit": git_commit(), "date": now(), "torch": torch.__version__}
+    run = {
+        "method": "import",
+        "source": f"RobustBench {distribution('robustbench').version}: {cfg.dataset} "
+        f"{cfg.threat} {cfg.name} ({LEADERBOARD})",
+        "citation": citation(cfg),
+        "licence": licence(cfg.name, cfg.dataset, cfg.threat),
+        "dataset": cfg.dataset,
+        "adv_norm": norm,
+        "adv_eps": eval_eps(norm, cfg.dataset),
+        "file": str(path),
+        "file_sha256": sha256(path) if path.exists() else None,
+        "command": command,
+        "commit": git_commit(),
+        "date": now(),
+        "torch": torch.__version__,
+    }
     return save_checkpoint(classifier, cfg.out, run)

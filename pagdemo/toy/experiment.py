@@ -13,15 +13,16 @@ the attack (`pagdemo.attacks.pgd`) are the image models' code. Coordinates are r
 pixel range), so the attack runs with `bounds=None`. The figure lives in `pagdemo.toy.plot`, the
 statistics over seeds and the results table in `pagdemo.toy.stats`.
 """
+
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing import get_context
-from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -29,16 +30,18 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pagdemo.attacks import pgd
-from pagdemo.pag.inputgrads import check_grad_of
-from pagdemo.pag.losses import PAG_IMPLS, pag_loss
 from pagdemo.models import build_model
 from pagdemo.options import flag
+from pagdemo.pag.inputgrads import check_grad_of
+from pagdemo.pag.losses import PAG_IMPLS, pag_loss
 from pagdemo.pag.targets import NearestNeighborTarget
 from pagdemo.toy.stats import describe
 
 MODE_CENTERS = ((-50.0, -10.0, 30.0), (-30.0, 10.0, 50.0))  # x1 centres of class A's and class B's modes
 SLOPE = 2.0  # the data line: x2 = SLOPE * x1
-TEST_SEED_OFFSET = 10_000  # test points come from their own generator: "fresh" samples, never the training ones
+TEST_SEED_OFFSET = (
+    10_000  # test points come from their own generator: "fresh" samples, never the training ones
+)
 SWEEP_SEED0 = 100  # the lambda sweep runs on seeds 100, 101, ...: lambda is not chosen on the reported seeds
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
@@ -47,8 +50,12 @@ DTYPES = {"float64": torch.float64, "float32": torch.float32}
 class ToyConfig:
     """App. C.1 defaults; `lam`, `k`, `grad_of` and `random_init` are our choices (the paper gives none)."""
 
-    seeds: int = flag(20, "number of seeds 0, 1, ..., seeds - 1, each for both runs (results as mean with a 95% "
-                      "confidence interval)", read="count")
+    seeds: int = flag(
+        20,
+        "number of seeds 0, 1, ..., seeds - 1, each for both runs (results as mean with a 95% "
+        "confidence interval)",
+        read="count",
+    )
     lam: float = flag(1.0, "PAG weight lambda of Eq. 1 (default: the value our sweep chose, see docs/toy)")
     k: int = 30  # Nearest Neighbor sample size: class-t candidates drawn once per class
     grad_of: str = "logit"  # input gradient of "logit" (Eq. 1, chosen) or "logsoftmax" (authors' code)
@@ -63,13 +70,25 @@ class ToyConfig:
     steps: int = 10
     step_size: float = 2.0
     random_init: bool = False  # the paper's "simple PGD": start at the clean point
-    dtype: str = flag("float64", "float64 (default): a seed's outcome barely depends on the CPU's rounding",
-                      choices=tuple(DTYPES))
-    workers: int = flag(1, "processes to spread the seeds over (each trains on one thread; the numbers do not change)",
-                        read="count")
-    sweep_lams: tuple[float, ...] = flag((), f"also sweep these lambdas on held-out seeds {SWEEP_SEED0}.. (e.g. "
-                                         "0,0.1,0.3,1,3,10; adds minutes)", read="floats", name="--sweep")
-    out: str = flag("runs/toy", "folder for results.json and decision_boundary.png (docs/toy holds the shipped run)")
+    dtype: str = flag(
+        "float64",
+        "float64 (default): a seed's outcome barely depends on the CPU's rounding",
+        choices=tuple(DTYPES),
+    )
+    workers: int = flag(
+        1,
+        "processes to spread the seeds over (each trains on one thread; the numbers do not change)",
+        read="count",
+    )
+    sweep_lams: tuple[float, ...] = flag(
+        (),
+        f"also sweep these lambdas on held-out seeds {SWEEP_SEED0}.. (e.g. 0,0.1,0.3,1,3,10; adds minutes)",
+        read="floats",
+        name="--sweep",
+    )
+    out: str = flag(
+        "runs/toy", "folder for results.json and decision_boundary.png (docs/toy holds the shipped run)"
+    )
 
     def __post_init__(self) -> None:
         """Reject bad settings when the config is made (from argv or the app), not minutes into a run."""
@@ -80,7 +99,9 @@ class ToyConfig:
         if self.dtype not in DTYPES:
             raise ValueError(f"unknown dtype {self.dtype!r}; choose one of {sorted(DTYPES)}")
         if self.n_test % n_modes:
-            raise ValueError(f"n_test must be a multiple of {n_modes} (one share per mode), got {self.n_test}")
+            raise ValueError(
+                f"n_test must be a multiple of {n_modes} (one share per mode), got {self.n_test}"
+            )
         for name in ("seeds", "k", "epochs", "batch_size", "n_per_mode", "steps", "workers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -95,8 +116,10 @@ class ToyConfig:
 
 # ----------------------------------------------------------------------------- data and targets
 
-def make_toy_data(n_per_mode: int, generator: torch.Generator, sigma: float = 1.0,
-                  dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+
+def make_toy_data(
+    n_per_mode: int, generator: torch.Generator, sigma: float = 1.0, dtype: torch.dtype = torch.float64
+) -> tuple[torch.Tensor, torch.Tensor]:
     """App. C.1 data: x1 ~ N(c, sigma^2) for each mode centre c, x2 = 2 * x1; returns (x (N, 2), y (N,))."""
     xs, ys = [], []
     for label, centers in enumerate(MODE_CENTERS):
@@ -125,6 +148,7 @@ def nn_targets(x: torch.Tensor, y: torch.Tensor, k: int, seed: int) -> torch.Ten
 
 
 # ----------------------------------------------------------------------------- training
+
 
 @contextmanager
 def _single_thread() -> Iterator[None]:
@@ -158,7 +182,9 @@ def train_toy(cfg: ToyConfig, seed: int, lam: float, progress: bool = False) -> 
             if targets is None:
                 loss = F.cross_entropy(model(x[idx]), y[idx])
             else:
-                loss, _ = pag_loss(model, x[idx], y[idx], targets[idx], lam, grad_of=cfg.grad_of, impl=cfg.impl)
+                loss, _ = pag_loss(
+                    model, x[idx], y[idx], targets[idx], lam, grad_of=cfg.grad_of, impl=cfg.impl
+                )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -167,6 +193,7 @@ def train_toy(cfg: ToyConfig, seed: int, lam: float, progress: bool = False) -> 
 
 # ----------------------------------------------------------------------------- evaluation
 
+
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, chunk: int = 1 << 20) -> torch.Tensor:
     """Predicted class of many 2-D points, in chunks to bound memory."""
@@ -174,8 +201,14 @@ def predict(model: nn.Module, x: torch.Tensor, chunk: int = 1 << 20) -> torch.Te
     return torch.cat([model(c.to(dtype)).argmax(dim=1) for c in x.split(chunk)])
 
 
-def boundary_distance(model: nn.Module, x: torch.Tensor, n_rays: int = 120, r_max: float = 40.0,
-                      step: float = 0.5, bisect: int = 12) -> torch.Tensor:
+def boundary_distance(
+    model: nn.Module,
+    x: torch.Tensor,
+    n_rays: int = 120,
+    r_max: float = 40.0,
+    step: float = 0.5,
+    bisect: int = 12,
+) -> torch.Tensor:
     """Minimal L2 distance from each point to the decision boundary: (N,).
 
     Along `n_rays` directions (3 degrees apart) from each point we march outwards in `step`
@@ -188,7 +221,7 @@ def boundary_distance(model: nn.Module, x: torch.Tensor, n_rays: int = 120, r_ma
     radii = torch.arange(1, int(r_max / step) + 1, dtype=x.dtype) * step  # (S,)
     own = predict(model, x)
     pts = x[:, None, None, :] + radii[None, None, :, None] * dirs[None, :, None, :]  # (N, R, S, 2)
-    flipped = (predict(model, pts.reshape(-1, 2)).view(pts.shape[:3]) != own[:, None, None])
+    flipped = predict(model, pts.reshape(-1, 2)).view(pts.shape[:3]) != own[:, None, None]
     hit = flipped.any(dim=2)
     first = flipped.to(x.dtype).argmax(dim=2)  # index of the first flipped radius (0 if none)
     hi = torch.where(hit, radii[first], torch.full_like(radii[first], r_max))
@@ -201,11 +234,23 @@ def boundary_distance(model: nn.Module, x: torch.Tensor, n_rays: int = 120, r_ma
     return hi.min(dim=1).values
 
 
-def attack_toy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: ToyConfig, seed: int = 0) -> torch.Tensor:
+def attack_toy(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: ToyConfig, seed: int = 0
+) -> torch.Tensor:
     """App. C.1 attack: L2 PGD, eps 15, 10 steps of size 2, unbounded coordinates."""
     gen = torch.Generator().manual_seed(seed)
-    return pgd(model, x, y, eps=cfg.eps, norm="l2", steps=cfg.steps, step_size=cfg.step_size,
-               random_init=cfg.random_init, bounds=None, generator=gen)
+    return pgd(
+        model,
+        x,
+        y,
+        eps=cfg.eps,
+        norm="l2",
+        steps=cfg.steps,
+        step_size=cfg.step_size,
+        random_init=cfg.random_init,
+        bounds=None,
+        generator=gen,
+    )
 
 
 def evaluate_toy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: ToyConfig) -> dict[str, float]:
@@ -217,8 +262,12 @@ def evaluate_toy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: ToyCon
     """
     correct = predict(model, x) == y
     dist = boundary_distance(model, x)
-    return {"clean_acc": _percent(correct), "pgd_acc": _percent(predict(model, attack_toy(model, x, y, cfg)) == y),
-            "ray_search_acc": _percent(correct & (dist >= cfg.eps)), "boundary_dist": dist.mean().item()}
+    return {
+        "clean_acc": _percent(correct),
+        "pgd_acc": _percent(predict(model, attack_toy(model, x, y, cfg)) == y),
+        "ray_search_acc": _percent(correct & (dist >= cfg.eps)),
+        "boundary_dist": dist.mean().item(),
+    }
 
 
 def _percent(hits: torch.Tensor) -> float:
@@ -226,7 +275,9 @@ def _percent(hits: torch.Tensor) -> float:
     return 100 * hits.double().mean().item()
 
 
-def run_seed(cfg: ToyConfig, seed: int, lam: float, progress: bool = False) -> tuple[nn.Module, nn.Module, dict]:
+def run_seed(
+    cfg: ToyConfig, seed: int, lam: float, progress: bool = False
+) -> tuple[nn.Module, nn.Module, dict]:
     """Train vanilla and PAG for one seed; evaluate both on the seed's fresh test set (one thread throughout)."""
     metrics: dict = {"seed": seed, "lam": lam}
     models = []
@@ -263,14 +314,26 @@ def _map(fn, jobs: list, workers: int, desc: str, progress: bool) -> list:
 
 def run_seeds(cfg: ToyConfig, seeds: list[int], lam: float, progress: bool = True) -> list[dict]:
     """Metrics of every seed, in `cfg.workers` processes; each seed's numbers are the same however many there are."""
-    return _map(_metrics_only, [(cfg, s, lam) for s in seeds], cfg.workers, f"seeds, lambda {lam:g}", progress)
+    return _map(
+        _metrics_only, [(cfg, s, lam) for s in seeds], cfg.workers, f"seeds, lambda {lam:g}", progress
+    )
 
 
 def sweep(lams: list[float], seeds: list[int], cfg: ToyConfig, progress: bool = True) -> list[dict]:
     """To choose lambda: PAG's metrics per seed and their summary for each lambda, on held-out seeds."""
     rows = []
     for lam in lams:
-        runs = _map(_pag_only, [(cfg, s, lam) for s in seeds], cfg.workers, f"sweep, lambda {lam:g}", progress)
-        rows.append({"lam": lam, "grad_of": cfg.grad_of, "k": cfg.k, "seeds": list(seeds), "per_seed": runs,
-                     **{m: describe([r[m] for r in runs]) for m in runs[0] if m != "seed"}})
+        runs = _map(
+            _pag_only, [(cfg, s, lam) for s in seeds], cfg.workers, f"sweep, lambda {lam:g}", progress
+        )
+        rows.append(
+            {
+                "lam": lam,
+                "grad_of": cfg.grad_of,
+                "k": cfg.k,
+                "seeds": list(seeds),
+                "per_seed": runs,
+                **{m: describe([r[m] for r in runs]) for m in runs[0] if m != "seed"},
+            }
+        )
     return rows

@@ -1,4 +1,5 @@
 """The toy experiment's figure (the paper's Figure 3): each model's decision regions with the test points."""
+
 from __future__ import annotations
 
 import torch
@@ -13,9 +14,15 @@ from pagdemo.toy.experiment import ToyConfig, make_test_data, predict
 CLASS_NAMES = ("class A", "class B")
 
 
-def draw_boundaries(vanilla: nn.Module, pag: nn.Module, x_test: torch.Tensor, y_test: torch.Tensor,
-                    titles: tuple[str, str] = ("Vanilla", "PAG (Nearest Neighbor)"), eps: float = 15.0,
-                    lims: tuple[float, float, float, float] = (-70.0, 70.0, -125.0, 125.0)) -> Figure:
+def draw_boundaries(
+    vanilla: nn.Module,
+    pag: nn.Module,
+    x_test: torch.Tensor,
+    y_test: torch.Tensor,
+    titles: tuple[str, str] = ("Vanilla", "PAG (Nearest Neighbor)"),
+    eps: float = 15.0,
+    lims: tuple[float, float, float, float] = (-70.0, 70.0, -125.0, 125.0),
+) -> Figure:
     """Figure 3 of the paper: test points over each model's predicted-class background, side by side."""
     x0, x1, y0, y1 = lims
     gx, gy = torch.meshgrid(torch.linspace(x0, x1, 400), torch.linspace(y0, y1, 700), indexing="xy")
@@ -25,7 +32,9 @@ def draw_boundaries(vanilla: nn.Module, pag: nn.Module, x_test: torch.Tensor, y_
     colors, light = ("#1f77b4", "#d62728"), ListedColormap(["#c6dbef", "#fcc5c0"])
     for ax, model, title in zip(axes, (vanilla, pag), titles):
         pred = predict(model, grid).view(gx.shape).numpy()
-        ax.pcolormesh(gx.numpy(), gy.numpy(), pred, cmap=light, vmin=0, vmax=1, shading="auto", rasterized=True)
+        ax.pcolormesh(
+            gx.numpy(), gy.numpy(), pred, cmap=light, vmin=0, vmax=1, shading="auto", rasterized=True
+        )
         ax.contour(gx.numpy(), gy.numpy(), pred, levels=[0.5], colors="k", linewidths=1.0)
         for c in (0, 1):
             pts = x_test[y_test == c].double().numpy()
@@ -34,7 +43,10 @@ def draw_boundaries(vanilla: nn.Module, pag: nn.Module, x_test: torch.Tensor, y_
         ax.text(x0 + 20, y1 - 20, f"eps={eps:g}", ha="center", va="center", fontsize=8)
         ax.set(title=title, xlim=(x0, x1), ylim=(y0, y1), xlabel="x1", aspect="equal")
     axes[0].set_ylabel("x2")
-    handles = [Line2D([], [], ls="", marker="o", color=colors[c], label=f"test point, {CLASS_NAMES[c]}") for c in (0, 1)]
+    handles = [
+        Line2D([], [], ls="", marker="o", color=colors[c], label=f"test point, {CLASS_NAMES[c]}")
+        for c in (0, 1)
+    ]
     handles += [Patch(color=light(c), label=f"predicted {CLASS_NAMES[c]}") for c in (0, 1)]
     handles += [Line2D([], [], color="k", label="decision boundary")]
     fig.legend(handles=handles, loc="outside lower center", ncol=5, fontsize=9)
@@ -44,8 +56,10 @@ def draw_boundaries(vanilla: nn.Module, pag: nn.Module, x_test: torch.Tensor, y_
 def titles(lam: float, metrics: dict) -> tuple[str, str]:
     """Panel titles carrying the seed and each model's clean and PGD accuracy."""
     v, p, s = metrics["vanilla"], metrics["pag"], metrics["seed"]
-    return (f"Vanilla (seed {s}): clean {v['clean_acc']:.1f}%, PGD {v['pgd_acc']:.1f}%",
-            f"PAG (NN, lambda={lam:g}, seed {s}): clean {p['clean_acc']:.1f}%, PGD {p['pgd_acc']:.1f}%")
+    return (
+        f"Vanilla (seed {s}): clean {v['clean_acc']:.1f}%, PGD {v['pgd_acc']:.1f}%",
+        f"PAG (NN, lambda={lam:g}, seed {s}): clean {p['clean_acc']:.1f}%, PGD {p['pgd_acc']:.1f}%",
+    )
 
 
 def seed_figure(cfg: ToyConfig, vanilla: nn.Module, pag: nn.Module, metrics: dict) -> Figure:

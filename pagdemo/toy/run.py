@@ -1,5 +1,6 @@
 """The toy experiment as a whole: `pagdemo toy` writes every seed's results and seed 0's figure to a folder, and the
 app trains (or remembers) one seed at a time."""
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,13 @@ def run_toy(cfg: ToyConfig, progress: bool = True) -> dict:
     runs = run_seeds(cfg, list(range(cfg.seeds)), cfg.lam, progress)
     vanilla, pag, metrics = _cached_seed(cfg, 0, cfg.lam)  # seed 0 again, for its figure
     seed_figure(cfg, vanilla, pag, metrics).savefig(out / "decision_boundary.png", dpi=110)
-    results = {"config": asdict(cfg), "paper": PAPER, "per_seed": runs, "summary": summarize(runs),
-               "seed_0_repeats_exactly": _without_times(metrics) == _without_times(runs[0])}
+    results = {
+        "config": asdict(cfg),
+        "paper": PAPER,
+        "per_seed": runs,
+        "summary": summarize(runs),
+        "seed_0_repeats_exactly": _without_times(metrics) == _without_times(runs[0]),
+    }
     if cfg.sweep_lams:
         held_out = list(range(SWEEP_SEED0, SWEEP_SEED0 + cfg.seeds))
         results["sweep"] = sweep(list(cfg.sweep_lams), held_out, cfg, progress)
@@ -40,8 +46,10 @@ def run_toy(cfg: ToyConfig, progress: bool = True) -> dict:
 
 def _without_times(metrics: dict) -> dict:
     """A seed's metrics without its training times (which vary from run to run)."""
-    return {k: ({m: v for m, v in val.items() if m != "train_s"} if isinstance(val, dict) else val)
-            for k, val in metrics.items()}
+    return {
+        k: ({m: v for m, v in val.items() if m != "train_s"} if isinstance(val, dict) else val)
+        for k, val in metrics.items()
+    }
 
 
 @lru_cache(maxsize=8)

@@ -8,6 +8,7 @@ the recipe probe (issue 23, scripts/queue.json) compares at an equal budget. Eve
 records its recipe's name and settings. The schedules are pure functions of the step, so
 resuming a run needs no scheduler state.
 """
+
 from __future__ import annotations
 
 import math
@@ -23,16 +24,22 @@ class Recipe:
     epochs: int
     batch_size: int  # global batch
     lr: float  # peak learning rate (SGD, momentum 0.9, weight decay 1e-4)
-    schedule: str  # "multistep-50-75": x0.1 at 50% and 75%; "warmup-cosine": 1 epoch linear warm-up, cosine to 0
+    schedule: (
+        str  # "multistep-50-75": x0.1 at 50% and 75%; "warmup-cosine": 1 epoch linear warm-up, cosine to 0
+    )
     nesterov: bool = False
     amp: bool = False  # bf16 autocast and channels_last by default on a GPU
-    lam_schedule: str = "constant"  # "ramp": 0 -> lambda over the first half; "late": 0 for a third, ramped over a third
+    lam_schedule: str = (
+        "constant"  # "ramp": 0 -> lambda over the first half; "late": 0 for a third, ramped over a third
+    )
     needs_init: bool = False  # starts from a trained checkpoint (--init): PAG fine-tuning
 
     def __post_init__(self) -> None:
         """A misspelled schedule would train silently on another one: refuse it when the recipe is built."""
-        for what, name, names in (("schedule", self.schedule, SCHEDULES), ("lambda schedule", self.lam_schedule,
-                                                                           LAM_SCHEDULES)):
+        for what, name, names in (
+            ("schedule", self.schedule, SCHEDULES),
+            ("lambda schedule", self.lam_schedule, LAM_SCHEDULES),
+        ):
             if name not in names:
                 raise ValueError(f"unknown {what} {name!r}; choose one of {list(names)}")
 
@@ -42,20 +49,63 @@ class Recipe:
 
 
 RECIPES: dict[str, Recipe] = {
-    "paper": Recipe("App. C.2: SGD lr 0.01, batch 64 (32 on STL-10), 100 epochs, lr x0.1 at 50% and 75%, fp32",
-                    100, 64, 0.01, "multistep-50-75"),
-    "fast": Recipe("batch 256, lr 0.04 (0.01 scaled with the batch), Nesterov, warm-up + cosine, 30 epochs, bf16",
-                   30, 256, 0.04, "warmup-cosine", nesterov=True, amp=True),
-    "fast-lr01": Recipe("as fast, but the paper's lr 0.01 unscaled", 30, 256, 0.01, "warmup-cosine", nesterov=True,
-                        amp=True),
-    "short-b64": Recipe("the paper's batch 64 and lr 0.01, warm-up + cosine, 30 epochs, bf16", 30, 64, 0.01,
-                        "warmup-cosine", amp=True),
-    "ramp": Recipe("as fast-lr01, with lambda ramped from 0 over the first half", 30, 256, 0.01, "warmup-cosine",
-                   nesterov=True, amp=True, lam_schedule="ramp"),
-    "late": Recipe("as fast-lr01, with lambda 0 for the first third, then ramped to its value over the second",
-                   30, 256, 0.01, "warmup-cosine", nesterov=True, amp=True, lam_schedule="late"),
-    "finetune": Recipe("as fast-lr01, starting from a trained checkpoint (--init, e.g. vanilla): PAG fine-tuning",
-                       30, 256, 0.01, "warmup-cosine", nesterov=True, amp=True, needs_init=True),
+    "paper": Recipe(
+        "App. C.2: SGD lr 0.01, batch 64 (32 on STL-10), 100 epochs, lr x0.1 at 50% and 75%, fp32",
+        100,
+        64,
+        0.01,
+        "multistep-50-75",
+    ),
+    "fast": Recipe(
+        "batch 256, lr 0.04 (0.01 scaled with the batch), Nesterov, warm-up + cosine, 30 epochs, bf16",
+        30,
+        256,
+        0.04,
+        "warmup-cosine",
+        nesterov=True,
+        amp=True,
+    ),
+    "fast-lr01": Recipe(
+        "as fast, but the paper's lr 0.01 unscaled", 30, 256, 0.01, "warmup-cosine", nesterov=True, amp=True
+    ),
+    "short-b64": Recipe(
+        "the paper's batch 64 and lr 0.01, warm-up + cosine, 30 epochs, bf16",
+        30,
+        64,
+        0.01,
+        "warmup-cosine",
+        amp=True,
+    ),
+    "ramp": Recipe(
+        "as fast-lr01, with lambda ramped from 0 over the first half",
+        30,
+        256,
+        0.01,
+        "warmup-cosine",
+        nesterov=True,
+        amp=True,
+        lam_schedule="ramp",
+    ),
+    "late": Recipe(
+        "as fast-lr01, with lambda 0 for the first third, then ramped to its value over the second",
+        30,
+        256,
+        0.01,
+        "warmup-cosine",
+        nesterov=True,
+        amp=True,
+        lam_schedule="late",
+    ),
+    "finetune": Recipe(
+        "as fast-lr01, starting from a trained checkpoint (--init, e.g. vanilla): PAG fine-tuning",
+        30,
+        256,
+        0.01,
+        "warmup-cosine",
+        nesterov=True,
+        amp=True,
+        needs_init=True,
+    ),
 }
 
 

@@ -7,6 +7,7 @@ in two calls of 8 files and back in the next window beside the data), and `progr
 swapped in, so it is never half-written. Moving the run folder (config.json, train_log.jsonl
 and train_state/) to another machine and running the same command there resumes it.
 """
+
 from __future__ import annotations
 
 import os
@@ -24,10 +25,14 @@ from pagdemo.records.files import read_json, write_json
 STATE_DIR = "train_state"
 
 
-def save_state(out: Path, model: nn.Module, opt: torch.optim.Optimizer, epoch: int, step: int, elapsed: float) -> None:
+def save_state(
+    out: Path, model: nn.Module, opt: torch.optim.Optimizer, epoch: int, step: int, elapsed: float
+) -> None:
     """Weights, momenta and progress after a finished epoch."""
-    tensors = {f"model.{k}": v.detach().float() if v.is_floating_point() else v.detach()
-               for k, v in model.state_dict().items()}
+    tensors = {
+        f"model.{k}": v.detach().float() if v.is_floating_point() else v.detach()
+        for k, v in model.state_dict().items()
+    }
     for i, group in enumerate(opt.param_groups):
         for j, p in enumerate(group["params"]):
             buf = opt.state.get(p, {}).get("momentum_buffer")
@@ -63,9 +68,11 @@ def load_state(out: Path, model: nn.Module, opt: torch.optim.Optimizer) -> tuple
     for f in sorted(n for n in shard_names(folder) if n.endswith(".safetensors")):
         try:
             tensors.update(load_file(folder / f))
-        except Exception as e:  # safetensors raises its own error type for a truncated or damaged shard
-            raise ValueError(f"{folder / f} cannot be read ({type(e).__name__}: {e}); the state is damaged") from None
-    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+        except Exception as e:  # noqa: BLE001 (safetensors has its own error type for a damaged shard)
+            raise ValueError(
+                f"{folder / f} cannot be read ({type(e).__name__}: {e}); the state is damaged"
+            ) from None
+    model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
     for i, group in enumerate(opt.param_groups):
         for j, p in enumerate(group["params"]):
             if f"opt.{i}.{j}" in tensors:

@@ -1,10 +1,11 @@
 """Issue 23's training diagnosis in docs/training.md, printed from its committed JSON (`pagdemo docs` puts
 the tables in place): the GPU recipe probe, where the shipped Class Mean model's alignment lives, and the
 CPU probes of the BatchNorm couplings."""
+
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 from pagdemo.records.files import read_json
 from pagdemo.records.report import table_cell as _cell
@@ -17,21 +18,27 @@ def probe(root: Path) -> str:
         return "(no GPU window has run the probe yet: `scripts/queue.json` holds it first)"
     data = read_json(found[-1])
     jobs = data["jobs"]
-    lines = [f"From [`{found[-1].relative_to(root)}`]({found[-1].relative_to(root / 'docs')}): "
-             f"{jobs[0]['device'] if jobs else ''}, {jobs[0]['subset_n'] if jobs else ''} test images, after the last "
-             "epoch; cos: summed misalignment on 256 training images after the first epoch -> after the last, with "
-             "BatchNorm in train mode coupled as the run trained (as classes where its PAG pass was in eval mode) "
-             "(cos train) and in eval mode, the gradient attacks see (cos eval).", "",
-             "| job | recipe | arch | BN coupling | frame | lr | epochs | clean | PGD-20 linf | PGD-20 l2 | cos train | "
-             "cos eval | seconds | commit |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"From [`{found[-1].relative_to(root)}`]({found[-1].relative_to(root / 'docs')}): "
+        f"{jobs[0]['device'] if jobs else ''}, {jobs[0]['subset_n'] if jobs else ''} test images, after the last "
+        "epoch; cos: summed misalignment on 256 training images after the first epoch -> after the last, with "
+        "BatchNorm in train mode coupled as the run trained (as classes where its PAG pass was in eval mode) "
+        "(cos train) and in eval mode, the gradient attacks see (cos eval).",
+        "",
+        "| job | recipe | arch | BN coupling | frame | lr | epochs | clean | PGD-20 linf | PGD-20 l2 | cos train | "
+        "cos eval | seconds | commit |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in jobs:
         first, last = (r["trajectory"][0], r["trajectory"][-1]) if r["trajectory"] else ({}, {})
-        lines.append(f"| {r['job']} | {r['recipe']} | {r['arch']} | {r.get('bn_coupling')} | {r.get('pag_frame')} | "
-                     f"{r['lr']} | {r['epochs_done']}/{r['epochs']} | {_cell(100 * (r['clean'] or 0))} | "
-                     f"{_cell(100 * (r['linf_pgd20'] or 0))} | {_cell(100 * (r['l2_pgd20'] or 0))} | "
-                     f"{_cell(first.get('cos_train'))} -> {_cell(last.get('cos_train'))} | "
-                     f"{_cell(first.get('cos_eval'))} -> {_cell(last.get('cos_eval'))} | {_cell(r['train_time_s'], 0)} | "
-                     f"`{str(r['commit'])[:7]}` |")
+        lines.append(
+            f"| {r['job']} | {r['recipe']} | {r['arch']} | {r.get('bn_coupling')} | {r.get('pag_frame')} | "
+            f"{r['lr']} | {r['epochs_done']}/{r['epochs']} | {_cell(100 * (r['clean'] or 0))} | "
+            f"{_cell(100 * (r['linf_pgd20'] or 0))} | {_cell(100 * (r['l2_pgd20'] or 0))} | "
+            f"{_cell(first.get('cos_train'))} -> {_cell(last.get('cos_train'))} | "
+            f"{_cell(first.get('cos_eval'))} -> {_cell(last.get('cos_eval'))} | {_cell(r['train_time_s'], 0)} | "
+            f"`{str(r['commit'])[:7]}` |"
+        )
     return "\n".join(lines)
 
 
@@ -45,19 +52,34 @@ def coupling(root: Path) -> str:
     data = read_json(root / "docs/diagnosis/coupling.json")
     if not data:
         return "(not measured yet: `python scripts/coupling_diagnosis.py`)"
-    lines = ["| Class Mean targets | pairwise cosine of the 10 targets | lowest per-image misalignment found | "
-             "one gradient flipped |", "|---|---|---|---|"]
-    lines += [f"| {name} | {_spread(t['pairwise_cos'])} | {_spread(t['per_image_floor'])} | {_spread(t['flip_one_bound'])} |"
-              for name, t in data["targets"].items()]
-    lines += ["", "| checkpoint | train mode, coupling classes | train mode, coupling batch | batch statistics held "
-                  "constant (detached) | eval mode | p(true class), eval mode |", "|---|---|---|---|---|---|"]
-    lines += [f"| `{name}` | {_cell(r['classes'])} | {_cell(r['batch'])} | {_cell(r.get('detached'))} | {_cell(r['eval'])} | "
-              f"{_spread(r['p_true_class_eval'])} |" for name, r in data["checkpoints"].items()]
-    lines += ["", f"Summed misalignment of the log-softmax input gradients (0: aligned, 10: orthogonal, 20: opposite), "
-                  f"mean over {data['images']} training images ({data['augmented']}; "
-                  f"{data.get('order', 'in class order')}), BatchNorm batches of "
-                  f"{data['batch_size']} in train mode; {data['machine']}, torch {data['torch']}, commit "
-                  f"`{data['commit'][:7]}`, {data['seconds']:.0f} s: `{data['command']}`."]
+    lines = [
+        "| Class Mean targets | pairwise cosine of the 10 targets | lowest per-image misalignment found | "
+        "one gradient flipped |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {name} | {_spread(t['pairwise_cos'])} | {_spread(t['per_image_floor'])} | {_spread(t['flip_one_bound'])} |"
+        for name, t in data["targets"].items()
+    ]
+    lines += [
+        "",
+        "| checkpoint | train mode, coupling classes | train mode, coupling batch | batch statistics held "
+        "constant (detached) | eval mode | p(true class), eval mode |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| `{name}` | {_cell(r['classes'])} | {_cell(r['batch'])} | {_cell(r.get('detached'))} | {_cell(r['eval'])} | "
+        f"{_spread(r['p_true_class_eval'])} |"
+        for name, r in data["checkpoints"].items()
+    ]
+    lines += [
+        "",
+        f"Summed misalignment of the log-softmax input gradients (0: aligned, 10: orthogonal, 20: opposite), "
+        f"mean over {data['images']} training images ({data['augmented']}; "
+        f"{data.get('order', 'in class order')}), BatchNorm batches of "
+        f"{data['batch_size']} in train mode; {data['machine']}, torch {data['torch']}, commit "
+        f"`{data['commit'][:7]}`, {data['seconds']:.0f} s: `{data['command']}`.",
+    ]
     return "\n".join(lines)
 
 
@@ -80,10 +102,12 @@ def _probe_arm(arm: dict) -> str:
     """One arm of a CPU coupling probe as a table row."""
     steps, epochs = arm["steps"], arm["epochs"]
     own = next(k for k in epochs[0] if k.startswith("cos_") and k != "cos_eval")
-    return (f"| {arm['coupling']} | {_pct(steps[0]['acc'])} -> {_pct(steps[-1]['acc'])} | "
-            f"{max(r['ce'] for r in steps):.2f} | {', '.join(_pct(e['test_acc']) for e in epochs)} | "
-            f"{epochs[0][own]:.2f} -> {epochs[-1][own]:.2f} ({own[4:]}) | "
-            f"{epochs[0]['cos_eval']:.2f} -> {epochs[-1]['cos_eval']:.2f} | {arm['seconds']:.0f} |")
+    return (
+        f"| {arm['coupling']} | {_pct(steps[0]['acc'])} -> {_pct(steps[-1]['acc'])} | "
+        f"{max(r['ce'] for r in steps):.2f} | {', '.join(_pct(e['test_acc']) for e in epochs)} | "
+        f"{epochs[0][own]:.2f} -> {epochs[-1][own]:.2f} ({own[4:]}) | "
+        f"{epochs[0]['cos_eval']:.2f} -> {epochs[-1]['cos_eval']:.2f} | {arm['seconds']:.0f} |"
+    )
 
 
 def _probe_start(data: dict) -> str:
@@ -92,30 +116,40 @@ def _probe_start(data: dict) -> str:
     if not init:
         return "the same initialization and batches for every arm"
     last = init["epochs"][-1]
-    return (f"every arm fine-tunes one network trained by the cross-entropy alone for {s['init_epochs']} epochs at "
-            f"lr {s['init_lr']} (test accuracy {_pct(last['test_acc'])}, cos eval {last['cos_eval']:.2f}), with the "
-            "same batches")
+    return (
+        f"every arm fine-tunes one network trained by the cross-entropy alone for {s['init_epochs']} epochs at "
+        f"lr {s['init_lr']} (test accuracy {_pct(last['test_acc'])}, cos eval {last['cos_eval']:.2f}), with the "
+        "same batches"
+    )
 
 
 def coupling_probe(name: str) -> Callable[[Path], str]:
     """docs/training.md: a CPU probe of the BatchNorm couplings (issue 23), from docs/diagnosis/NAME.json."""
+
     def table(root: Path) -> str:
         data = read_json(root / f"docs/diagnosis/{name}.json")
         if not data:
             return f"(not run yet: `python scripts/coupling_probe_cpu.py --out docs/diagnosis/{name}.json`)"
-        lines = ["| coupling | train accuracy (train mode), first -> last 10 steps | cross-entropy, highest of any 10 "
-                 "steps | test accuracy (eval mode), by epoch | cos in its coupling, epoch 1 -> last | cos eval, epoch 1 "
-                 "-> last | seconds |", "|---|---|---|---|---|---|---|"]
+        lines = [
+            "| coupling | train accuracy (train mode), first -> last 10 steps | cross-entropy, highest of any 10 "
+            "steps | test accuracy (eval mode), by epoch | cos in its coupling, epoch 1 -> last | cos eval, epoch 1 "
+            "-> last | seconds |",
+            "|---|---|---|---|---|---|---|",
+        ]
         lines += [_probe_arm(arm) for arm in data["arms"]]
         s, arms = data["settings"], data["arms"]
         commits = _unique(a.get("commit", data["commit"]) for a in arms)
-        lines += ["", f"ResNet-18 at width {s['width']} (the paper's: 64), {s['images']} class-balanced training images, "
-                      f"{s['epochs']} epochs of batch {s['batch_size']}, lr {s['lr']} (`fast-lr01`'s shape), lambda "
-                      f"{s['lam']} (none: 0), `--pag-impl {s['impl']}`, {_probe_start(data)}; test accuracy on "
-                      f"{s['test_images']} test images; cos on 128 augmented training images; {data['machine']}, torch "
-                      f"{data['torch']}, commit {', '.join(_commit(c) for c in commits)}, "
-                      f"{data['seconds']:.0f} s: "
-                      f"{'; '.join(f'`{c}`' for c in _unique(a.get('command', data['command']) for a in arms))} "
-                      f"([log](diagnosis/{name}.log))."]
+        lines += [
+            "",
+            f"ResNet-18 at width {s['width']} (the paper's: 64), {s['images']} class-balanced training images, "
+            f"{s['epochs']} epochs of batch {s['batch_size']}, lr {s['lr']} (`fast-lr01`'s shape), lambda "
+            f"{s['lam']} (none: 0), `--pag-impl {s['impl']}`, {_probe_start(data)}; test accuracy on "
+            f"{s['test_images']} test images; cos on 128 augmented training images; {data['machine']}, torch "
+            f"{data['torch']}, commit {', '.join(_commit(c) for c in commits)}, "
+            f"{data['seconds']:.0f} s: "
+            f"{'; '.join(f'`{c}`' for c in _unique(a.get('command', data['command']) for a in arms))} "
+            f"([log](diagnosis/{name}.log)).",
+        ]
         return "\n".join(lines)
+
     return table

@@ -1,5 +1,6 @@
 """What every panel shares: colours, the bundled font, row labels, probabilities of the deployed model, and
 images in [0, 1] turned into pixels by nearest-neighbour enlargement (every pixel the model sees stays visible)."""
+
 from __future__ import annotations
 
 import textwrap
@@ -22,7 +23,7 @@ def load_font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
 def label_lines(name: str, width: int) -> list[str]:
     """A row label in at most three lines (long checkpoint names break at hyphens)."""
     lines = textwrap.wrap(name, width) or [""]
-    return lines if len(lines) <= 3 else lines[:2] + [lines[2][:width - 3] + "..."]
+    return lines if len(lines) <= 3 else lines[:2] + [lines[2][: width - 3] + "..."]
 
 
 def model_device(model: nn.Module) -> torch.device:

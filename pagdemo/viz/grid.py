@@ -3,11 +3,12 @@ each class, one row per model, streamed as it forms (the pixel helpers are `pagd
 
 Nearest-neighbour enlargement everywhere: every pixel the model sees stays visible.
 """
+
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -15,9 +16,10 @@ from PIL import Image, ImageDraw
 from torch import nn
 
 from pagdemo.attacks import pgd_steps
-from pagdemo.viz.draw import BLACK, GREY, GREEN, load_font, label_lines, model_device, probabilities, to_uint8
+from pagdemo.viz.draw import BLACK, GREEN, GREY, label_lines, load_font, model_device, probabilities, to_uint8
 
 # ----------------------------------------------------------------------------- PAG grid (Fig. 1, 4, 5)
+
 
 @dataclass(frozen=True)
 class GridFrame:
@@ -41,23 +43,34 @@ class GridSpec:
     scale: int = 3  # each model pixel becomes scale x scale screen pixels (32 -> 96)
 
 
-def _draw_grid(spec: GridSpec, x: torch.Tensor, clean_probs: torch.Tensor, cells: torch.Tensor,
-               probs: torch.Tensor, step: int, steps: int) -> np.ndarray:
+def _draw_grid(
+    spec: GridSpec,
+    x: torch.Tensor,
+    clean_probs: torch.Tensor,
+    cells: torch.Tensor,
+    probs: torch.Tensor,
+    step: int,
+    steps: int,
+) -> np.ndarray:
     """Rows = models, columns = [input, target 1, ...]; each cell labelled with p(target).
 
     `cells` is (models, targets, 3, h, w); pixels are blitted with numpy, text drawn with PIL.
     """
     c, pad, label_w, head_h, foot_h = x.shape[-1] * spec.scale, 6, 170, 24, 20
     rows, cols = cells.shape[0], cells.shape[1] + 1
-    margin = 60  # blank right edge: Gradio's download / fullscreen buttons sit over the image's top-right corner
+    margin = (
+        60  # blank right edge: Gradio's download / fullscreen buttons sit over the image's top-right corner
+    )
     width, height = label_w + cols * (c + pad) + margin, head_h + rows * (c + foot_h + pad) + 26
     canvas = np.full((height, width, 3), 255, np.uint8)
-    pixels = to_uint8(torch.cat([x.expand(rows, 1, *x.shape), cells], dim=1), spec.scale)  # (rows, cols, c, c, 3)
+    pixels = to_uint8(
+        torch.cat([x.expand(rows, 1, *x.shape), cells], dim=1), spec.scale
+    )  # (rows, cols, c, c, 3)
     xs = [label_w + pad + j * (c + pad) for j in range(cols)]
     ys = [head_h + i * (c + foot_h + pad) for i in range(rows)]
     for i in range(rows):
         for j in range(cols):
-            canvas[ys[i]:ys[i] + c, xs[j]:xs[j] + c] = pixels[i, j]
+            canvas[ys[i] : ys[i] + c, xs[j] : xs[j] + c] = pixels[i, j]
     img = Image.fromarray(canvas)
     draw, font, small = ImageDraw.Draw(img), load_font(14), load_font(12)
     for j, title in enumerate(["input"] + [spec.classes[t] for t in spec.targets]):
@@ -68,12 +81,21 @@ def _draw_grid(spec: GridSpec, x: torch.Tensor, clean_probs: torch.Tensor, cells
         top = ys[i] + c // 2 - 9 * len(lines) - 9
         for k, line in enumerate(lines):
             draw.text((pad, top + 18 * k), line, fill=BLACK, font=font)
-        draw.text((pad, top + 18 * len(lines) + 2), f"sees: {spec.classes[pred]} {100 * clean_probs[i, pred]:.0f}%",
-                  fill=GREY, font=small)
+        draw.text(
+            (pad, top + 18 * len(lines) + 2),
+            f"sees: {spec.classes[pred]} {100 * clean_probs[i, pred]:.0f}%",
+            fill=GREY,
+            font=small,
+        )
         for j in range(1, cols):
             p = float(probs[i, j - 1])
-            draw.text((xs[j] + c // 2, ys[i] + c + 2), f"p={p:.2f}", fill=GREEN if p >= 0.5 else BLACK, font=small,
-                      anchor="ma")
+            draw.text(
+                (xs[j] + c // 2, ys[i] + c + 2),
+                f"p={p:.2f}",
+                fill=GREEN if p >= 0.5 else BLACK,
+                font=small,
+                anchor="ma",
+            )
     draw.text((pad, height - 20), f"{spec.caption} | step {step}/{steps}", fill=GREY, font=small)
     return np.asarray(img)
 
@@ -105,15 +127,32 @@ def pag_grid_steps(
     batch = x.unsqueeze(0).repeat(len(spec.targets), 1, 1, 1)
     y = torch.tensor(spec.targets)
     clean_probs = torch.cat([probabilities(m, x.unsqueeze(0)) for m in models])
-    runs = [pgd_steps(m, batch.to(model_device(m)), y.to(model_device(m)), eps, norm=norm, steps=steps,
-                      step_size=step_size, targeted=True, random_init=False) for m in models]
+    runs = [
+        pgd_steps(
+            m,
+            batch.to(model_device(m)),
+            y.to(model_device(m)),
+            eps,
+            norm=norm,
+            steps=steps,
+            step_size=step_size,
+            targeted=True,
+            random_init=False,
+        )
+        for m in models
+    ]
     current = [batch] * len(models)
 
     def frame(step: int) -> GridFrame:
         probs = torch.stack([probabilities(m, xa)[torch.arange(len(y)), y] for m, xa in zip(models, current)])
         images = torch.stack([xa.cpu() for xa in current])
-        return GridFrame(_draw_grid(spec, x.cpu(), clean_probs, images, probs, step, steps), probs.numpy(), step, steps,
-                         images)
+        return GridFrame(
+            _draw_grid(spec, x.cpu(), clean_probs, images, probs, step, steps),
+            probs.numpy(),
+            step,
+            steps,
+            images,
+        )
 
     yield frame(0)
     last = time.monotonic()

@@ -1,4 +1,5 @@
 """`pagdemo attack`: the paper's PAG picture (Fig. 1) of one image file, for one or more checkpoints, as a PNG."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -23,8 +24,12 @@ class PictureConfig:
     out: str = flag(help="PNG file for the grid")
     target: str = flag("all", "'all', a class name or a class index")
     norm: str = flag("l2", "threat model of the targeted attack", choices=NORMS)
-    eps: float | None = flag(None, f"radius in [0, 1] pixel units (default: l2 {picture_eps('l2')} at 32x32, scaled "
-                             "with the image side; linf 16/255: large on purpose)", read="eps")
+    eps: float | None = flag(
+        None,
+        f"radius in [0, 1] pixel units (default: l2 {picture_eps('l2')} at 32x32, scaled "
+        "with the image side; linf 16/255: large on purpose)",
+        read="eps",
+    )
     steps: int = flag(40, "PGD steps", read="count")
     device: str = flag("auto", "auto (GPU if any), cpu or cuda")
 
@@ -37,7 +42,9 @@ def target_classes(target: str, classes: list[str]) -> list[int]:
         return [classes.index(target)]
     if target.isdigit() and int(target) < len(classes):
         return [int(target)]
-    raise ValueError(f"unknown target {target!r}; choose 'all', one of {classes} or an index below {len(classes)}")
+    raise ValueError(
+        f"unknown target {target!r}; choose 'all', one of {classes} or an index below {len(classes)}"
+    )
 
 
 def render_picture(cfg: PictureConfig) -> Path:
@@ -46,14 +53,22 @@ def render_picture(cfg: PictureConfig) -> Path:
     models = [load_checkpoint(c, device) for c in cfg.checkpoint]
     classes, size = models[0].classes, models[0].image_size
     if any(m.classes != classes or m.image_size != size for m in models):
-        raise ValueError("the checkpoints do not share the same classes and image size; give checkpoints of one dataset")
+        raise ValueError(
+            "the checkpoints do not share the same classes and image size; give checkpoints of one dataset"
+        )
     targets = target_classes(cfg.target, classes)
     eps = cfg.eps if cfg.eps is not None else picture_eps(cfg.norm, size)
-    spec = GridSpec([Path(c).name for c in cfg.checkpoint], classes, targets,
-                    f"targeted PGD-{cfg.steps}, {cfg.norm} eps={eps:.4g}", scale=max(1, 96 // size))
+    spec = GridSpec(
+        [Path(c).name for c in cfg.checkpoint],
+        classes,
+        targets,
+        f"targeted PGD-{cfg.steps}, {cfg.norm} eps={eps:.4g}",
+        scale=max(1, 96 // size),
+    )
     frame = None
-    for frame in pag_grid_steps(models, load_image(cfg.image, size), spec, cfg.norm, eps, cfg.steps,
-                                min_interval=float("inf")):
+    for frame in pag_grid_steps(  # noqa: B007 (the last frame is the picture)
+        models, load_image(cfg.image, size), spec, cfg.norm, eps, cfg.steps, min_interval=float("inf")
+    ):
         pass
     out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)
