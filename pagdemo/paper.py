@@ -8,7 +8,6 @@ the only place these numbers are written down.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 # Table 1 (CIFAR-10) and Table 2 (STL-10): method -> (clean, linf, l2) accuracy in %.
@@ -59,15 +58,6 @@ CM_LAMBDA_ABLATION = {
 TOY = {"vanilla": {"clean_acc": 100.0, "pgd_acc": 0.0}, "pag": {"clean_acc": 100.0, "pgd_acc": 75.5}}
 # The evaluation radii (linf 0.031, l2 0.5 on CIFAR-10 and 1.5 on STL-10) live in pagdemo.threat.
 
-_ALIASES = {
-    "Vanilla": ("vanilla", "none", "ce", "baseline", "standard"),
-    "One Image": ("oi", "one_image", "oneimage"),
-    "Class Mean": ("cm", "class_mean", "classmean"),
-    "Nearest Neighbor": ("nn", "nearest_neighbor", "nearest_neighbour", "nearestneighbor"),
-    "RIGD linf": ("rigd_linf", "rigdlinf", "rigd_inf"),
-    "RIGD l2": ("rigd_l2", "rigdl2"),
-}
-
 
 def teacher_norm(run: dict) -> str | None:
     """The threat model of a RIGD run's teacher: from the teacher's config.json, else from its folder name."""
@@ -82,33 +72,3 @@ def teacher_norm(run: dict) -> str | None:
         return norm
     name = Path(str(teacher)).name.lower()
     return "linf" if "linf" in name else "l2" if "l2" in name else None
-
-
-def paper_method(method: str | None, lam: float | None = None, rigd_norm: str | None = None) -> str | None:
-    """The paper's row name for a checkpoint's method (lambda 0 is the vanilla baseline), or None."""
-    key = re.sub(r"[\s\-]+", "_", str(method or "").strip().lower())
-    if key == "adv":
-        return None  # adversarial training: the paper's teachers, not a Table 1 row
-    if lam is not None and float(lam) == 0.0:
-        return "Vanilla"
-    if key == "rigd" and rigd_norm in ("linf", "l2"):
-        key = f"rigd_{rigd_norm}"
-    return next((row for row, names in _ALIASES.items() if key in names), None)
-
-
-def paper_row(run: dict) -> tuple[str, tuple[float, float, float]] | None:
-    """(source, (clean, linf, l2)) the paper reports for a checkpoint's run (method, dataset, lambda), or None.
-
-    The Class Mean lambda ablation (Figure 5) is used when its lambda matches; otherwise the
-    Table 1 / 2 row, whose source names the paper's lambda so a mismatch is visible.
-    """
-    dataset, lam = run.get("dataset"), run.get("lam")
-    row, table = paper_method(run.get("method"), lam, teacher_norm(run)), TABLES.get(str(dataset))
-    if row is None or table is None:
-        return None
-    paper_lam = LAMBDAS[dataset].get(row)
-    if dataset == "cifar10" and row == "Class Mean" and lam is not None and float(lam) != paper_lam:
-        for ablation_lam, numbers in CM_LAMBDA_ABLATION.items():
-            if abs(float(lam) - ablation_lam) < 1e-9:
-                return f"Figure 5, Class Mean, lambda={ablation_lam:g}", numbers
-    return f"{TABLE_NAMES[dataset]}, {row}" + (f", lambda={paper_lam:g}" if paper_lam else ""), table[row]

@@ -9,24 +9,24 @@ import torch.nn.functional as F
 from test_fastpag import _data, _model
 from torch import nn
 
-from pagdemo.data.augment import BatchCrop, augment, batch_crop
+from pagdemo.data.augment import AuthorsFrame, BatchCrop, augment, batch_crop
 from pagdemo.pag.inputgrads import (
     COUPLINGS,
     TRAIN_COUPLINGS,
     batchnorm_detached,
     batchnorm_eval,
-    check_coupling,
     default_coupling,
     running_stats_frozen,
     train_mode_coupling,
 )
-from pagdemo.pag.losses import PAG_IMPLS, cosine_misalignment, input_gradients, pag_loss
+from pagdemo.pag.losses import IMPLS, PAGStep, cosine_misalignment, pag_loss
 
 
-def _step(model, x, y, targets, **kwargs):
-    """(loss, parameter gradients, buffers) after one PAG loss backward."""
+def _step(model, x, y, targets, impl=None, coupling=None, view=None, ce_x=None):
+    """(loss, parameter gradients, buffers) after one PAG loss backward (view and ce_x: a fixed authors' frame)."""
     model.zero_grad(set_to_none=True)
-    loss, parts = pag_loss(model, x, y, targets, lam=0.7, grad_of="logsoftmax", **kwargs)
+    frame = (lambda batch: (ce_x, view)) if view is not None else None
+    loss, parts = pag_loss(model, x, y, targets, 0.7, PAGStep(impl, coupling, "logsoftmax", frame))
     loss.backward()
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in model.parameters()]
     return loss.detach(), grads, dict(model.named_buffers()), parts
@@ -71,7 +71,7 @@ def test_eval_coupling_takes_the_pag_pass_in_eval_mode_after_a_train_mode_forwar
     ref_model = copy.deepcopy(model)
     ce = F.cross_entropy(ref_model(x), y)
     ref_model.eval()
-    _, grads = PAG_IMPLS["loop"](ref_model, x, grad_of="logsoftmax")
+    _, grads = IMPLS["loop"](ref_model, x, grad_of="logsoftmax")
     ref_loss = ce + 0.7 * cosine_misalignment(grads, targets)
     ref_model.zero_grad()
     ref_loss.backward()
@@ -112,7 +112,7 @@ def test_detached_coupling_is_eval_mode_at_the_batch_statistics(impl, name, shap
     ce = F.cross_entropy(ref_model(x), y)
     stats = dict(ref_model.named_buffers())
     at_batch = _with_batch_statistics(model, x)
-    _, grads = PAG_IMPLS["loop"](at_batch, x, grad_of="logsoftmax")
+    _, grads = IMPLS["loop"](at_batch, x, grad_of="logsoftmax")
     ref_loss = ce + 0.7 * cosine_misalignment(grads, targets)
     ref_model.zero_grad()
     at_batch.zero_grad()
@@ -191,14 +191,15 @@ def test_batch_crop_adjoint_is_its_transpose_and_the_crop_is_the_per_image_one()
 def test_couplings_an_impl_cannot_compute_are_refused_in_one_line():
     assert default_coupling("batched") == "batch" and default_coupling("compiled") == "classes"
     with pytest.raises(ValueError, match="cannot compute BatchNorm coupling 'batch'; use one of.*explicit"):
-        check_coupling("loop", "batch")
+        PAGStep("loop", "batch")
     with pytest.raises(ValueError, match="cannot compute BatchNorm coupling 'classes'"):
-        check_coupling("batched", "classes")
+        PAGStep("batched", "classes")
     with pytest.raises(ValueError, match="unknown BatchNorm coupling 'bn'"):
-        check_coupling("explicit", "bn")
-    for impl in PAG_IMPLS:
-        check_coupling(impl, "eval")
-        check_coupling(impl, "detached")
+        PAGStep("explicit", "bn")
+    for impl in IMPLS:
+        assert PAGStep(impl, "eval").coupling == "eval" and PAGStep(impl, "detached").impl == impl
+    assert (PAGStep().impl, PAGStep().coupling) == ("batched", "batch")  # the authors' step, for any model
+    assert (PAGStep(coupling="classes").impl, PAGStep("compiled").coupling) == ("loop", "classes")
     assert set(COUPLINGS) == {"classes", "batch", "eval", "detached"}
 
 
@@ -213,9 +214,9 @@ def test_batchnorm_eval_restores_only_what_was_in_train_mode():
 def test_explicit_train_couplings_compile_whole(coupling, ref_impl):
     model = _model("tinycnn", torch.float32, train=True)
     x, _, _ = _data((4, 3, 8, 8), 10, torch.float32)
-    compiled = torch.compile(PAG_IMPLS["explicit"], backend="aot_eager", fullgraph=True)
+    compiled = torch.compile(IMPLS["explicit"], backend="aot_eager", fullgraph=True)
     got = compiled(copy.deepcopy(model), x, grad_of="logsoftmax", coupling=coupling)[1]
-    want = input_gradients(copy.deepcopy(model), x, "logsoftmax", ref_impl, coupling)[1]
+    want = PAGStep(ref_impl, coupling, "logsoftmax").input_gradients(copy.deepcopy(model), x)[1]
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
 
 
@@ -257,3 +258,12 @@ def test_running_stats_frozen_restores_the_flag_after_an_error_and_leaves_untrac
 def test_an_eval_mode_run_is_monitored_in_train_mode_as_classes_every_other_in_its_own():
     assert train_mode_coupling("eval") == "classes"
     assert [train_mode_coupling(c) for c in COUPLINGS if c != "eval"] == [c for c in COUPLINGS if c != "eval"]
+
+
+def test_the_authors_frame_draws_the_cross_entropys_crop_then_the_pag_passs():
+    x = torch.rand(3, 3, 8, 8)
+    ce_x, view = AuthorsFrame(torch.Generator().manual_seed(5))(x)
+    g = torch.Generator().manual_seed(5)
+    first, second = batch_crop(g), batch_crop(g)
+    torch.testing.assert_close(ce_x, first(x), rtol=0, atol=0)
+    assert view == second and view != first

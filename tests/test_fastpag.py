@@ -9,7 +9,7 @@ from torch import nn
 
 from pagdemo.models import build_model
 from pagdemo.pag.fastpag import EXACT_IMPLS, input_gradients_explicit, trace
-from pagdemo.pag.losses import PAG_IMPLS, cosine_misalignment, pag_loss, sampled_misalignment
+from pagdemo.pag.losses import IMPLS, PAGStep, cosine_misalignment, pag_loss, sampled_misalignment
 
 
 def _model(name: str, dtype: torch.dtype, train: bool, num_classes: int = 10) -> nn.Module:
@@ -27,7 +27,7 @@ def _model(name: str, dtype: torch.dtype, train: bool, num_classes: int = 10) ->
 def _step(model: nn.Module, impl: str, x, y, targets, grad_of: str):
     """(loss, parameter gradients, buffers) after one PAG loss backward."""
     model.zero_grad(set_to_none=True)
-    loss, _ = pag_loss(model, x, y, targets, lam=0.7, grad_of=grad_of, impl=impl)
+    loss, _ = pag_loss(model, x, y, targets, 0.7, PAGStep(impl, grad_of=grad_of))
     loss.backward()
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in model.parameters()]
     return loss.detach(), grads, [b.clone() for b in model.buffers()]
@@ -108,11 +108,11 @@ def test_unsupported_modules_raise_with_their_name():
 
 
 def test_registered_and_bad_grad_of_raises():
-    assert set(EXACT_IMPLS) <= set(PAG_IMPLS)
+    assert set(EXACT_IMPLS) <= set(IMPLS)
     model, x = build_model("tinycnn"), torch.rand(2, 3, 8, 8)
     for impl in ("explicit", "vmap"):
         with pytest.raises(ValueError, match="logsoftmax"):
-            PAG_IMPLS[impl](model, x, grad_of="prob")
+            IMPLS[impl](model, x, grad_of="prob")
 
 
 def test_explicit_graph_compiles_whole():
@@ -121,7 +121,7 @@ def test_explicit_graph_compiles_whole():
     x, _, targets = _data((4, 3, 8, 8), 10, torch.float32)
     compiled = torch.compile(input_gradients_explicit, backend="aot_eager", fullgraph=True)
     results = []
-    for fn in (compiled, PAG_IMPLS["loop"]):
+    for fn in (compiled, IMPLS["loop"]):
         m = copy.deepcopy(model)
         _, grads = fn(m, x, grad_of="logsoftmax")
         cosine_misalignment(grads, targets).backward()
@@ -151,9 +151,7 @@ def test_compiled_impl_equals_loop():
     model = _model("tinycnn", torch.float32, True)
     x, y, targets = _data((4, 3, 8, 8), 10, torch.float32)
     _assert_same_step(model, "compiled", x, y, targets, "logsoftmax", rtol=1e-4)
-    logits = [
-        PAG_IMPLS[impl](copy.deepcopy(model), x, grad_of="logsoftmax")[0] for impl in ("compiled", "loop")
-    ]
+    logits = [IMPLS[impl](copy.deepcopy(model), x, grad_of="logsoftmax")[0] for impl in ("compiled", "loop")]
     torch.testing.assert_close(*logits, rtol=1e-4, atol=1e-6)
 
 

@@ -13,6 +13,7 @@ LAYERS = [
     (
         "pagdemo",
         "pagdemo.paper",
+        "pagdemo.methods",
         "pagdemo.threat",
         "pagdemo.models",
         "pagdemo.attacks",
@@ -37,8 +38,6 @@ OVER_CAP = {
     "pagdemo.app.ui._explorer_tab",
     "pagdemo.app.ui._compare_tab",
     "pagdemo.app.ui._robustness_tab",
-    "pagdemo.train.loop",
-    "pagdemo.train.loop._start",
     "pagdemo.toy.experiment",
     "pagdemo.data.datasets",
     "pagdemo.eval.autoattack.run_autoattack_eval",
@@ -47,7 +46,7 @@ OVER_CAP = {
     "pagdemo.pag.fastpag",
     "pagdemo.bench.tables.format_tables",
 }
-PACKAGE_LINES_NOW = 10100
+PACKAGE_LINES_NOW = 10200
 
 
 def _modules() -> dict[str, Path]:
@@ -153,6 +152,7 @@ def test_the_maths_imports_no_io():
                 "functools",
                 "typing",
                 "collections",
+                "dataclasses",
                 "__future__",
                 "pagdemo",
             }, (name, imported)

@@ -5,12 +5,12 @@ import torch
 
 from pagdemo.models import build_model
 from pagdemo.pag.inputgrads import input_gradients_loop
-from pagdemo.pag.losses import PAG_IMPLS, cosine_misalignment, pag_loss
+from pagdemo.pag.losses import IMPLS, PAGStep, cosine_misalignment, pag_loss
 
 
 def _loss_and_grads(model, impl, x, y, g, grad_of):
     model.zero_grad()
-    loss, _ = pag_loss(model, x, y, g, 0.4, grad_of=grad_of, impl=impl)
+    loss, _ = pag_loss(model, x, y, g, 0.4, PAGStep(impl, grad_of=grad_of))
     loss.backward()
     return loss.detach(), [p.grad.clone() for p in model.parameters()]
 
@@ -81,11 +81,9 @@ def test_lambda_zero_is_cross_entropy_and_the_penalty_is_trainable(data):
     assert parts["cos"] < before  # double backprop reaches the parameters
 
 
-def test_bad_names_are_refused(data):
-    x, y, g = data
-    model = build_model("tinycnn")
+def test_bad_names_are_refused():
     with pytest.raises(ValueError, match="unknown PAG implementation 'nope'"):
-        pag_loss(model, x, y, g, 0.4, impl="nope")
+        PAGStep("nope")
     with pytest.raises(ValueError, match="unknown grad_of 'prob'"):
-        pag_loss(model, x, y, g, 0.4, grad_of="prob")
-    assert {"loop", "batched"} <= set(PAG_IMPLS)
+        PAGStep(grad_of="prob")
+    assert {"loop", "batched"} <= set(IMPLS)

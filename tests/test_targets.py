@@ -37,6 +37,25 @@ def test_class_mean_is_the_mean_scaled_to_an_image_norm(train):
     assert t.reps.min() >= 0 and t.reps.max() <= 1
 
 
+def test_centred_class_mean_has_the_class_images_norm_about_grey(train):
+    """The authors' space: the representative's departure from grey is the class mean's, at the class's mean
+    ||x - 0.5||, and it is not clipped (it is a direction, not an image to show)."""
+    images, labels = train
+    t = build_target("cm", images, labels, 10, cm_scaling="centred")
+    x = images.double() / 255
+    for c in range(10):
+        members = x[labels == c]
+        rep = t.reps[c].double() - 0.5
+        torch.testing.assert_close(
+            rep.norm(), (members - 0.5).flatten(1).norm(dim=1).mean(), rtol=1e-5, atol=0
+        )
+        cos = torch.nn.functional.cosine_similarity(rep.flatten(), (members.mean(0) - 0.5).flatten(), dim=0)
+        assert cos > 1 - 1e-6
+    assert "grey" in t.describe()["scaling"] and (t.reps.min() < 0 or t.reps.max() > 1)
+    black = build_target("cm", images, labels, 10)  # about black: another representative
+    assert (black.reps - t.reps).abs().max() > 0.1
+
+
 def test_class_mean_without_scaling_is_the_raw_mean(train):
     images, labels = train
     t = build_target("cm", images, labels, 10, cm_scaling="none")

@@ -14,11 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 
+import pagdemo.data.augment as augment_mod
 import pagdemo.train.loop as train_mod
+import pagdemo.train.objective as objective_mod
 from pagdemo.data.datasets import load_dataset
 from pagdemo.models import PAGClassifier
 from pagdemo.records.checkpoints import load_checkpoint, save_checkpoint
-from pagdemo.train.config import LAMBDA, TrainConfig, lr_at, resolve
+from pagdemo.train.config import TrainConfig, lr_at, resolve
 from pagdemo.train.loop import train
 from pagdemo.train.recipes import RECIPES
 from pagdemo.train.state import STATE_DIR
@@ -38,25 +40,6 @@ def _run(folder: Path) -> dict:
 
 
 # --- settings --------------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("dataset", ["cifar10", "stl10"])
-@pytest.mark.parametrize("method", ["oi", "cm", "nn"])
-def test_resolve_uses_the_paper_lambda(dataset, method):
-    assert resolve(TrainConfig(out="x", method=method, dataset=dataset)).lam == LAMBDA[dataset][method]
-
-
-def test_resolve_lambdas_are_table_3():
-    assert LAMBDA == {
-        "cifar10": {"oi": 0.5, "cm": 0.4, "nn": 0.4, "rigd": 0.4},
-        "stl10": {"oi": 0.25, "cm": 0.2, "nn": 0.4, "rigd": 0.4},
-    }
-    assert resolve(TrainConfig(out="x", method="rigd", teacher="t", dataset="stl10")).lam == 0.4
-    assert resolve(TrainConfig(out="x", method="cm", dataset="synthetic")).lam == 0.4  # borrows CIFAR-10's
-    assert resolve(TrainConfig(out="x", method="vanilla")).lam == 0.0
-    assert resolve(TrainConfig(out="x", method="adv")).lam == 0.0
-    assert resolve(TrainConfig(out="x", method="cm", lam=0.0)).lam == 0.0  # an explicit 0 is kept
-    assert resolve(TrainConfig(out="x", method="cm", lam=1.5)).lam == 1.5
 
 
 @pytest.mark.parametrize("recipe", [r for r in RECIPES if not RECIPES[r].needs_init])
@@ -185,7 +168,8 @@ def test_a_finished_run_is_never_overwritten(vanilla_run):
 @pytest.fixture(scope="module", params=["cm", "nn"])
 def pag_run(request, tmp_path_factory) -> tuple[str, Path]:
     method = request.param
-    cfg = TrainConfig(out=str(tmp_path_factory.mktemp("pag") / method), method=method, nn_k=2, **TINY)
+    options = {"cm_scaling": "centred"} if method == "cm" else {"nn_k": 2}  # Class Mean in the authors' space
+    cfg = TrainConfig(out=str(tmp_path_factory.mktemp("pag") / method), method=method, **options, **TINY)
     return method, train(cfg, progress=False)
 
 
@@ -202,7 +186,11 @@ def test_pag_run_writes_checkpoint_and_records_the_target(pag_run):
         "batched",
     )
     assert run["target_info"]["target"] == method
-    assert f"| method | `{method}` |" in (out / "README.md").read_text()
+    card = (out / "README.md").read_text()
+    assert f"| method | `{method}` |" in card
+    if method == "cm":  # recorded in the config and the card
+        assert run["cm_scaling"] == "centred" and "grey" in run["target_info"]["scaling"]
+        assert "| Class Mean scaling | `centred` |" in card and "departure from grey" in card
     assert math.isfinite(_log(out)[0]["loss"])
     assert load_checkpoint(out).arch == "tinycnn"
 
@@ -246,8 +234,8 @@ def test_bn_coupling_resolves_to_what_the_impl_computes_and_is_refused_where_it_
 
 def test_authors_frame_run_records_its_step_and_logs_cos_in_train_and_eval_mode(tmp_path, monkeypatch):
     crops = []
-    real = train_mod.batch_crop
-    monkeypatch.setattr(train_mod, "batch_crop", lambda gen: crops.append(real(gen)) or crops[-1])
+    real = augment_mod.batch_crop
+    monkeypatch.setattr(augment_mod, "batch_crop", lambda gen: crops.append(real(gen)) or crops[-1])
     monkeypatch.setattr(
         train_mod, "augment", lambda x, gen: pytest.fail("the authors' frame crops per batch")
     )
@@ -423,7 +411,7 @@ def test_ramp_logs_the_growing_lambda_and_pgd20_monitor_logs_both_norms(tmp_path
 @pytest.mark.parametrize("attack", ["fgsm", "pgd", "nfgsm"])
 def test_adversarial_training_attacks_every_batch(attack, tmp_path, monkeypatch):
     seen = []
-    real_pgd, real_nfgsm = train_mod.pgd, train_mod.nfgsm
+    real_pgd, real_nfgsm = objective_mod.pgd, objective_mod.nfgsm
 
     def spy(model, x, y, eps, **kw):
         seen.append((eps, kw["norm"], kw["steps"], kw["step_size"]))
@@ -433,8 +421,8 @@ def test_adversarial_training_attacks_every_batch(attack, tmp_path, monkeypatch)
         seen.append((eps, norm, 1, eps))
         return real_nfgsm(model, x, y, eps, norm, generator)
 
-    monkeypatch.setattr(train_mod, "pgd", spy)
-    monkeypatch.setattr(train_mod, "nfgsm", spy_nfgsm)
+    monkeypatch.setattr(objective_mod, "pgd", spy)
+    monkeypatch.setattr(objective_mod, "nfgsm", spy_nfgsm)
     eps = 8 / 255
     out = train(
         TrainConfig(

@@ -33,7 +33,7 @@ from pagdemo.bench.cases import (
 from pagdemo.bench.harness import memory_method
 from pagdemo.bench.tables import format_tables
 from pagdemo.options import flag
-from pagdemo.pag.losses import PAG_IMPLS
+from pagdemo.pag.losses import IMPLS
 from pagdemo.paper import LAMBDAS
 from pagdemo.records.provenance import cpu_name, git_commit, now
 from pagdemo.threat import LINF_EPS, PICTURE_EPS_AT_32
@@ -122,8 +122,8 @@ def run_bench(cfg: BenchConfig) -> dict:
     """Every benchmark; returns the JSON-ready results."""
     if cfg.repeats < 1 or min(cfg.batch_sizes) < 1:
         raise ValueError(f"repeats and batch sizes must be >= 1, got {cfg.repeats} and {cfg.batch_sizes}")
-    if unknown := [i for i in cfg.profile if i not in ("vanilla", *PAG_IMPLS, SAMPLED)]:
-        raise ValueError(f"cannot profile {unknown}; choose from {['vanilla', *sorted(PAG_IMPLS), SAMPLED]}")
+    if unknown := [i for i in cfg.profile if i not in ("vanilla", *IMPLS, SAMPLED)]:
+        raise ValueError(f"cannot profile {unknown}; choose from {['vanilla', *sorted(IMPLS), SAMPLED]}")
     device = torch.device(cfg.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda asked for, but torch sees no CUDA device")

@@ -17,13 +17,7 @@ from pagdemo.attacks import pgd
 from pagdemo.bench.harness import _autocast, _sync, interleaved
 from pagdemo.models import build_model
 from pagdemo.pag.fastpag import input_gradients_explicit
-from pagdemo.pag.losses import (
-    PAG_IMPLS,
-    cosine_misalignment,
-    pag_loss,
-    sampled_misalignment,
-    sampled_pag_loss,
-)
+from pagdemo.pag.losses import IMPLS, PAGStep, cosine_misalignment, pag_loss, sampled_misalignment
 from pagdemo.threat import eval_step
 from pagdemo.viz.grid import GridSpec, pag_grid_steps
 
@@ -75,9 +69,10 @@ def _train_step(
             if impl == "vanilla":
                 loss = F.cross_entropy(model(x), y)
             elif impl == SAMPLED:
-                loss, _ = sampled_pag_loss(model, x, y, targets, cfg.lam, k=1, grad_of=cfg.grad_of)
+                logits, cos = sampled_misalignment(model, x, targets, k=1, grad_of=cfg.grad_of)
+                loss = F.cross_entropy(logits, y) + cfg.lam * cos
             else:
-                loss, _ = pag_loss(model, x, y, targets, cfg.lam, grad_of=cfg.grad_of, impl=impl)
+                loss, _ = pag_loss(model, x, y, targets, cfg.lam, PAGStep(impl, grad_of=cfg.grad_of))
         loss.backward()
         opt.step()
 
@@ -86,12 +81,10 @@ def _train_step(
 
 def step_cases(cfg: BenchConfig, device: torch.device) -> tuple[list[str], dict[str, str]]:
     """(names to time, skipped name -> reason); the reference `loop` always runs, for the ratios."""
-    names = list(cfg.impls) or [*PAG_IMPLS, SAMPLED]
-    unknown = [n for n in names if n not in PAG_IMPLS and n != SAMPLED]
+    names = list(cfg.impls) or [*IMPLS, SAMPLED]
+    unknown = [n for n in names if n not in IMPLS and n != SAMPLED]
     if unknown:
-        raise ValueError(
-            f"unknown PAG implementation(s) {unknown}; choose from {sorted(PAG_IMPLS) + [SAMPLED]}"
-        )
+        raise ValueError(f"unknown PAG implementation(s) {unknown}; choose from {sorted(IMPLS) + [SAMPLED]}")
     skipped = {
         n: CPU_SKIPPED[n] for n in names if device.type == "cpu" and n in CPU_SKIPPED and not cfg.impls
     }

@@ -64,3 +64,15 @@ def batch_crop(generator: torch.Generator | None = None, pad: int = PAD) -> Batc
     dev = generator.device if generator is not None else "cpu"
     dy, dx = torch.randint(0, 2 * pad + 1, (2,), generator=generator, device=dev).tolist()
     return BatchCrop(dy, dx, bool(torch.rand(1, generator=generator, device=dev).item() < 0.5), pad)
+
+
+class AuthorsFrame:
+    """The authors' frame (TRAIN_CIFAR10.py): the batch comes un-augmented; the cross-entropy sees one crop and flip
+    of it, the PAG pass another, and the PAG gradients are taken w.r.t. the un-augmented image, the targets' frame."""
+
+    def __init__(self, generator: torch.Generator | None = None) -> None:
+        self.generator = generator
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, BatchCrop]:
+        """(the cross-entropy's batch, the PAG pass's crop: a linear map with an adjoint)."""
+        return batch_crop(self.generator)(x), batch_crop(self.generator)

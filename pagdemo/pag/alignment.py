@@ -20,7 +20,7 @@ from torch import nn
 
 from pagdemo.pag.fastpag import trace
 from pagdemo.pag.inputgrads import batchnorm_eval
-from pagdemo.pag.losses import cosine_misalignment, input_gradients
+from pagdemo.pag.losses import PAGStep, cosine_misalignment
 
 
 def _traceable(model: nn.Module, x: torch.Tensor) -> bool:
@@ -39,7 +39,6 @@ def misalignment(
     targets: torch.Tensor,
     grad_of: str = "logsoftmax",
     coupling: str = "eval",
-    impl: str = "explicit",
     batch_size: int = 256,
 ) -> float:
     """Mean over images of the summed misalignment (Eq. 2) in batches of `batch_size`; the model is left as it was.
@@ -48,13 +47,13 @@ def misalignment(
     autograd (a model it cannot trace takes `loop`, or `batched` for the "batch" coupling).
     """
     net = model if coupling == "eval" else copy.deepcopy(model).train()
-    if impl == "explicit" and not _traceable(net, x[:1]):
-        impl = "batched" if coupling == "batch" else "loop"
+    impl = "explicit" if _traceable(net, x[:1]) else None  # None: PAGStep's choice for any model
+    step = PAGStep(impl, coupling, grad_of)
     total = 0.0
     for i in range(0, len(x), batch_size):
         xb, tb = x[i : i + batch_size], targets[i : i + batch_size]
         with torch.no_grad() if impl == "explicit" else contextlib.nullcontext():
-            _, grads = input_gradients(net, xb, grad_of, impl, coupling, create_graph=False)
+            _, grads = step.input_gradients(net, xb, create_graph=False)
         total += cosine_misalignment(grads.detach(), tb).item() * len(xb)
     return total / len(x)
 

@@ -18,7 +18,7 @@ statistics over the C*B repeated copies) at the same speed:
   are in docs/bench/README.md.
 
 One approximation, kept out of the registry because it changes the loss: `sampled_input_gradients`
-(k of the C classes per image, drawn at random), behind `losses.sampled_pag_loss` (an unbiased
+(k of the C classes per image, drawn at random), behind `losses.sampled_misalignment` (an unbiased
 estimate of the sum over classes in eval-mode BatchNorm only). Short Class Mean runs with k = 1
 plateaued at 30-40% clean accuracy (issue 6): do not train with it without evidence.
 """
@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pagdemo.models import MLP, BasicBlock, Normalize, PAGClassifier, ResNet18, TinyCNN
-from pagdemo.pag.inputgrads import batch_affine, check_coupling, check_grad_of
+from pagdemo.pag.inputgrads import batch_affine, check_grad_of
 
 # Maps the gradient w.r.t. a layer's output, shaped (S, B, *out) for S seeds of the B images,
 # to the gradient w.r.t. its input, shaped (S, B, *in).
@@ -273,7 +273,6 @@ def input_gradients_explicit(
 
     Equal to `loop`'s with coupling "classes", to `batched`'s with "batch" (`trace` says what differs).
     """
-    check_coupling("explicit", coupling)
     logits, backward = trace(model, x.detach(), coupling)
     grads = backward(class_seeds(logits, grad_of)).transpose(0, 1)
     return logits, grads if create_graph else grads.detach()
@@ -284,11 +283,9 @@ def input_gradients_vmap(
     x: torch.Tensor,
     grad_of: str = "logit",
     create_graph: bool = True,
-    coupling: str = "classes",
 ):
     """(logits (B, C), grads (B, C, *x)) equal to `loop`'s, the C backward passes vectorized by autograd."""
     check_grad_of(grad_of)
-    check_coupling("vmap", coupling)
     x = x.detach().requires_grad_(True)
     logits = model(x)
     scores = F.log_softmax(logits, dim=1) if grad_of == "logsoftmax" else logits
@@ -319,7 +316,6 @@ def input_gradients_compiled(
     coupling: str = "classes",
 ):
     """`explicit` under torch.compile: the first call per model, shape and coupling compiles (slow on a CPU)."""
-    check_coupling("compiled", coupling)
     return _compiled_explicit()(model, x, grad_of=grad_of, create_graph=create_graph, coupling=coupling)
 
 
@@ -333,7 +329,7 @@ def sampled_input_gradients(
     """APPROXIMATE: (logits (B, C), grads (B, k, *x), classes (B, k)) for k random classes per image, no repeats.
 
     In train mode a seed row mixes classes across the batch, so its batch-statistics coupling
-    differs from `loop`'s; `losses.sampled_pag_loss` turns this into the approximate loss.
+    differs from `loop`'s; `losses.sampled_misalignment` turns this into the approximate term.
     """
     logits, backward = trace(model, x.detach())
     b, c = logits.shape

@@ -163,10 +163,8 @@ def input_gradients_loop(
     x: torch.Tensor,
     grad_of: str = "logit",
     create_graph: bool = True,
-    coupling: str = "classes",
-):
-    """Reference: (logits (B, C), grads (B, C, *x)) with one backward per class."""
-    check_coupling("loop", coupling)
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference: (logits (B, C), grads (B, C, *x)) with one backward per class ("classes" coupling)."""
     x = x.detach().requires_grad_(True)
     logits = model(x)
     scores = class_scores(logits, grad_of)
@@ -182,11 +180,9 @@ def input_gradients_batched(
     x: torch.Tensor,
     grad_of: str = "logit",
     create_graph: bool = True,
-    coupling: str = "batch",
     num_classes: int | None = None,
-):
-    """All C input gradients from one backward over the batch repeated C times (authors' code)."""
-    check_coupling("batched", coupling)
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """All C input gradients from one backward over the batch repeated C times (authors' code: "batch")."""
     b = x.shape[0]
     c = num_classes or class_count(model)
     x_rep = x.detach().repeat(c, *([1] * (x.dim() - 1))).requires_grad_(True)

@@ -1,16 +1,18 @@
-"""The PAG loss (Eq. 1, 2): cross-entropy plus lambda times the cosine misalignment between the
-model's input gradient for every class t and the "ground-truth" gradient g(x, t).
+"""The PAG loss (Eq. 1, 2): cross-entropy plus lambda times the cosine misalignment between the model's input
+gradient for every class t and the "ground-truth" gradient g(x, t) (`pagdemo.pag.targets`).
 
-`PAG_IMPLS` is the one table of ways to compute the C input gradients: `loop` (the reference)
-and `batched` (the authors' trick) from `pagdemo.pag.inputgrads`; `vmap`, `explicit` and `compiled`
-(exact like `loop` or like `batched`, faster) from `pagdemo.pag.fastpag`. What they compute in
-train-mode BatchNorm is the *coupling* (`inputgrads.COUPLINGS`); the checkpoint records both.
+How the C input gradients are taken is one object, `PAGStep`, chosen and checked once when a run starts: the
+implementation (`IMPLS`: `loop`, the reference, and `batched`, the authors' trick, from `pagdemo.pag.inputgrads`;
+`vmap`, `explicit` and `compiled`, exact and faster, from `pagdemo.pag.fastpag`), what train-mode BatchNorm does
+meanwhile (the coupling, `inputgrads.COUPLINGS`), the score whose gradient is aligned, and the frame (the
+augmented image, or the authors' per-batch crops). `PAGLoss` is Eq. 1 as a module for any training loop.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import nullcontext
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -22,18 +24,62 @@ from pagdemo.pag.inputgrads import (
     batchnorm_detached,
     batchnorm_eval,
     check_coupling,
+    check_grad_of,
     default_coupling,
     input_gradients_batched,
     input_gradients_loop,
     running_stats_frozen,
 )
+from pagdemo.pag.targets import TARGET_KINDS, TeacherGradientTarget, build_target
 
-InputGradients = Callable[..., tuple[torch.Tensor, torch.Tensor]]
-PAG_IMPLS: dict[str, InputGradients] = {
+IMPLS: dict[str, Callable[..., tuple[torch.Tensor, torch.Tensor]]] = {
     "loop": input_gradients_loop,
     "batched": input_gradients_batched,
     **EXACT_IMPLS,
 }
+Frame = Callable[
+    [torch.Tensor], tuple[torch.Tensor, Callable]
+]  # x -> (the cross-entropy's batch, the PAG view)
+
+
+@dataclass(frozen=True)
+class PAGStep:
+    """How the PAG term's input gradients are taken; the defaults are the authors' (batched, "batch" coupling).
+
+    impl: a key of IMPLS (None: `batched` for the "batch" coupling, else `loop`: both run any model).
+    coupling: BatchNorm during the PAG pass (inputgrads.COUPLINGS; None: what `impl` computes). With "eval" or
+        "detached" the cross-entropy gets its own train-mode forward first.
+    grad_of: "logsoftmax" (the authors' code) or "logit" (Eq. 1 as written).
+    frame: None (the PAG pass sees the batch itself) or the authors' frame (`augment.AuthorsFrame`): x is
+        un-augmented, the cross-entropy and the PAG pass each see one crop of it, gradients taken w.r.t. x.
+    """
+
+    impl: str | None = None
+    coupling: str | None = None
+    grad_of: str = "logsoftmax"
+    frame: Frame | None = None
+
+    def __post_init__(self) -> None:
+        """Check the combination once, so that a run cannot fail on its first PAG step."""
+        impl = self.impl or ("batched" if self.coupling in (None, "batch") else "loop")
+        if impl not in IMPLS:
+            raise ValueError(f"unknown PAG implementation {impl!r}; choose one of {sorted(IMPLS)}")
+        object.__setattr__(self, "impl", impl)
+        object.__setattr__(self, "coupling", self.coupling or default_coupling(impl))
+        check_coupling(impl, self.coupling)
+        check_grad_of(self.grad_of)
+
+    def input_gradients(
+        self, model: nn.Module, x: torch.Tensor, create_graph: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits (B, C), grads (B, C, *x)) by this step's implementation, BatchNorm coupled as asked."""
+        fn = IMPLS[self.impl]
+        if self.impl in TRACED_IMPLS:  # they write every coupling's BatchNorm backward themselves
+            with batchnorm_eval(model) if self.coupling == "eval" else nullcontext():
+                return fn(model, x, self.grad_of, create_graph, self.coupling)
+        patch = {"eval": batchnorm_eval, "detached": batchnorm_detached}.get(self.coupling)
+        with patch(model) if patch else nullcontext():
+            return fn(model, x, self.grad_of, create_graph)
 
 
 def cosine_misalignment(grads: torch.Tensor, targets: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -43,72 +89,77 @@ def cosine_misalignment(grads: torch.Tensor, targets: torch.Tensor, eps: float =
     return (1 - cos).sum(1).mean()
 
 
-def input_gradients(
-    model: nn.Module,
-    x: torch.Tensor,
-    grad_of: str = "logit",
-    impl: str = "batched",
-    coupling: str | None = None,
-    create_graph: bool = True,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits (B, C), grads (B, C, *x)) by `impl`, BatchNorm coupled as `coupling` (None: the impl's own)."""
-    if impl not in PAG_IMPLS:
-        raise ValueError(f"unknown PAG implementation {impl!r}; choose one of {sorted(PAG_IMPLS)}")
-    coupling = coupling or default_coupling(impl)
-    check_coupling(impl, coupling)
-    if (
-        coupling == "eval"
-    ):  # per-image gradients through the running statistics, as attacks and the app see them
-        with batchnorm_eval(model):
-            return PAG_IMPLS[impl](
-                model, x, grad_of=grad_of, create_graph=create_graph, coupling=default_coupling(impl)
-            )
-    if coupling == "detached" and impl not in TRACED_IMPLS:  # the traced ones write this BatchNorm's backward
-        with batchnorm_detached(model):
-            return PAG_IMPLS[impl](
-                model, x, grad_of=grad_of, create_graph=create_graph, coupling=default_coupling(impl)
-            )
-    return PAG_IMPLS[impl](model, x, grad_of=grad_of, create_graph=create_graph, coupling=coupling)
-
-
 def pag_loss(
     model: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
     targets: torch.Tensor,
     lam: float,
-    grad_of: str = "logit",
-    impl: str = "batched",
-    coupling: str | None = None,
-    view: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    ce_x: torch.Tensor | None = None,
+    step: PAGStep = PAGStep(),
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Eq. 1: CE(f(x), y) + lam * sum_t Lcos(grad_x f(x)_t, g(x, t)); returns (loss, parts).
+    """Eq. 1: CE(f(x), y) + lam * sum_t Lcos(grad_x f(x)_t, g(x, t)); returns (loss, detached ce, cos, logits).
 
-    Args:
-        x: (B, ...) clean (augmented) inputs; targets: (B, C, ...) the g(x, t) of every class, in x's frame.
-        impl: a key of PAG_IMPLS ("loop" is the reference; see pagdemo.pag.inputgrads).
-        coupling: BatchNorm during the PAG pass (inputgrads.COUPLINGS; None: the impl's own). With "eval"
-            or "detached" the cross-entropy gets its own train-mode forward first.
-        view: a linear map with an `adjoint` (augment.BatchCrop) that the PAG pass sees x through; the
-            gradients are taken w.r.t. x through it (the authors' frame).
-        ce_x: the batch the cross-entropy sees, when it is not x (the authors' frame: its own crop).
+    x: (B, ...) the batch in [0, 1]; targets: (B, C, ...) the g(x, t) of every class, in x's frame.
     """
     assert targets.shape[:1] == x.shape[:1] and targets.shape[2:] == x.shape[1:], (
         f"targets must be (B, C, *x.shape[1:]), got {tuple(targets.shape)} for x {tuple(x.shape)}"
     )
-    separate = coupling in PER_IMAGE or view is not None or ce_x is not None
-    logits = (
-        model(x if ce_x is None else ce_x) if separate else None
-    )  # train mode: BatchNorm's statistics move here
-    with running_stats_frozen(model) if separate else nullcontext():  # the running statistics moved above
-        pag_logits, grads = input_gradients(model, x if view is None else view(x), grad_of, impl, coupling)
-    if view is not None:
-        grads = view.adjoint(grads)
+    ce_x, view = step.frame(x) if step.frame is not None else (x, None)
+    separate = step.coupling in PER_IMAGE or step.frame is not None
+    logits = model(ce_x) if separate else None  # train mode: BatchNorm's running statistics move here
+    with running_stats_frozen(model) if separate else nullcontext():  # ...and only here
+        pag_logits, grads = step.input_gradients(model, x if view is None else view(x))
+    grads = grads if view is None else view.adjoint(grads)
     logits = pag_logits if logits is None else logits
-    ce = F.cross_entropy(logits, y)
-    cos = cosine_misalignment(grads, targets)
+    ce, cos = F.cross_entropy(logits, y), cosine_misalignment(grads, targets)
     return ce + lam * cos, {"ce": ce.detach(), "cos": cos.detach(), "logits": logits.detach()}
+
+
+class PAGLoss(nn.Module):
+    """Eq. 1 for any classifier of [0, 1] images, in any training loop: `loss = pag(model, x, y); loss.backward()`.
+
+    `PAGLoss("cm", images, labels, lam=0.4)`; `PAGLoss(teacher, lam=0.4)` (RIGD).
+
+    target: "oi" | "cm" | "nn" (built from `images` and `labels`, the training set: uint8 or float in [0, 1];
+        `seed`, `k` for nn, `cm_scaling` for cm as keyword options), or a robust teacher model (RIGD), or a target
+        module of `pagdemo.pag.targets`. lam: the PAG weight (the paper's Table 3: 0.5 for oi, 0.4 for the others).
+    coupling, impl, grad_of, frame: the `PAGStep` (default: the authors' step, "batch" coupling).
+    After a call, `parts` holds the detached cross-entropy, misalignment and logits.
+    """
+
+    def __init__(
+        self,
+        target: str | nn.Module,
+        images: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        *,
+        lam: float,
+        coupling: str | None = "batch",
+        impl: str | None = None,
+        grad_of: str = "logsoftmax",
+        frame: Frame | None = None,
+        **target_options,
+    ) -> None:
+        super().__init__()
+        if isinstance(target, str):
+            if target not in TARGET_KINDS or images is None or labels is None:
+                raise ValueError(
+                    f"a target by name is one of {list(TARGET_KINDS)}, built from images and labels"
+                )
+            target = build_target(target, images, labels, int(labels.max()) + 1, **target_options)
+        elif not hasattr(target, "describe"):  # a classifier: its input gradients are the targets (RIGD)
+            target = TeacherGradientTarget(target, grad_of)
+        self.target, self.lam = target, float(lam)
+        self.step = PAGStep(impl, coupling, grad_of, frame)
+        self.parts: dict[str, torch.Tensor] = {}
+
+    def forward(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor | None = None, lam=None
+    ) -> torch.Tensor:
+        """The loss of one batch (idx: its dataset indices, so the nn target never picks an image itself)."""
+        targets = self.target(x.detach(), y, idx)
+        loss, self.parts = pag_loss(model, x, y, targets, self.lam if lam is None else lam, self.step)
+        return loss
 
 
 def sampled_misalignment(
@@ -121,24 +172,8 @@ def sampled_misalignment(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """APPROXIMATE Eq. 2 term: (logits, C/k times the misalignment of k random classes per image).
 
-    Unbiased for the sum over all C classes when BatchNorm is in eval mode (see fastpag).
+    Unbiased for the sum over all C classes when BatchNorm is in eval mode (see fastpag); not used in training.
     """
     logits, grads, classes = sampled_input_gradients(model, x, k, grad_of, generator)
     rows = torch.arange(len(x), device=x.device)[:, None]
     return logits, cosine_misalignment(grads, targets[rows, classes]) * (logits.shape[1] / k)
-
-
-def sampled_pag_loss(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    targets: torch.Tensor,
-    lam: float,
-    k: int = 1,
-    grad_of: str = "logit",
-    generator: torch.Generator | None = None,
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """APPROXIMATE Eq. 1: the misalignment of k random classes per image, scaled by C/k; same return as `pag_loss`."""
-    logits, cos = sampled_misalignment(model, x, targets, k, grad_of, generator)
-    ce = F.cross_entropy(logits, y)
-    return ce + lam * cos, {"ce": ce.detach(), "cos": cos.detach(), "logits": logits.detach()}

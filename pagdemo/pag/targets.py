@@ -2,11 +2,9 @@
 
 Class representatives (Sec. 4.2): g(x, t) = r_t - x, pointing from the image toward class t.
 - One Image (OI): r_t is one fixed training image of class t, drawn with the seed.
-- Class Mean (CM): r_t is the mean training image of class t, rescaled so its L2 norm equals
-  the average norm of that class's images (the paper only says "an image-like norm"; a raw
-  mean is a blurry, low-contrast image whose norm is ~15% below a real image's, so g would
-  point partly toward the dark origin), then clamped to [0, 1] to stay a valid image
-  (`scaling="none"` keeps the raw mean).
+- Class Mean (CM): r_t is the mean training image of class t at an image-like norm (the paper's words): about
+  black (`image-norm`, ours: the norm of the class's images, clamped to [0, 1]), about grey (`centred`, the
+  authors' [-1, 1] space, where the 10 means differ far more), or raw (`none`).
 - Nearest Neighbor (NN, Eq. 3): r(x, t) is the L2-nearest of a fixed i.i.d. sample of K
   class-t training images, excluding x's own source image (matched by dataset index, since
   the augmented x never equals its source pixel for pixel).
@@ -18,7 +16,6 @@ detached (B, C, *x.shape[1:]) tensor. `describe()` is what the checkpoint record
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -74,45 +71,47 @@ def one_image(
     )
 
 
-CM_SCALINGS = (
-    "image-norm",
-    "none",
-)  # Class Mean: rescaled to the class's mean image norm (ours), or the raw mean
+CM_SCALINGS = ("image-norm", "none", "centred")  # the Class Mean's scalings (class_mean)
+GREY = 0.5  # the centre of the authors' inputs (normalized by mean 0.5, std 0.5: [-1, 1]), in pixels
+_CM_INFO = {
+    "image-norm": "L2 norm of each class mean set to the class's mean image norm",
+    "none": "none (the raw class mean)",
+    "centred": "each class mean's departure from grey (0.5) scaled to the class's mean L2 distance from grey, "
+    "as in the authors' [-1, 1] space; not clipped to [0, 1]",
+}
 
 
 def class_mean(
     images: torch.Tensor, labels: torch.Tensor, num_classes: int, scaling: str = "image-norm"
 ) -> RepresentativeTarget:
-    """CM: per-class mean image, rescaled to the class's average image norm (see module docstring) or raw."""
+    """CM: the class's mean image at an image-like norm about black (image-norm) or grey (centred), or raw (none).
+
+    About black, the 10 means are almost one image (a raw mean has 92% of an image's norm already); about grey, the
+    authors' origin, a mean has 31% of an image's norm, and scaling it up amplifies each class's own departure.
+    """
     if scaling not in CM_SCALINGS:
         raise ValueError(f"unknown Class Mean scaling {scaling!r}; choose one of {list(CM_SCALINGS)}")
+    centre = GREY if scaling == "centred" else 0.0
     sums = torch.zeros(num_classes, *images.shape[1:])
     norm_sums, counts = torch.zeros(num_classes), torch.zeros(num_classes)
     for i in range(0, len(images), _CHUNK):
         xb, yb = _as_float(images[i : i + _CHUNK]), labels[i : i + _CHUNK]
         sums.index_add_(0, yb, xb)
-        norm_sums.index_add_(0, yb, xb.flatten(1).norm(dim=1))
+        norm_sums.index_add_(0, yb, (xb - centre).flatten(1).norm(dim=1))
         counts.index_add_(0, yb, torch.ones(len(yb)))
     if (counts == 0).any():
-        raise ValueError(
-            f"class mean needs images of every class; none for {(counts == 0).nonzero().flatten().tolist()}"
-        )
+        missing = (counts == 0).nonzero().flatten().tolist()
+        raise ValueError(f"class mean needs images of every class; none for {missing}")
     shape = (-1,) + (1,) * (images.dim() - 1)
     means = sums / counts.view(shape)
     if scaling == "none":  # the raw mean: a low-contrast image, already in [0, 1]
-        return RepresentativeTarget(means, {"target": "cm", "scaling": "none (the raw class mean)"})
-    scale = (norm_sums / counts) / means.flatten(1).norm(dim=1).clamp_min(1e-12)
-    reps = means * scale.view(shape)
-    if images.dtype == torch.uint8:
+        return RepresentativeTarget(means, {"target": "cm", "scaling": _CM_INFO[scaling]})
+    scale = (norm_sums / counts) / (means - centre).flatten(1).norm(dim=1).clamp_min(1e-12)
+    reps = centre + (means - centre) * scale.view(shape)
+    if scaling == "image-norm" and images.dtype == torch.uint8:
         reps = reps.clamp(0, 1)
-    return RepresentativeTarget(
-        reps,
-        {
-            "target": "cm",
-            "scale": [round(s, 4) for s in scale.tolist()],
-            "scaling": "L2 norm of each class mean set to the class's mean image norm",
-        },
-    )
+    info = {"target": "cm", "scale": [round(s, 4) for s in scale.tolist()], "scaling": _CM_INFO[scaling]}
+    return RepresentativeTarget(reps, info)
 
 
 class NearestNeighborTarget(nn.Module):
@@ -166,23 +165,25 @@ class TeacherGradientTarget(nn.Module):
         return {"target": "rigd", "teacher": self.name, "grad_of": self.grad_of}
 
 
-TARGETS: dict[str, Callable[..., nn.Module]] = {
-    "oi": lambda images, labels, num_classes, seed=0, **_: one_image(images, labels, num_classes, seed),
-    "cm": lambda images, labels, num_classes, cm_scaling="image-norm", **_: class_mean(
-        images, labels, num_classes, cm_scaling
-    ),
-    "nn": lambda images, labels, num_classes, seed=0, k=100, **_: NearestNeighborTarget(
-        images, labels, num_classes, k, seed
-    ),
-}
+TARGET_KINDS = ("oi", "cm", "nn")  # the class-representative targets; RIGD's is a teacher model
 
 
 def build_target(
-    method: str, images: torch.Tensor, labels: torch.Tensor, num_classes: int, **kwargs
+    kind: str,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    seed: int = 0,
+    k: int = 100,
+    cm_scaling: str = "image-norm",
 ) -> nn.Module:
-    """A class-representative target by name (RIGD is built from its teacher instead)."""
-    if method not in TARGETS:
-        raise ValueError(
-            f"unknown target {method!r}; choose one of {sorted(TARGETS)} (or 'rigd' with a teacher)"
-        )
-    return TARGETS[method](images, labels, num_classes, **kwargs)
+    """A class-representative target by name, from the training images (RIGD's is built from its teacher)."""
+    if kind == "oi":
+        return one_image(images, labels, num_classes, seed)
+    if kind == "cm":
+        return class_mean(images, labels, num_classes, cm_scaling)
+    if kind == "nn":
+        return NearestNeighborTarget(images, labels, num_classes, k, seed)
+    raise ValueError(
+        f"unknown target {kind!r}; choose one of {list(TARGET_KINDS)} (or a teacher model: RIGD)"
+    )

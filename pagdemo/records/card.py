@@ -68,6 +68,7 @@ def _settings(run: dict[str, Any]) -> list[tuple[str, str]]:
             ("pag_impl", "PAG implementation"),
             ("bn_coupling", "BatchNorm in the PAG pass"),
             ("pag_frame", "PAG frame"),
+            *([("cm_scaling", "Class Mean scaling")] if method == "cm" else []),
             ("target_info", "target details"),
             ("teacher", "teacher"),
         ]

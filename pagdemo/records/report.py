@@ -9,24 +9,15 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pagdemo.paper import TABLES, paper_row
+from pagdemo.methods import display_rank, paper_row
+from pagdemo.paper import TABLES, teacher_norm
 from pagdemo.threat import DATASET_SIDES, is_eval_eps
-
-ORDER = {
-    "vanilla": 0,
-    "oi": 1,
-    "cm": 2,
-    "nn": 3,
-    "rigd": 4,
-    "adv": 5,
-    "import": 6,
-}  # the paper's rows, teachers, imported
 
 
 def display_order(info: dict) -> tuple[int, int, str]:
     """Vanilla first, then the PAG targets and RIGD in the paper's order, then adversarially trained teachers."""
     run = info.get("run", {})
-    return ORDER.get(run.get("method"), 4), {"linf": 0, "l2": 1}.get(run.get("adv_norm"), 2), info["name"]
+    return display_rank(run.get("method")), {"linf": 0, "l2": 1}.get(run.get("adv_norm"), 2), info["name"]
 
 
 _DATA_PATH = re.compile(
@@ -120,7 +111,7 @@ def robustness_rows(infos: list[dict]) -> list[dict[str, Any]]:
         clean, linf, l2 = (
             best_record(evs, run.get("dataset"), n, i.get("image_size")) for n in (None, "linf", "l2")
         )
-        paper = paper_row(run)
+        paper = paper_row(run, teacher_norm(run))
         rows.append(
             {
                 "model": i["name"],

@@ -32,8 +32,7 @@ from tqdm.auto import tqdm
 from pagdemo.attacks import pgd
 from pagdemo.models import build_model
 from pagdemo.options import flag
-from pagdemo.pag.inputgrads import check_grad_of
-from pagdemo.pag.losses import PAG_IMPLS, pag_loss
+from pagdemo.pag.losses import PAGStep, pag_loss
 from pagdemo.pag.targets import NearestNeighborTarget
 from pagdemo.toy.stats import describe
 
@@ -59,7 +58,9 @@ class ToyConfig:
     lam: float = flag(1.0, "PAG weight lambda of Eq. 1 (default: the value our sweep chose, see docs/toy)")
     k: int = 30  # Nearest Neighbor sample size: class-t candidates drawn once per class
     grad_of: str = "logit"  # input gradient of "logit" (Eq. 1, chosen) or "logsoftmax" (authors' code)
-    impl: str = "batched"  # PAG_IMPLS key; the MLP has no BatchNorm, so "loop" gives the same numbers
+    impl: str = (
+        "batched"  # pagdemo.pag.losses.IMPLS key; the MLP has no BatchNorm, so "loop" gives the same numbers
+    )
     epochs: int = 100
     batch_size: int = 128
     lr: float = 0.01  # Adam
@@ -93,9 +94,7 @@ class ToyConfig:
     def __post_init__(self) -> None:
         """Reject bad settings when the config is made (from argv or the app), not minutes into a run."""
         n_modes = sum(len(c) for c in MODE_CENTERS)
-        check_grad_of(self.grad_of)
-        if self.impl not in PAG_IMPLS:
-            raise ValueError(f"unknown PAG implementation {self.impl!r}; choose one of {sorted(PAG_IMPLS)}")
+        PAGStep(self.impl, grad_of=self.grad_of)  # checks both
         if self.dtype not in DTYPES:
             raise ValueError(f"unknown dtype {self.dtype!r}; choose one of {sorted(DTYPES)}")
         if self.n_test % n_modes:
@@ -183,7 +182,7 @@ def train_toy(cfg: ToyConfig, seed: int, lam: float, progress: bool = False) -> 
                 loss = F.cross_entropy(model(x[idx]), y[idx])
             else:
                 loss, _ = pag_loss(
-                    model, x[idx], y[idx], targets[idx], lam, grad_of=cfg.grad_of, impl=cfg.impl
+                    model, x[idx], y[idx], targets[idx], lam, PAGStep(cfg.impl, grad_of=cfg.grad_of)
                 )
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -8,12 +8,13 @@ from pathlib import Path
 
 from pagdemo.data.datasets import DATASET_NAMES
 from pagdemo.data.folder import DATA_DIR_HELP, FOLDER_HELP, ON_BAD, ON_BAD_HELP, SIDE_LIMITS
+from pagdemo.methods import PAG_METHODS, TRAIN_METHODS, default_lambda
+from pagdemo.methods import help_text as methods_help
 from pagdemo.models import MODELS
 from pagdemo.options import flag
-from pagdemo.pag.inputgrads import COUPLINGS, GRAD_OF, check_coupling, check_grad_of, default_coupling
-from pagdemo.pag.losses import PAG_IMPLS
+from pagdemo.pag.inputgrads import COUPLINGS, GRAD_OF
+from pagdemo.pag.losses import IMPLS, PAGStep
 from pagdemo.pag.targets import CM_SCALINGS
-from pagdemo.paper import LAMBDAS as PAPER_LAMBDAS
 from pagdemo.records.files import read_json
 from pagdemo.threat import DATASET_SIDES, NORMS, check_norm, eval_eps
 from pagdemo.train.recipes import RECIPES, get_recipe, help_text
@@ -21,15 +22,12 @@ from pagdemo.train.recipes import lam_at as recipe_lam_at
 from pagdemo.train.recipes import lr_at as recipe_lr_at
 from pagdemo.train.state import has_state
 
-METHODS = ("vanilla", "oi", "cm", "nn", "rigd", "adv")
 ADV_ATTACKS = ("pgd", "fgsm", "nfgsm")
 PAG_FRAMES = (
     "augmented",
     "authors",
-)  # where the PAG term lives: the per-image augmented image / the authors' frame
+)  # where the PAG term lives: each image's augmented copy / the authors' frame
 MONITORS = ("l2-pgd7", "pgd20")  # the authors' per-epoch check / the paper's evaluation in both norms
-PAPER_ROWS = {"oi": "One Image", "cm": "Class Mean", "nn": "Nearest Neighbor", "rigd": "RIGD linf"}
-LAMBDA = {ds: {m: PAPER_LAMBDAS[ds][row] for m, row in PAPER_ROWS.items()} for ds in PAPER_LAMBDAS}  # Table 3
 DEFAULT_ARCH = {
     "stl10": "resnet18_stl",
     "synthetic": "tinycnn",
@@ -45,9 +43,8 @@ RESUME_IGNORES = {
     "monitor_pgd",
     "monitor_cos",
     "keep_state",
-    "data_dir",
-    "amp",
 }
+RESUME_IGNORES |= {"data_dir", "amp"}
 
 
 @dataclass(frozen=True)
@@ -57,10 +54,8 @@ class TrainConfig:
     out: str = flag(help="run folder (checkpoint + log); rerun the same command to resume")
     method: str = flag(
         "vanilla",
-        "vanilla: lambda 0; oi: g toward One Image of class t; cm: toward the Class Mean; nn: "
-        "toward the Nearest Neighbor among K class-t samples; rigd: the input gradients of a robust "
-        "teacher (an upper bound, not a fair PAG source)",
-        choices=METHODS[:-1],
+        methods_help(),
+        choices=TRAIN_METHODS,
         group="pag",
     )
     lam: float | None = flag(None, "PAG weight lambda (default: the paper's Table 3 value)", group="pag")
@@ -77,7 +72,7 @@ class TrainConfig:
         "repeat-the-batch, default), vmap / explicit (exact like loop, faster), compiled (explicit under "
         "torch.compile: exact and the fastest on a GPU, see docs/bench; about a minute of compiling "
         "first)",
-        choices=sorted(PAG_IMPLS),
+        choices=sorted(IMPLS),
         group="pag",
     )
     bn_coupling: str | None = flag(
@@ -187,8 +182,7 @@ class TrainConfig:
 def _check_choices(cfg: TrainConfig) -> None:
     """Every named setting against its registry, before anything is loaded."""
     for name, value, choices in (
-        ("method", cfg.method, METHODS),
-        ("PAG implementation", cfg.pag_impl, PAG_IMPLS),
+        ("method", cfg.method, (*TRAIN_METHODS, "adv")),
         ("adversarial attack", cfg.adv_attack, ADV_ATTACKS),
         ("monitor", cfg.monitor_pgd, MONITORS),
         ("dataset", cfg.dataset, DATASET_NAMES),
@@ -202,13 +196,10 @@ def _check_choices(cfg: TrainConfig) -> None:
         raise ValueError(f"--image-size is for --dataset folder; {cfg.dataset} images have their own size")
     if cfg.arch is not None and cfg.arch not in MODELS:
         raise ValueError(f"unknown model {cfg.arch!r}; choose one of {sorted(MODELS)}")
-    check_grad_of(cfg.grad_of)
-    if cfg.bn_coupling is not None:
-        check_coupling(cfg.pag_impl, cfg.bn_coupling)
     check_norm(cfg.adv_norm)
-    if cfg.method not in PAPER_ROWS and (cfg.bn_coupling is not None or cfg.pag_frame != "augmented"):
+    if cfg.method not in PAG_METHODS and (cfg.bn_coupling is not None or cfg.pag_frame != "augmented"):
         raise ValueError(
-            f"--bn-coupling and --pag-frame shape the PAG term: use them with --method {'|'.join(PAPER_ROWS)}"
+            f"--bn-coupling and --pag-frame shape the PAG term: use them with --method {'|'.join(PAG_METHODS)}"
         )
     if cfg.method != "cm" and cfg.cm_scaling != "image-norm":
         raise ValueError("--cm-scaling is for --method cm (the Class Mean target)")
@@ -229,21 +220,15 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
     batch = cfg.batch_size
     if batch is None:
         batch = 32 if cfg.dataset == "stl10" and cfg.recipe == "paper" else r.batch_size
-    lam = cfg.lam
-    if lam is None:
-        lam = (
-            0.0
-            if cfg.method in ("vanilla", "adv")
-            else LAMBDA.get(cfg.dataset, LAMBDA["cifar10"])[cfg.method]
-        )
-    pag = cfg.method in PAPER_ROWS
+    lam = default_lambda(cfg.method, cfg.dataset) if cfg.lam is None else cfg.lam
+    pag = cfg.method in PAG_METHODS  # the step is checked here, once, before anything is loaded
     out = replace(
         cfg,
         lam=lam,
         epochs=r.epochs if cfg.epochs is None else cfg.epochs,
         batch_size=batch,
         lr=r.lr if cfg.lr is None else cfg.lr,
-        bn_coupling=(cfg.bn_coupling or default_coupling(cfg.pag_impl)) if pag else None,
+        bn_coupling=pag_step(cfg).coupling if pag else None,
     )
     if cfg.dataset != "folder":  # an image folder's side, known once it is read, settles these (`for_data`)
         out = for_data(out, DATASET_SIDES.get(cfg.dataset, 32))
@@ -265,6 +250,11 @@ def for_data(cfg: TrainConfig, side: int) -> TrainConfig:
         adv_eps=adv_eps,
         image_size=side if cfg.dataset == "folder" else None,
     )  # a folder's side, whether given or found
+
+
+def pag_step(cfg: TrainConfig, frame=None) -> PAGStep:
+    """The run's PAG step (implementation, BatchNorm coupling, score, frame), checked when it is built."""
+    return PAGStep(cfg.pag_impl, cfg.bn_coupling, cfg.grad_of, frame)
 
 
 def lr_at(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:

@@ -1,14 +1,13 @@
 """Training: vanilla, PAG (Eq. 1 with the oi / cm / nn / rigd targets) and adversarial training.
 
-One loop serves all of them; only the loss differs (`step_loss`). A run is a folder: the
-checkpoint (weights, config, model card) is rewritten after every epoch, the full training
-state (`pagdemo.train.state`) is saved beside it in `train_state/`, and a killed run started again
-with the same `--out` resumes from the last finished epoch, also on another machine. Data
-order, augmentation and attack noise are drawn from generators seeded by (seed, epoch), so a
-resumed run repeats the uninterrupted one. The settings and their checks are
-`pagdemo.train.config`; recipes (`--recipe`) live in `pagdemo.train.recipes`.
-Multi-GPU: launch with `torchrun --nproc_per_node=N -m pagdemo train ...`; each process
-trains on its shard of every batch (batch_size is the global batch) under DDP.
+One loop serves all of them; only the loss differs (`pagdemo.train.objective`). A run is a folder: the
+checkpoint (weights, config, model card) is rewritten after every epoch, the full training state
+(`pagdemo.train.state`) is saved beside it in `train_state/`, and a killed run started again with the same `--out`
+resumes from the last finished epoch, also on another machine. Data order, augmentation and attack noise are drawn
+from generators seeded by (seed, epoch), so a resumed run repeats the uninterrupted one. The settings and their
+checks are `pagdemo.train.config`; recipes (`--recipe`) live in `pagdemo.train.recipes`; the per-epoch checks in
+`pagdemo.train.monitor`. Multi-GPU: `torchrun --nproc_per_node=N -m pagdemo train ...`; each process trains on its
+shard of every batch (batch_size is the global batch) under DDP.
 """
 
 from __future__ import annotations
@@ -18,100 +17,29 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from pagdemo.attacks import nfgsm, pgd
-from pagdemo.data.augment import augment, batch_crop
+from pagdemo.data.augment import augment
 from pagdemo.data.datasets import Dataset, batches, check_splits, load_dataset
-from pagdemo.eval.evaluate import robust_accuracy
 from pagdemo.models import PAGClassifier, resolve_device
-from pagdemo.pag.alignment import misalignment
-from pagdemo.pag.inputgrads import train_mode_coupling
-from pagdemo.pag.losses import pag_loss
-from pagdemo.pag.targets import TARGETS, TeacherGradientTarget, build_target
+from pagdemo.pag.losses import PAGLoss
 from pagdemo.records.checkpoints import load_checkpoint, save_checkpoint
 from pagdemo.records.files import read_json
 from pagdemo.records.provenance import device_name, git_commit, now
-from pagdemo.threat import FGSM_RS_STEP, eval_eps, strong_step
 from pagdemo.train.config import TrainConfig, check_resumable, for_data, lam_at, lr_at, resolve
-from pagdemo.train.recipes import Recipe, get_recipe
+from pagdemo.train.monitor import monitor, monitor_alignment
+from pagdemo.train.objective import make_objective, step_loss
+from pagdemo.train.recipes import get_recipe
 from pagdemo.train.state import drop_state, has_state, load_state, save_state
 
-
-def adversarial_batch(cfg: TrainConfig, model, x, y, eps: float, generator) -> torch.Tensor:
-    """The batch adversarial training trains on, made by the configured attack on the unwrapped model."""
-    if cfg.adv_attack == "fgsm":  # FGSM with random start: one PGD step of size 1.25 eps from a random point
-        return pgd(
-            model, x, y, eps, norm=cfg.adv_norm, steps=1, step_size=FGSM_RS_STEP * eps, generator=generator
-        )
-    if cfg.adv_attack == "nfgsm":
-        return nfgsm(model, x, y, eps, norm=cfg.adv_norm, generator=generator)
-    return pgd(
-        model,
-        x,
-        y,
-        eps,
-        norm=cfg.adv_norm,
-        steps=cfg.adv_steps,
-        step_size=strong_step(eps, cfg.adv_steps),
-        generator=generator,
-    )
-
-
-def step_loss(
-    cfg: TrainConfig, model, target, x, y, idx, generator, lam: float, attacked=None, adv_eps: float = 0.0
-) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """The method's training loss for one augmented batch: (loss, logits, logged parts).
-
-    `attacked` is the unwrapped model that adversarial training attacks: attacking through
-    DDP would leave its reducer waiting for a parameter backward that never comes.
-    """
-    if cfg.method == "adv":
-        x = adversarial_batch(cfg, attacked or model, x, y, adv_eps, generator)
-        model.train()
-    if target is None:
-        logits = model(x)
-        return F.cross_entropy(logits, y), logits.detach(), {}
-    frame = {}
-    if (
-        cfg.pag_frame == "authors"
-    ):  # x is un-augmented: the cross-entropy and the PAG pass each get one crop of the batch
-        frame = {"ce_x": batch_crop(generator)(x), "view": batch_crop(generator)}
-    loss, parts = pag_loss(
-        model, x, y, target(x, y, idx), lam, cfg.grad_of, cfg.pag_impl, cfg.bn_coupling, **frame
-    )
-    return loss, parts.pop("logits"), {"ce": parts["ce"].item(), "cos": parts["cos"].item()}
-
-
-def make_target(cfg: TrainConfig, train: Dataset, device: torch.device):
-    """The g(x, t) realization for the method, on the training device (None for vanilla and adv)."""
-    if cfg.method in TARGETS:
-        return build_target(
-            cfg.method,
-            train.images,
-            train.labels,
-            len(train.classes),
-            seed=cfg.seed,
-            k=cfg.nn_k,
-            cm_scaling=cfg.cm_scaling,
-        ).to(device)
-    if cfg.method == "rigd":
-        teacher = load_checkpoint(cfg.teacher, device)
-        if list(teacher.classes) != list(train.classes) or teacher.image_size != train.side:
-            raise ValueError(
-                f"teacher {cfg.teacher} knows {teacher.classes} at {teacher.image_size}x{teacher.image_size}, "
-                f"the training data {train.classes} at {train.side}x{train.side}: choose a teacher of this data"
-            )
-        return TeacherGradientTarget(teacher, cfg.grad_of, name=str(cfg.teacher))
-    return None
+StepHook = Callable[[int, dict], None]  # (global step, the step's loss, accuracy and parts): for probes
 
 
 def setup_distributed(device: str) -> tuple[int, int, torch.device]:
@@ -128,67 +56,6 @@ def setup_distributed(device: str) -> tuple[int, int, torch.device]:
     return dist.get_rank(), world, dev
 
 
-def monitor(cfg: TrainConfig, model, test: Dataset | None, device: torch.device) -> dict:
-    """The per-epoch check on a fixed test subset: clean accuracy, then the chosen robustness check."""
-    if test is None:
-        return {}
-    x, y = test.inputs(), test.labels
-    clean, _ = robust_accuracy(model, x, y, None, 0.0, device=device, progress=False)
-    out = {"test_acc": clean, "test_n": len(x)}
-    n = cfg.monitor_robust  # clean and robust on the same images, so robust <= clean in the log
-    if not n:
-        return out
-    out["test_robust_n"] = len(x[:n])
-    if (
-        cfg.monitor_pgd == "l2-pgd7"
-    ):  # the authors' check: eps 0.5 on CIFAR-10, the dataset's l2 radius elsewhere
-        out["test_acc_robust_subset"], out["test_l2_pgd7"] = robust_accuracy(
-            model,
-            x[:n],
-            y[:n],
-            "l2",
-            eval_eps("l2", test.name, model.image_size),
-            steps=7,
-            device=device,
-            progress=False,
-        )
-        return out
-    for norm in ("linf", "l2"):
-        _, out[f"test_{norm}_pgd20"] = robust_accuracy(
-            model,
-            x[:n],
-            y[:n],
-            norm,
-            eval_eps(norm, test.name, model.image_size),
-            steps=20,
-            device=device,
-            progress=False,
-        )
-    return out
-
-
-def monitor_alignment(
-    cfg: TrainConfig, model, target, train: Dataset, device: torch.device, batch: int
-) -> dict:
-    """The PAG term on fixed training images in the run's train-mode coupling and in eval mode: training can fit
-    the first through BatchNorm's batch statistics, while attacks and the app see the second (docs/training.md)."""
-    n = min(cfg.monitor_cos, len(train)) if target is not None else 0
-    if not n:
-        return {}
-    # random order, as training's batches: the packed files are sorted by class, and train-mode BatchNorm's
-    # coupling depends on which classes share a batch
-    idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed))[:n]
-    x, y = train.inputs(idx).to(device), train.labels[idx].to(device)
-    targets = target(x, y, idx.to(device))
-    coupling = train_mode_coupling(cfg.bn_coupling)
-    return {
-        "cos_train": misalignment(model, x, targets, cfg.grad_of, coupling, batch_size=min(n, batch)),
-        "cos_train_coupling": coupling,
-        "cos_eval": misalignment(model, x, targets, cfg.grad_of, "eval"),
-        "cos_n": n,
-    }
-
-
 @dataclass
 class _Run:
     """Everything one training run holds while it goes: the loop's state, built by `_start`."""
@@ -203,9 +70,9 @@ class _Run:
     model: PAGClassifier
     net: torch.nn.Module  # the model, or its DDP wrapper
     opt: torch.optim.Optimizer
-    target: Any
+    objective: PAGLoss | None  # the PAG term (None: vanilla and adv)
+    gen: torch.Generator  # augmentation, crops and attack noise; reseeded by (seed, epoch)
     amp: bool
-    adv_eps: float
     steps_per_epoch: int
     start_epoch: int
     step: int
@@ -249,67 +116,42 @@ def _init_record(cfg: TrainConfig) -> dict:
     }
 
 
-def _start(cfg: TrainConfig, command: str) -> _Run:
-    """Resolve the settings, load the data, build (or restore) the model and optimizer."""
-    cfg = resolve(cfg)
-    rank, world, device = setup_distributed(cfg.device)
-    if cfg.batch_size % world:
-        raise ValueError(f"batch size {cfg.batch_size} must divide evenly over {world} processes")
-    out = Path(cfg.out)
-    if (out / "config.json").exists() and not has_state(out):
-        raise ValueError(f"{out} already holds a finished run; choose another --out (or delete that folder)")
+def _load_data(cfg: TrainConfig, rank: int) -> tuple[TrainConfig, Dataset, Dataset | None]:
+    """(the settings its side completes, the training set, the monitor's fixed test subset on rank 0)."""
     check_splits(cfg.dataset, cfg.data_dir, ("train", "test") if cfg.monitor_limit else ("train",))
+    common = {"data_dir": cfg.data_dir, "on_bad_image": cfg.on_bad_image}
     trainset = load_dataset(
         cfg.dataset,
         "train",
-        data_dir=cfg.data_dir,
         limit=cfg.limit,
         seed=cfg.seed,
         image_size=cfg.image_size,
-        on_bad_image=cfg.on_bad_image,
         progress=rank == 0,
+        **common,
     )
     cfg = for_data(cfg, trainset.side)
-    check_resumable(out, cfg)
-    testset = (
-        load_dataset(
-            cfg.dataset,
-            "test",
-            data_dir=cfg.data_dir,
-            limit=cfg.monitor_limit,
-            seed=0,
-            image_size=trainset.side,
-            on_bad_image=cfg.on_bad_image,
-            progress=False,
+    check_resumable(Path(cfg.out), cfg)
+    testset = None
+    if cfg.monitor_limit and rank == 0:
+        size = trainset.side
+        testset = load_dataset(
+            cfg.dataset, "test", limit=cfg.monitor_limit, image_size=size, progress=False, **common
         )
-        if cfg.monitor_limit and rank == 0
-        else None
-    )
     if trainset.skipped and rank == 0:
         tqdm.write(f"skipped {len(trainset.skipped)} unreadable training file(s), e.g. {trainset.skipped[0]}")
-    steps_per_epoch = len(trainset) // cfg.batch_size
-    if steps_per_epoch == 0:
+    if len(trainset) < cfg.batch_size:
         raise ValueError(f"{len(trainset)} training images are fewer than one batch of {cfg.batch_size}")
-    recipe: Recipe = get_recipe(cfg.recipe)
-    amp = (cfg.amp if cfg.amp is not None else recipe.amp) and device.type == "cuda"
-    model = _new_model(cfg, trainset).to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(
-        model.parameters(),
-        lr=cfg.lr,
-        momentum=cfg.momentum,
-        weight_decay=cfg.weight_decay,
-        nesterov=recipe.nesterov,
-    )
-    out.mkdir(parents=True, exist_ok=True)
-    start_epoch, step, elapsed = load_state(out, model, opt) if has_state(out) else (0, 0, 0.0)
-    _trim_log(out / "train_log.jsonl", start_epoch)
-    target = make_target(cfg, trainset, device)
-    record = {
+    return cfg, trainset, testset
+
+
+def _record(
+    cfg: TrainConfig, trainset: Dataset, objective, amp: bool, world: int, device, command: str
+) -> dict:
+    """What config.json says of the run: its settings, target, recipe, data, machine and code."""
+    return {
         **asdict(cfg),
-        "target_info": target.describe() if hasattr(target, "describe") else None,
-        "recipe_settings": recipe.settings(),
+        "target_info": objective.target.describe() if objective is not None else None,
+        "recipe_settings": get_recipe(cfg.recipe).settings(),
         **_init_record(cfg),
         "data_source": trainset.source,
         "train_size": len(trainset),
@@ -321,83 +163,80 @@ def _start(cfg: TrainConfig, command: str) -> _Run:
         "commit": git_commit(),
         "torch": torch.__version__,
     }
-    net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    return _Run(
-        cfg,
-        rank,
-        world,
-        device,
-        out,
-        trainset,
-        testset,
-        model,
-        net,
-        opt,
-        target,
-        amp,
-        cfg.adv_eps,
-        steps_per_epoch,
-        start_epoch,
-        step,
-        elapsed,
-        record,
+
+
+def _start(cfg: TrainConfig, command: str) -> _Run:
+    """Resolve the settings, load the data, build (or restore) the model, optimizer and objective."""
+    cfg = resolve(cfg)
+    rank, world, device = setup_distributed(cfg.device)
+    if cfg.batch_size % world:
+        raise ValueError(f"batch size {cfg.batch_size} must divide evenly over {world} processes")
+    out = Path(cfg.out)
+    if (out / "config.json").exists() and not has_state(out):
+        raise ValueError(f"{out} already holds a finished run; choose another --out (or delete that folder)")
+    cfg, trainset, testset = _load_data(cfg, rank)
+    recipe = get_recipe(cfg.recipe)
+    amp = (cfg.amp if cfg.amp is not None else recipe.amp) and device.type == "cuda"
+    model = _new_model(cfg, trainset).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(
+        model.parameters(),
+        cfg.lr,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+        nesterov=recipe.nesterov,
     )
+    out.mkdir(parents=True, exist_ok=True)
+    start_epoch, step, elapsed = load_state(out, model, opt) if has_state(out) else (0, 0, 0.0)
+    _trim_log(out / "train_log.jsonl", start_epoch)
+    gen = torch.Generator(device=device)
+    objective = make_objective(cfg, trainset, device, gen)
+    record = _record(cfg, trainset, objective, amp, world, device, command)
+    net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    steps = len(trainset) // cfg.batch_size
+    return _Run(cfg, rank, world, device, out, trainset, testset, model, net, opt, objective, gen, amp, steps,
+                start_epoch, step, elapsed, record)  # fmt: skip
 
 
-def _train_epoch(r: _Run, epoch: int, progress: bool) -> dict:
+def _batches(r: _Run, epoch: int, progress: bool):
+    """The epoch's shuffled batches (this process's shard), behind a progress bar on a terminal."""
+    shuffle = torch.Generator().manual_seed(r.cfg.seed * 1000 + epoch)
+    data = batches(r.trainset, r.cfg.batch_size // r.world, True, shuffle, r.device, True, r.rank, r.world)
+    desc = f"{r.cfg.method} epoch {epoch + 1}/{r.cfg.epochs}"
+    return tqdm(data, total=r.steps_per_epoch, desc=desc, disable=True if not progress or r.rank else None)
+
+
+def _train_epoch(r: _Run, epoch: int, progress: bool, on_step: StepHook | None = None) -> dict:
     """One pass over the training set; returns the summed statistics of the epoch."""
     cfg, stats = r.cfg, {"loss": 0.0, "correct": 0, "seen": 0}
-    gen = torch.Generator(device=r.device).manual_seed(cfg.seed * 1000 + epoch)
-    shuffle_gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+    r.gen.manual_seed(cfg.seed * 1000 + epoch)
     r.model.train()
-    bar = tqdm(
-        batches(
-            r.trainset,
-            cfg.batch_size // r.world,
-            True,
-            shuffle_gen,
-            r.device,
-            drop_last=True,
-            rank=r.rank,
-            world_size=r.world,
-        ),
-        total=r.steps_per_epoch,
-        desc=f"{cfg.method} epoch {epoch + 1}/{cfg.epochs}",
-        disable=True if not progress or r.rank else None,
-    )  # None: a bar on a terminal, none in a log file
+    bar = _batches(r, epoch, progress)
     for x, y, idx in bar:
         for group in r.opt.param_groups:
             group["lr"] = lr_at(cfg, r.step, r.steps_per_epoch)
-        if cfg.pag_frame == "augmented":  # the authors' frame crops inside the step (step_loss)
-            x = augment(x, gen)
+        if cfg.pag_frame == "augmented":  # the authors' frame crops inside the PAG loss (AuthorsFrame)
+            x = augment(x, r.gen)
         if r.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
+        lam = lam_at(cfg, r.step, r.steps_per_epoch)
         with torch.autocast(r.device.type, dtype=torch.bfloat16, enabled=r.amp):
             loss, logits, parts = step_loss(
-                cfg,
-                r.net,
-                r.target,
-                x,
-                y,
-                idx,
-                gen,
-                lam_at(cfg, r.step, r.steps_per_epoch),
-                attacked=r.model,
-                adv_eps=r.adv_eps,
+                cfg, r.net, r.objective, x, y, idx, r.gen, lam, r.model, cfg.adv_eps
             )
         r.opt.zero_grad(set_to_none=True)
         loss.backward()
         r.opt.step()
         r.step += 1
-        stats["loss"] += loss.item() * len(y)
-        stats["correct"] += (logits.argmax(1) == y).sum().item()
-        stats["seen"] += len(y)
-        for k, v in parts.items():
+        now_stats = {"loss": loss.item(), "acc": (logits.argmax(1) == y).float().mean().item(), **parts}
+        for k, v in {"loss": now_stats["loss"], "correct": now_stats["acc"], **parts}.items():
             stats[k] = stats.get(k, 0.0) + v * len(y)
+        stats["seen"] += len(y)
+        if on_step is not None:
+            on_step(r.step, now_stats)
         bar.set_postfix(
-            loss=f"{stats['loss'] / stats['seen']:.3f}",
-            acc=f"{stats['correct'] / stats['seen']:.3f}",
-            **{k: f"{v:.3f}" for k, v in parts.items()},
+            {k: f"{stats[v] / stats['seen']:.3f}" for k, v in (("loss", "loss"), ("acc", "correct"))}
         )
     return stats
 
@@ -429,7 +268,7 @@ def _writes_before_interrupt():
 
 def _end_epoch(r: _Run, epoch: int, stats: dict, seconds: float, progress: bool) -> None:
     """Rank 0 logs the epoch, rewrites the checkpoint and saves the full state, uninterrupted."""
-    cfg = r.cfg
+    cfg, target = r.cfg, r.objective.target if r.objective is not None else None
     log = {
         "epoch": epoch + 1,
         "loss": stats["loss"] / stats["seen"],
@@ -441,7 +280,7 @@ def _end_epoch(r: _Run, epoch: int, stats: dict, seconds: float, progress: bool)
         "img_per_s": round(stats["seen"] * r.world / seconds, 1),
         "date": now(),
         **monitor(cfg, r.model, r.testset, r.device),
-        **monitor_alignment(cfg, r.model, r.target, r.trainset, r.device, cfg.batch_size // r.world),
+        **monitor_alignment(cfg, r.model, target, r.trainset, r.device, cfg.batch_size // r.world),
     }
     with _writes_before_interrupt():
         with open(r.out / "train_log.jsonl", "a") as f:
@@ -456,12 +295,14 @@ def _end_epoch(r: _Run, epoch: int, stats: dict, seconds: float, progress: bool)
         tqdm.write(" | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in log.items()))
 
 
-def train(cfg: TrainConfig, command: str = "", progress: bool = True) -> Path:
-    """Train (or resume) a run; returns the checkpoint folder. See the module docstring."""
+def train(
+    cfg: TrainConfig, command: str = "", progress: bool = True, on_step: StepHook | None = None
+) -> Path:
+    """Train (or resume) a run; returns the checkpoint folder. `on_step(step, stats)` sees every step (probes)."""
     r = _start(cfg, command)
     for epoch in range(r.start_epoch, r.cfg.epochs):
         t0 = time.time()
-        stats = _train_epoch(r, epoch, progress)
+        stats = _train_epoch(r, epoch, progress, on_step)
         seconds = time.time() - t0
         r.elapsed += seconds
         if r.rank == 0:
