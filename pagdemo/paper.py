@@ -7,9 +7,7 @@ the only place these numbers are written down.
 
 from __future__ import annotations
 
-import json
 import re
-from pathlib import Path
 
 # Table 1 (CIFAR-10) and Table 2 (STL-10): method -> (clean, linf, l2) accuracy in %.
 TABLES: dict[str, dict[str, tuple[float, float, float]]] = {
@@ -69,21 +67,6 @@ _ALIASES = {
 }
 
 
-def teacher_norm(run: dict) -> str | None:
-    """The threat model of a RIGD run's teacher: from the teacher's config.json, else from its folder name."""
-    teacher = run.get("teacher")
-    if not teacher:
-        return None
-    try:
-        norm = json.loads((Path(teacher) / "config.json").read_text()).get("run", {}).get("adv_norm")
-    except (OSError, ValueError):
-        norm = None
-    if norm in ("linf", "l2"):
-        return norm
-    name = Path(str(teacher)).name.lower()
-    return "linf" if "linf" in name else "l2" if "l2" in name else None
-
-
 def paper_method(method: str | None, lam: float | None = None, rigd_norm: str | None = None) -> str | None:
     """The paper's row name for a checkpoint's method (lambda 0 is the vanilla baseline), or None."""
     key = re.sub(r"[\s\-]+", "_", str(method or "").strip().lower())
@@ -96,14 +79,15 @@ def paper_method(method: str | None, lam: float | None = None, rigd_norm: str | 
     return next((row for row, names in _ALIASES.items() if key in names), None)
 
 
-def paper_row(run: dict) -> tuple[str, tuple[float, float, float]] | None:
+def paper_row(run: dict, rigd_norm: str | None = None) -> tuple[str, tuple[float, float, float]] | None:
     """(source, (clean, linf, l2)) the paper reports for a checkpoint's run (method, dataset, lambda), or None.
 
+    rigd_norm is a RIGD run's teacher's threat model (the records find it: pagdemo.records.report.teacher_norm).
     The Class Mean lambda ablation (Figure 5) is used when its lambda matches; otherwise the
     Table 1 / 2 row, whose source names the paper's lambda so a mismatch is visible.
     """
     dataset, lam = run.get("dataset"), run.get("lam")
-    row, table = paper_method(run.get("method"), lam, teacher_norm(run)), TABLES.get(str(dataset))
+    row, table = paper_method(run.get("method"), lam, rigd_norm), TABLES.get(str(dataset))
     if row is None or table is None:
         return None
     paper_lam = LAMBDAS[dataset].get(row)

@@ -7,9 +7,11 @@ never runs a model. `pagdemo.docs` writes the README's and docs' tables from the
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 from pagdemo.paper import TABLES, paper_row
+from pagdemo.records.files import read_json
 from pagdemo.threat import DATASET_SIDES, is_eval_eps
 
 ORDER = {
@@ -112,6 +114,21 @@ def settings_text(ev: dict | None) -> str:
     )
 
 
+def teacher_norm(run: dict) -> str | None:
+    """The threat model of a RIGD run's teacher (it picks the paper's row): its config.json, else its folder name."""
+    teacher = run.get("teacher")
+    if not teacher:
+        return None
+    try:
+        norm = (read_json(Path(teacher) / "config.json") or {}).get("run", {}).get("adv_norm")
+    except (OSError, ValueError):  # an unreadable teacher record: its name still says
+        norm = None
+    if norm in ("linf", "l2"):
+        return norm
+    name = Path(str(teacher)).name.lower()
+    return "linf" if "linf" in name else "l2" if "l2" in name else None
+
+
 def robustness_rows(infos: list[dict]) -> list[dict[str, Any]]:
     """One row per checkpoint: recorded clean / PGD linf / PGD l2 accuracy with n and settings, and the paper's."""
     rows = []
@@ -120,7 +137,7 @@ def robustness_rows(infos: list[dict]) -> list[dict[str, Any]]:
         clean, linf, l2 = (
             best_record(evs, run.get("dataset"), n, i.get("image_size")) for n in (None, "linf", "l2")
         )
-        paper = paper_row(run)
+        paper = paper_row(run, teacher_norm(run))
         rows.append(
             {
                 "model": i["name"],
