@@ -1,7 +1,7 @@
 """Which recorded number to show, and how: the app's tables, the model cards and the README's tables.
 
 Everything here reads records (`checkpoints.info` dicts, metrics.json lines, audit reports) and
-never runs a model. `pagdemo.docs` writes the README's and docs' tables from these functions.
+never runs a model. maintainer/docs.py writes the README's and docs' tables from these functions.
 """
 
 from __future__ import annotations
