@@ -80,9 +80,9 @@ def paper_row_name(name: str | None, lam: float | None = None, rigd_norm: str | 
         return None
     if lam is not None and float(lam) == 0.0:
         return "Vanilla"
-    if m.row == "RIGD":
-        norm = rigd_norm or ("l2" if str(name).lower().endswith("l2") else "linf")
-        return f"RIGD {norm}"
+    if m.row == "RIGD":  # the row follows the teacher's threat model: None when nothing says which
+        named = next((n for n in ("linf", "l2") if str(name).lower().endswith(n)), None)
+        return f"RIGD {rigd_norm or named}" if rigd_norm or named else None
     return m.row
 
 
@@ -106,7 +106,7 @@ def paper_row(run: dict, rigd_norm: str | None = None) -> tuple[str, tuple[float
 
 def default_lambda(name: str, dataset: str) -> float:
     """Table 3's lambda for a method on a dataset (CIFAR-10's for any other data; 0 without a PAG term)."""
-    row = paper_row_name(name)
+    row = paper_row_name(name, rigd_norm="linf")  # Table 3 gives both RIGD rows the same lambda
     lambdas = LAMBDAS.get(dataset, LAMBDAS["cifar10"])
     return lambdas.get(row, 0.0) if row and METHODS[method(name).name].target else 0.0
 

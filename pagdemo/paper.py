@@ -7,9 +7,6 @@ the only place these numbers are written down.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 # Table 1 (CIFAR-10) and Table 2 (STL-10): method -> (clean, linf, l2) accuracy in %.
 TABLES: dict[str, dict[str, tuple[float, float, float]]] = {
     "cifar10": {
@@ -57,18 +54,3 @@ CM_LAMBDA_ABLATION = {
 # Sec. 5.1 and App. C.1, the 2-D toy experiment: one run each, accuracies in %.
 TOY = {"vanilla": {"clean_acc": 100.0, "pgd_acc": 0.0}, "pag": {"clean_acc": 100.0, "pgd_acc": 75.5}}
 # The evaluation radii (linf 0.031, l2 0.5 on CIFAR-10 and 1.5 on STL-10) live in pagdemo.threat.
-
-
-def teacher_norm(run: dict) -> str | None:
-    """The threat model of a RIGD run's teacher: from the teacher's config.json, else from its folder name."""
-    teacher = run.get("teacher")
-    if not teacher:
-        return None
-    try:
-        norm = json.loads((Path(teacher) / "config.json").read_text()).get("run", {}).get("adv_norm")
-    except (OSError, ValueError):
-        norm = None
-    if norm in ("linf", "l2"):
-        return norm
-    name = Path(str(teacher)).name.lower()
-    return "linf" if "linf" in name else "l2" if "l2" in name else None

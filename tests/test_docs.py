@@ -1,11 +1,12 @@
-"""pagdemo.docs: every table in README.md and docs/ is printed from the committed records, and this fails when one
-is typed by hand or disagrees with them."""
+"""maintainer.docs: every table in README.md and docs/ is printed from the committed records, and this fails when
+one is typed by hand or disagrees with them."""
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
-from pagdemo import cli
-from pagdemo.docs import doc_files, render, typed_tables, update
+from maintainer.docs import doc_files, render, typed_tables, update
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,18 +33,25 @@ def test_a_changed_number_or_a_typed_table_is_caught():
     assert typed_tables("| a | b |\n|---|---|\n| no digits | here |\n") == []
 
 
-def test_the_check_command_fails_in_one_line_with_the_problem(tmp_path, capsys):
+def test_the_check_command_fails_in_one_line_with_the_problem(tmp_path):
+    """`python -m maintainer.docs` from the repository root, as a maintainer (and CI) runs it."""
     (tmp_path / "README.md").write_text("| typed | 1.0 |\n")
     (tmp_path / "checkpoints").mkdir()
-    assert cli.main(["docs", "--check", "--root", str(tmp_path)]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "a table with numbers outside a generated block" in err[0]
+    proc = subprocess.run(
+        [sys.executable, "-m", "maintainer.docs", "--check", "--root", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(err) == 1, proc.stderr
+    assert "a table with numbers outside a generated block" in err[0]
 
 
 def test_the_coupling_probe_names_every_run_and_a_dirty_tree(tmp_path):
     """Arms appended by a later run keep their own commit and command; an uncommitted tree is said, not hidden."""
+    from maintainer.train_tables import coupling_probe
     from pagdemo.records.files import write_json
-    from pagdemo.train.tables import coupling_probe
 
     table = coupling_probe("coupling-probe")
     assert "not run yet" in table(tmp_path)
@@ -86,8 +94,8 @@ def test_the_coupling_probe_names_every_run_and_a_dirty_tree(tmp_path):
 
 
 def test_a_fine_tuning_probe_says_where_its_arms_started(tmp_path):
+    from maintainer.train_tables import coupling_probe
     from pagdemo.records.files import write_json
-    from pagdemo.train.tables import coupling_probe
 
     arm = {
         "coupling": "eval",

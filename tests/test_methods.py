@@ -13,7 +13,7 @@ def test_paper_rows():
     assert row("vanilla", 0.0) == "Vanilla" and row("cm", 0.0) == "Vanilla"
     assert row("Class-Mean", 0.4) == "Class Mean" and row("adv", 0.0) is None and row("import") is None
     assert (
-        row("rigd") == "RIGD linf"
+        row("rigd") is None
         and row("rigd", rigd_norm="l2") == "RIGD l2"
         and row("rigd_l2") == "RIGD l2"
     )
@@ -22,7 +22,9 @@ def test_paper_rows():
         "Figure 5, Class Mean, lambda=0.1",
         (88.40, 4.88, 36.43),
     )
-    assert paper_row({"method": "rigd", "lam": 0.4, "dataset": "stl10"}, "l2")[1] == (75.18, 20.66, 48.46)
+    rigd = {"method": "rigd", "lam": 0.4, "dataset": "stl10", "teacher": "runs/teacher-l2"}
+    assert paper_row(rigd, "l2")[1] == (75.18, 20.66, 48.46)
+    assert paper_row(rigd) is None  # the teacher's threat model comes from the records (report.teacher_norm)
     assert paper_row({"method": "nn", "lam": 0.4, "dataset": "mnist"}) is None
 
 
@@ -35,9 +37,10 @@ def test_every_paper_row_has_a_method_and_every_pag_method_a_row():
 @pytest.mark.parametrize("dataset", ["cifar10", "stl10"])
 @pytest.mark.parametrize("method", ["oi", "cm", "nn", "rigd"])
 def test_resolve_uses_table_3s_lambda(dataset, method):
-    assert default_lambda(method, dataset) == LAMBDAS[dataset][row(method)]
+    paper = LAMBDAS[dataset][row(method, rigd_norm="linf")]
+    assert default_lambda(method, dataset) == paper == LAMBDAS[dataset][row(method, rigd_norm="l2")]
     cfg = TrainConfig(out="x", method=method, dataset=dataset, teacher="t" if method == "rigd" else None)
-    assert resolve(cfg).lam == LAMBDAS[dataset][row(method)]
+    assert resolve(cfg).lam == paper
 
 
 def test_lambdas_are_table_3_and_an_explicit_one_is_kept():

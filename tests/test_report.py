@@ -1,6 +1,7 @@
 """pagdemo.records.report: which recorded number is shown, and the robustness and audit rows."""
 
-from pagdemo.records.report import audit_rows, best_record, robustness_rows
+from pagdemo.records.files import write_json
+from pagdemo.records.report import audit_rows, best_record, robustness_rows, teacher_norm
 
 
 def _record(norm, eps, n, clean, robust, date="2025"):
@@ -47,6 +48,20 @@ def test_robustness_rows_pair_our_numbers_with_the_papers():
     assert rows[0]["l2 settings"] == "not evaluated"
     assert (rows[0]["paper clean %"], rows[0]["paper linf %"], rows[0]["paper l2 %"]) == (81.41, 15.65, 50.62)
     assert rows[1]["clean %"] is None and rows[1]["paper source"] == "no matching row"
+
+
+def test_a_rigd_run_finds_its_row_by_its_teachers_record(tmp_path):
+    """The teacher's config.json names its threat model; a folder without one is read by its name."""
+    teacher = tmp_path / "teacher"
+    write_json(teacher / "config.json", {"run": {"method": "adv", "adv_norm": "linf"}})
+    run = {"method": "rigd", "lam": 0.4, "dataset": "cifar10", "teacher": str(teacher)}
+    assert teacher_norm(run) == "linf"
+    assert teacher_norm({**run, "teacher": "runs/adv-l2"}) == "l2" and teacher_norm({"method": "cm"}) is None
+    (tmp_path / "broken-l2").mkdir()
+    (tmp_path / "broken-l2" / "config.json").write_text("{not json")
+    assert teacher_norm({**run, "teacher": str(tmp_path / "broken-l2")}) == "l2"
+    row = robustness_rows([{"name": "rigd", "run": run, "evaluations": []}])[0]
+    assert (row["paper clean %"], row["paper linf %"], row["paper l2 %"]) == (84.94, 40.69, 58.51)
 
 
 def test_audit_rows_pair_autoattack_with_pgd_on_the_same_subset():

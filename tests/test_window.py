@@ -1,24 +1,23 @@
-"""scripts/window.py, dry-run on the CPU: the GPU window's runner trains, evaluates, stops at the deadline,
+"""maintainer/window.py, dry-run on the CPU: the GPU window's runner trains, evaluates, stops at the deadline,
 and brings everything back within the device tool's limits, in a form the next window resumes from."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from maintainer import window
 from pagdemo.records.checkpoints import load_checkpoint
 from pagdemo.train.loop import TrainConfig, train
 from pagdemo.train.state import load_state
 
 REPO = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("window", REPO / "scripts" / "window.py")
-window = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(window)
 
 JOBS = [
     {
@@ -162,6 +161,25 @@ def test_a_job_cut_at_the_deadline_comes_back_resumable(tmp_path):
         train(other, progress=False)
 
 
+def test_the_calls_run_as_python_m_from_the_repository_root(tmp_path):
+    """As on the GPU machine, where pagdemo is not installed: the checkout at the working directory is all the calls
+    need, and `start` puts the runner in the background the same way, for a poll to wait on."""
+    runs, env = tmp_path / "runs", {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+    def call(*args: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "maintainer.window", *args, "--runs", str(runs)]
+        return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+    started = call("start", "--dry", "--queue", str(_queue(tmp_path, [])), "--deadline-s", "300")
+    assert started.returncode == 0, started.stderr
+    polled = call("poll", "--wait-s", "240")
+    assert polled.returncode == 0 and "the runner has died" not in polled.stdout, (
+        polled.stdout + polled.stderr
+    )
+    log = (runs / "session.log").read_text()
+    assert "runner up: 0 jobs, dry=True" in log and "runner done" in log, log
+
+
 def test_parcels_respect_the_return_limits(tmp_path):
     files = []
     for i in range(10):
@@ -195,7 +213,7 @@ def test_plan_carries_the_lossless_data_in_three_calls_under_64_mib(tmp_path):
     tree = 3_000_000
     calls = window.plan_calls(queue, tree, sizes)
     staging = [c for c in calls if c["carry"]]
-    assert len(staging) == 3 and staging[0]["command"].startswith("python3 scripts/window.py start")
+    assert len(staging) == 3 and staging[0]["command"].startswith("python3 -m maintainer.window start")
     assert sorted(p for c in staging for p in c["carry"]) == sorted(sizes)
     for c in staging:
         assert tree + sum(sizes[p] for p in c["carry"]) <= window.MAX_TREE and len(c["carry"]) <= 8
@@ -208,7 +226,7 @@ def test_every_command_of_the_real_queue_and_its_warm_ups_is_a_valid_run():
     from pagdemo.cli import parse
     from pagdemo.train.config import TrainConfig, resolve
 
-    queue = json.loads((REPO / "scripts" / "queue.json").read_text())
+    queue = json.loads((REPO / "maintainer" / "queue.json").read_text())
     runs = Path("runs")
     commands = [
         step[3:] for job in queue["jobs"] for step in window.runner.job_commands(job, queue, runs, dry=False)

@@ -1,16 +1,18 @@
 """Which recorded number to show, and how: the app's tables, the model cards and the README's tables.
 
 Everything here reads records (`checkpoints.info` dicts, metrics.json lines, audit reports) and
-never runs a model. `pagdemo.docs` writes the README's and docs' tables from these functions.
+never runs a model. maintainer/docs.py writes the README's and docs' tables from these functions.
 """
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 from pagdemo.methods import display_rank, paper_row
-from pagdemo.paper import TABLES, teacher_norm
+from pagdemo.paper import TABLES
+from pagdemo.records.files import read_json
 from pagdemo.threat import DATASET_SIDES, is_eval_eps
 
 
@@ -101,6 +103,21 @@ def settings_text(ev: dict | None) -> str:
         f"{ev.get('attack', 'pgd')}, eps {float(ev['eps']):.4g}, step {float(ev.get('step_size') or 0):.4g}, "
         f"{ev.get('restarts')} restart(s), {start}, n={ev.get('n')} ({ev.get('data', '?')}, {ev.get('date', '?')})"
     )
+
+
+def teacher_norm(run: dict) -> str | None:
+    """The threat model of a RIGD run's teacher (it picks the paper's row): its config.json, else its folder name."""
+    teacher = run.get("teacher")
+    if not teacher:
+        return None
+    try:
+        norm = (read_json(Path(teacher) / "config.json") or {}).get("run", {}).get("adv_norm")
+    except (OSError, ValueError):  # an unreadable teacher record: its name still says
+        norm = None
+    if norm in ("linf", "l2"):
+        return norm
+    name = Path(str(teacher)).name.lower()
+    return "linf" if "linf" in name else "l2" if "l2" in name else None
 
 
 def robustness_rows(infos: list[dict]) -> list[dict[str, Any]]:

@@ -18,12 +18,12 @@ one epoch of linear warm-up, then cosine), and records per logging interval the 
 PAG term and train accuracy, and per epoch the eval-mode test accuracy and the summed misalignment in
 eval mode and in the arm's own coupling.
 
-    python scripts/coupling_probe_cpu.py --width 16 --batch-size 64 --images 2560 --epochs 4  # ~30 min, 2 CPU cores
+    python -m maintainer.coupling_probe_cpu --width 16 --batch-size 64 --images 2560 --epochs 4  # ~30 min, 2 CPU cores
 
 With --init-epochs the arms fine-tune a network trained by the cross-entropy alone (the start the
 eval-mode methods use: CURE, Rodriguez-Munoz et al. 2024) instead of starting from scratch:
 
-    python scripts/coupling_probe_cpu.py ... --init-epochs 10 --couplings none eval detached batch \
+    python -m maintainer.coupling_probe_cpu ... --init-epochs 10 --couplings none eval detached batch \
         --out docs/diagnosis/finetune-probe.json
 """
 
@@ -37,19 +37,17 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from pagdemo.data.augment import augment  # noqa: E402
-from pagdemo.data.datasets import load_dataset, stratified_subset  # noqa: E402
-from pagdemo.eval.accuracy import correct, fraction  # noqa: E402
-from pagdemo.models import ResNet18  # noqa: E402
-from pagdemo.pag.alignment import misalignment  # noqa: E402
-from pagdemo.pag.inputgrads import train_mode_coupling  # noqa: E402
-from pagdemo.pag.losses import pag_loss  # noqa: E402
-from pagdemo.pag.targets import class_mean  # noqa: E402
-from pagdemo.records.files import read_json, write_json  # noqa: E402
-from pagdemo.records.provenance import cpu_name, git_commit, now  # noqa: E402
-from pagdemo.train.recipes import get_recipe, lr_at  # noqa: E402
+from pagdemo.data.augment import augment
+from pagdemo.data.datasets import load_dataset, stratified_subset
+from pagdemo.eval.accuracy import correct, fraction
+from pagdemo.models import ResNet18
+from pagdemo.pag.alignment import misalignment
+from pagdemo.pag.inputgrads import train_mode_coupling
+from pagdemo.pag.losses import pag_loss
+from pagdemo.pag.targets import class_mean
+from pagdemo.records.files import read_json, write_json
+from pagdemo.records.provenance import cpu_name, git_commit, now
+from pagdemo.train.recipes import get_recipe, lr_at
 
 FAST_LR01 = get_recipe("fast-lr01")  # its learning-rate shape (warm-up over one epoch, then cosine), at --lr
 
@@ -124,7 +122,7 @@ def run_arm(coupling: str, args, data: dict, target, init: dict | None = None) -
             "epochs": epochs,
             "seconds": round(time.time() - t0, 1),
             "commit": git_commit(),
-            "command": " ".join(["python", *sys.argv]),
+            "command": " ".join(["python", "-m", f"maintainer.{Path(__file__).stem}", *sys.argv[1:]]),
         },
         model.state_dict(),
     )
@@ -189,7 +187,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     record = {
         "about": __doc__.split("\n\n")[0],
-        "command": " ".join(["python", *sys.argv]),
+        "command": " ".join(["python", "-m", f"maintainer.{Path(__file__).stem}", *sys.argv[1:]]),
         "commit": git_commit(),
         "date": now(),
         "machine": f"{cpu_name()}, {torch.get_num_threads()} threads, {platform.system()}",

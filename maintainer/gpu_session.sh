@@ -3,8 +3,8 @@
 # checkpoints, each stage inside a time budget (our GPU slots are ~15 minutes, start included).
 # It is the command, settings and log behind every GPU number in README.md and checkpoints/.
 #
-#   bash scripts/gpu_session.sh                                 # on the GPU machine, repo root
-#   DATASET=synthetic DEVICE=cpu SMALL=1 bash scripts/gpu_session.sh   # CPU dry run of every stage
+#   bash maintainer/gpu_session.sh                                 # on the GPU machine, repo root
+#   DATASET=synthetic DEVICE=cpu SMALL=1 bash maintainer/gpu_session.sh   # CPU dry run of every stage
 #
 # Stages (each logged to $RUNS/session.log with seconds since start):
 #  1. bench: python -m pagdemo.bench (every exact PAG implementation, PGD vs torchattacks, app grid)

@@ -3,8 +3,8 @@
 # implementation, torch.compile'd `explicit` included, plus a profile of the explicit steps.
 # It is the command and log behind the GPU tables in docs/bench/README.md.
 #
-#   PAGDEMO_COMMIT=<sha> bash scripts/gpu_bench.sh        # on the GPU machine, repo root
-#   DEVICE=cpu SMALL=1 bash scripts/gpu_bench.sh          # CPU dry run (tiny model, no compile)
+#   PAGDEMO_COMMIT=<sha> bash maintainer/gpu_bench.sh        # on the GPU machine, repo root
+#   DEVICE=cpu SMALL=1 bash maintainer/gpu_bench.sh          # CPU dry run (tiny model, no compile)
 #
 # If the full bench cannot finish in time (a compile that hangs, say), an eager-only bench runs
 # instead, so the call still brings back numbers.

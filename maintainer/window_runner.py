@@ -1,5 +1,5 @@
-"""The GPU machine's side of a window (scripts/window.py is the command): start the runner, run the queue
-against a deadline, and keep the machine with polls (scripts/window_parcels.py hands the results back).
+"""The GPU machine's side of a window (maintainer/window.py is the command): start the runner, run the queue
+against a deadline, and keep the machine with polls (maintainer/window_parcels.py hands the results back).
 
 The runner (`run`, in the background) waits for the data and checks its SHA-256, then starts the
 queue's jobs in order, concurrently on the one GPU while the estimated work left fits before the
@@ -18,8 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from window_parcels import STAGE, collect_calls, log, read_plan
-
+from maintainer.window_parcels import STAGE, collect_calls, log, read_plan
 from pagdemo.records.files import read_json as read
 from pagdemo.records.files import read_sha256sums, sha256
 from pagdemo.records.files import write_json as write
@@ -322,7 +321,8 @@ def start(runs: Path, queue_path: str, deadline_s: float, dry: bool, foreground:
         return
     cmd = [
         sys.executable,
-        str(Path(__file__).with_name("window.py")),
+        "-m",
+        "maintainer.window",  # from the working directory, the repository root, as this call was
         "run",
         "--runs",
         str(runs),

@@ -1,27 +1,28 @@
 """The README's and docs' tables, printed from the committed records: no number in them is typed.
 
 A generated block sits between `<!-- generated:NAME -->` and `<!-- /generated -->` in a Markdown
-file. `pagdemo docs` rewrites every block (and the figures the blocks show); `pagdemo docs --check`
-fails when a block differs from what the records give, or when a Markdown table holding a digit
-sits outside a block (tests/test_docs.py runs the check).
+file. `python -m maintainer.docs` rewrites every block (and the figures the blocks show); with `--check`
+it fails when a block differs from what the records give, or when a Markdown table holding a digit
+sits outside a block (tests/test_docs.py runs the check). Run it from the repository root.
 """
 
 from __future__ import annotations
 
+import argparse
 import re
+import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-from pagdemo.bench.tables import format_tables, step_table
-from pagdemo.options import flag
+from maintainer.bench_tables import step_table
+from maintainer.toy_tables import toy, toy_ablation, toy_seeds, toy_sweep, toy_vanilla
+from maintainer.train_tables import coupling, coupling_probe, probe
+from pagdemo.bench.tables import format_tables
 from pagdemo.records.checkpoints import list_checkpoints
 from pagdemo.records.files import read_json, read_jsonl
 from pagdemo.records.report import audit_rows, display_order, robustness_rows
 from pagdemo.records.report import table_cell as _cell
 from pagdemo.threat import eval_eps
-from pagdemo.toy.tables import toy, toy_ablation, toy_seeds, toy_sweep, toy_vanilla
-from pagdemo.train.tables import coupling, coupling_probe, probe
 
 BLOCK = re.compile(r"(<!-- generated:([\w-]+) -->\n)(.*?)(<!-- /generated -->)", re.S)
 DOC_FILES = ("README.md", "checkpoints/README.md", "docs/**/*.md")
@@ -184,7 +185,7 @@ def app_load(root: Path) -> str:
     """docs/app.md: the server's memory over 50 mixed requests, and how soon a closed page's run stops."""
     data = read_json(root / "docs/app-load.json")
     if not data:
-        return "(not measured yet: `python scripts/app_load.py`)"
+        return "(not measured yet: `python -m maintainer.app_load`)"
     trace = data["trace"]
     at = {t["after"]: t for t in trace}
     kinds: dict[str, int] = {}
@@ -272,14 +273,6 @@ def write_figures(root: Path) -> None:
     cost_plot(cost_rows(root)).savefig(root / COST_FIGURE, dpi=100)
 
 
-@dataclass(frozen=True)
-class DocsConfig:
-    """`pagdemo docs`: rewrite (or check) the generated tables of a repository."""
-
-    check: bool = flag(False, "change nothing; fail if a block differs from the records")
-    root: str = flag(".", "the repository (default: the working directory)")
-
-
 def update(root: Path = Path("."), check: bool = False) -> list[str]:
     """Rewrite (or, with check, compare) every generated block; returns the problems found."""
     if not check:
@@ -293,7 +286,37 @@ def update(root: Path = Path("."), check: bool = False) -> list[str]:
             for row in typed_tables(text)
         ]
         if check and new != text:
-            problems.append(f"{path}: a generated block differs from the records (run `pagdemo docs`)")
+            problems.append(
+                f"{path}: a generated block differs from the records (run `python -m maintainer.docs`)"
+            )
         elif not check and new != text:
             path.write_text(new, encoding="utf-8")
     return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Rewrite (or check) the generated tables; each problem is one line on stderr, and the exit status is 2."""
+    p = argparse.ArgumentParser(
+        prog="python -m maintainer.docs",
+        description="Rewrites each <!-- generated:NAME --> block of README.md, checkpoints/README.md and "
+        "docs/**/*.md from the checkpoints' records and the committed JSON files; --check only compares "
+        "(the test suite runs it).",
+    )
+    p.add_argument(
+        "--check", action="store_true", help="change nothing; fail if a block differs from the records"
+    )
+    p.add_argument("--root", default=".", help="the repository (default: the working directory)")
+    args = p.parse_args(argv)
+    try:
+        problems = update(Path(args.root), check=args.check)
+    except (ValueError, OSError) as e:  # an unknown block, an unreadable record
+        problems = [str(e)]
+    if problems:
+        print(f"{p.prog}: error: {len(problems)} problem(s): " + " | ".join(problems), file=sys.stderr)
+        return 2
+    print("every generated table matches the records" if args.check else "generated tables rewritten")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Bring a GPU session's results back through the device tool's $OUT (at most 8 files of 16 MiB):
 # every small file (logs, JSON, model cards) in one results.tgz, plus the weight shards of the
-# models named.   bash scripts/gpu_collect.sh OUT_DIR [MODEL ...]
+# models named.   bash maintainer/gpu_collect.sh OUT_DIR [MODEL ...]
 set -u
 RUNS=${RUNS:-runs/gpu}
 out=$1; shift

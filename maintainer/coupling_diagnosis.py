@@ -8,9 +8,9 @@ misalignment of its log-softmax input gradients in train-mode BatchNorm (batches
 train couplings, and "detached": the batch's statistics held constant, per-image gradients) and in
 eval mode, the gradient that attacks and the app see.
 
-    python scripts/coupling_diagnosis.py --out docs/diagnosis/coupling.json   # ~10 min on 2 CPU cores
+    python -m maintainer.coupling_diagnosis --out docs/diagnosis/coupling.json   # ~10 min on 2 CPU cores
 
-The JSON holds the command, commit, machine and every number; `pagdemo docs` prints its table
+The JSON holds the command, commit, machine and every number; `python -m maintainer.docs` prints its table
 into docs/training.md.
 """
 
@@ -24,16 +24,14 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from pagdemo.data.augment import augment  # noqa: E402
-from pagdemo.data.datasets import load_dataset, stratified_subset  # noqa: E402
-from pagdemo.pag.alignment import flip_one_bound, misalignment, per_image_floor, target_cosines  # noqa: E402
-from pagdemo.pag.inputgrads import COUPLINGS  # noqa: E402
-from pagdemo.pag.targets import class_mean  # noqa: E402
-from pagdemo.records.checkpoints import load_checkpoint  # noqa: E402
-from pagdemo.records.files import write_json  # noqa: E402
-from pagdemo.records.provenance import cpu_name, git_commit, now  # noqa: E402
+from pagdemo.data.augment import augment
+from pagdemo.data.datasets import load_dataset, stratified_subset
+from pagdemo.pag.alignment import flip_one_bound, misalignment, per_image_floor, target_cosines
+from pagdemo.pag.inputgrads import COUPLINGS
+from pagdemo.pag.targets import class_mean
+from pagdemo.records.checkpoints import load_checkpoint
+from pagdemo.records.files import write_json
+from pagdemo.records.provenance import cpu_name, git_commit, now
 
 
 def _stats(values: torch.Tensor) -> dict:
@@ -67,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     x = augment(train.inputs(idx), torch.Generator().manual_seed(0))
     record = {
         "about": __doc__.split("\n\n")[0],
-        "command": " ".join(["python", *sys.argv]),
+        "command": " ".join(["python", "-m", f"maintainer.{Path(__file__).stem}", *sys.argv[1:]]),
         "commit": git_commit(),
         "date": now(),
         "machine": f"{cpu_name()}, {torch.get_num_threads()} threads, {platform.system()}",

@@ -2,20 +2,21 @@
 
 A window is 15 minutes of device time, the machine's start included; the working tree that
 travels is at most 64 MiB per call, and at most 8 files of 16 MiB (64 MiB together) come back.
-This script turns scripts/queue.json into that sequence of calls:
+This tool turns maintainer/queue.json into that sequence of calls (run from the repository root: python -m
+puts it on the path, so pagdemo comes from the checkout, which the GPU machine does not install):
 
-  here:   python scripts/window.py preflight                       # one CPU epoch of every job, compiled steps too
-  here:   python scripts/window.py stage                           # copies data, init checkpoints and the commit
-                                                                   # into .stage/; prints every call and its carry
-  call 1: python3 scripts/window.py start                          # carries data; starts the runner (setsid)
-  call 2: python3 scripts/window.py poll --budget-left-s B --wait-s 5   # B: the lease's budget_left_s after call 1
-  call 3: python3 scripts/window.py poll --wait-s 500              # the last data: training starts once it checks out
-  ...     python3 scripts/window.py poll --wait-s 540              # until every job is done or cut at the deadline
-  then:   python3 scripts/window.py collect                        # repeated: each call brings the next parcel back
-  here:   python scripts/window.py unpack <files_at> --into runs/window-<date>   # in the same batch as the next call
+  here:   python -m maintainer.window preflight          # one CPU epoch of every job, compiled steps too
+  here:   python -m maintainer.window stage              # copies data, init checkpoints and the commit
+                                                         # into .stage/; prints every call and its carry
+  call 1: python3 -m maintainer.window start             # carries data; starts the runner (setsid)
+  call 2: python3 -m maintainer.window poll --budget-left-s B --wait-s 5   # B: the lease's budget_left_s after call 1
+  call 3: python3 -m maintainer.window poll --wait-s 500 # the last data: training starts once it checks out
+  ...     python3 -m maintainer.window poll --wait-s 540 # until every job is done or cut at the deadline
+  then:   python3 -m maintainer.window collect           # repeated: each call brings the next parcel back
+  here:   python -m maintainer.window unpack <files_at> --into runs/window-<date>   # in the same batch as the next call
 
 The calls follow each other without a pause: the machine goes back after 30 s idle. What runs on
-the GPU machine is scripts/window_runner.py (the runner and the polls) with scripts/window_parcels.py
+the GPU machine is maintainer/window_runner.py (the runner and the polls) with maintainer/window_parcels.py
 (the shared files and the parcels that come back); `--dry` runs the same cycle on the CPU with
 synthetic data and tiny models (tests/test_window.py does).
 """
@@ -27,22 +28,15 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
-sys.path.insert(
-    0, str(Path(__file__).resolve().parents[1])
-)  # pagdemo from the checkout (not installed on the GPU machine)
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from maintainer import window_parcels as parcels
+from maintainer import window_runner as runner
+from maintainer.window_parcels import MAX_FILES, MAX_TOTAL, STAGE, parcel, read, write  # noqa: F401 (the tests use them)
+from pagdemo.records.files import read_jsonl  # stdlib only: the GPU side's calls load no torch
 
-import window_parcels as parcels  # noqa: E402
-import window_runner as runner  # noqa: E402
-from window_parcels import MAX_FILES, MAX_TOTAL, STAGE, parcel, read, write  # noqa: E402,F401 (the tests use them)
-
-from pagdemo.records.files import read_jsonl  # noqa: E402 (stdlib only: the GPU side's calls load no torch)
-
-QUEUE = Path("scripts/queue.json")
+QUEUE = Path("maintainer/queue.json")
 MAX_TREE = 64 * 2**20  # what travels to the machine in one call
 
 
@@ -69,7 +63,7 @@ def plan_calls(queue: dict, tree: int, sizes: dict[str, int]) -> list[dict]:
     items = sorted(data, key=lambda p: -sizes[p]) + list(
         queue.get("carry", {})
     )  # largest first, then the rest
-    calls = [{"carry": list(first), "command": "python3 scripts/window.py start"}]
+    calls = [{"carry": list(first), "command": "python3 -m maintainer.window start"}]
     if tree + sum(sizes[p] for p in first) > MAX_TREE:
         raise SystemExit(
             f"the working tree is {tree / 2**20:.1f} MiB (limit 64): take the shipped weights out first"
@@ -83,18 +77,18 @@ def plan_calls(queue: dict, tree: int, sizes: dict[str, int]) -> list[dict]:
                 call["carry"].append(item)
                 break
         else:
-            calls.append({"carry": [item], "command": "python3 scripts/window.py poll --wait-s 5"})
+            calls.append({"carry": [item], "command": "python3 -m maintainer.window poll --wait-s 5"})
     if len(calls) > 1:
         left = len(calls) - 2  # staging calls after the one that sets the deadline
         calls[1]["command"] = (
-            f"python3 scripts/window.py poll --budget-left-s B --staging-left {left} --wait-s 5"
+            f"python3 -m maintainer.window poll --budget-left-s B --staging-left {left} --wait-s 5"
         )
         calls[-1]["command"] = calls[-1]["command"].replace("--wait-s 5", "--wait-s 500")
     calls.append(
-        {"carry": [], "command": "python3 scripts/window.py poll --wait-s 540   # repeat until all done"}
+        {"carry": [], "command": "python3 -m maintainer.window poll --wait-s 540   # repeat until all done"}
     )
     calls.append(
-        {"carry": [], "command": "python3 scripts/window.py collect   # repeat until nothing is left"}
+        {"carry": [], "command": "python3 -m maintainer.window collect   # repeat until nothing is left"}
     )
     return calls
 
@@ -255,7 +249,7 @@ def probe_summary(folder: Path) -> dict:
 
 
 def cmd_probe(args: argparse.Namespace) -> None:
-    """Here: write the probe's JSON (the README's probe table is printed from it by pagdemo.docs)."""
+    """Here: write the probe's JSON (the README's probe table is printed from it by maintainer.docs)."""
     summary = probe_summary(Path(args.folder))
     write(Path(args.out), summary)
     for r in summary["jobs"]:
@@ -285,7 +279,7 @@ def cmd_ship(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     """The window's command line: here (stage, unpack, probe, ship) and there (start, run, poll, collect)."""
     p = argparse.ArgumentParser(
-        prog="scripts/window.py",
+        prog="python -m maintainer.window",
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__,

@@ -1,4 +1,4 @@
-"""Issue 23's training diagnosis in docs/training.md, printed from its committed JSON (`pagdemo docs` puts
+"""Issue 23's training diagnosis in docs/training.md, printed from its committed JSON (maintainer.docs puts
 the tables in place): the GPU recipe probe, where the shipped Class Mean model's alignment lives, and the
 CPU probes of the BatchNorm couplings."""
 
@@ -15,7 +15,7 @@ def probe(root: Path) -> str:
     """The recipe probe (issue 23), from its committed JSON; says so when no window has run it yet."""
     found = sorted(root.glob("docs/gpu/*/probe.json"))
     if not found:
-        return "(no GPU window has run the probe yet: `scripts/queue.json` holds it first)"
+        return "(no GPU window has run the probe yet: `maintainer/queue.json` holds it first)"
     data = read_json(found[-1])
     jobs = data["jobs"]
     lines = [
@@ -51,7 +51,7 @@ def coupling(root: Path) -> str:
     """docs/training.md: where the shipped Class Mean model's alignment lives (issue 23), from its JSON."""
     data = read_json(root / "docs/diagnosis/coupling.json")
     if not data:
-        return "(not measured yet: `python scripts/coupling_diagnosis.py`)"
+        return "(not measured yet: `python -m maintainer.coupling_diagnosis`)"
     lines = [
         "| Class Mean targets | pairwise cosine of the 10 targets | lowest per-image misalignment found | "
         "one gradient flipped |",
@@ -129,7 +129,9 @@ def coupling_probe(name: str) -> Callable[[Path], str]:
     def table(root: Path) -> str:
         data = read_json(root / f"docs/diagnosis/{name}.json")
         if not data:
-            return f"(not run yet: `python scripts/coupling_probe_cpu.py --out docs/diagnosis/{name}.json`)"
+            return (
+                f"(not run yet: `python -m maintainer.coupling_probe_cpu --out docs/diagnosis/{name}.json`)"
+            )
         lines = [
             "| coupling | train accuracy (train mode), first -> last 10 steps | cross-entropy, highest of any 10 "
             "steps | test accuracy (eval mode), by epoch | cos in its coupling, epoch 1 -> last | cos eval, epoch 1 "

@@ -1,7 +1,7 @@
 """The files a window's calls share (the plan, the status, the session log, all JSON written atomically) and the
 parcels that bring the results back: at most 8 files of 16 MiB, 64 MiB together, per call.
 
-Both sides use it: scripts/window_runner.py on the GPU machine, scripts/window.py here. JSON goes
+Both sides use it: maintainer/window_runner.py on the GPU machine, maintainer/window.py here. JSON goes
 through pagdemo.records.files (atomic writes: the runner and the polls read these files while they change).
 """
 

@@ -1,5 +1,5 @@
 """The toy experiment's tables in docs/toy and the README, printed from docs/toy/results.json and ablations.json
-(`pagdemo docs` puts them in place; no number in them is typed)."""
+(maintainer.docs puts them in place; no number in them is typed)."""
 
 from __future__ import annotations
 

@@ -5,8 +5,8 @@
 # On an H100 with --recipe fast: the first epoch takes ~85 s (compiling), each later one ~12 s;
 # size TRAIN_LIMIT to fit them all, or the cosine schedule is cut short (2026-11-26: 11 of 12).
 #
-#   EPOCHS=12 PAGDEMO_COMMIT=<sha> bash scripts/gpu_pag_run.sh            # on the GPU machine
-#   DRY=1 OUT=/tmp/out bash scripts/gpu_pag_run.sh                         # CPU dry run, synthetic data
+#   EPOCHS=12 PAGDEMO_COMMIT=<sha> bash maintainer/gpu_pag_run.sh            # on the GPU machine
+#   DRY=1 OUT=/tmp/out bash maintainer/gpu_pag_run.sh                         # CPU dry run, synthetic data
 set -u
 RUNS=${RUNS:-runs/gpu-pag}
 DATA_DIR=${DATA_DIR:-.stage/cifar10}
@@ -32,4 +32,4 @@ for n in linf l2; do  # one after the other: both append to the same metrics.jso
   python -m pagdemo eval --checkpoint "$RUNS/$NAME" --norm "$n" "${EVAL[@]}" >"$RUNS/eval-$NAME-$n.log" 2>&1
   log "eval $n rc=$?: $(tail -n 1 "$RUNS/eval-$NAME-$n.log")"
 done
-RUNS=$RUNS bash scripts/gpu_collect.sh "${OUT:-runs/out}" "$NAME"
+RUNS=$RUNS bash maintainer/gpu_collect.sh "${OUT:-runs/out}" "$NAME"
