@@ -34,7 +34,7 @@ from pagdemo.records.files import write_json
 from pagdemo.records.provenance import cpu_name, git_commit, now
 
 
-def _stats(values: torch.Tensor) -> dict:
+def spread(values: torch.Tensor) -> dict:
     """Mean, and the spread over images, of a per-image quantity."""
     v = values.double()
     return {
@@ -83,16 +83,16 @@ def main(argv: list[str] | None = None) -> None:
     for scaling in ("image-norm", "none"):
         targets[scaling] = class_mean(train.images, train.labels, 10, scaling)(x)
         record["targets"][scaling] = {
-            "pairwise_cos": _stats(target_cosines(targets[scaling])),
-            "flip_one_bound": _stats(flip_one_bound(targets[scaling])),
-            "per_image_floor": _stats(per_image_floor(targets[scaling])),
+            "pairwise_cos": spread(target_cosines(targets[scaling])),
+            "flip_one_bound": spread(flip_one_bound(targets[scaling])),
+            "per_image_floor": spread(per_image_floor(targets[scaling])),
         }
         print(scaling, record["targets"][scaling], flush=True)
     for folder in args.checkpoints:
         model = load_checkpoint(folder).eval()
         with torch.no_grad():
             p_true = torch.softmax(model(x), 1)[torch.arange(len(x)), train.labels[idx]]
-        row = {"p_true_class_eval": _stats(p_true)}
+        row = {"p_true_class_eval": spread(p_true)}
         for coupling in COUPLINGS:
             row[coupling] = round(
                 misalignment(

@@ -123,6 +123,13 @@ def _probe_start(data: dict) -> str:
     )
 
 
+def _cos_images(settings: dict) -> str:
+    """Which training images a probe's misalignment was measured on (augmented before it ran through the loop)."""
+    if "cos_images" in settings:
+        return f"{settings['cos_images']} training images (the loop's monitor)"
+    return "128 augmented training images"
+
+
 def coupling_probe(name: str) -> Callable[[Path], str]:
     """docs/training.md: a CPU probe of the BatchNorm couplings (issue 23), from docs/diagnosis/NAME.json."""
 
@@ -146,7 +153,7 @@ def coupling_probe(name: str) -> Callable[[Path], str]:
             f"ResNet-18 at width {s['width']} (the paper's: 64), {s['images']} class-balanced training images, "
             f"{s['epochs']} epochs of batch {s['batch_size']}, lr {s['lr']} (`fast-lr01`'s shape), lambda "
             f"{s['lam']} (none: 0), `--pag-impl {s['impl']}`, {_probe_start(data)}; test accuracy on "
-            f"{s['test_images']} test images; cos on 128 augmented training images; {data['machine']}, torch "
+            f"{s['test_images']} test images; cos on {_cos_images(s)}; {data['machine']}, torch "
             f"{data['torch']}, commit {', '.join(_commit(c) for c in commits)}, "
             f"{data['seconds']:.0f} s: "
             f"{'; '.join(f'`{c}`' for c in _unique(a.get('command', data['command']) for a in arms))} "

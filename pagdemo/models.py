@@ -64,7 +64,7 @@ class ResNet18(nn.Module):
     `stem_stride=2` is the variant for 96x96 (STL-10) and larger inputs: the stem halves the
     resolution, so at 96x96 the last stage sees 6x6 maps and the cost stays near 2.25x CIFAR's.
     `act` is ReLU as in the paper; GELU is a deviation the recipe probe may test. `width` (64, the paper's)
-    scales every stage; narrower copies are for CPU experiments (scripts/coupling_probe_cpu.py).
+    scales every stage; narrower copies are for CPU experiments (`resnet18_narrow`: maintainer/coupling_probe_cpu.py).
     """
 
     def __init__(
@@ -133,6 +133,7 @@ MODELS: dict[str, tuple[Callable[..., nn.Module], Stats]] = {
     "resnet18": (lambda c, m, s: ResNet18(c, m, s), (CIFAR10_MEAN, CIFAR10_STD)),
     "resnet18_stl": (lambda c, m, s: ResNet18(c, m, s, stem_stride=2), (STL10_MEAN, STL10_STD)),
     "resnet18_gelu": (lambda c, m, s: ResNet18(c, m, s, act=nn.GELU), (CIFAR10_MEAN, CIFAR10_STD)),
+    "resnet18_narrow": (lambda c, m, s: ResNet18(c, m, s, width=16), (CIFAR10_MEAN, CIFAR10_STD)),  # CPU probes
     "tinycnn": (lambda c, m, s: TinyCNN(c, m, s), (CIFAR10_MEAN, CIFAR10_STD)),
     "mlp": (lambda c, m, s: MLP(c), ((), ())),
 }

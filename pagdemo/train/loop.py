@@ -230,7 +230,8 @@ def _train_epoch(r: _Run, epoch: int, progress: bool, on_step: StepHook | None =
         r.opt.step()
         r.step += 1
         now_stats = {"loss": loss.item(), "acc": (logits.argmax(1) == y).float().mean().item(), **parts}
-        for k, v in {"loss": now_stats["loss"], "correct": now_stats["acc"], **parts}.items():
+        now_stats["lr"] = r.opt.param_groups[0]["lr"]
+        for k, v in {"loss": now_stats["loss"], "correct": now_stats["acc"], **parts}.items():  # sums
             stats[k] = stats.get(k, 0.0) + v * len(y)
         stats["seen"] += len(y)
         if on_step is not None:
