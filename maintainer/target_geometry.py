@@ -56,11 +56,15 @@ def main(argv: list[str] | None = None) -> None:
         teacher = load_checkpoint(folder).eval()
         targets[f"RIGD, teacher `{Path(folder).name}`"] = TeacherGradientTarget(teacher, "logsoftmax", folder)
     rows = []
-    for name, target in targets.items():
-        g = target(x, y, idx)  # nn: the dataset index keeps an image out of its own candidates
-        rows.append(
-            {"target": name, "describe": target.describe(), "pairwise_cos": spread(target_cosines(g))}
-        )
+    for (
+        name,
+        target,
+    ) in targets.items():  # 64 images at a time: a teacher's 10 gradients of 512 images are GBs
+        chunks = [
+            slice(i, i + 64) for i in range(0, len(x), 64)
+        ]  # nn: idx keeps an image off its own candidates
+        cos = torch.cat([target_cosines(target(x[c], y[c], idx[c])) for c in chunks])
+        rows.append({"target": name, "describe": target.describe(), "pairwise_cos": spread(cos)})
         print(rows[-1]["target"], rows[-1]["pairwise_cos"], f"{time.time() - t0:.0f}s", flush=True)
     record = {
         "about": __doc__.split("\n\n")[0],
