@@ -1,5 +1,5 @@
 """Issue 32's target geometry: how class-specific is each PAG target? For a fixed class-balanced subset of
-CIFAR-10 training images (augmented once, as training sees them), the mean pairwise cosine across the 10 classes
+CIFAR-10 training images (as they are, and augmented once as the augmented frame trains), the mean pairwise cosine across the 10 classes
 of g(x, t), per image (1: every class's target points the same way, and aligning to them says little about the
 class), for One Image, Class Mean (scaled about black, raw, and about grey: the authors' [-1, 1] space), Nearest
 Neighbor (K = 100, never the image itself) and RIGD from the shipped adversarially trained teachers.
@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> None:
     train = load_dataset("cifar10", "train", data_dir=args.data_dir)
     idx = torch.from_numpy(stratified_subset(train.labels.numpy(), args.images, seed=0))
     idx = idx[torch.randperm(len(idx), generator=torch.Generator().manual_seed(0))]
-    x, y = augment(train.inputs(idx), torch.Generator().manual_seed(0)), train.labels[idx]
+    plain, y = train.inputs(idx), train.labels[idx]
+    views = {"augmented": augment(plain, torch.Generator().manual_seed(0)), "plain": plain}
     targets = {row: build_target(kind, train.images, train.labels, 10, **o) for row, kind, o in KINDS}
     for folder in args.teachers:
         teacher = load_checkpoint(folder).eval()
@@ -61,11 +62,14 @@ def main(argv: list[str] | None = None) -> None:
         target,
     ) in targets.items():  # 64 images at a time: a teacher's 10 gradients of 512 images are GBs
         chunks = [
-            slice(i, i + 64) for i in range(0, len(x), 64)
+            slice(i, i + 64) for i in range(0, len(idx), 64)
         ]  # nn: idx keeps an image off its own candidates
-        cos = torch.cat([target_cosines(target(x[c], y[c], idx[c])) for c in chunks])
-        rows.append({"target": name, "describe": target.describe(), "pairwise_cos": spread(cos)})
-        print(rows[-1]["target"], rows[-1]["pairwise_cos"], f"{time.time() - t0:.0f}s", flush=True)
+        row = {"target": name, "describe": target.describe()}
+        for view, x in views.items():
+            cos = torch.cat([target_cosines(target(x[c], y[c], idx[c])) for c in chunks])
+            row[f"pairwise_cos_{view}"] = spread(cos)
+        rows.append(row)
+        print(row, f"{time.time() - t0:.0f}s", flush=True)
     record = {
         "about": __doc__.split("\n\n")[0],
         "command": " ".join(["python", "-m", f"maintainer.{Path(__file__).stem}", *sys.argv[1:]]),
@@ -75,7 +79,8 @@ def main(argv: list[str] | None = None) -> None:
         "torch": torch.__version__,
         "data": train.source,
         "images": len(idx),
-        "augmented": "one random crop (pad 4) and flip per image, generator seed 0",
+        "views": "augmented: one random crop (pad 4) and flip per image (generator seed 0), as the augmented frame "
+        "trains; plain: the images themselves, the authors' frame (their targets are computed before the crop)",
         "rows": rows,
         "seconds": round(time.time() - t0, 1),
     }
