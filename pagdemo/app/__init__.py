@@ -34,8 +34,9 @@ class AppConfig:
     toy_dir: str = flag("docs/toy", "where `pagdemo toy` saved the results the Toy tab shows")
 
 
-def serve(cfg: AppConfig) -> None:
-    """Build the app for a checkpoints folder and serve it on the GPU if there is one, else the CPU."""
+def serve(cfg: AppConfig, command: str = "") -> None:
+    """Build the app for a checkpoints folder and serve it on the GPU if there is one, else the CPU (`pagdemo app`;
+    a server records no command line)."""
     from pagdemo.app.ui import build_demo, launch_options
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

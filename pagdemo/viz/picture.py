@@ -74,3 +74,8 @@ def render_picture(cfg: PictureConfig) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(frame.image).save(out)
     return out
+
+
+def picture_command(cfg: PictureConfig, command: str) -> str:
+    """`pagdemo attack`: draw the grid, say where it went."""
+    return f"grid written to {render_picture(cfg)}"
