@@ -34,12 +34,14 @@ examples:
   pagdemo attack --checkpoint runs/cm --image cat.png --target all --out grid.png
   pagdemo toy --seeds 20 --out runs/toy
   pagdemo app --checkpoints checkpoints
+  pagdemo eval --checkpoint hf-hub:ORG/NAME --no-record --norm l2   # a checkpoint on the Hugging Face Hub
+  pagdemo push-to-hub checkpoints/pag-cm --repo ORG/pag-cm          # yours, to the Hub (hf auth login first)
   pagdemo import-robustbench Engstrom2019Robustness --threat Linf --out checkpoints/engstrom-linf   # needs [zoo]
 """
 
 
 class Formatter(argparse.HelpFormatter):
-    """argparse's help, but never broken at a hyphen: --no-record and 8/255-like words stay whole to copy."""
+    """argparse's help, but never broken at a hyphen: --no-record and hf-hub:ORG/NAME stay whole to copy."""
 
     def _split_lines(self, text: str, width: int) -> list[str]:
         """A flag's help."""
@@ -213,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(COMMANDS.get(command), "interrupted", ""):
             print(f"pagdemo: {COMMANDS[command].interrupted}", file=sys.stderr)
         return 130
-    except (ValueError, OSError) as e:  # DataError, CheckpointError and bad settings are ValueErrors
+    except (ValueError, OSError) as e:  # DataError, CheckpointError, HubError, bad settings: ValueErrors
         print(f"pagdemo {command}: error: {e}", file=sys.stderr)
         return 2
     return 0

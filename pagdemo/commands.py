@@ -107,4 +107,14 @@ COMMANDS = {
         "file) and writes a checkpoint folder that eval, audit, attack, the app and train --method rigd "
         "--teacher use like any other. Needs the optional robustbench package: pip install -e '.[zoo]'.",
     ),
+    "push-to-hub": Command(
+        "pagdemo.records.push:PushConfig",
+        "pagdemo.records.push:push_to_hub",
+        "upload a checkpoint folder to a Hugging Face Hub repo",
+        "Checks that FOLDER loads as a pagdemo checkpoint, then uploads exactly its files (weights, config, "
+        "records, audits) with a model card rendered now, whose model-index carries the recorded clean, PGD-20 "
+        "and AutoAttack accuracies, as one commit (the repo is created if missing). Log in first "
+        "(`hf auth login` or HF_TOKEN). Anyone then loads it by name: pagdemo eval --checkpoint "
+        "hf-hub:ORG/NAME --no-record, likewise attack, audit, train --teacher/--init and app --checkpoints.",
+    ),
 }

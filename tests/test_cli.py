@@ -46,6 +46,7 @@ def pagdemo(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
                 "toy",
                 "attack",
                 "audit",
+                "push-to-hub",
                 "--nproc_per_node",
                 "pagdemo eval --checkpoint",
             ],
@@ -91,8 +92,20 @@ def pagdemo(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
             ["audit"],
             ["--checkpoint", "--norm", "--eps", "--vanilla", "--judge", "--autoattack", "--limit", "--json"],
         ),
+        (
+            ["push-to-hub"],
+            [
+                "FOLDER",
+                "--repo",
+                "--revision",
+                "--private",
+                "--dry-run",
+                "model-index",
+                "hf-hub:ORG/NAME",
+            ],
+        ),
     ],
-    ids=["pagdemo", "train", "adv-train", "eval", "toy", "attack", "audit"],
+    ids=["pagdemo", "train", "adv-train", "eval", "toy", "attack", "audit", "push-to-hub"],
 )
 def test_help_exits_0_and_names_the_key_flags(args, flags):
     proc = pagdemo(*args, "--help")
@@ -285,6 +298,14 @@ def test_flags_map_to_each_commands_config():
         (8, 16),
         "cpu",
     )  # --small under the flags
+    _, cfg = cli.parse(["push-to-hub", "ckpt", "--repo", "me/m", "--private", "--revision", "v1"])
+    assert (cfg.folder, cfg.repo, cfg.private, cfg.revision, cfg.dry_run) == (
+        "ckpt",
+        "me/m",
+        True,
+        "v1",
+        False,
+    )
 
 
 def test_autoattack_without_a_norm_is_one_line(capsys):

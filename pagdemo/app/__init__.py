@@ -16,7 +16,8 @@ class AppConfig:
     """`pagdemo app`: which checkpoints, where to listen, where the models run."""
 
     checkpoints: str = flag(
-        help="folder of checkpoint folders (default: $PAGDEMO_CHECKPOINTS or ./checkpoints)",
+        help="folder of checkpoint folders, a checkpoint, hf-hub:ORG/NAME[@REVISION], or a comma list of these "
+        "(default: $PAGDEMO_CHECKPOINTS or ./checkpoints)",
         factory=lambda: os.environ.get("PAGDEMO_CHECKPOINTS", "checkpoints"),
     )
     host: str = flag("127.0.0.1", "address to listen on (0.0.0.0 to serve a network)")
