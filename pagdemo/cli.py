@@ -1,23 +1,24 @@
 """`pagdemo` command line: the only place that reads argv.
 
 Every command's flags are the fields of its config dataclass (`pagdemo.options.flag`: help, choices, how a value is
-read), so a setting is written once and the help cannot drift from the code. `parse` turns argv into that config;
-`pagdemo.commands` runs it with the same functions the app and the tests call.
+read), so a setting is written once and the help cannot drift from the code. `pagdemo.commands` is the one table of
+commands (config, runner, help); `parse` turns argv into the command's config, `main` runs it and prints what it
+says.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 import shlex
 import sys
+import textwrap
 import types
 import typing
 from fractions import Fraction
 from typing import Any
 
-from pagdemo.commands import COMMANDS, CLIError
+from pagdemo.commands import COMMANDS, load
 
 EXAMPLES = """\
 examples:
@@ -33,8 +34,23 @@ examples:
   pagdemo attack --checkpoint runs/cm --image cat.png --target all --out grid.png
   pagdemo toy --seeds 20 --out runs/toy
   pagdemo app --checkpoints checkpoints
+  pagdemo eval --checkpoint hf-hub:ORG/NAME --no-record --norm l2   # a checkpoint on the Hugging Face Hub
+  pagdemo push-to-hub checkpoints/pag-cm --repo ORG/pag-cm          # yours, to the Hub (hf auth login first)
   pagdemo import-robustbench Engstrom2019Robustness --threat Linf --out checkpoints/engstrom-linf   # needs [zoo]
 """
+
+
+class Formatter(argparse.HelpFormatter):
+    """argparse's help, but never broken at a hyphen: --no-record and hf-hub:ORG/NAME stay whole to copy."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        """A flag's help."""
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        """A command's description."""
+        lines = self._split_lines(text, width - len(indent))
+        return "\n".join(indent + line for line in lines)
 
 
 class Parser(argparse.ArgumentParser):
@@ -140,16 +156,12 @@ def add_flag(p: argparse.ArgumentParser, f: dataclasses.Field, hint: Any, given_
 
 
 def add_flags(
-    p: argparse.ArgumentParser,
-    cls: type,
-    group: str | None = None,
-    only: tuple[str, ...] = (),
-    given_only: bool = False,
+    p: argparse.ArgumentParser, cls: type, group: str | None = None, given_only: bool = False
 ) -> None:
-    """The flags of a config dataclass: its flag() fields, those of `group` and the ungrouped (or just `only`)."""
+    """The flags of a config dataclass: its flag() fields, those of `group` and the ungrouped."""
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        if f.metadata.get("cli") and f.metadata["group"] in (None, group) and (not only or f.name in only):
+        if f.metadata.get("cli") and f.metadata["group"] in (None, group):
             add_flag(p, f, hints[f.name], given_only)
 
 
@@ -167,134 +179,8 @@ def flag_values(cls: type, args: argparse.Namespace) -> dict[str, Any]:
     return values
 
 
-def config_from_args(cls: type, args: argparse.Namespace, **fixed: Any) -> Any:
-    """A config from parsed flags, with `fixed` settings the command line does not offer (adv-train's method)."""
-    return cls(**{**flag_values(cls, args), **fixed})
-
-
-def _train_parsers(sub) -> None:
-    """`train` and `adv-train`: one TrainConfig, each showing its own group of flags."""
-    from pagdemo.train.config import TrainConfig
-
-    p = sub.add_parser(
-        "train",
-        help="train vanilla or PAG (oi, cm, nn, rigd) classifiers",
-        description="Train with Eq. 1: CE + lambda * sum over classes of (1 - cos(input gradient, "
-        "g(x, t))), the targets g named by --method; the paper's settings are the defaults "
-        "(docs/training.md says which choices the paper leaves open, and ours).",
-    )
-    add_flags(p, TrainConfig, group="pag")
-    p = sub.add_parser(
-        "adv-train",
-        help="adversarially train a robust teacher (PGD-AT, FGSM-RS or N-FGSM)",
-        description="Adversarial training (Madry et al. 2018) for the RIGD teachers: each batch is "
-        "replaced by its adversarial examples.",
-    )
-    add_flags(p, TrainConfig, group="adv")
-
-
-def _eval_parsers(sub) -> None:
-    """`eval` (PGD or AutoAttack) and `audit` (gradient-masking checks, AutoAttack, the PAG score)."""
-    from pagdemo.eval.audit import AuditConfig
-    from pagdemo.eval.autoattack import AutoAttackConfig
-    from pagdemo.eval.evaluate import EvalConfig
-
-    p = sub.add_parser(
-        "eval",
-        help="clean and PGD robust accuracy of a checkpoint",
-        description="PGD-k with random start and step 2*eps/k (the paper: k=20, linf eps 8/255, "
-        "l2 eps 0.5). The result is appended to the checkpoint's metrics.json.",
-    )
-    p.add_argument(
-        "--attack",
-        default="pgd",
-        choices=["pgd", "autoattack"],
-        help="pgd (the paper's) or autoattack (standard: APGD-CE, APGD-T, FAB-T, Square; also reruns "
-        "PGD-20 on the same subset; default --limit 1000)",
-    )
-    add_flags(p, EvalConfig)
-    add_flags(p, AutoAttackConfig, only=("version", "backend"))
-    p = sub.add_parser(
-        "audit",
-        help="gradient-masking checks and the PAG score of a checkpoint",
-        description="Carlini et al. (2019) sanity checks: accuracy against growing eps must reach 0, "
-        "PGD-100 with restarts must not beat PGD-20 by much, a transfer attack from the "
-        "vanilla model must not beat the white-box one. Prints a verdict with the evidence.",
-    )
-    add_flags(p, AuditConfig)
-
-
-def _other_parsers(sub) -> None:
-    """`toy`, `attack`, `bench`, `app` and `docs`."""
-    from pagdemo.app import AppConfig
-    from pagdemo.bench import BenchConfig
-    from pagdemo.docs import DocsConfig
-    from pagdemo.records.zoo_import import ImportConfig
-    from pagdemo.toy.experiment import ToyConfig
-    from pagdemo.viz.picture import PictureConfig
-
-    add_flags(
-        sub.add_parser(
-            "toy",
-            help="the paper's 2-D experiment (Sec. 5.1): vanilla vs PAG decision boundaries",
-            description="Two classes on the line x2 = 2*x1, an MLP 2-32-2, vanilla vs PAG with the "
-            "Nearest Neighbor target, attacked with L2 PGD-10 (eps 15, step 2).",
-        ),
-        ToyConfig,
-    )
-    add_flags(
-        sub.add_parser(
-            "attack",
-            help="the PAG picture: targeted PGD from one image toward each class",
-            description="Large-eps targeted PGD from your image toward every class (or one): robust "
-            "and PAG models paint class features, vanilla models add noise (the paper's "
-            "Fig. 1).",
-        ),
-        PictureConfig,
-    )
-    p = sub.add_parser(
-        "bench",
-        help="training-step, PGD and app-grid speed and memory (JSON out)",
-        description="Times every PAG implementation against vanilla and the reference loop, our PGD "
-        "against torchattacks', and the app's grid; medians of round-robin runs.",
-    )
-    add_flags(p, BenchConfig, given_only=True)
-    p.add_argument("--small", action="store_true", help="CPU-sized settings (a few minutes on 2 cores)")
-    add_flags(
-        sub.add_parser(
-            "app",
-            help="serve the Gradio app on the shipped (or your) checkpoints",
-            description="Upload an image or pick a test image and watch class-targeted PGD change it, "
-            "model by model; compare robustness; the toy experiment. "
-            "http://127.0.0.1:7860 by default.",
-        ),
-        AppConfig,
-    )
-    add_flags(
-        sub.add_parser(
-            "import-robustbench",
-            help="a RobustBench model (e.g. the paper's RIGD teachers) as a pagdemo checkpoint",
-            description="Loads a model of RobustBench's zoo with RobustBench's "
-            "own load_model (tensors only, never code from the file) and writes a checkpoint folder "
-            "that eval, audit, attack, the app and train --method rigd --teacher use like any other. "
-            "Needs the optional robustbench package: pip install -e '.[zoo]'.",
-        ),
-        ImportConfig,
-    )
-    add_flags(
-        sub.add_parser(
-            "docs",
-            help="print every table of README.md and docs/ from the committed records",
-            description="Rewrites each <!-- generated:NAME --> block of README.md, "
-            "checkpoints/README.md and docs/**/*.md from the checkpoints' records and the "
-            "committed JSON files; --check only compares (the test suite runs it).",
-        ),
-        DocsConfig,
-    )
-
-
 def build_parser() -> argparse.ArgumentParser:
-    """All commands, with help that explains the paper's settings rather than just naming flags."""
+    """All commands of the table, with help that explains the paper's settings rather than just naming flags."""
     parser = Parser(
         prog="pagdemo",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -303,43 +189,17 @@ def build_parser() -> argparse.ArgumentParser:
         "gradients are pushed toward class images, attack them with PGD, and measure their robustness.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_train_parsers, _eval_parsers, _other_parsers):
-        add(sub)
+    for name, c in COMMANDS.items():
+        p = sub.add_parser(name, help=c.help, description=c.description, formatter_class=Formatter)
+        add_flags(p, load(c.config), c.group, c.given_only)
     return parser
 
 
 def parse(argv: list[str]) -> tuple[str, Any]:
-    """(command, its config) from a command line; a bad flag exits with one line."""
+    """(command, its config) from a command line; a bad flag exits with one line, a bad setting is a ValueError."""
     args = build_parser().parse_args(argv)
-    if args.command in ("train", "adv-train"):
-        from pagdemo.train.config import TrainConfig
-
-        return args.command, config_from_args(
-            TrainConfig, args, **({"method": "adv"} if args.command == "adv-train" else {})
-        )
-    if args.command == "eval" and args.attack == "autoattack":
-        from pagdemo.eval.autoattack import AutoAttackConfig
-
-        if args.norm == "none":
-            raise CLIError("--attack autoattack needs --norm linf or l2")
-        if args.limit is None:
-            del args.limit  # AutoAttack's own default subset
-        return "eval", config_from_args(AutoAttackConfig, args)
-    if args.command == "bench":
-        from pagdemo.bench import BenchConfig, bench_config
-
-        return "bench", bench_config(flag_values(BenchConfig, args), args.small)
-    configs = {
-        "eval": ("pagdemo.eval.evaluate", "EvalConfig"),
-        "audit": ("pagdemo.eval.audit", "AuditConfig"),
-        "toy": ("pagdemo.toy.experiment", "ToyConfig"),
-        "attack": ("pagdemo.viz.picture", "PictureConfig"),
-        "app": ("pagdemo.app", "AppConfig"),
-        "docs": ("pagdemo.docs", "DocsConfig"),
-        "import-robustbench": ("pagdemo.records.zoo_import", "ImportConfig"),
-    }
-    module, name = configs[args.command]
-    return args.command, config_from_args(getattr(importlib.import_module(module), name), args)
+    c = COMMANDS[args.command]
+    return args.command, load(c.build or c.config)(**flag_values(load(c.config), args), **c.fixed)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -348,19 +208,14 @@ def main(argv: list[str] | None = None) -> int:
     command = argv[0] if argv else "pagdemo"
     try:
         command, cfg = parse(argv)
-        COMMANDS[command](cfg, "pagdemo " + shlex.join(argv))
+        said = load(COMMANDS[command].run)(cfg, "pagdemo " + shlex.join(argv))
+        if said:
+            print(said)
     except KeyboardInterrupt:
-        if command in ("train", "adv-train"):
-            print(
-                "pagdemo: interrupted; run the same command again to resume from the last finished epoch",
-                file=sys.stderr,
-            )
+        if getattr(COMMANDS.get(command), "interrupted", ""):
+            print(f"pagdemo: {COMMANDS[command].interrupted}", file=sys.stderr)
         return 130
-    except (
-        ValueError,
-        OSError,
-        CLIError,
-    ) as e:  # DataError, CheckpointError and bad settings are ValueErrors
+    except (ValueError, OSError) as e:  # DataError, CheckpointError, HubError, bad settings: ValueErrors
         print(f"pagdemo {command}: error: {e}", file=sys.stderr)
         return 2
     return 0

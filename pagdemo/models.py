@@ -133,7 +133,10 @@ MODELS: dict[str, tuple[Callable[..., nn.Module], Stats]] = {
     "resnet18": (lambda c, m, s: ResNet18(c, m, s), (CIFAR10_MEAN, CIFAR10_STD)),
     "resnet18_stl": (lambda c, m, s: ResNet18(c, m, s, stem_stride=2), (STL10_MEAN, STL10_STD)),
     "resnet18_gelu": (lambda c, m, s: ResNet18(c, m, s, act=nn.GELU), (CIFAR10_MEAN, CIFAR10_STD)),
-    "resnet18_narrow": (lambda c, m, s: ResNet18(c, m, s, width=16), (CIFAR10_MEAN, CIFAR10_STD)),  # CPU probes
+    "resnet18_narrow": (
+        lambda c, m, s: ResNet18(c, m, s, width=16),
+        (CIFAR10_MEAN, CIFAR10_STD),
+    ),  # CPU probes
     "tinycnn": (lambda c, m, s: TinyCNN(c, m, s), (CIFAR10_MEAN, CIFAR10_STD)),
     "mlp": (lambda c, m, s: MLP(c), ((), ())),
 }

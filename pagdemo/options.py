@@ -54,3 +54,9 @@ def flag(
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
+
+
+def flag_of(cls: type, name: str) -> Any:
+    """The same flag as `cls`'s field `name`, for a second config that shows it (`pagdemo eval`'s --aa-version)."""
+    f = cls.__dataclass_fields__[name]
+    return flag(f.default, **f.metadata)

@@ -49,6 +49,11 @@ def is_eval_eps(
     return eps is not None and abs(float(eps) - eval_eps(norm, dataset, image_size)) < EPS_TOLERANCE
 
 
+def eps_text(eps: float, norm: str) -> str:
+    """A radius as people write it: linf in /255."""
+    return f"{eps * 255:.3g}/255" if norm == "linf" else f"{eps:.3g}"
+
+
 def eval_step(eps: float, steps: int) -> float:
     """The paper's (and TRADES') PGD step, 2 eps / steps: PGD-20 evaluations, the app's attacks."""
     return 2 * eps / steps

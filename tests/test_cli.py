@@ -46,6 +46,7 @@ def pagdemo(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
                 "toy",
                 "attack",
                 "audit",
+                "push-to-hub",
                 "--nproc_per_node",
                 "pagdemo eval --checkpoint",
             ],
@@ -91,8 +92,20 @@ def pagdemo(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
             ["audit"],
             ["--checkpoint", "--norm", "--eps", "--vanilla", "--judge", "--autoattack", "--limit", "--json"],
         ),
+        (
+            ["push-to-hub"],
+            [
+                "FOLDER",
+                "--repo",
+                "--revision",
+                "--private",
+                "--dry-run",
+                "model-index",
+                "hf-hub:ORG/NAME",
+            ],
+        ),
     ],
-    ids=["pagdemo", "train", "adv-train", "eval", "toy", "attack", "audit"],
+    ids=["pagdemo", "train", "adv-train", "eval", "toy", "attack", "audit", "push-to-hub"],
 )
 def test_help_exits_0_and_names_the_key_flags(args, flags):
     proc = pagdemo(*args, "--help")
@@ -232,16 +245,20 @@ def test_flags_map_to_each_commands_config():
         "none",
         7,
     )
-    assert cli.parse(["eval", "--checkpoint", "c", "--norm", "none"])[1] == EvalConfig(
-        checkpoint="c", norm=None
-    )
     _, cfg = cli.parse(["eval", "--checkpoint", "c", "--no-random-start", "--no-record", "--steps", "7"])
     assert (cfg.random_start, cfg.record, cfg.steps, cfg.restarts) == (False, False, 7, 1)
     _, cfg = cli.parse(
         ["eval", "--checkpoint", "c", "--attack", "autoattack", "--norm", "l2", "--aa-version", "lite"]
     )
-    assert cfg == AutoAttackConfig(checkpoint="c", norm="l2", version="lite")  # AutoAttack's own --limit 1000
-    assert cli.parse(["eval", "--checkpoint", "c", "--attack", "autoattack", "--limit", "64"])[1].limit == 64
+    assert (cfg.attack, cfg.narrowed(AutoAttackConfig)) == (
+        "autoattack",
+        AutoAttackConfig(checkpoint="c", norm="l2", version="lite"),  # AutoAttack's own --limit 1000
+    )
+    _, cfg = cli.parse(["eval", "--checkpoint", "c", "--attack", "autoattack", "--limit", "64"])
+    assert cfg.narrowed(AutoAttackConfig).limit == 64
+    assert cli.parse(["eval", "--checkpoint", "c", "--norm", "none"])[1].narrowed(EvalConfig) == EvalConfig(
+        checkpoint="c", norm=None
+    )
     _, cfg = cli.parse(
         [
             "audit",
@@ -282,8 +299,14 @@ def test_flags_map_to_each_commands_config():
         (8, 16),
         "cpu",
     )  # --small under the flags
-    _, cfg = cli.parse(["docs", "--check", "--root", "r"])
-    assert (cfg.check, cfg.root) == (True, "r")
+    _, cfg = cli.parse(["push-to-hub", "ckpt", "--repo", "me/m", "--private", "--revision", "v1"])
+    assert (cfg.folder, cfg.repo, cfg.private, cfg.revision, cfg.dry_run) == (
+        "ckpt",
+        "me/m",
+        True,
+        "v1",
+        False,
+    )
 
 
 def test_autoattack_without_a_norm_is_one_line(capsys):
@@ -294,10 +317,12 @@ def test_autoattack_without_a_norm_is_one_line(capsys):
 
 
 def test_interrupt_tells_how_to_resume(monkeypatch, capsys):
+    import pagdemo.train
+
     def interrupted(args, command):
         raise KeyboardInterrupt
 
-    monkeypatch.setitem(cli.COMMANDS, "train", interrupted)
+    monkeypatch.setattr(pagdemo.train, "train_command", interrupted)
     assert cli.main(["train", "--out", "x"]) == 130
     assert "resume" in capsys.readouterr().err
 

@@ -12,11 +12,7 @@ from pagdemo.train.config import TrainConfig, resolve
 def test_paper_rows():
     assert row("vanilla", 0.0) == "Vanilla" and row("cm", 0.0) == "Vanilla"
     assert row("Class-Mean", 0.4) == "Class Mean" and row("adv", 0.0) is None and row("import") is None
-    assert (
-        row("rigd") is None
-        and row("rigd", rigd_norm="l2") == "RIGD l2"
-        and row("rigd_l2") == "RIGD l2"
-    )
+    assert row("rigd") is None and row("rigd", rigd_norm="l2") == "RIGD l2" and row("rigd_l2") == "RIGD l2"
     assert paper_row({"method": "oi", "lam": 0.5, "dataset": "cifar10"})[1] == (79.46, 16.57, 49.68)
     assert paper_row({"method": "cm", "lam": 0.1, "dataset": "cifar10"}) == (
         "Figure 5, Class Mean, lambda=0.1",

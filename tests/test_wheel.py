@@ -104,6 +104,20 @@ def test_the_installed_commands_work_outside_the_repository(installed, tmp_path)
     _, bin_dir = installed
     assert "train" in _run(str(bin_dir / "pagdemo"), "--help", cwd=tmp_path).stdout
     assert "--batch-sizes" in _run(str(bin_dir / "pagdemo"), "bench", "--help", cwd=tmp_path).stdout
+    assert "--aa-version" in _run(str(bin_dir / "pagdemo"), "eval", "--help", cwd=tmp_path).stdout
+    staged = _run(
+        str(bin_dir / "pagdemo"),
+        "push-to-hub",
+        str(REPO / "checkpoints" / "vanilla"),
+        "--repo",
+        "me/vanilla",
+        "--dry-run",
+        cwd=tmp_path,
+    ).stdout
+    assert (
+        staged.startswith("would upload to me/vanilla: NOTES.md, README.md, audit-l2.json")
+        and "model.safetensors.index.json" in staged
+    )
     where = _run(
         str(bin_dir / "python"),
         "-c",

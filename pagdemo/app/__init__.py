@@ -16,7 +16,8 @@ class AppConfig:
     """`pagdemo app`: which checkpoints, where to listen, where the models run."""
 
     checkpoints: str = flag(
-        help="folder of checkpoint folders (default: $PAGDEMO_CHECKPOINTS or ./checkpoints)",
+        help="folder of checkpoint folders, a checkpoint, hf-hub:ORG/NAME[@REVISION], or a comma list of these "
+        "(default: $PAGDEMO_CHECKPOINTS or ./checkpoints)",
         factory=lambda: os.environ.get("PAGDEMO_CHECKPOINTS", "checkpoints"),
     )
     host: str = flag("127.0.0.1", "address to listen on (0.0.0.0 to serve a network)")
@@ -34,8 +35,9 @@ class AppConfig:
     toy_dir: str = flag("docs/toy", "where `pagdemo toy` saved the results the Toy tab shows")
 
 
-def serve(cfg: AppConfig) -> None:
-    """Build the app for a checkpoints folder and serve it on the GPU if there is one, else the CPU."""
+def serve(cfg: AppConfig, command: str = "") -> None:
+    """Build the app for a checkpoints folder and serve it on the GPU if there is one, else the CPU (`pagdemo app`;
+    a server records no command line)."""
     from pagdemo.app.ui import build_demo, launch_options
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -7,6 +7,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pagdemo.threat import (
+    eps_text as eps_text,
+)  # its home is pagdemo.threat; the app's modules import it here
+
 
 def probability_table(
     names: list[str], classes: list[str], targets: list[int], probs: np.ndarray
@@ -48,11 +52,6 @@ def percent_cell(percent: Any) -> str:
 def num(value: Any) -> str:
     """A score with three decimals, blank when missing."""
     return "" if value is None else f"{float(value):.3f}"
-
-
-def eps_text(eps: float, norm: str) -> str:
-    """A radius as people write it: linf in /255."""
-    return f"{eps * 255:.3g}/255" if norm == "linf" else f"{eps:.3g}"
 
 
 def toy_cells(m: dict) -> dict[str, str]:

@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 import torch
 
@@ -35,6 +36,7 @@ from pagdemo.bench.tables import format_tables
 from pagdemo.options import flag
 from pagdemo.pag.losses import IMPLS
 from pagdemo.paper import LAMBDAS
+from pagdemo.records.files import write_json
 from pagdemo.records.provenance import cpu_name, git_commit, now
 from pagdemo.threat import LINF_EPS, PICTURE_EPS_AT_32
 
@@ -78,6 +80,7 @@ class BenchConfig:
     profile_rows: int = 20  # operators listed per profile
     seed: int = 0
     json: str | None = flag(None, "write the results to this JSON file")
+    small: bool = flag(False, "CPU-sized settings (a few minutes on 2 cores)")
 
 
 SMALL = dict(
@@ -85,16 +88,24 @@ SMALL = dict(
 )  # ~4 min on 2 idle cores
 
 
-def bench_config(given: dict, small: bool = False) -> BenchConfig:
-    """The flags given on the command line (None: not given) over the CPU-sized settings if `small`, over the
+def bench_config(**given: Any) -> BenchConfig:
+    """The flags given on the command line (None: not given) over the CPU-sized settings if --small, over the
     defaults; the device defaults to the GPU when there is one."""
     cfg = BenchConfig(device="cuda" if torch.cuda.is_available() else "cpu")
-    if small:
+    if given.get("small"):
         cfg = replace(cfg, **SMALL)
     cfg = replace(cfg, **{k: v for k, v in given.items() if v is not None})
     if cfg.threads < 0:
         raise ValueError(f"--threads must be 0 (torch's default) or more, got {cfg.threads}")
     return cfg
+
+
+def bench_command(cfg: BenchConfig, command: str) -> str:
+    """`pagdemo bench`: run, write the JSON if asked, print the tables."""
+    result = run_bench(cfg)
+    if cfg.json:
+        write_json(cfg.json, result)
+    return format_tables(result)
 
 
 def environment(cfg: BenchConfig, device: torch.device) -> dict:

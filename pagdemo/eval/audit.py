@@ -38,7 +38,9 @@ class AuditConfig(SubsetConfig):
 
     norm: str = flag("linf", "threat model", choices=NORMS)
     limit: int | None = flag(1000, "fixed class-balanced test subset (default 1000)", read="count")
-    vanilla: str | None = flag(None, "vanilla checkpoint, source of the transfer attack")
+    vanilla: str | None = flag(
+        None, "vanilla checkpoint (folder or hf-hub:ORG/NAME), source of the transfer attack"
+    )
     judge: str | None = flag(
         None, "robust checkpoint that judges the PAG score (never the model's own RIGD teacher)"
     )

@@ -17,6 +17,7 @@ from pagdemo.models import resolve_device
 from pagdemo.options import flag
 from pagdemo.records.checkpoints import append_metrics, load_checkpoint
 from pagdemo.records.files import write_json
+from pagdemo.records.hub import is_hub
 from pagdemo.records.provenance import git_commit, now
 from pagdemo.threat import NORMS, eval_eps
 
@@ -27,7 +28,7 @@ EPS_HELP = "radius in [0, 1] pixel units (default: the dataset's, 8/255 linf, 0.
 class SubsetConfig:
     """A checkpoint, the test images it is judged on and the threat model; every evaluation config extends it."""
 
-    checkpoint: str = flag(help="checkpoint folder")
+    checkpoint: str = flag(help="checkpoint folder, or hf-hub:ORG/NAME[@REVISION] (with --no-record)")
     norm: str | None = flag("linf", "threat model", choices=NORMS)
     eps: float | None = flag(None, EPS_HELP, read="eps")
     limit: int | None = flag(
@@ -82,6 +83,11 @@ def check_classes(classes: list[str] | None, ds: Dataset) -> None:
 
 def load_subject(cfg: SubsetConfig, limit: int | None = None) -> Subject:
     """The checkpoint on its device and the test subset to judge it on (its own training dataset unless told)."""
+    if cfg.record and is_hub(cfg.checkpoint):
+        raise ValueError(
+            f"{cfg.checkpoint} is a copy in the Hugging Face cache, not a folder of yours to record in: "
+            "add --no-record (and --json FILE to keep the result)"
+        )
     device = resolve_device(cfg.device)
     model = load_checkpoint(cfg.checkpoint, device)
     dataset, data_dir = data_for_eval(getattr(model, "run", {}), cfg.dataset, cfg.data_dir)

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from pagdemo.records.report import fmt_number, unfinished_verdict
+from huggingface_hub import EvalResult, ModelCardData
+
+from pagdemo.records.report import best_record, fmt_number, to_percent, unfinished_verdict
+from pagdemo.threat import NORMS, eps_text
+
+TAGS = ["adversarial-robustness", "perceptually-aligned-gradients", "image-classification"]
+HUB_ATTACKS = {
+    "pgd-20": "PGD-20",
+    "autoattack-standard": "AutoAttack (standard)",
+}  # what the model-index shows
 
 _COMMON = [
     ("dataset", "dataset"),
@@ -123,17 +132,53 @@ def _audits(i: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _result(dataset: str, ev: dict, what: str, norm: str | None = None) -> EvalResult:
+    """One recorded accuracy as the Hub's model-index reads it: in %, the settings and n in its name and args."""
+    subset = f", {ev['n']} test images" if ev.get("limit") else ""  # no limit: the full test set
+    threat = {"norm": norm, "eps": ev["eps"], "steps": ev.get("steps"), "restarts": ev.get("restarts")}
+    return EvalResult(
+        task_type="image-classification",
+        dataset_type=dataset,
+        dataset_name=dataset,
+        dataset_split="test",
+        metric_type="robust_accuracy" if norm else "accuracy",
+        metric_value=to_percent(ev["robust_acc" if norm else "clean_acc"]),
+        metric_name=f"{what} (%)" + (f", {norm} eps={eps_text(ev['eps'], norm)}" if norm else "") + subset,
+        metric_config=norm,
+        metric_args={"n": ev.get("n"), **(threat if norm else {})},
+    )
+
+
+def model_index(i: dict[str, Any]) -> list[EvalResult]:
+    """Clean accuracy, then PGD-20 and AutoAttack per threat model, at the dataset's radius, on the most images."""
+    dataset, evs = str(i["run"].get("dataset", "unknown")), i["evaluations"]
+    clean = best_record([ev for ev in evs if ev.get("attack") in HUB_ATTACKS], dataset, None)
+    results = [_result(dataset, clean, "clean accuracy")] if clean else []
+    for attack, label in HUB_ATTACKS.items():
+        for norm in NORMS:
+            pool = [e for e in evs if e.get("attack") == attack]
+            ev = best_record(pool, dataset, norm, i.get("image_size"))
+            results += [_result(dataset, ev, f"{label} robust accuracy", norm)] if ev else []
+    return results
+
+
+def front_matter(i: dict[str, Any]) -> str:
+    """The card's YAML header: what the Hub files the model under, and its recorded results (model-index)."""
+    data = ModelCardData(
+        library_name="pagdemo",
+        tags=TAGS,
+        datasets=[str(i["run"].get("dataset", "unknown"))],
+        model_name=i["name"],
+        eval_results=model_index(i) or None,
+    )
+    return f"---\n{data.to_yaml()}\n---"
+
+
 def render_card(i: dict[str, Any]) -> str:
     """README.md of a checkpoint from `checkpoints.info(folder)`."""
     run = dict(i["run"])
     lines = [
-        "---",
-        "library_name: pagdemo",
-        "tags:",
-        "- adversarial-robustness",
-        "- perceptually-aligned-gradients",
-        f"datasets:\n- {run.get('dataset', 'unknown')}",
-        "---",
+        front_matter(i),
         "",
         f"# {i['name']}: {i['arch']} "
         + (

@@ -23,6 +23,7 @@ from huggingface_hub import load_torch_model, save_torch_state_dict
 from pagdemo.models import MODELS, PAGClassifier, known_arch
 from pagdemo.records.card import render_card
 from pagdemo.records.files import RecordError, atomic_write_text, read_json, write_json
+from pagdemo.records.hub import download, is_hub, short_name
 from pagdemo.threat import DATASET_SIDES
 
 MAX_SHARD = "15MB"  # every file stays under the 16 MB that comes back from a GPU machine
@@ -89,8 +90,9 @@ def shard_names(folder: Path) -> set[str]:
 
 
 def check_folder(folder: str | Path) -> Path:
-    """Refuse early, with a reason, anything that is not a complete safetensors checkpoint."""
-    folder = Path(folder)
+    """The folder of a complete safetensors checkpoint (hf-hub:ORG/NAME[@REVISION]: its copy in the Hugging Face
+    cache); anything else is refused early, with a reason."""
+    folder = download(folder) if is_hub(folder) else Path(folder)
     if not folder.is_dir():
         raise CheckpointError(f"no checkpoint folder at {folder}")
     missing = sorted(n for n in shard_names(folder) if not (folder / n).exists())
@@ -133,7 +135,7 @@ def model_from_config(config: dict[str, Any], where: str = "config.json") -> PAG
 
 
 def load_checkpoint(folder: str | Path, device: str | torch.device = "cpu") -> PAGClassifier:
-    """Rebuild the model from config.json and load its weights in fp32, in eval mode; never touches a network."""
+    """Rebuild the model from config.json and load its weights in fp32, in eval mode (hf-hub: names are fetched)."""
     folder = check_folder(folder)
     config = _read(folder / "config.json")
     model = model_from_config(config, f"{folder}/config.json")
@@ -165,7 +167,7 @@ def append_metrics(folder: str | Path, record: dict[str, Any]) -> None:
         os.close(fd)  # releases the lock
 
 
-def info(folder: str | Path) -> dict[str, Any]:
+def info(folder: str | Path, name: str | None = None) -> dict[str, Any]:
     """What the app, the reports and the model card show about a checkpoint, without loading its weights."""
     folder = Path(folder)
     config = _read(folder / "config.json", {})
@@ -176,7 +178,7 @@ def info(folder: str | Path) -> dict[str, Any]:
     }  # cut off: not in metrics.json
     notes = folder / NOTES
     return {
-        "name": folder.name,
+        "name": name or folder.name,
         "path": str(folder),
         "arch": config.get("arch"),
         "classes": config.get("classes"),
@@ -195,14 +197,18 @@ def write_model_card(folder: str | Path) -> None:
 
 
 def list_checkpoints(root: str | Path = "checkpoints") -> tuple[list[dict[str, Any]], list[str]]:
-    """Every loadable-looking checkpoint under `root`, and a reason for each folder skipped."""
+    """Every loadable-looking checkpoint in `root`, and a reason for each folder skipped. `root` is a folder of
+    checkpoint folders, one checkpoint folder, an hf-hub:ORG/NAME[@REVISION] repo, or a comma list of these."""
     found, skipped = [], []
-    for sub in sorted(Path(root).iterdir()) if Path(root).is_dir() else []:
-        if not sub.is_dir() or sub.name.startswith("."):
-            continue
-        try:
-            check_folder(sub)
-            found.append(info(sub))
-        except CheckpointError as e:
-            skipped.append(str(e))
+    for entry in str(root).split(","):
+        folder = download(entry) if is_hub(entry) else Path(entry)
+        one = (folder / "config.json").exists()
+        for sub in [folder] if one else sorted(folder.iterdir()) if folder.is_dir() else []:
+            if sub.is_dir() and not sub.name.startswith("."):
+                try:
+                    found.append(
+                        info(check_folder(sub), short_name(entry) if one and is_hub(entry) else None)
+                    )
+                except CheckpointError as e:
+                    skipped.append(str(e))
     return found, skipped

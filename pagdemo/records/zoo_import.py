@@ -156,6 +156,12 @@ def citation(cfg: ImportConfig) -> str:
     return f"{own}. Benchmark: {ROBUSTBENCH_CITATION}"
 
 
+def import_command(cfg: ImportConfig, command: str) -> str:
+    """`pagdemo import-robustbench`: write the checkpoint, say how to evaluate it."""
+    out = import_robustbench(cfg, command)
+    return f"checkpoint written to {out}; evaluate it with: pagdemo eval --checkpoint {out} --norm {cfg.threat.lower()}"
+
+
 def import_robustbench(cfg: ImportConfig, command: str = "") -> Path:
     """Write the checkpoint folder of a RobustBench model (see the module docstring); returns it."""
     check_name(cfg.name, cfg.dataset, cfg.threat)  # loads robustbench, or says in one line how to get it

@@ -15,7 +15,7 @@ from pagdemo.paper import TOY as PAPER
 from pagdemo.records.files import write_json
 from pagdemo.toy.experiment import SWEEP_SEED0, ToyConfig, run_seed, run_seeds, sweep
 from pagdemo.toy.plot import seed_figure
-from pagdemo.toy.stats import summarize
+from pagdemo.toy.stats import results_table, summarize
 
 
 def run_toy(cfg: ToyConfig, progress: bool = True) -> dict:
@@ -42,6 +42,12 @@ def run_toy(cfg: ToyConfig, progress: bool = True) -> dict:
     results["seconds"] = round(time.perf_counter() - start, 1)
     write_json(out / "results.json", results)
     return results
+
+
+def toy_command(cfg: ToyConfig, command: str) -> str:
+    """`pagdemo toy`: the results table, and where the files went."""
+    table = results_table(run_toy(cfg))
+    return f"{table}\nresults in {cfg.out}/results.json, figure in {cfg.out}/decision_boundary.png"
 
 
 def _without_times(metrics: dict) -> dict:

@@ -103,10 +103,12 @@ class TrainConfig:
     )
     nn_k: int = flag(100, "nn: sampled training images per class", read="count", group="pag")
     teacher: str | None = flag(
-        None, "rigd: checkpoint folder of an adversarially trained teacher", group="pag"
+        None, "rigd: an adversarially trained teacher (a checkpoint folder or hf-hub:ORG/NAME)", group="pag"
     )
     init: str | None = flag(
-        None, "start from this checkpoint's weights (same arch and classes; the finetune recipe)"
+        None,
+        "start from this checkpoint's weights (a folder or hf-hub:ORG/NAME; same arch and classes; "
+        "the finetune recipe)",
     )
     dataset: str = flag(
         "cifar10",

@@ -30,7 +30,7 @@ from pagdemo.data.augment import augment
 from pagdemo.data.datasets import Dataset, batches, check_splits, load_dataset
 from pagdemo.models import PAGClassifier, resolve_device
 from pagdemo.pag.losses import PAGLoss
-from pagdemo.records.checkpoints import load_checkpoint, save_checkpoint
+from pagdemo.records.checkpoints import check_folder, load_checkpoint, save_checkpoint
 from pagdemo.records.files import read_json
 from pagdemo.records.provenance import device_name, git_commit, now
 from pagdemo.train.config import TrainConfig, check_resumable, for_data, lam_at, lr_at, resolve
@@ -108,7 +108,7 @@ def _init_record(cfg: TrainConfig) -> dict:
     """What the run started from, and what that cost: a fine-tuned model's price includes its start."""
     if not cfg.init:
         return {}
-    run = (read_json(Path(cfg.init) / "config.json", {}) or {}).get("run", {})
+    run = (read_json(check_folder(cfg.init) / "config.json", {}) or {}).get("run", {})  # a folder or hf-hub:
     return {
         "init_commit": run.get("commit"),
         "init_train_time_s": run.get("train_time_s"),

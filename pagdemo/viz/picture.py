@@ -19,7 +19,9 @@ from pagdemo.viz.grid import GridSpec, pag_grid_steps
 class PictureConfig:
     """Large-eps targeted PGD from one image toward every class (or one), a row per checkpoint."""
 
-    checkpoint: tuple[str, ...] = flag(help="one or more checkpoint folders (one row each)")
+    checkpoint: tuple[str, ...] = flag(
+        help="one or more checkpoint folders or hf-hub:ORG/NAME[@REVISION] (one row each)"
+    )
     image: str = flag(help="any image file; it is cropped to a square and resized")
     out: str = flag(help="PNG file for the grid")
     target: str = flag("all", "'all', a class name or a class index")
@@ -74,3 +76,8 @@ def render_picture(cfg: PictureConfig) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(frame.image).save(out)
     return out
+
+
+def picture_command(cfg: PictureConfig, command: str) -> str:
+    """`pagdemo attack`: draw the grid, say where it went."""
+    return f"grid written to {render_picture(cfg)}"
