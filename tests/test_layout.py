@@ -11,7 +11,6 @@ PACKAGE = Path(__file__).resolve().parents[1] / "pagdemo"
 # modules of that layer).
 LAYERS = [
     (
-        "pagdemo",
         "pagdemo.paper",
         "pagdemo.methods",
         "pagdemo.threat",
@@ -25,7 +24,8 @@ LAYERS = [
     ("pagdemo.eval", "pagdemo.viz", "pagdemo.toy"),
     ("pagdemo.train", "pagdemo.bench"),
     ("pagdemo.app",),
-    ("pagdemo.commands", "pagdemo.cli"),
+    ("pagdemo.api",),  # the public Python API (`pagdemo.load`, `PGD`, `input_gradients`, `PAGLoss`)
+    ("pagdemo", "pagdemo.commands", "pagdemo.cli"),  # pagdemo: the package re-exports the API
 ]
 MAX_MODULE_LINES, MAX_FUNCTION_LINES, MAX_PACKAGE_LINES = 330, 60, 8000  # counted on `ruff format`'s code
 # Issue 33 under way: what the formatter lengthened past the caps; each entry goes when it is split, and none may stay
