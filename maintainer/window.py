@@ -60,9 +60,10 @@ def plan_calls(queue: dict, tree: int, sizes: dict[str, int]) -> list[dict]:
     """The device calls: staging data and carried folders within 64 MiB each, then polls and collects."""
     data = [f"{queue['data']['dir']}/{name}" for name in queue["data"]["files"]]
     first = [f"{queue['data']['dir']}/SHA256SUMS", str(STAGE / "COMMIT")]
-    items = sorted(data, key=lambda p: -sizes[p]) + list(
-        queue.get("carry", {})
-    )  # largest first, then the rest
+    carried = [
+        p for p in sizes if p not in data and p not in first
+    ]  # checkpoints, resumed runs: file by file
+    items = sorted(data, key=lambda p: -sizes[p]) + carried  # the data largest first, then the rest
     calls = [{"carry": list(first), "command": "python3 -m maintainer.window start"}]
     if tree + sum(sizes[p] for p in first) > MAX_TREE:
         raise SystemExit(
@@ -93,6 +94,13 @@ def plan_calls(queue: dict, tree: int, sizes: dict[str, int]) -> list[dict]:
     return calls
 
 
+def carry_map(queue: dict) -> dict[str, str]:
+    """Where each carried folder goes on the GPU machine -> where it is here: the queue's checkpoints, and every
+    resumed row's unpacked run folder (its weights, log and train_state/) into the runner's runs/window/."""
+    resumed = {f"runs/window/{j['name']}": j["resume"] for j in queue["jobs"] if j.get("resume")}
+    return {**queue.get("carry", {}), **resumed}
+
+
 def cmd_stage(args: argparse.Namespace) -> None:
     """Copy what the calls carry into .stage/ and print the calls."""
     queue = read(Path(args.queue))
@@ -101,7 +109,7 @@ def cmd_stage(args: argparse.Namespace) -> None:
     for name in [*queue["data"]["files"], "SHA256SUMS"]:
         if not (dest / name).exists() or (dest / name).stat().st_size != (src / name).stat().st_size:
             shutil.copy(src / name, dest / name)
-    for target, source in queue.get("carry", {}).items():
+    for target, source in carry_map(queue).items():
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(
             source, target, ignore=shutil.ignore_patterns("README.md", "audit-*.json", "NOTES.md")
@@ -113,9 +121,8 @@ def cmd_stage(args: argparse.Namespace) -> None:
         str(STAGE / "COMMIT")
     ]
     sizes = {p: Path(p).stat().st_size for p in paths}
-    sizes.update(
-        {t: sum(f.stat().st_size for f in Path(t).rglob("*") if f.is_file()) for t in queue.get("carry", {})}
-    )
+    files = [f for t in carry_map(queue) for f in sorted(Path(t).rglob("*")) if f.is_file()]
+    sizes.update({str(f): f.stat().st_size for f in files})  # file by file: a resumed run is over 64 MiB
     tree = tree_bytes()
     print(
         f"working tree without weights: {tree / 2**20:.1f} MiB; take the shipped weights out for the calls:\n"
@@ -152,7 +159,7 @@ def cmd_preflight(args: argparse.Namespace) -> None:
         raise SystemExit(f"{len(failed)} job(s) would fail on the GPU too: {', '.join(failed)}")
 
 
-# ----------------------------------------------------------------------------- here: unpack, probe, ship
+# ----------------------------------------------------------------------------- here: unpack, summary, ship
 
 
 def cmd_unpack(args: argparse.Namespace) -> None:
@@ -201,18 +208,25 @@ PROBE_KEYS = (
 )
 
 
-def probe_summary(folder: Path) -> dict:
-    """Every probe job of an unpacked window: its recipe and settings, per-epoch trajectory, and final subset numbers."""
-    rows = []
-    for run_dir in sorted(
-        p for p in folder.iterdir() if p.name.startswith("probe-") and (p / "config.json").exists()
-    ):
+def window_summary(folder: Path) -> dict:
+    """Every job of an unpacked window (rows and probes): its state, recipe and settings, per-epoch trajectory
+    (the monitor: clean and PGD-20 on the fixed test subset, cos train and eval), and final subset numbers."""
+    rows, states = [], read(folder / "status.json", {}).get("jobs", {})
+    jobs = [
+        p
+        for p in folder.iterdir()
+        if (p / "config.json").exists() and not p.name.startswith(("dry-", "warm-"))
+    ]
+    for run_dir in sorted(jobs):
         run = read(run_dir / "config.json")["run"]
         log = read_jsonl(run_dir / "train_log.jsonl")
         last = log[-1] if log else {}
         rows.append(
             {
                 "job": run_dir.name,
+                "state": states.get(run_dir.name, {}).get("state"),
+                "method": run["method"],
+                "cm_scaling": run.get("cm_scaling"),
                 "recipe": run["recipe"],
                 "arch": run["arch"],
                 "recipe_settings": run["recipe_settings"],
@@ -242,19 +256,19 @@ def probe_summary(folder: Path) -> dict:
 
     radii = f"linf {eval_eps('linf', 'cifar10') * 255:.0f}/255, l2 {eval_eps('l2', 'cifar10'):g}"
     return {
-        "about": "Recipe probe (issue 23): Class Mean at an equal budget of epochs, trained concurrently on one GPU; "
-        f"clean and PGD-20 ({radii}) on the same fixed test subset after every epoch.",
+        "about": "A GPU window's jobs (maintainer/queue.json), trained concurrently on one GPU; clean and PGD-20 "
+        f"({radii}) on the same fixed test subset after every epoch.",
         "jobs": rows,
     }
 
 
-def cmd_probe(args: argparse.Namespace) -> None:
-    """Here: write the probe's JSON (the README's probe table is printed from it by maintainer.docs)."""
-    summary = probe_summary(Path(args.folder))
+def cmd_summary(args: argparse.Namespace) -> None:
+    """Here: write the window's JSON (docs/gpu/<date>-<gpu>/window.json, the record docs/training.md cites)."""
+    summary = window_summary(Path(args.folder))
     write(Path(args.out), summary)
     for r in summary["jobs"]:
         print(
-            f"{r['job']}: {r['epochs_done']}/{r['epochs']} epochs, clean {r['clean']}, linf {r['linf_pgd20']}, "
+            f"{r['job']} ({r['state']}): {r['epochs_done']}/{r['epochs']} epochs, clean {r['clean']}, linf {r['linf_pgd20']}, "
             f"l2 {r['l2_pgd20']}"
         )
 
@@ -277,7 +291,7 @@ def cmd_ship(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """The window's command line: here (stage, unpack, probe, ship) and there (start, run, poll, collect)."""
+    """The window's command line: here (stage, unpack, summary, ship) and there (start, run, poll, collect)."""
     p = argparse.ArgumentParser(
         prog="python -m maintainer.window",
         description=__doc__.split("\n\n")[0],
@@ -319,7 +333,9 @@ def main(argv: list[str] | None = None) -> None:
     s = sub.add_parser("unpack", help="here: merge a collect call's files into a run folder")
     s.add_argument("files_at")
     s.add_argument("--into", required=True)
-    s = sub.add_parser("probe", help="here: the probe's JSON from an unpacked window")
+    s = sub.add_parser(
+        "summary", help="here: the window's JSON (every job's settings and monitor) from its folder"
+    )
     s.add_argument("folder")
     s.add_argument("--out", required=True)
     s = sub.add_parser("ship", help="here: copy an unpacked job into checkpoints/<name>")
@@ -341,7 +357,7 @@ def main(argv: list[str] | None = None) -> None:
             "stage": cmd_stage,
             "preflight": cmd_preflight,
             "unpack": cmd_unpack,
-            "probe": cmd_probe,
+            "summary": cmd_summary,
             "ship": cmd_ship,
         }[args.cmd](args)
 

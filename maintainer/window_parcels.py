@@ -17,7 +17,7 @@ from pagdemo.records.files import read_json as read
 from pagdemo.records.files import write_json as write
 
 STAGE = Path(".stage")
-MAX_FILES, MAX_FILE, MAX_TOTAL = 8, 16 * 2**20, 64 * 2**20  # what comes back from one call
+MAX_FILES, MAX_FILE, MAX_TOTAL = (8, 16 * 2**20, 64 * 2**20)  # what comes back from one call
 
 
 def log(runs: Path, text: str) -> None:
@@ -45,8 +45,12 @@ def collect_calls(queue: dict) -> int:
 
 def to_send(runs: Path) -> list[tuple[Path, str]]:
     """(file, name under $OUT) in priority order: the results archive, shipped weights, then the training
-    states of shipped jobs cut at the deadline (the next window resumes them; a probe is not resumed)."""
-    ship = [j["name"] for j in read(Path(read_plan(runs)["queue"]))["jobs"] if j.get("ship")]
+    states of shipped jobs cut at the deadline (the next window resumes them; a probe or a collapsed row is not)."""
+    states = read(runs / "status.json", {}).get("jobs", {})  # a collapsed run is neither shipped nor resumed
+    jobs = read(Path(read_plan(runs)["queue"]))["jobs"]
+    ship = [
+        j["name"] for j in jobs if j.get("ship") and states.get(j["name"], {}).get("state") != "collapsed"
+    ]
     files = [(runs / "results.tgz", "results.tgz")]
     for name in ship:
         files += [(f, f"{name}/{f.name}") for f in sorted((runs / name).glob("model*.safetensors"))]

@@ -10,6 +10,7 @@ save it is in, keeps its last epoch and its train_state/), then SIGKILL after a 
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import signal
@@ -53,10 +54,10 @@ def job_commands(job: dict, queue: dict, runs: Path, dry: bool) -> list[list[str
     """The commands of one job: its training, then (if asked) PGD-20 in both norms on the full test set."""
     out, data_dir = runs / job["name"], queue["data"]["dir"]
     cmd = [a.replace("{runs}", str(runs)) for a in job["cmd"]]
-    if job.get("init"):
-        cmd += ["--init", str(runs / "dry-init") if dry else job["init"]]
-    if job.get("group") == "probe":
-        cmd += queue.get("probe_monitor", [])
+    for key in ("init", "teacher"):  # carried checkpoints (the dry run's stand-in: a one-epoch tinycnn)
+        if job.get(key):
+            cmd += [f"--{key}", str(runs / "dry-init") if dry else job[key]]
+    cmd += queue.get("monitor", [])
     if dry:
         cmd = [("explicit" if a == "compiled" else a) for a in cmd]
         cmd = [a for i, a in enumerate(cmd) if not (i and cmd[i - 1] == "--epochs")]
@@ -183,9 +184,33 @@ def _reap(runs: Path, running: dict, status: dict) -> None:
 
 def _fits(runs: Path, queue: dict, running: dict, job: dict) -> bool:
     """Whether a job's work fits before the deadline; a `fill_min_s` job (a long row resumed window after window)
-    starts whenever that much room is left, and is cut at the deadline with its state."""
+    starts on an idle GPU whenever that much room is left, and is cut at the deadline with its state (started
+    beside a row that fits, it would share the GPU and keep that row from finishing)."""
     room = read_plan(runs)["deadline"] - time.time() - work_left(runs, queue["jobs"], running)
-    return job_left(runs, job) <= room or ("fill_min_s" in job and room >= job["fill_min_s"])
+    return job_left(runs, job) <= room or ("fill_min_s" in job and not running and room >= job["fill_min_s"])
+
+
+def collapsed(runs: Path, job: dict, rule: dict | None) -> str | None:
+    """Why a running job is no longer worth its GPU share: clean accuracy at chance after `after_epochs` epochs."""
+    if not rule:
+        return None
+    train_log = runs / job["name"] / "train_log.jsonl"
+    lines = train_log.read_text().splitlines() if train_log.exists() else []
+    last = json.loads(lines[-1]) if len(lines) >= rule["after_epochs"] else {}
+    acc = last.get("test_acc")
+    if acc is not None and acc <= rule["max_test_acc"]:
+        return f"clean {100 * acc:.1f}% after {len(lines)} epochs (collapse: <= {100 * rule['max_test_acc']:.0f}%)"
+    return None
+
+
+def _stop_collapsed(runs: Path, queue: dict, running: dict, status: dict) -> None:
+    """Stop each running job whose monitor shows collapse; its GPU share goes to the next job."""
+    for job in queue["jobs"]:
+        why = collapsed(runs, job, queue.get("collapse")) if job["name"] in running else None
+        if why:
+            stop_all([running.pop(job["name"])])
+            status["jobs"][job["name"]].update(state="collapsed", why=why)
+            log(runs, f"{job['name']}: collapsed, stopped: {why}")
 
 
 def _start_fitting(
@@ -233,6 +258,7 @@ def run(runs: Path, queue: dict, dry: bool, max_parallel: int = 7) -> dict:
         _dry_init(runs)
     while True:
         _reap(runs, running, status)
+        _stop_collapsed(runs, queue, running, status)
         _start_fitting(runs, queue, running, status, dry, max_parallel)
         if time.time() > read_plan(runs)["deadline"]:
             log(runs, "deadline: stopping " + (", ".join(running) or "nothing"))

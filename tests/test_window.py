@@ -57,7 +57,7 @@ def _queue(tmp_path: Path, jobs: list[dict], **extra) -> Path:
     queue = {
         "data": {"dir": str(tmp_path / "data"), "files": []},
         "jobs": jobs,
-        "probe_monitor": ["--monitor-pgd", "pgd20"],
+        "monitor": ["--monitor-pgd", "pgd20"],
         **extra,
     }
     path = tmp_path / "queue.json"
@@ -110,16 +110,17 @@ def test_dry_window_trains_evaluates_skips_and_brings_everything_back(tmp_path):
     evals = json.loads((runs / "vanilla" / "metrics.json").read_text())["evaluations"]
     assert [e["norm"] for e in evals] == ["linf", "l2"]
     probe_log = json.loads((runs / "probe-cm" / "train_log.jsonl").read_text().splitlines()[-1])
-    assert {"test_linf_pgd20", "test_l2_pgd20"} <= probe_log.keys()  # the probe's monitor came from the queue
+    assert {"test_linf_pgd20", "test_l2_pgd20"} <= probe_log.keys()  # every job's monitor came from the queue
     here = tmp_path / "here"
     for parcel in _collect_all(runs, tmp_path):
         window.main(["unpack", str(parcel), "--into", str(here)])
     assert load_checkpoint(here / "vanilla").arch == "tinycnn"  # shipped: weights came back
     assert not list((here / "probe-cm").glob("*.safetensors"))  # a probe brings back its records, not weights
     assert "runner done" in (here / "session.log").read_text()
-    summary = window.probe_summary(here)
-    assert [r["job"] for r in summary["jobs"]] == ["probe-cm"] and summary["jobs"][0]["recipe"] == "fast-lr01"
-    assert summary["jobs"][0]["trajectory"][0]["test_l2_pgd20"] is not None
+    summary = {r["job"]: r for r in window.window_summary(here)["jobs"]}
+    assert set(summary) == {"probe-cm", "vanilla"} and summary["probe-cm"]["recipe"] == "fast-lr01"
+    assert summary["vanilla"]["state"] == "done" and summary["probe-cm"]["method"] == "cm"
+    assert summary["probe-cm"]["trajectory"][0]["test_l2_pgd20"] is not None
 
 
 def test_a_job_cut_at_the_deadline_comes_back_resumable(tmp_path):
@@ -252,12 +253,21 @@ def test_every_command_of_the_real_queue_and_its_warm_ups_is_a_valid_run():
         _, cfg = parse(cmd)
         if isinstance(cfg, TrainConfig):
             resolve(cfg)
-    steps = window.runner.compiled_steps(queue)
-    assert (256, ("--bn-coupling", "batch", "--pag-frame", "authors")) in steps and (
-        256,
-        ("--no-amp",),
-    ) in steps
-    assert [j["name"] for j in queue["jobs"] if "fill_min_s" in j] == ["cm-authors-30"]
+    # issue 32's rows, in its order, all with the authors' step: one compiled step to warm up for all of them
+    assert window.runner.compiled_steps(queue) == [
+        (256, ("--bn-coupling", "batch", "--pag-frame", "authors"))
+    ]
+    names = [
+        "oi-authors",
+        "nn-authors",
+        "cm-authors",
+        "cm-centred-authors",
+        "rigd-linf-authors",
+        "rigd-l2-authors",
+    ]
+    assert [j["name"] for j in queue["jobs"]] == names and all(j["eval"] and j["ship"] for j in queue["jobs"])
+    assert [j["name"] for j in queue["jobs"] if "fill_min_s" in j] == ["nn-authors", "cm-authors"]
+    assert queue["collapse"] == {"after_epochs": 3, "max_test_acc": 0.15} and "pgd20" in queue["monitor"]
 
 
 @pytest.fixture(autouse=True)
@@ -304,3 +314,62 @@ def test_preflight_trains_every_job_with_its_own_step_and_names_the_ones_that_fa
         window.main(["preflight", "--queue", str(tmp_path / "queue.json")])
     out = capsys.readouterr().out
     assert "ok: trains" in out and "bad: FAILED: " in out and "batch" in out.split("bad: FAILED: ")[1]
+
+
+def test_a_collapsed_row_is_stopped_and_neither_shipped_nor_resumed_and_rigd_gets_its_teacher(tmp_path):
+    """A run at chance after its first epochs gives its GPU share to the next job (issue 32's rule, here at a
+    threshold every dry run meets); a RIGD row gets its carried teacher (the dry run's stand-in)."""
+    rigd = [
+        "train",
+        "--method",
+        "rigd",
+        "--pag-impl",
+        "explicit",
+        "--bn-coupling",
+        "batch",
+        "--pag-frame",
+        "authors",
+    ]
+    jobs = [
+        {"name": "chance", "est_s": 1, "ship": True, "cmd": ["train", "--method", "oi"]},
+        {"name": "rigd", "est_s": 1, "ship": True, "teacher": ".stage/teachers/adv-linf", "cmd": rigd},
+    ]
+    queue = _queue(tmp_path, jobs, dry_epochs=DRY_FOREVER, collapse={"after_epochs": 1, "max_test_acc": 1.0})
+    runs = _start(tmp_path, queue, deadline_s=240)
+    status = json.loads((runs / "status.json").read_text())["jobs"]
+    assert {n: s["state"] for n, s in status.items()} == {"chance": "collapsed", "rigd": "collapsed"}, status
+    assert (
+        "after 1 epochs" in status["chance"]["why"]
+        and "collapsed, stopped" in (runs / "session.log").read_text()
+    )
+    teacher = json.loads((runs / "rigd" / "config.json").read_text())["run"]["teacher"]
+    assert teacher == str(runs / "dry-init") and not window.parcels.to_send(runs)[1:]  # no weights, no state
+
+
+def test_a_row_that_cannot_finish_starts_only_on_an_idle_gpu(tmp_path, monkeypatch):
+    """A fill row beside one that fits would share the GPU and keep that one from finishing."""
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    cmd = ["train", "--epochs", "30"]
+    fits = {"name": "fits", "est_s": 100, "cmd": cmd}
+    fill = {"name": "fill", "est_s": 1000, "fill_min_s": 60, "cmd": cmd}
+    window_queue = {"jobs": [fits, fill]}
+    (runs / "plan.json").write_text(json.dumps({"t0": 0, "deadline": 1e12, "warmups": []}))
+    monkeypatch.setattr(window.runner.time, "time", lambda: 1e12 - 400)  # 400 s left
+    assert window.runner._fits(runs, window_queue, {}, fill)  # an idle GPU: it fills the window
+    beside = {"fits": object()}  # a row that fits is running: the fill row waits
+    assert not window.runner._fits(runs, window_queue, beside, fill)
+
+
+def test_a_resumed_row_travels_file_by_file_within_the_call_limits(tmp_path):
+    queue = {
+        "data": {"dir": ".stage/cifar10", "files": ["test.npz"]},
+        "jobs": [{"name": "oi", "resume": "x"}],
+    }
+    assert window.carry_map({**queue, "carry": {"a": "b"}}) == {"a": "b", "runs/window/oi": "x"}
+    sizes = {".stage/cifar10/test.npz": 22_697_348, ".stage/cifar10/SHA256SUMS": 309, ".stage/COMMIT": 41}
+    state = {f"runs/window/oi/train_state/model-{i}.safetensors": 15_000_000 for i in range(6)}
+    sizes |= state | {"runs/window/oi/model-00001-of-00002.safetensors": 15_000_000}  # 112 MB in all
+    calls = [c for c in window.plan_calls(queue, 3_000_000, sizes) if c["carry"]]
+    assert sorted(p for c in calls for p in c["carry"]) == sorted(sizes) and len(calls) == 3
+    assert all(3_000_000 + sum(sizes[p] for p in c["carry"]) <= window.MAX_TREE for c in calls)
