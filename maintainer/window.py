@@ -94,13 +94,6 @@ def plan_calls(queue: dict, tree: int, sizes: dict[str, int]) -> list[dict]:
     return calls
 
 
-def carry_map(queue: dict) -> dict[str, str]:
-    """Where each carried folder goes on the GPU machine -> where it is here: the queue's checkpoints, and every
-    resumed row's unpacked run folder (its weights, log and train_state/) into the runner's runs/window/."""
-    resumed = {f"runs/window/{j['name']}": j["resume"] for j in queue["jobs"] if j.get("resume")}
-    return {**queue.get("carry", {}), **resumed}
-
-
 def cmd_stage(args: argparse.Namespace) -> None:
     """Copy what the calls carry into .stage/ and print the calls."""
     queue = read(Path(args.queue))
@@ -109,11 +102,12 @@ def cmd_stage(args: argparse.Namespace) -> None:
     for name in [*queue["data"]["files"], "SHA256SUMS"]:
         if not (dest / name).exists() or (dest / name).stat().st_size != (src / name).stat().st_size:
             shutil.copy(src / name, dest / name)
-    for target, source in carry_map(queue).items():
+    for target, source in parcels.carry_map(queue).items():
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(
             source, target, ignore=shutil.ignore_patterns("README.md", "audit-*.json", "NOTES.md")
         )
+        parcels.write_manifest(Path(target))
     from pagdemo.records.provenance import git_commit
 
     (STAGE / "COMMIT").write_text(git_commit() + "\n")
@@ -121,7 +115,7 @@ def cmd_stage(args: argparse.Namespace) -> None:
         str(STAGE / "COMMIT")
     ]
     sizes = {p: Path(p).stat().st_size for p in paths}
-    files = [f for t in carry_map(queue) for f in sorted(Path(t).rglob("*")) if f.is_file()]
+    files = [f for t in parcels.carry_map(queue) for f in sorted(Path(t).rglob("*")) if f.is_file()]
     sizes.update({str(f): f.stat().st_size for f in files})  # file by file: a resumed run is over 64 MiB
     tree = tree_bytes()
     print(

@@ -34,6 +34,30 @@ def read_plan(runs: Path) -> dict:
     return read(runs / "plan.json")
 
 
+MANIFEST = "MANIFEST.json"  # in every carried folder: its files and sizes, so the runner knows it is complete
+
+
+def carry_map(queue: dict) -> dict[str, str]:
+    """Where each carried folder goes on the GPU machine -> where it is here: the queue's checkpoints, and every
+    resumed row's unpacked run folder (its weights, log and train_state/) into the runner's runs/window/."""
+    resumed = {f"runs/window/{j['name']}": j["resume"] for j in queue["jobs"] if j.get("resume")}
+    return {**queue.get("carry", {}), **resumed}
+
+
+def write_manifest(folder: Path) -> None:
+    """Here, when staging: list the folder's files (it travels file by file, over several calls)."""
+    files = {str(f.relative_to(folder)): f.stat().st_size for f in sorted(folder.rglob("*")) if f.is_file()}
+    write(folder / MANIFEST, {k: v for k, v in files.items() if k != MANIFEST})
+
+
+def complete(folder: Path) -> bool:
+    """There: every file of a carried folder has arrived whole (a run must not start on half a checkpoint)."""
+    files = read(folder / MANIFEST, None)
+    return files is not None and all(
+        (folder / k).is_file() and (folder / k).stat().st_size == v for k, v in files.items()
+    )
+
+
 # ----------------------------------------------------------------------------- the parcels
 
 

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from maintainer.window_parcels import STAGE, collect_calls, log, read_plan
+from maintainer.window_parcels import STAGE, carry_map, collect_calls, complete, log, read_plan
 from pagdemo.records.files import read_json as read
 from pagdemo.records.files import read_sha256sums, sha256
 from pagdemo.records.files import write_json as write
@@ -75,9 +75,12 @@ def job_commands(job: dict, queue: dict, runs: Path, dry: bool) -> list[list[str
 
 
 def data_ready(queue: dict, dry: bool) -> bool:
-    """Every data file is there and matches SHA256SUMS (a partly copied file must not train)."""
+    """Every data file is there and matches SHA256SUMS, every carried folder is complete (a partly copied file
+    must not train)."""
     if dry:
         return True
+    if not all(complete(Path(t)) for t in carry_map(queue)):
+        return False
     folder = Path(queue["data"]["dir"])
     sums = folder / "SHA256SUMS"
     if not sums.exists() or not all((folder / n).exists() for n in queue["data"]["files"]):

@@ -366,10 +366,23 @@ def test_a_resumed_row_travels_file_by_file_within_the_call_limits(tmp_path):
         "data": {"dir": ".stage/cifar10", "files": ["test.npz"]},
         "jobs": [{"name": "oi", "resume": "x"}],
     }
-    assert window.carry_map({**queue, "carry": {"a": "b"}}) == {"a": "b", "runs/window/oi": "x"}
+    assert window.parcels.carry_map({**queue, "carry": {"a": "b"}}) == {"a": "b", "runs/window/oi": "x"}
     sizes = {".stage/cifar10/test.npz": 22_697_348, ".stage/cifar10/SHA256SUMS": 309, ".stage/COMMIT": 41}
     state = {f"runs/window/oi/train_state/model-{i}.safetensors": 15_000_000 for i in range(6)}
     sizes |= state | {"runs/window/oi/model-00001-of-00002.safetensors": 15_000_000}  # 112 MB in all
     calls = [c for c in window.plan_calls(queue, 3_000_000, sizes) if c["carry"]]
     assert sorted(p for c in calls for p in c["carry"]) == sorted(sizes) and len(calls) == 3
     assert all(3_000_000 + sum(sizes[p] for p in c["carry"]) <= window.MAX_TREE for c in calls)
+
+
+def test_a_carried_folder_is_complete_only_when_every_listed_file_arrived_whole(tmp_path):
+    run = tmp_path / "oi"
+    (run / "train_state").mkdir(parents=True)
+    (run / "config.json").write_text("{}")
+    (run / "train_state" / "model-0.safetensors").write_bytes(b"x" * 10)
+    window.parcels.write_manifest(run)
+    assert window.parcels.complete(run)
+    (run / "train_state" / "model-0.safetensors").write_bytes(b"x" * 4)  # half copied
+    assert not window.parcels.complete(run)
+    (run / "train_state" / "model-0.safetensors").unlink()
+    assert not window.parcels.complete(run) and not window.parcels.complete(tmp_path / "nothing")
