@@ -32,11 +32,6 @@ MAX_MODULE_LINES, MAX_FUNCTION_LINES, MAX_PACKAGE_LINES = 330, 60, 8000  # count
 OVER_CAP = {
     "pagdemo.cli",
     "pagdemo.cli._other_parsers",
-    "pagdemo.app.handlers",
-    "pagdemo.app.ui",
-    "pagdemo.app.ui._explorer_tab",
-    "pagdemo.app.ui._compare_tab",
-    "pagdemo.app.ui._robustness_tab",
     "pagdemo.train.loop",
     "pagdemo.train.loop._start",
     "pagdemo.toy.experiment",
