@@ -71,9 +71,8 @@ class Lab:
         self.infos = sorted(infos, key=display_order)
         self.by_name = {i["name"]: i for i in self.infos}
         run = self.infos[0]["run"] if self.infos else {}
-        own = (
-            data_for_eval(run, None, data_dir)[1] if run.get("dataset") == "folder" else None
-        )  # given, or recorded
+        folder = run.get("dataset") == "folder"
+        own = data_for_eval(run, None, data_dir)[1] if folder else None  # the data folder given, or recorded
         self.gallery = (folder_gallery(own, self.image_size) if own else None) or EXAMPLES_DIR
         if self.gallery == EXAMPLES_DIR:
             self.gallery_name, self.gallery_label = "CIFAR-10", "CIFAR-10 test images (3 per class)"

@@ -263,7 +263,8 @@ def build_demo(
     toy_dir: str | Path = "docs/toy",
 ) -> gr.Blocks:
     """The whole app for one checkpoints folder; `concurrency` bounds the model runs at once (1 suits a CPU)."""
-    lab, gpu = Lab(checkpoints, device, data_dir), on_gpu()
+    gpu = on_gpu()  # before any CUDA call: ZeroGPU asks for `spaces` to come first
+    lab = Lab(checkpoints, device, data_dir)
     with gr.Blocks(title="pagdemo: Perceptually Aligned Gradients") as demo:
         gr.Markdown(INTRO)
         gr.Markdown(lab.notice(), elem_id="checkpoint-notice")
