@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 pytest.importorskip("gradio_client")
+import gradio as gr  # noqa: E402
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 from test_images import huge_png  # noqa: E402
@@ -355,16 +356,20 @@ def test_models_of_different_data_are_not_put_in_one_picture(tmp_path):
 
 def test_model_runs_share_one_bounded_queue(app):
     demo, _ = app
-    compute = [
-        fn
-        for fn in demo.fns.values()
-        if fn.api_name in ("pag_grid", "compare", "eps_curve", "toy")
-        or str(fn.api_name).startswith("page_")
-        and fn.concurrency_id == "compute"
-    ]
-    assert len(compute) == 8 and {fn.concurrency_id for fn in compute} == {"compute"}
+    compute = [fn for fn in demo.fns.values() if fn.concurrency_id == "compute"]
+    assert sorted(fn.api_name for fn in compute) == ["compare", "eps_curve", "pag_grid", "toy"]
     assert all(fn.concurrency_limit == "default" for fn in compute)  # the queue's default: one run at a time
     assert demo._queue.default_concurrency_limit == 1 and demo._queue.max_size == 32
+
+
+def test_every_event_is_wired_once_on_the_page(app):
+    """The page's own events are the endpoints: no hidden button, no second wiring, the upload undecoded."""
+    demo, _ = app
+    named = [fn for fn in demo.fns.values() if fn.api_visibility == "public"]
+    assert sorted(fn.api_name for fn in named) == sorted(e[1:] for e in ENDPOINTS)
+    hidden = [b for b in demo.blocks.values() if isinstance(b, gr.Button) and not b.visible]
+    assert not hidden and not any(fn.preprocess for fn in named)
+    assert all(len(fn.targets) == 1 and demo.blocks[fn.targets[0][0]].visible for fn in named)
 
 
 def test_without_checkpoints_the_page_says_so_and_the_toy_works(tmp_path):
@@ -382,71 +387,78 @@ def test_without_checkpoints_the_page_says_so_and_the_toy_works(tmp_path):
         demo.close()
 
 
-def test_api_errors_are_one_line_and_hide_internal_details(caplog):
-    import gradio as gr
+def test_errors_take_one_path_one_line_each_and_hide_internal_details(caplog):
+    from pagdemo.app.errors import InputError, endpoint
 
-    from pagdemo.app.errors import InputError, api_errors
-
-    @api_errors
     def bad_value():
         raise InputError("eps must be positive")
 
-    @api_errors
     def crash():
         raise RuntimeError("secret internal detail")
 
-    @api_errors
     def stream():
-        yield 1
-        raise KeyError("boom")
+        yield 1, 2
+        raise InputError("give an image first", "image")
 
+    outcome = gr.State()
     with caplog.at_level("INFO", logger="pagdemo.app"):
-        with pytest.raises(gr.Error, match="eps must be positive"):
-            bad_value()
+        run = endpoint(bad_value, outcome)()
+        assert next(run) == {outcome: ("settings", "eps must be positive")}  # what the page shows, and where
+        with pytest.raises(gr.Error, match="eps must be positive"):  # what an API client reads
+            next(run)
     assert [r.getMessage() for r in caplog.records] == ["bad_value refused: eps must be positive"]
     assert caplog.records[0].exc_info is None  # a user mistake is one line, no traceback
+    run = endpoint(crash, outcome)()
+    ((field, message),) = next(run).values()
+    assert message.startswith("internal error (RuntimeError)") and "secret" not in message
     with pytest.raises(gr.Error, match=r"internal error \(RuntimeError\)") as info:
-        crash()
-    assert "secret" not in str(info.value)
-    with pytest.raises(gr.Error, match=r"internal error \(KeyError\)"):
-        list(stream())
+        next(run)
+    assert "secret" not in str(info.value) and caplog.records[-1].exc_info  # logged with its traceback, once
+    run = endpoint(stream, outcome)()
+    assert next(run) == (1, 2, None) and next(run) == {outcome: ("image", "give an image first")}
+    with pytest.raises(gr.Error, match="give an image first"):
+        next(run)
 
 
 def test_a_failed_page_run_keeps_the_last_result_and_says_why_beside_its_control():
-    import gradio as gr
-
-    from pagdemo.app.errors import InputError
-    from pagdemo.app.page import page_call, to_unit
+    from pagdemo.app.errors import InputError, wire
 
     def grid(image, eps):
         if image is None:
             raise InputError("give an image first", "image")
         if eps > 1:
             raise InputError(f"eps {eps} is out of range")
-        yield "grid", "table", "step 20/20 (done)"
+        yield "grid", "step 20/20 (done)"
 
-    call = page_call(grid, 3, {2: lambda m: "Not run: see the message beside the controls."})
-    assert list(call("img", 0.5)) == [("grid", "table", "step 20/20 (done)", "", "")]
-    (out,) = list(call("img", 5))
-    assert isinstance(out[0], type(gr.skip())) and isinstance(
-        out[1], type(gr.skip())
-    )  # the last grid and table stay
-    assert "done" not in out[2] and out[3] == "" and "eps 5 is out of range" in out[4]
-    (out,) = list(call(None, 0.5))
-    assert "give an image first" in out[3] and out[4] == ""  # under the image, not under the settings
-    assert to_unit("linf", 8) == pytest.approx(8 / 255) and to_unit("l2", 0.5) == 0.5
+    with gr.Blocks() as demo:
+        image, eps, out, status = gr.Textbox(), gr.Number(), gr.Textbox(), gr.Markdown()
+        under_image, under_button = gr.Markdown(), gr.Markdown()
+        slots = {"image": under_image, "settings": under_button}
+        wire(gr.Button().click, grid, [image, eps], [out, status], "grid", slots, failed={status: "Not run"})
+    run = next(fn for fn in demo.fns.values() if fn.api_name == "grid")
+    after = {fn.trigger_only_on_failure: fn for fn in demo.fns.values() if fn.trigger_after == run._id}
+    assert list(run.fn("img", 0.5)) == [("grid", "step 20/20 (done)", None)]
+    assert after[False].fn() == ["", ""] and after[False].outputs == [under_image, under_button]  # cleared
+    outcome = run.outputs[-1]
+    steps = run.fn("img", 5)
+    (error,) = next(steps).values()
+    with pytest.raises(gr.Error):
+        next(steps)
+    shown = dict(zip(after[True].outputs, after[True].fn(error)))
+    assert shown[out] == gr.skip() and shown[status] == "Not run"  # the last result stays; no "done"
+    assert "eps 5 is out of range" in shown[under_button] and shown[under_image] == ""
+    shown = dict(zip(after[True].outputs, after[True].fn(next(run.fn(None, 0.5))[outcome])))
+    assert "give an image first" in shown[under_image] and shown[under_button] == ""  # under the image
 
 
 def test_data_urls_reach_the_loader_as_bytes():
     import base64
 
-    import gradio as gr
-    from gradio.data_classes import ImageData
-
-    from pagdemo.app.widgets import raw_upload as _raw_upload
+    from pagdemo.app.errors import InputError
+    from pagdemo.app.inputs import upload
 
     data = Path(EXAMPLE).read_bytes()
-    assert _raw_upload(ImageData(url="data:image/png;base64," + base64.b64encode(data).decode())) == data
-    assert _raw_upload(ImageData(path="/some/upload.png")) == "/some/upload.png" and _raw_upload(None) is None
-    with pytest.raises(gr.Error, match="base64"):
-        _raw_upload(ImageData(url="data:image/png;base64,not*base64"))
+    assert upload({"url": "data:image/png;base64," + base64.b64encode(data).decode(), "path": None}) == data
+    assert upload({"path": "/some/upload.png", "url": None}) == "/some/upload.png" and upload(None) is None
+    with pytest.raises(InputError, match="base64"):
+        upload({"url": "data:image/png;base64,not*base64"})

@@ -211,6 +211,36 @@ def test_threat_model_switch_shows_linf_in_255ths(server, browser):
     assert float(number.get_attribute("max")) == 64 and "x 255" in browser.find_element(By.ID, "pag-eps").text
 
 
+def test_a_linf_radius_in_255ths_reaches_the_attack_in_pixel_units(server, browser):
+    """The page's eps slider shows linf in /255; the endpoint it calls takes pixel units (converted in the page)."""
+    wait = WebDriverWait(browser, 120)
+    browser.get(server)
+    wait.until(EC.element_to_be_clickable((By.ID, "run-pag")))
+    _tab(browser, wait, "Attack & compare")
+    _upload(browser, wait, EXAMPLE)
+    linf = [
+        e
+        for e in browser.find_elements(By.XPATH, "//label[.//input[@type='radio' and @value='linf']]")
+        if e.is_displayed()
+    ]
+    linf[0].click()
+    number = browser.find_element(By.CSS_SELECTOR, "#compare-eps input[type=number]")
+    wait.until(lambda d: float(number.get_attribute("value")) == 8)  # the evaluation radius, 8/255
+    slider = browser.find_element(By.CSS_SELECTOR, "#compare-eps input[type=range]")
+    browser.execute_script(
+        "arguments[0].value = 3; arguments[0].dispatchEvent(new Event('input', {bubbles: true}))", slider
+    )
+    wait.until(lambda d: float(number.get_attribute("value")) == 3)
+    browser.find_element(By.ID, "run-compare").click()
+    wait.until(EC.text_to_be_present_in_element((By.ID, "compare-table"), "Linf x 255"))
+    table = browser.find_element(By.ID, "compare-table")
+    headers = [h.text.strip() for h in table.find_elements(By.CSS_SELECTOR, "th") if h.text.strip()]
+    cells = [c.get_attribute("textContent").strip() for c in table.find_elements(By.CSS_SELECTOR, "tbody td")]
+    column = [row[headers.index("Linf x 255")] for row in zip(*[iter(cells)] * len(headers))]
+    assert column and max(float(c) for c in column) == 3.0  # PGD reaches its radius: 3/255, not 8/255
+    assert browser.find_element(By.ID, "compare-error").text == ""
+
+
 def test_screenshot_every_tab(server, browser):
     wait = WebDriverWait(browser, 300)
     browser.set_window_size(1400, 1400)

@@ -1,4 +1,5 @@
-"""The pagdemo web app: `pagdemo app` or `python -m pagdemo.app`; `build_demo` makes the gr.Blocks, `serve` runs it."""
+"""The pagdemo web app: `pagdemo app`, `python -m pagdemo.app`, or the Space's `python app.py` (which reads its
+settings from the environment); `build_demo` makes the gr.Blocks, `serve` runs it."""
 
 from __future__ import annotations
 
@@ -20,7 +21,10 @@ class AppConfig:
         "(default: $PAGDEMO_CHECKPOINTS or ./checkpoints)",
         factory=lambda: os.environ.get("PAGDEMO_CHECKPOINTS", "checkpoints"),
     )
-    host: str = flag("127.0.0.1", "address to listen on (0.0.0.0 to serve a network)")
+    host: str = flag(
+        help="address to listen on, 0.0.0.0 to serve a network (default: $GRADIO_SERVER_NAME or 127.0.0.1)",
+        factory=lambda: os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+    )
     port: int = flag(
         help="port (default: $GRADIO_SERVER_PORT or 7860)",
         factory=lambda: int(os.environ.get("GRADIO_SERVER_PORT", 7860)),

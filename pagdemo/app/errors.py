@@ -1,5 +1,7 @@
-"""How the app's handlers fail: a user mistake is an InputError naming its field, logged in one line and shown
-in words; anything else is logged with its traceback once and shown as a short "internal error"."""
+"""The app's one error path. A handler raises `InputError` (a ValueError naming its field) for a user mistake;
+`endpoint` logs it in one line (anything else with its traceback, once) and raises it to API clients as a one-line
+gr.Error ("internal error" hides the details); `wire` makes each page event its named endpoint and shows a failure
+beside the control it names, keeping the last result."""
 
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import gradio as gr
+
+from pagdemo.app.page import PAGE, error_note
 
 log = logging.getLogger("pagdemo.app")
 
@@ -52,42 +56,59 @@ def public_message(e: Exception) -> str:
     )
 
 
-def guarded(fn: Callable, done: Callable[[Any], Any], failed: Callable[[Exception], Any]) -> Callable:
-    """Run a handler, plain or generator: each result through `done`, an error through `failed` (which gives the last
-    output, or raises); the memory a run left is released after it, however it ended."""
-    if inspect.isgeneratorfunction(fn):
-
-        @functools.wraps(fn)
-        def stream(*args: Any, **kwargs: Any) -> Iterator:
-            try:
-                for out in fn(*args, **kwargs):
-                    yield done(out)
-            except Exception as e:  # noqa: BLE001 - every failure goes through `failed`
-                yield failed(e)
-            finally:
-                release_memory()
-
-        return stream
+def endpoint(fn: Callable, outcome: gr.State) -> Callable:
+    """A handler (plain or generator) as an event: each result streams out with an empty `outcome`; a failure
+    leaves (field, message) in `outcome` (the page's failure listener shows it) and is raised as a gr.Error that
+    API clients read and the page does not pop up; the memory a run left is released however it ended."""
 
     @functools.wraps(fn)
-    def call(*args: Any, **kwargs: Any) -> Any:
+    def run(*args: Any) -> Iterator:
         try:
-            return done(fn(*args, **kwargs))
-        except Exception as e:  # noqa: BLE001
-            return failed(e)
+            results = fn(*args)
+            for out in results if inspect.isgenerator(results) else [results]:
+                yield (*(out if isinstance(out, tuple) else (out,)), None)
+        except Exception as e:  # noqa: BLE001 - every failure takes this one path
+            log_refusal(fn, e)
+            message = public_message(e)
+            yield {outcome: (getattr(e, "field", "settings"), message)}
+            raise gr.Error(message, visible=False, print_exception=False) from None
         finally:
             release_memory()
 
-    return call
+    return run
 
 
-def api_errors(fn: Callable) -> Callable:
-    """For API endpoints: any error reaches the client as one clear gr.Error (and the server log as one line)."""
+def wire(
+    trigger: Callable,
+    fn: Callable,
+    inputs: list,
+    outputs: list,
+    api_name: str,
+    slots: dict,
+    failed: dict | None = None,
+    **kw: Any,
+) -> None:
+    """The page's event that is the named endpoint `api_name`: inputs as sent (`preprocess=False`), errors through
+    `endpoint`. A success clears the error `slots` ({field: Markdown}); a failure writes its message in the slot of
+    the field it names (else the "settings" one), leaves the results as they were (clearing Gradio's error marks on
+    them) and sets each output in `failed` ({component: value}), e.g. a status that must not say "done"."""
+    failed, outcome = failed or {}, gr.State()
+    event = trigger(
+        endpoint(fn, outcome), inputs, [*outputs, outcome], api_name=api_name, preprocess=False, **kw
+    )
+    notes = list(dict.fromkeys(slots.values()))
+    cleared = [s for s in notes if s not in outputs]
+    if cleared:
+        event.success(lambda: [""] * len(cleared) if len(cleared) > 1 else "", None, cleared, **PAGE)
+    shown = list(dict.fromkeys([*outputs, *notes]))
 
-    def failed(e: Exception) -> None:
-        if isinstance(e, gr.Error):
-            raise e
-        log_refusal(fn, e)
-        raise gr.Error(public_message(e), print_exception=False) from None
+    def failure(error: tuple[str, str] | None) -> list:
+        field, message = error or ("settings", "the server did not run it (busy, or the request was refused)")
+        slot = slots.get(field, slots.get("settings", notes[0]))
+        values = [
+            failed.get(c, error_note(message) if c is slot else "" if c in cleared else gr.skip())
+            for c in shown
+        ]
+        return values if len(values) > 1 else values[0]
 
-    return guarded(fn, lambda out: out, failed)
+    event.failure(failure, outcome, shown, **PAGE)

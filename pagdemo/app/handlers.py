@@ -1,17 +1,14 @@
 """One handler per tab: check the request, call pagdemo, shape the answer for Gradio.
 
-`Lab` holds what the handlers share: the checkpoint list, the loaded models (every checkpoint
-at most once, ~45 MB each in fp32) and small bounded caches (accuracy curves: 32 settings; toy
-runs: 8, in pagdemo.toy.experiment). A handler raises `InputError` (a ValueError naming the field it is
-about) for a user mistake; `app.page` turns that into a message next to the control that caused
-it, and `api_errors` into a one-line gr.Error for API clients. Radii are in [0, 1] pixel units
-here; the page shows linf in /255. The request checks and the gallery are `app.inputs`; how
-tables print numbers, `app.tables`.
+Each handler is a named endpoint as it stands (`app.ui` wires it once, on the page's own event): it takes the
+values as sent (the image as Gradio received it, radii in [0, 1] pixel units; the page converts its linf /255
+before sending) and raises `InputError` naming the field for a user mistake (`app.errors`). `Lab` holds what the
+handlers share: the checkpoint list, the loaded models (every checkpoint at most once, ~45 MB each in fp32) and
+a bounded cache of accuracy curves (32 settings). The Toy tab's handler is `app.toyruns`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from collections import OrderedDict
@@ -30,27 +27,25 @@ from pagdemo.app.inputs import (
     check_count,
     check_norm_eps,
     check_threat,
+    curve_subset,
     eval_default,
-    example_class,
     example_labels,
     example_paths,
     folder_gallery,
+    read_upload,
 )
-from pagdemo.app.tables import compare_table, eps_text, num, percent_cell, probability_table, toy_cells
-from pagdemo.data import DataError
-from pagdemo.data.datasets import load_dataset
-from pagdemo.data.images import fit_square, pil_to_tensor, read_image, size_warnings
+from pagdemo.app.tables import (
+    compare_table,
+    curve_table,
+    probability_table,
+    recorded_tables,
+)
 from pagdemo.eval.evaluate import accuracy_vs_eps
-from pagdemo.eval.subset import check_classes, data_for_eval
+from pagdemo.eval.subset import data_for_eval
 from pagdemo.models import CIFAR10_CLASSES, resolve_device
 from pagdemo.records.checkpoints import list_checkpoints, load_checkpoint
-from pagdemo.records.files import read_json
 from pagdemo.records.report import audit_rows, data_label, display_order, robustness_rows
-from pagdemo.threat import eps_grid, picture_eps
-from pagdemo.toy.experiment import ToyConfig
-from pagdemo.toy.plot import seed_figure
-from pagdemo.toy.run import toy_seed
-from pagdemo.toy.stats import results_table
+from pagdemo.threat import eps_grid, eps_text, picture_eps
 from pagdemo.viz.compare import compare_untargeted, render_compare
 from pagdemo.viz.draw import to_uint8
 from pagdemo.viz.grid import GridSpec, pag_grid_steps
@@ -68,40 +63,29 @@ class Lab:
         self,
         root: str | Path = "checkpoints",
         device: str = "auto",
-        toy_config: ToyConfig = ToyConfig(),
         data_dir: str | None = None,
-        toy_dir: str | Path = "docs/toy",
     ) -> None:
-        self.root, self.device, self.toy_config, self.data_dir = (
-            Path(root),
-            resolve_device(device),
-            toy_config,
-            data_dir,
-        )
-        self.toy_dir = Path(toy_dir)  # where `pagdemo toy --out` saved the results shown before anyone trains
+        self.root, self.device, self.data_dir = Path(root), resolve_device(device), data_dir
         infos, self.skipped = list_checkpoints(self.root)
         self.infos = sorted(infos, key=display_order)
         self.by_name = {i["name"]: i for i in self.infos}
         run = self.infos[0]["run"] if self.infos else {}
-        own = (
-            data_for_eval(run, None, data_dir)[1] if run.get("dataset") == "folder" else None
-        )  # given, or recorded
+        folder = run.get("dataset") == "folder"
+        own = data_for_eval(run, None, data_dir)[1] if folder else None  # the data folder given, or recorded
         self.gallery = (folder_gallery(own, self.image_size) if own else None) or EXAMPLES_DIR
-        self.gallery_name = "CIFAR-10" if self.gallery == EXAMPLES_DIR else Path(own).name
-        self.gallery_label = (
-            f"{self.gallery_name} test images ({len(example_paths(self.gallery))})"
-            if self.gallery != EXAMPLES_DIR
-            else "CIFAR-10 test images (3 per class)"
-        )
+        if self.gallery == EXAMPLES_DIR:
+            self.gallery_name, self.gallery_label = "CIFAR-10", "CIFAR-10 test images (3 per class)"
+        else:
+            self.gallery_name = Path(own).name
+            self.gallery_label = f"{self.gallery_name} test images ({len(example_paths(self.gallery))})"
         self.example_labels = example_labels(self.gallery)
         self._models: dict[str, torch.nn.Module] = {}
         self._curves: OrderedDict[tuple, list[tuple[float, float]]] = OrderedDict()
         self._lock = threading.Lock()
 
-    # ------------------------------------------------------------------ shared helpers
-
     @property
     def names(self) -> list[str]:
+        """The checkpoints, in the paper's order."""
         return list(self.by_name)
 
     @property
@@ -120,21 +104,16 @@ class Lab:
             raise InputError(
                 f"no checkpoints in {self.root}: train one (see the README) or start with --checkpoints DIR"
             )
-        if isinstance(names, str):
-            names = [names]
-        names = list(names or [])
+        names = [names] if isinstance(names, str) else list(names or [])
         if not names:
             raise InputError("choose at least one model")
         unknown = [n for n in names if n not in self.by_name]
         if unknown:
             raise InputError(f"unknown model(s) {unknown}; choose from {self.names}")
+        shape = {n: (len(self.by_name[n].get("classes") or ()), self.by_name[n]["image_size"]) for n in names}
         kinds = {(tuple(self.by_name[n].get("classes") or ()), self.by_name[n]["image_size"]) for n in names}
         if len(kinds) > 1:
-            what = "; ".join(
-                f"{n}: {len(self.by_name[n].get('classes') or ())} classes at "
-                f"{self.by_name[n]['image_size']}x{self.by_name[n]['image_size']}"
-                for n in names
-            )
+            what = "; ".join(f"{n}: {c} classes at {s}x{s}" for n, (c, s) in shape.items())
             raise InputError(
                 f"these models were trained on different data ({what}), so one picture cannot hold them: "
                 "choose models of one dataset"
@@ -154,34 +133,13 @@ class Lab:
         )
 
     def _image(
-        self, image: str | bytes | None, size: int, classes: list[str]
+        self, payload: dict | None, size: int, classes: list[str]
     ) -> tuple[torch.Tensor, int | None, str]:
-        """The model's view of an upload, its true label when it is a shipped example, and notes in words."""
-        if image is None:
-            raise InputError("give an image first: upload one, paste one or pick an example", "image")
-        try:
-            img, notes = read_image(image)
-            data = image if isinstance(image, bytes) else Path(image).read_bytes()
-        except (ValueError, OSError) as e:
-            raise InputError(f"cannot use this image: {e}", "image") from None
-        label_name = self.example_labels.get(hashlib.sha256(data).hexdigest())
-        label = classes.index(label_name) if label_name in classes else None
-        w, h = img.size
-        if label_name:
-            text = f"A {self.gallery_name} test image, true class **{label_name}**."
-        elif (w, h) == (size, size):
-            text = f"Your image: {w}x{h}, as the model sees it."
-        elif w == h:
-            text = f"Your image: {w}x{h}, resized to {size}x{size}."
-        else:
-            side = min(w, h)
-            text = f"Your image: {w}x{h}, centre-cropped to {side}x{side}, then resized to {size}x{size}."
-        notes = [text] + [n[0].upper() + n[1:] + "." for n in notes] + size_warnings(w, h, size)
-        return pil_to_tensor(fit_square(img, size)), label, " ".join(notes)
+        """The model's view of an upload, its true label when it is a gallery image, and notes in words."""
+        x, label, notes = read_upload(payload, size, self.example_labels, self.gallery_name)
+        return x, classes.index(label) if label in classes else None, notes
 
-    # ------------------------------------------------------------------ handlers, one per tab
-
-    def preview(self, image: str | bytes | None) -> tuple[np.ndarray | None, str]:
+    def preview(self, image: dict | None) -> tuple[np.ndarray | None, str]:
         """The image the model actually sees (pixel for pixel, enlarged) and what was done to the upload."""
         if image is None:
             return None, ""
@@ -190,7 +148,7 @@ class Lab:
         return to_uint8(x, max(1, PREVIEW_PX // size)), notes
 
     def pag_grid(
-        self, image: str | bytes | None, models: Any, target: Any, norm: Any, eps: Any, steps: Any
+        self, image: dict | None, models: Any, target: Any, norm: Any, eps: Any = None, steps: Any = 20
     ) -> Iterator[tuple[np.ndarray, pd.DataFrame, str]]:
         """Large-eps targeted PGD toward each class (or one), one row per model, streamed as it forms."""
         names, nets = self._models_for(models)
@@ -210,7 +168,7 @@ class Lab:
             yield frame.image, probability_table(names, classes, targets, frame.probs), status
 
     def compare(
-        self, image: str | bytes | None, models: Any, norm: Any, eps: Any, steps: Any
+        self, image: dict | None, models: Any, norm: Any, eps: Any = None, steps: Any = 20
     ) -> tuple[np.ndarray, pd.DataFrame]:
         """Untargeted PGD on one image against each model: before/after, the perturbation, fooled or not."""
         names, nets = self._models_for(models)
@@ -225,9 +183,8 @@ class Lab:
             else "each model's own prediction (no true label)"
         )
         caption = f"untargeted PGD-{steps}, {norm} eps={eps_text(eps, norm)}, random start, step 2*eps/{steps}; attacked: {attacked}"
-        return render_compare(x, results, classes, caption, scale=max(1, 128 // size)), compare_table(
-            results, classes
-        )
+        panel = render_compare(x, results, classes, caption, scale=max(1, 128 // size))
+        return panel, compare_table(results, classes)
 
     def robustness(self) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray, pd.DataFrame]:
         """Each checkpoint's recorded clean / PGD-20 accuracy beside the paper's, their settings, and its audits."""
@@ -237,87 +194,8 @@ class Lab:
             list_checkpoints(self.root)[0], key=display_order
         )  # re-read: `pagdemo eval` may have run
         rows = robustness_rows(infos)
-        plot = figure_to_array(robustness_plot(rows))
-        table = pd.DataFrame(
-            [
-                {
-                    "model": r["model"],
-                    "method": r["method"],
-                    "lambda": r["lambda"],
-                    **{
-                        k: percent_cell(r[k])
-                        for k in (
-                            "clean %",
-                            "PGD linf %",
-                            "PGD l2 %",
-                            "paper clean %",
-                            "paper linf %",
-                            "paper l2 %",
-                        )
-                    },
-                    "n": r["n clean"],
-                }
-                for r in rows
-            ]
-        )
-        settings = pd.DataFrame(
-            [
-                {
-                    "model": r["model"],
-                    "linf settings": data_label(r["linf settings"]),
-                    "l2 settings": data_label(r["l2 settings"]),
-                    "paper source": r["paper source"],
-                }
-                for r in rows
-            ]
-        )
-        audits = pd.DataFrame(
-            [
-                {
-                    "model": a["model"],
-                    "norm": a["norm"],
-                    "n": a.get("n"),
-                    "PGD-20 %": percent_cell(a.get("PGD-20 %")),
-                    "AutoAttack %": percent_cell(a.get("AutoAttack %")),
-                    "verdict": a["verdict"],
-                    "PAG score": num(a.get("PAG score")),
-                    "grad cos": num(a.get("gradient cosine")),
-                    "judge": Path(a["judge"]).name if a.get("judge") else "",
-                    "device": a.get("device") or "",
-                }
-                for a in audit_rows(infos)
-            ]
-        )
-        return table, settings, plot, audits
-
-    def _test_subset(
-        self, run: dict, n: int, size: int, run_classes: list[str]
-    ) -> tuple[torch.Tensor, torch.Tensor, str]:
-        """A fixed class-balanced test subset; for CIFAR-10, the shipped examples when its test set is not here."""
-        dataset, data_dir = data_for_eval(run, None, self.data_dir)
-        try:
-            ds = load_dataset(
-                dataset, "test", data_dir=data_dir, limit=n, seed=0, image_size=size, progress=False
-            )
-            try:
-                check_classes(run_classes, ds)
-            except DataError as e:
-                raise InputError(f"{e}; start the app with --data-dir pointing at it") from None
-            return ds.inputs(), ds.labels, f"{len(ds)} {dataset} test images (fixed, class-balanced)"
-        except DataError as e:
-            if dataset != "cifar10":
-                raise InputError(
-                    f"the {dataset} test images are not on this machine ({e}); start the app with "
-                    "--data-dir pointing at them"
-                ) from None
-            paths = example_paths()[:n]
-            x = torch.stack([pil_to_tensor(fit_square(read_image(p)[0], size)) for p in paths])
-            y = torch.tensor([CIFAR10_CLASSES.index(example_class(p)) for p in paths])
-            return (
-                x,
-                y,
-                f"only the {len(paths)} example images shipped with the app ({dataset} test data not found)",
-            )
+        table, settings, audits = recorded_tables(rows, audit_rows(infos))
+        return table, settings, figure_to_array(robustness_plot(rows)), audits
 
     def eps_curve(
         self, models: Any, norm: Any, n: Any, steps: Any
@@ -331,7 +209,7 @@ class Lab:
             self._size(names),
         )
         grid = eps_grid(norm, size)
-        x, y, source = self._test_subset(self.by_name[names[0]]["run"], n, size, nets[0].classes)
+        x, y, source = curve_subset(self.by_name[names[0]]["run"], n, size, nets[0].classes, self.data_dir)
         curves: dict[str, list[tuple[float, float]]] = {}
         for name, net in zip(names, nets):
             key = (self.by_name[name]["path"], norm, n, steps)
@@ -339,118 +217,15 @@ class Lab:
                 points = []
                 for point in accuracy_vs_eps(net, x, y, norm, grid, steps=steps):
                     points.append(point)
-                    yield (
-                        gr.skip(),
-                        self._curve_table({**curves, name: points}, norm, grid),
-                        f"{name}: eps {eps_text(point[0], norm)} -> {100 * point[1]:.1f}%",
-                    )
+                    table = curve_table({**curves, name: points}, norm, grid)
+                    yield gr.skip(), table, f"{name}: eps {eps_text(point[0], norm)} -> {100 * point[1]:.1f}%"
                 self._curves[key] = points
                 while len(self._curves) > CURVE_CACHE:
                     self._curves.popitem(last=False)
             self._curves.move_to_end(key)
             curves[name] = self._curves[key]
         caption = f"PGD-{steps} ({norm}, random start, step 2*eps/{steps}) on {source}"
-        yield (
-            figure_to_array(curve_plot(curves, norm, caption)),
-            self._curve_table(curves, norm, grid),
-            "done",
-        )
-
-    @staticmethod
-    def _curve_table(
-        curves: dict[str, list[tuple[float, float]]], norm: str, grid: list[float]
-    ) -> pd.DataFrame:
-        """Accuracy (%) per radius and model; linf radii in /255."""
-        col = (
-            {"eps x 255": [f"{e * 255:.0f}" for e in grid]}
-            if norm == "linf"
-            else {"eps": [f"{e:.3g}" for e in grid]}
-        )
-        return pd.DataFrame(
-            {
-                **col,
-                **{
-                    name: [f"{100 * a:.1f}" for _, a in pts] + [""] * (len(grid) - len(pts))
-                    for name, pts in curves.items()
-                },
-            }
-        )
-
-    def toy(self, lam: Any, seed: Any) -> Iterator[tuple[Any, pd.DataFrame, str]]:
-        """The 2-D experiment (Sec. 5.1) for one lambda and seed; the saved run's numbers beside it when it has them."""
-        try:
-            lam, seed = float(lam), int(seed)
-        except (TypeError, ValueError):
-            raise InputError(f"lambda and seed must be numbers, got {lam!r} and {seed!r}") from None
-        if not 0 <= lam <= 10 or not 0 <= seed <= 999:
-            raise InputError(f"choose 0 <= lambda <= 10 and a seed from 0 to 999, got {lam:g} and {seed}")
-        yield (
-            gr.skip(),
-            gr.skip(),
-            f"training vanilla and PAG for seed {seed}, lambda {lam:g} ({self.toy_time()})...",
-        )
-        vanilla, pag, metrics = toy_seed(seed, lam, self.toy_config)
-        saved = self._saved_toy_seed(seed, lam)
-        rows = [
-            {"model": f"vanilla (seed {seed})", **toy_cells(metrics["vanilla"])},
-            {"model": f"PAG lambda={lam:g} (seed {seed})", **toy_cells(metrics["pag"])},
-        ]
-        if saved:
-            rows += [
-                {"model": f"vanilla, saved run (seed {seed})", **toy_cells(saved["vanilla"])},
-                {"model": f"PAG, saved run (seed {seed})", **toy_cells(saved["pag"])},
-            ]
-        same = saved and all(
-            abs(saved[m]["pgd_acc"] - metrics[m]["pgd_acc"]) < 1e-9 for m in ("vanilla", "pag")
-        )
-        note = (
-            "the saved run (`pagdemo toy`) gave the same numbers for this seed"
-            if same
-            else "the saved run gave other numbers for this seed: it ran on another CPU, whose rounding changes a "
-            "chaotic 2-D training"
-            if saved
-            else "not in the saved run (another seed or lambda)"
-        )
-        fig = seed_figure(self.toy_config, vanilla, pag, metrics)
-        yield figure_to_array(fig), pd.DataFrame(rows), f"Trained now: seed {seed}, lambda {lam:g}; {note}."
-
-    def _saved_toy_seed(self, seed: int, lam: float) -> dict | None:
-        """The saved run's record of one seed, when it ran this lambda with the app's settings."""
-        saved = read_json(self.toy_dir / "results.json", {}) or {}
-        if (
-            saved.get("config", {}).get("lam") != lam
-            or saved.get("config", {}).get("epochs") != self.toy_config.epochs
-        ):
-            return None
-        return next((r for r in saved.get("per_seed", []) if r["seed"] == seed), None)
-
-    def toy_time(self) -> str:
-        """How long one seed trains, from the saved run's own record (never a number typed into the code)."""
-        saved = read_json(self.toy_dir / "results.json", {}) or {}
-        times = [
-            r["vanilla"].get("train_s", 0) + r["pag"].get("train_s", 0) for r in saved.get("per_seed", [])
-        ]
-        return (
-            f"the saved run trained each seed in {sum(times) / len(times):.0f} s"
-            if times
-            else "seconds to a minute"
-        )
-
-    def toy_saved(self) -> tuple[str | None, str]:
-        """The figure and summary `pagdemo toy` saved, shown before anyone trains, and what they show."""
-        figure, results = self.toy_dir / "decision_boundary.png", read_json(self.toy_dir / "results.json")
-        if not figure.exists() or not results:
-            return None, "Press *Train and draw* to train both models and draw their decision boundaries."
-        try:
-            cfg = results["config"]
-            text = (
-                f"**The saved result of `pagdemo toy`** ({len(results['per_seed'])} seeds, lambda {cfg['lam']:g}, "
-                f"{cfg['dtype']}; the figure shows seed 0). A single seed is a chaotic training's outcome: the "
-                "claim is in the summary.\n\n" + results_table(results)
-            )
-        except (KeyError, TypeError, IndexError):
-            text = f"The saved result in `{self.toy_dir}` is in an older format: rerun `pagdemo toy --out {self.toy_dir}`."
-        return str(figure), text
+        yield figure_to_array(curve_plot(curves, norm, caption)), curve_table(curves, norm, grid), "done"
 
     def model_card(self, name: Any) -> str:
         """A checkpoint's model card (rendered from its config and metrics), without the YAML header."""
@@ -465,16 +240,12 @@ class Lab:
 
     def notice(self) -> str:
         """What the page says about the checkpoints folder: how many, which were skipped, what to do if none."""
-        lines = []
         if not self.infos:
-            lines.append(
+            head = (
                 f"**No checkpoints found in `{self.root}`.** The PAG explorer, Attack & compare, Robustness and "
                 "Models tabs need at least one: train one (`pagdemo train ...`, see the README) or start the app "
                 "with `pagdemo app --checkpoints DIR`. The Toy tab works without checkpoints."
             )
         else:
-            lines.append(
-                f"{len(self.infos)} checkpoint(s) in `{self.root}`, running on **{self.device.type}**."
-            )
-        lines += [f"- skipped: {reason}" for reason in self.skipped]
-        return "\n".join(lines)
+            head = f"{len(self.infos)} checkpoint(s) in `{self.root}`, running on **{self.device.type}**."
+        return "\n".join([head] + [f"- skipped: {reason}" for reason in self.skipped])

@@ -1,19 +1,25 @@
-"""What a request brings in: the gallery of test images to pick from, and the numbers to check before anything runs.
-
-A check raises `InputError` naming the field; `app.page` shows it beside the control that caused it.
-"""
+"""What a request brings in: the gallery of test images to pick from, the upload as sent, and the numbers to check
+before anything runs. Events skip Gradio's preprocessing (`preprocess=False`): the handlers get the values as the
+page or an API client sent them, and a check raises `InputError` naming what is wrong and its field."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from pagdemo.app.errors import InputError
-from pagdemo.app.tables import eps_text
-from pagdemo.data.images import fit_square, read_image
-from pagdemo.threat import NORMS, eval_eps, picture_eps_max
+from pagdemo.data import DataError
+from pagdemo.data.datasets import load_dataset
+from pagdemo.data.images import MAX_BYTES, fit_square, pil_to_tensor, read_image, size_warnings
+from pagdemo.eval.subset import check_classes, data_for_eval
+from pagdemo.models import CIFAR10_CLASSES
+from pagdemo.threat import NORMS, eps_text, eval_eps, picture_eps_max
 
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 MAX_STEPS = 100
@@ -102,3 +108,77 @@ def check_count(value: Any, top: int = MAX_STEPS, what: str = "steps") -> int:
     if not 1 <= count <= top or count != float(value):
         raise InputError(f"{what} must be a whole number from 1 to {top}, got {value!r}")
     return count
+
+
+def upload(payload: dict | None) -> str | bytes | None:
+    """An image as sent (a file Gradio received, or a data: URL), undecoded: pagdemo.data.images decodes it with
+    its checks (size, format, decompression bombs), which Gradio's own preprocessing would skip."""
+    if payload is None:
+        return None
+    url, path = payload.get("url") or "", payload.get("path")
+    if url.startswith("data:"):
+        encoded = url.partition(",")[2]
+        if len(encoded) > MAX_BYTES * 4 // 3 + 4:
+            raise InputError(f"the image is larger than {MAX_BYTES // 2**20} MB", "image")
+        try:
+            return base64.b64decode(encoded, validate=True)
+        except binascii.Error:
+            raise InputError("the data: URL does not hold valid base64", "image") from None
+    return path
+
+
+def read_upload(
+    payload: dict | None, size: int, known: dict[str, str], gallery: str
+) -> tuple[torch.Tensor, str | None, str]:
+    """The model's view of an upload, its true class when it is a gallery image (`known`: SHA-256 -> class), and
+    notes in words on what was done to it."""
+    image = upload(payload)
+    if image is None:
+        raise InputError("give an image first: upload one, paste one or pick an example", "image")
+    try:
+        img, notes = read_image(image)
+        data = image if isinstance(image, bytes) else Path(image).read_bytes()
+    except (ValueError, OSError) as e:
+        raise InputError(f"cannot use this image: {e}", "image") from None
+    label = known.get(hashlib.sha256(data).hexdigest())
+    (w, h), side = img.size, min(img.size)
+    if label:
+        text = f"A {gallery} test image, true class **{label}**."
+    elif (w, h) == (size, size):
+        text = f"Your image: {w}x{h}, as the model sees it."
+    elif w == h:
+        text = f"Your image: {w}x{h}, resized to {size}x{size}."
+    else:
+        text = f"Your image: {w}x{h}, centre-cropped to {side}x{side}, then resized to {size}x{size}."
+    notes = [text] + [n[0].upper() + n[1:] + "." for n in notes] + size_warnings(w, h, size)
+    return pil_to_tensor(fit_square(img, size)), label, " ".join(notes)
+
+
+def curve_subset(
+    run: dict, n: int, size: int, classes: list[str], data_dir: str | None
+) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """A fixed class-balanced test subset; for CIFAR-10, the shipped examples when its test set is not here."""
+    dataset, data_dir = data_for_eval(run, None, data_dir)
+    try:
+        ds = load_dataset(
+            dataset, "test", data_dir=data_dir, limit=n, seed=0, image_size=size, progress=False
+        )
+    except DataError as e:
+        if dataset != "cifar10":
+            raise InputError(
+                f"the {dataset} test images are not on this machine ({e}); start the app with "
+                "--data-dir pointing at them"
+            ) from None
+        paths = example_paths()[:n]
+        x = torch.stack([pil_to_tensor(fit_square(read_image(p)[0], size)) for p in paths])
+        y = torch.tensor([CIFAR10_CLASSES.index(example_class(p)) for p in paths])
+        return (
+            x,
+            y,
+            f"only the {len(paths)} example images shipped with the app ({dataset} test data not found)",
+        )
+    try:
+        check_classes(classes, ds)
+    except DataError as e:
+        raise InputError(f"{e}; start the app with --data-dir pointing at it") from None
+    return ds.inputs(), ds.labels, f"{len(ds)} {dataset} test images (fixed, class-balanced)"

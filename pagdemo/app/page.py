@@ -1,32 +1,45 @@
-"""The page's side of each tab: radii in the units people use (linf in /255), and errors that keep the last
-good result and stay next to the control that caused them until the next run.
-
-A page event calls `page_call(handler)`: on success its results plus an empty message for every
-error slot; on a failure `gr.skip()` for every result (the last grid, panel or table stays), the
-message in the slot of the field the error names (the image, or the settings), and any result
-the failure must change (a status line that must not read "done").
-"""
+"""What the page says and how it looks: its texts and style, radii in the units people use (linf in /255), and an
+error as it stands beside the control that caused it."""
 
 from __future__ import annotations
 
 import html
 from collections.abc import Callable
-from typing import Any
 
 import gradio as gr
 
-from pagdemo.app.errors import guarded, log_refusal, public_message
-from pagdemo.threat import picture_eps_max
+from pagdemo.paper import TABLE_NAMES, TABLES
+from pagdemo.records.report import paper_table
+from pagdemo.threat import eval_eps, picture_eps_max
 
-FIELDS = ("image", "settings")  # the error slots of a tab: under the image, under the run button
-
-
-def to_unit(norm: str, value: Any) -> Any:
-    """The page's eps (linf in /255, l2 as is) in the [0, 1] pixel units the handlers take."""
-    try:
-        return float(value) / 255 if norm == "linf" else value
-    except (TypeError, ValueError):
-        return value
+CSS = """
+.pixels img, [id^=examples-] img { image-rendering: pixelated; }
+.upload img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }
+#pag-grid img, #compare-panel img { width: auto !important; max-width: none !important; image-rendering: pixelated; }
+#pag-grid .image-container, #compare-panel .image-container { overflow-x: auto; }
+#pag-grid .image-container > button, #compare-panel .image-container > button { justify-content: flex-start;
+  width: max-content; min-width: 100%; }
+.error-note { color: #b42318; background: #fef3f2; border: 1px solid #fda29b; border-radius: 6px; padding: 6px 10px; }
+.card table, .card th, .card td { white-space: nowrap; }
+.card table { display: block; overflow-x: auto; }
+"""  # images the model sees are shown pixel for pixel; the grid at its own size (scroll sideways when wide)
+INTRO = """# Perceptually Aligned Gradients: see them, attack them
+Ganz, Kawar & Elad, *Do Perceptually Aligned Gradients Imply Adversarial Robustness?* (ICML 2023).
+A classifier has **perceptually aligned gradients** when a large-eps targeted attack paints visible features of the
+target class into an image; a vanilla classifier only adds noise. The paper trains classifiers to have such gradients,
+and finds that they become robust."""
+GRID_LEGEND = """**Reading the grid.** Rows are models, the first column is the input, then one column per target class.
+Under each cell, **p** is that model's probability of the column's class for the attacked image: **green** once it
+reaches 0.5 (the attack got its target), black below. Beside each model's name, **sees** is what the model predicts for
+the clean input, which can differ from the true class: that model is wrong about this image. Robust and PAG models paint
+the target's features; a vanilla model adds noise. The grid is shown at its own size: scroll sideways, or use the
+full-screen button."""
+PAGE = {
+    "queue": False,
+    "api_visibility": "private",
+    "show_progress": "hidden",
+}  # the page's own small updates
+TO_UNIT = "(norm, eps) => norm === 'linf' ? eps / 255 : eps"  # the eps slider's linf /255 in pixel units
 
 
 def eps_slider_args(norm: str, value: float, image_size: int = 32) -> dict:
@@ -54,16 +67,61 @@ def error_note(message: str) -> str:
     return f'<div class="error-note">Not run: {html.escape(message)}</div>'
 
 
-def page_call(
-    fn: Callable, n_results: int, on_error: dict[int, Callable[[str], Any]] | None = None
-) -> Callable:
-    """Wrap a handler (plain or generator) for a page event; see the module docstring."""
-    on_error = on_error or {}
+def paper_tables() -> str:
+    """The paper's Tables 1 and 2 as Markdown."""
+    out = []
+    for dataset in TABLES:
+        out += [
+            f"**Paper, {TABLE_NAMES[dataset]}** (ResNet-18, PGD-20; linf eps 0.031, l2 eps "
+            f"{eval_eps('l2', dataset):g})",
+            "",
+            paper_table(dataset),
+            "",
+        ]
+    return "\n".join(out)
 
-    def failure(e: Exception) -> tuple:
-        log_refusal(fn, e)
-        message, field = public_message(e), getattr(e, "field", "settings")
-        results = [on_error[i](message) if i in on_error else gr.skip() for i in range(n_results)]
-        return (*results, *[error_note(message) if f == field else "" for f in FIELDS])
 
-    return guarded(fn, lambda out: (*(out if isinstance(out, tuple) else (out,)), "", ""), failure)
+def image_input(label: str, elem_id: str) -> tuple[gr.Image, gr.Markdown]:
+    """An image input (its upload reaches the handler undecoded) and the slot for its errors under it."""
+    image = gr.Image(
+        type="filepath",
+        sources=["upload", "webcam", "clipboard"],
+        label=label,
+        height=260,
+        elem_classes="upload",
+    )
+    return image, gr.Markdown(elem_id=elem_id)
+
+
+def eps_input(norm: gr.Radio, default: Callable[[str, int], float], size: int, **slider: str) -> gr.Number:
+    """The eps slider in the units people use (linf in /255), following the norm, and the endpoint's eps in pixel
+    units (None: the norm's default, which the slider shows), set from the slider in the browser."""
+    shown = gr.Slider(**eps_slider_args("l2", default("l2", size), size), **slider)
+    eps = gr.Number(
+        None, label="eps (pixel units in [0, 1]; none: the threat model's default)", visible=False
+    )
+
+    def reset(norm: str) -> tuple[gr.Slider, None]:
+        return gr.Slider(**eps_slider_args(norm, default(norm, size), size)), None
+
+    norm.change(reset, norm, [shown, eps], **PAGE)
+    shown.change(None, [norm, shown], eps, js=TO_UNIT, api_visibility="private")
+    return eps
+
+
+def examples(paths: list[str], label: str, image: gr.Image, elem_id: str) -> None:
+    """The gallery: the checkpoints' own test images when the app was given their folder, else CIFAR-10's."""
+    gr.Examples(
+        paths,
+        inputs=image,
+        examples_per_page=30,
+        label=label,
+        elem_id=elem_id,
+    )
+
+
+def picture(label: str, elem_id: str) -> gr.Image:
+    """A result picture, downloadable, shown at its own size."""
+    return gr.Image(
+        label=label, format="png", interactive=False, buttons=["download", "fullscreen"], elem_id=elem_id
+    )

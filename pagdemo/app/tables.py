@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from pagdemo.threat import (
-    eps_text as eps_text,
-)  # its home is pagdemo.threat; the app's modules import it here
+from pagdemo.records.report import data_label
+
+RECORDED = ("clean %", "PGD linf %", "PGD l2 %", "paper clean %", "paper linf %", "paper l2 %")
+
+
+def placeholder(text: str, columns: list[str]) -> pd.DataFrame:
+    """What a result table says before its first run."""
+    return pd.DataFrame([[text] + [""] * (len(columns) - 1)], columns=columns)
 
 
 def probability_table(
@@ -42,6 +48,60 @@ def compare_table(results: list[dict], classes: list[str]) -> pd.DataFrame:
             for r in results
         ]
     )
+
+
+def curve_table(curves: dict[str, list[tuple[float, float]]], norm: str, grid: list[float]) -> pd.DataFrame:
+    """Accuracy (%) per radius and model, blank where not measured yet; linf radii in /255."""
+    radii = (
+        {"eps x 255": [f"{e * 255:.0f}" for e in grid]}
+        if norm == "linf"
+        else {"eps": [f"{e:.3g}" for e in grid]}
+    )
+    accuracy = {
+        n: [f"{100 * a:.1f}" for _, a in pts] + [""] * (len(grid) - len(pts)) for n, pts in curves.items()
+    }
+    return pd.DataFrame({**radii, **accuracy})
+
+
+def recorded_tables(rows: list[dict], audits: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The Robustness tab's tables: recorded accuracy beside the paper's, each record's settings, the audits."""
+    table = pd.DataFrame(
+        [
+            {"model": r["model"], "method": r["method"], "lambda": r["lambda"]}
+            | {k: percent_cell(r[k]) for k in RECORDED}
+            | {"n": r["n clean"]}
+            for r in rows
+        ]
+    )
+    settings = pd.DataFrame(
+        [
+            {
+                "model": r["model"],
+                "linf settings": data_label(r["linf settings"]),
+                "l2 settings": data_label(r["l2 settings"]),
+                "paper source": r["paper source"],
+            }
+            for r in rows
+        ]
+    )
+    checks = pd.DataFrame(
+        [
+            {
+                "model": a["model"],
+                "norm": a["norm"],
+                "n": a.get("n"),
+                "PGD-20 %": percent_cell(a.get("PGD-20 %")),
+                "AutoAttack %": percent_cell(a.get("AutoAttack %")),
+                "verdict": a["verdict"],
+                "PAG score": num(a.get("PAG score")),
+                "grad cos": num(a.get("gradient cosine")),
+                "judge": Path(a["judge"]).name if a.get("judge") else "",
+                "device": a.get("device") or "",
+            }
+            for a in audits
+        ]
+    )
+    return table, settings, checks
 
 
 def percent_cell(percent: Any) -> str:
