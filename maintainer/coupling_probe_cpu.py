@@ -52,12 +52,28 @@ COMMAND = " ".join(["python", "-m", f"maintainer.{Path(__file__).stem}", *sys.ar
 def arm_config(coupling: str, args, out: Path, init: str | None) -> TrainConfig:
     """One arm as a `pagdemo train` run: Class Mean, its coupling (none: lambda 0, the cross-entropy's gradient)."""
     return TrainConfig(
-        out=str(out), method="cm", lam=0.0 if coupling == "none" else args.lam, grad_of="logsoftmax",
-        pag_impl=args.impl, bn_coupling=None if coupling == "none" else coupling, cm_scaling=args.cm_scaling,
-        dataset="cifar10", data_dir=args.data_dir, limit=args.images, arch=ARCH[args.width], recipe="fast-lr01",
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, init=init, seed=args.seed, device="cpu",
-        monitor_limit=args.test_images, monitor_robust=0, monitor_cos=args.cos_images,
-    )  # fmt: skip
+        out=str(out),
+        method="cm",
+        lam=0.0 if coupling == "none" else args.lam,
+        grad_of="logsoftmax",
+        pag_impl=args.impl,
+        bn_coupling=None if coupling == "none" else coupling,
+        cm_scaling=args.cm_scaling,
+        dataset="cifar10",
+        data_dir=args.data_dir,
+        limit=args.images,
+        arch=ARCH[args.width],
+        recipe="fast-lr01",
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        init=init,
+        seed=args.seed,
+        device="cpu",
+        monitor_limit=args.test_images,
+        monitor_robust=0,
+        monitor_cos=args.cos_images,
+    )
 
 
 def run_arm(coupling: str, args, out: Path, init: str | None = None) -> dict:
@@ -80,10 +96,23 @@ def run_arm(coupling: str, args, out: Path, init: str | None = None) -> dict:
     epochs, s = [], 0.0
     for r in read_jsonl(out / "train_log.jsonl"):
         s += r["epoch_s"]
-        epochs.append({"epoch": r["epoch"], "test_acc": round(r["test_acc"], 4), "cos_eval": round(r["cos_eval"], 4),
-                       f"cos_{r['cos_train_coupling']}": round(r["cos_train"], 4), "s": round(s, 1)})  # fmt: skip
-    return {"coupling": coupling, "steps": rows, "epochs": epochs, "seconds": round(time.time() - t0, 1),
-            "commit": git_commit(), "command": COMMAND}  # fmt: skip
+        epochs.append(
+            {
+                "epoch": r["epoch"],
+                "test_acc": round(r["test_acc"], 4),
+                "cos_eval": round(r["cos_eval"], 4),
+                f"cos_{r['cos_train_coupling']}": round(r["cos_train"], 4),
+                "s": round(s, 1),
+            }
+        )
+    return {
+        "coupling": coupling,
+        "steps": rows,
+        "epochs": epochs,
+        "seconds": round(time.time() - t0, 1),
+        "commit": git_commit(),
+        "command": COMMAND,
+    }
 
 
 def _record(args) -> dict:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from maintainer.bench_tables import step_table
 from maintainer.toy_tables import toy, toy_ablation, toy_seeds, toy_sweep, toy_vanilla
-from maintainer.train_tables import coupling, coupling_probe, probe
+from maintainer.train_tables import coupling, coupling_probe, probe, target_geometry
 from pagdemo.bench.tables import format_tables
 from pagdemo.records.checkpoints import list_checkpoints
 from pagdemo.records.files import read_json, read_jsonl
@@ -219,6 +219,7 @@ GENERATORS: dict[str, Callable[[Path], str]] = {
     "coupling": coupling,
     "coupling-probe": coupling_probe("coupling-probe"),
     "finetune-probe": coupling_probe("finetune-probe"),
+    "target-geometry": target_geometry,
     "table1": table1,
     "recipes": recipes,
     "audits": audits,

@@ -162,3 +162,26 @@ def coupling_probe(name: str) -> Callable[[Path], str]:
         return "\n".join(lines)
 
     return table
+
+
+def target_geometry(root: Path) -> str:
+    """docs/training.md: how class-specific every PAG target is (issue 32), from docs/diagnosis/target-geometry.json."""
+    data = read_json(root / "docs/diagnosis/target-geometry.json")
+    if not data:
+        return "(not run yet: `python -m maintainer.target_geometry`)"
+    lines = [
+        "| target g(x, t) | pairwise cosine across classes: the images as they are (the authors' frame) | "
+        "augmented once (our frame) |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {r['target']} | {_spread(r['pairwise_cos_plain'])} | {_spread(r['pairwise_cos_augmented'])} |"
+              for r in data["rows"]]  # fmt: skip
+    lines += [
+        "",
+        f"Mean [10th, 90th percentile] over {data['images']} class-balanced CIFAR-10 training images of the mean "
+        "cosine between the 10 targets of one image (1: every class's target points the same way). Nearest "
+        "Neighbor never picks the image itself; RIGD's targets are the teachers' log-softmax input gradients in "
+        f"eval mode. {data['machine']}, torch {data['torch']}, commit {_commit(data['commit'])}, "
+        f"{data['seconds']:.0f} s: `{data['command']}` ([log](diagnosis/target-geometry.log)).",
+    ]
+    return "\n".join(lines)

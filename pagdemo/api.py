@@ -52,8 +52,15 @@ class PGD:
     toward `labels` instead of away. Returns detached images in [0, 1]; the model's mode and grads are left alone.
     """
 
-    def __init__(self, model: nn.Module, norm: str = "linf", eps: float | None = None, steps: int = 20,
-                 targeted: bool = False, random_start: bool = True) -> None:  # fmt: skip
+    def __init__(
+        self,
+        model: nn.Module,
+        norm: str = "linf",
+        eps: float | None = None,
+        steps: int = 20,
+        targeted: bool = False,
+        random_start: bool = True,
+    ) -> None:
         self.model, self.norm, self.steps, self.targeted, self.random_start = (
             model,
             norm,
@@ -65,8 +72,16 @@ class PGD:
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Adversarial examples of `images` (N, C, H, W) for `labels` (N,)."""
-        return pgd(self.model, images, labels, self.eps, norm=self.norm, steps=self.steps, targeted=self.targeted,
-                   random_init=self.random_start)  # fmt: skip
+        return pgd(
+            self.model,
+            images,
+            labels,
+            self.eps,
+            norm=self.norm,
+            steps=self.steps,
+            targeted=self.targeted,
+            random_init=self.random_start,
+        )
 
 
 def input_gradients(model: nn.Module, images: torch.Tensor, grad_of: str = "logit") -> torch.Tensor:

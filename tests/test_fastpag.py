@@ -9,7 +9,8 @@ from torch import nn
 
 from pagdemo.models import build_model
 from pagdemo.pag.fastpag import EXACT_IMPLS, input_gradients_explicit, trace
-from pagdemo.pag.losses import IMPLS, PAGStep, cosine_misalignment, pag_loss, sampled_misalignment
+from pagdemo.pag.losses import IMPLS, PAGStep, cosine_misalignment, pag_loss
+from pagdemo.pag.sampled import sampled_misalignment
 
 
 def _model(name: str, dtype: torch.dtype, train: bool, num_classes: int = 10) -> nn.Module:

@@ -17,7 +17,8 @@ from pagdemo.attacks import pgd
 from pagdemo.bench.harness import _autocast, _sync, interleaved
 from pagdemo.models import build_model
 from pagdemo.pag.fastpag import input_gradients_explicit
-from pagdemo.pag.losses import IMPLS, PAGStep, cosine_misalignment, pag_loss, sampled_misalignment
+from pagdemo.pag.losses import IMPLS, PAGStep, cosine_misalignment, pag_loss
+from pagdemo.pag.sampled import sampled_misalignment
 from pagdemo.threat import eval_step
 from pagdemo.viz.grid import GridSpec, pag_grid_steps
 

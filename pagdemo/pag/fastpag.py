@@ -1,26 +1,12 @@
-"""Fast exact input gradients for the PAG loss (Eq. 1); `pagdemo.pag.losses` registers them in `PAG_IMPLS`.
+"""Fast exact input gradients for the PAG loss (Eq. 1), registered in `pagdemo.pag.losses.IMPLS`.
 
-The reference `loop` runs one forward, then C double-differentiable backward passes; autograd's
-double backward of conv/BatchNorm/ReLU is slow and `torch.compile` refuses it. The exact
-implementations here compute what `loop` computes, in train- and eval-mode BatchNorm alike
-(each class's input gradient couples only the B images of the batch, as in `loop`); `explicit`
-and `compiled` also compute what the authors' `batched` computes (coupling "batch": BatchNorm's
-statistics over the C*B repeated copies) at the same speed:
-
-- `vmap`: one forward, then the C vector-Jacobian products batched into one
-  `autograd.grad(..., is_grads_batched=True, create_graph=True)` call.
-- `explicit`: the model's backward-to-input written as ordinary ops (conv -> conv_transpose2d,
-  BatchNorm, ReLU and pooling backward as formulas) and run on all C one-hot seeds at once,
-  as a (C*B) batch over the activations of a single forward. The PAG term is then a
-  first-order graph: autograd differentiates it once, and `torch.compile` can fuse it.
-- `compiled`: `explicit` under `torch.compile` (for CUDA; compiles once per model and shape).
-  Inductor fuses the BatchNorm/ReLU formulas that bound eager `explicit`; the measured speeds
-  are in docs/bench/README.md.
-
-One approximation, kept out of the registry because it changes the loss: `sampled_input_gradients`
-(k of the C classes per image, drawn at random), behind `losses.sampled_misalignment` (an unbiased
-estimate of the sum over classes in eval-mode BatchNorm only). Short Class Mean runs with k = 1
-plateaued at 30-40% clean accuracy (issue 6): do not train with it without evidence.
+The reference `loop` takes C double-differentiable backward passes, slow and refused by `torch.compile`. These
+compute exactly what `loop` computes (and, with the "batch" coupling, what the authors' `batched` computes):
+- `vmap`: one forward, then the C vector-Jacobian products in one `autograd.grad(is_grads_batched=True)` call.
+- `explicit`: the model's backward-to-input written as ordinary ops (conv -> conv_transpose2d; BatchNorm, ReLU
+  and pooling as formulas), run on all C one-hot seeds at once over one forward's activations: the PAG term is
+  a first-order graph that autograd differentiates once and `torch.compile` can fuse.
+- `compiled`: `explicit` under `torch.compile` (compiles once per model and shape; docs/bench/README.md).
 """
 
 from __future__ import annotations
@@ -317,28 +303,6 @@ def input_gradients_compiled(
 ):
     """`explicit` under torch.compile: the first call per model, shape and coupling compiles (slow on a CPU)."""
     return _compiled_explicit()(model, x, grad_of=grad_of, create_graph=create_graph, coupling=coupling)
-
-
-def sampled_input_gradients(
-    model: nn.Module,
-    x: torch.Tensor,
-    k: int = 1,
-    grad_of: str = "logit",
-    generator: torch.Generator | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """APPROXIMATE: (logits (B, C), grads (B, k, *x), classes (B, k)) for k random classes per image, no repeats.
-
-    In train mode a seed row mixes classes across the batch, so its batch-statistics coupling
-    differs from `loop`'s; `losses.sampled_misalignment` turns this into the approximate term.
-    """
-    logits, backward = trace(model, x.detach())
-    b, c = logits.shape
-    if not 1 <= k <= c:
-        raise ValueError(f"k must be in [1, {c}], got {k}")
-    classes = torch.rand(b, c, generator=generator).argsort(dim=1)[:, :k].to(x.device)  # (B, k)
-    rows = torch.arange(b, device=x.device)
-    seeds = class_seeds(logits, grad_of)[classes.T, rows]  # (k, B, C)
-    return logits, backward(seeds).transpose(0, 1), classes
 
 
 EXACT_IMPLS = {

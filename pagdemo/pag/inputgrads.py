@@ -1,25 +1,13 @@
-"""A model's input gradients for every class, the quantity the PAG loss aligns (Eq. 1).
+"""A model's input gradients for every class, the quantity the PAG loss aligns (Eq. 1), by plain autograd (double
+backprop): `loop`, the reference (one backward per class), and `batched`, the authors' code (the batch repeated C
+times, copy t takes class t's gradient, one backward). The fast exact ones are in `pagdemo.pag.fastpag`.
 
-Two plain autograd implementations, both differentiable (double backprop):
-- `loop`: the reference. One forward of the batch, then one `autograd.grad(create_graph=True)`
-  per class. Clear and exact, C backward passes.
-- `batched`: the authors' code. The batch is repeated C times, copy t takes the gradient of
-  class t, and one backward gives all C gradients.
-The fast exact ones (`vmap`, `explicit`, `compiled`) live in `pagdemo.pag.fastpag`; `pagdemo.pag.losses`
-registers all of them in one table.
-
-What BatchNorm does while the input gradients are taken, the *coupling* (`COUPLINGS`): in eval
-mode ("eval") it is a fixed affine map, every image's gradient is its own, and every
-implementation agrees to float precision. In train mode each input gradient also flows through
-the batch statistics, so it depends on the other images of the batch: "classes" couples the B
-images of the batch for each class (`loop`, `vmap`, `explicit`), "batch" computes the statistics
-over the C*B repeated copies and so mixes the classes' coupling terms (`batched`, the authors'
-code, and `explicit`; the forward values are identical, since a repeated batch has the same mean
-and variance). Attacks and the app see the eval-mode gradient; the checkpoint records which
-coupling trained it (docs/training.md has the measured difference). "detached" sits between: BatchNorm
-normalizes by the batch's own statistics, held constant, so each image's gradient is its own (as in
-eval mode) but of the function the cross-entropy trains, not of one whose running statistics lag it.
-It is eval mode with the running statistics replaced by the batch's (tests/test_coupling.py checks so).
+The *coupling* (`COUPLINGS`) is what BatchNorm does meanwhile. "eval": a fixed affine map, every image's gradient
+its own (what attacks and the app see). In train mode a gradient also flows through the batch statistics:
+"classes" couples the B images of each class's pass (`loop`, `vmap`, `explicit`), "batch" takes the statistics
+over the C*B repeated copies (`batched`, the authors'; `explicit`). "detached": the batch's own statistics held
+constant, per-image gradients of the function the cross-entropy trains (eval mode with the running statistics
+replaced by the batch's). docs/training.md has what each measured.
 """
 
 from __future__ import annotations
@@ -35,20 +23,11 @@ from torch import nn
 from pagdemo.models import class_count
 
 GRAD_OF = ("logit", "logsoftmax")  # Eq. 1 as written / the authors' code
-COUPLINGS = (
-    "classes",
-    "batch",
-    "eval",
-    "detached",
-)  # BatchNorm while the C input gradients are taken (module docstring)
+COUPLINGS = ("classes", "batch", "eval", "detached")  # BatchNorm while the C input gradients are taken
 PER_IMAGE = ("eval", "detached")  # couplings with per-image gradients: every implementation computes them
-TRAIN_COUPLINGS = {
-    "loop": ("classes",),
-    "vmap": ("classes",),
-    "batched": ("batch",),
-    "explicit": ("classes", "batch"),
-    "compiled": ("classes", "batch"),
-}  # what each impl computes
+# the train-mode couplings each implementation computes
+TRAIN_COUPLINGS = {"loop": ("classes",), "vmap": ("classes",), "batched": ("batch",)}
+TRAIN_COUPLINGS |= {"explicit": ("classes", "batch"), "compiled": ("classes", "batch")}
 
 
 def default_coupling(impl: str) -> str:

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pagdemo.pag.fastpag import EXACT_IMPLS, TRACED_IMPLS, sampled_input_gradients
+from pagdemo.pag.fastpag import EXACT_IMPLS, TRACED_IMPLS
 from pagdemo.pag.inputgrads import (
     PER_IMAGE,
     batchnorm_detached,
@@ -160,20 +160,3 @@ class PAGLoss(nn.Module):
         targets = self.target(x.detach(), y, idx)
         loss, self.parts = pag_loss(model, x, y, targets, self.lam if lam is None else lam, self.step)
         return loss
-
-
-def sampled_misalignment(
-    model: nn.Module,
-    x: torch.Tensor,
-    targets: torch.Tensor,
-    k: int = 1,
-    grad_of: str = "logit",
-    generator: torch.Generator | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """APPROXIMATE Eq. 2 term: (logits, C/k times the misalignment of k random classes per image).
-
-    Unbiased for the sum over all C classes when BatchNorm is in eval mode (see fastpag); not used in training.
-    """
-    logits, grads, classes = sampled_input_gradients(model, x, k, grad_of, generator)
-    rows = torch.arange(len(x), device=x.device)[:, None]
-    return logits, cosine_misalignment(grads, targets[rows, classes]) * (logits.shape[1] / k)

@@ -23,10 +23,8 @@ from pagdemo.train.recipes import lr_at as recipe_lr_at
 from pagdemo.train.state import has_state
 
 ADV_ATTACKS = ("pgd", "fgsm", "nfgsm")
-PAG_FRAMES = (
-    "augmented",
-    "authors",
-)  # where the PAG term lives: each image's augmented copy / the authors' frame
+# where the PAG term lives: each image's augmented copy / the authors' frame
+PAG_FRAMES = ("augmented", "authors")
 MONITORS = ("l2-pgd7", "pgd20")  # the authors' per-epoch check / the paper's evaluation in both norms
 DEFAULT_ARCH = {
     "stl10": "resnet18_stl",
@@ -35,6 +33,7 @@ DEFAULT_ARCH = {
 SMALL_SIDE = (
     64  # an image folder of at most this side trains the CIFAR ResNet-18; larger sides, the strided stem
 )
+# settings a resumed run may change: where it runs and what it logs
 RESUME_IGNORES = {
     "out",
     "device",
@@ -52,12 +51,7 @@ class TrainConfig:
     """One training run (`pagdemo train` and `adv-train`: their flags are these fields)."""
 
     out: str = flag(help="run folder (checkpoint + log); rerun the same command to resume")
-    method: str = flag(
-        "vanilla",
-        methods_help(),
-        choices=TRAIN_METHODS,
-        group="pag",
-    )
+    method: str = flag("vanilla", methods_help(), choices=TRAIN_METHODS, group="pag")
     lam: float | None = flag(None, "PAG weight lambda (default: the paper's Table 3 value)", group="pag")
     grad_of: str = flag(
         "logsoftmax",
@@ -97,7 +91,8 @@ class TrainConfig:
     )
     cm_scaling: str = flag(
         "image-norm",
-        "cm: each class mean rescaled to the class's mean image norm (default), or none (the raw mean)",
+        "cm: each class mean scaled to the class's image norm about black (image-norm), or about grey as in "
+        "the authors' [-1, 1] space (centred), or none (the raw mean)",
         choices=CM_SCALINGS,
         group="pag",
     )
@@ -230,7 +225,7 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
         epochs=r.epochs if cfg.epochs is None else cfg.epochs,
         batch_size=batch,
         lr=r.lr if cfg.lr is None else cfg.lr,
-        bn_coupling=pag_step(cfg).coupling if pag else None,
+        bn_coupling=PAGStep(cfg.pag_impl, cfg.bn_coupling, cfg.grad_of).coupling if pag else None,
     )
     if cfg.dataset != "folder":  # an image folder's side, known once it is read, settles these (`for_data`)
         out = for_data(out, DATASET_SIDES.get(cfg.dataset, 32))
@@ -246,17 +241,8 @@ def for_data(cfg: TrainConfig, side: int) -> TrainConfig:
     """The settings that depend on the images' side: the architecture and the adversarial radius."""
     default_arch = DEFAULT_ARCH.get(cfg.dataset) or ("resnet18" if side <= SMALL_SIDE else "resnet18_stl")
     adv_eps = cfg.adv_eps if cfg.adv_eps is not None else eval_eps(cfg.adv_norm, cfg.dataset, side)
-    return replace(
-        cfg,
-        arch=cfg.arch or default_arch,
-        adv_eps=adv_eps,
-        image_size=side if cfg.dataset == "folder" else None,
-    )  # a folder's side, whether given or found
-
-
-def pag_step(cfg: TrainConfig, frame=None) -> PAGStep:
-    """The run's PAG step (implementation, BatchNorm coupling, score, frame), checked when it is built."""
-    return PAGStep(cfg.pag_impl, cfg.bn_coupling, cfg.grad_of, frame)
+    side = side if cfg.dataset == "folder" else None  # a folder's side, whether given or found
+    return replace(cfg, arch=cfg.arch or default_arch, adv_eps=adv_eps, image_size=side)
 
 
 def lr_at(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:

@@ -14,11 +14,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import threading
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -37,7 +34,14 @@ from pagdemo.train.config import TrainConfig, check_resumable, for_data, lam_at,
 from pagdemo.train.monitor import monitor, monitor_alignment
 from pagdemo.train.objective import make_objective, step_loss
 from pagdemo.train.recipes import get_recipe
-from pagdemo.train.state import drop_state, has_state, load_state, save_state
+from pagdemo.train.state import (
+    drop_state,
+    has_state,
+    load_state,
+    save_state,
+    trim_log,
+    writes_before_interrupt,
+)
 
 StepHook = Callable[[int, dict], None]  # (global step, the step's loss, accuracy and parts): for probes
 
@@ -109,11 +113,7 @@ def _init_record(cfg: TrainConfig) -> dict:
     if not cfg.init:
         return {}
     run = (read_json(check_folder(cfg.init) / "config.json", {}) or {}).get("run", {})  # a folder or hf-hub:
-    return {
-        "init_commit": run.get("commit"),
-        "init_train_time_s": run.get("train_time_s"),
-        "init_device": run.get("device"),
-    }
+    return {f"init_{k}": run.get(k) for k in ("commit", "train_time_s", "device")}
 
 
 def _load_data(cfg: TrainConfig, rank: int) -> tuple[TrainConfig, Dataset, Dataset | None]:
@@ -189,14 +189,32 @@ def _start(cfg: TrainConfig, command: str) -> _Run:
     )
     out.mkdir(parents=True, exist_ok=True)
     start_epoch, step, elapsed = load_state(out, model, opt) if has_state(out) else (0, 0, 0.0)
-    _trim_log(out / "train_log.jsonl", start_epoch)
+    trim_log(out / "train_log.jsonl", start_epoch)
     gen = torch.Generator(device=device)
     objective = make_objective(cfg, trainset, device, gen)
     record = _record(cfg, trainset, objective, amp, world, device, command)
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     steps = len(trainset) // cfg.batch_size
-    return _Run(cfg, rank, world, device, out, trainset, testset, model, net, opt, objective, gen, amp, steps,
-                start_epoch, step, elapsed, record)  # fmt: skip
+    return _Run(
+        cfg,
+        rank,
+        world,
+        device,
+        out,
+        trainset,
+        testset,
+        model,
+        net,
+        opt,
+        objective,
+        gen,
+        amp,
+        steps,
+        start_epoch,
+        step,
+        elapsed,
+        record,
+    )
 
 
 def _batches(r: _Run, epoch: int, progress: bool):
@@ -242,31 +260,6 @@ def _train_epoch(r: _Run, epoch: int, progress: bool, on_step: StepHook | None =
     return stats
 
 
-def _trim_log(path: Path, epochs: int) -> None:
-    """Keep the log lines of the epochs the state holds (a run killed between its writes may have one more)."""
-    if path.exists():
-        lines = path.read_text().splitlines(keepends=True)
-        if len(lines) > epochs:
-            path.write_text("".join(lines[:epochs]))
-
-
-@contextmanager
-def _writes_before_interrupt():
-    """An epoch's log line, checkpoint and state are written together: a Ctrl-C (or the GPU window's SIGINT at
-    its deadline) that arrives meanwhile takes effect once they are."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda sig, frame: caught.append(sig))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if caught:
-        raise KeyboardInterrupt
-
-
 def _end_epoch(r: _Run, epoch: int, stats: dict, seconds: float, progress: bool) -> None:
     """Rank 0 logs the epoch, rewrites the checkpoint and saves the full state, uninterrupted."""
     cfg, target = r.cfg, r.objective.target if r.objective is not None else None
@@ -283,7 +276,7 @@ def _end_epoch(r: _Run, epoch: int, stats: dict, seconds: float, progress: bool)
         **monitor(cfg, r.model, r.testset, r.device),
         **monitor_alignment(cfg, r.model, target, r.trainset, r.device, cfg.batch_size // r.world),
     }
-    with _writes_before_interrupt():
+    with writes_before_interrupt():
         with open(r.out / "train_log.jsonl", "a") as f:
             f.write(json.dumps(log) + "\n")
         save_checkpoint(

@@ -4,7 +4,7 @@
 time comes in 15-minute windows: `fast` is the linear-scaling shortcut that trained the shipped
 `pag-cm` and was unstable at lr 0.04 (its log: train accuracy fell in epoch 2 and settled only
 below lr ~0.012); `fast-lr01`, `short-b64`, `ramp`, `late` and `finetune` are the candidates
-the recipe probe (issue 23, scripts/queue.json) compares at an equal budget. Every checkpoint
+the recipe probe (issue 23) compared at an equal budget. Every checkpoint
 records its recipe's name and settings. The schedules are pure functions of the step, so
 resuming a run needs no scheduler state.
 """
@@ -24,14 +24,12 @@ class Recipe:
     epochs: int
     batch_size: int  # global batch
     lr: float  # peak learning rate (SGD, momentum 0.9, weight decay 1e-4)
-    schedule: (
-        str  # "multistep-50-75": x0.1 at 50% and 75%; "warmup-cosine": 1 epoch linear warm-up, cosine to 0
-    )
+    # "multistep-50-75": x0.1 at 50% and 75%; "warmup-cosine": 1 epoch linear warm-up, cosine to 0
+    schedule: str
     nesterov: bool = False
     amp: bool = False  # bf16 autocast and channels_last by default on a GPU
-    lam_schedule: str = (
-        "constant"  # "ramp": 0 -> lambda over the first half; "late": 0 for a third, ramped over a third
-    )
+    # "ramp": 0 -> lambda over the first half; "late": 0 for a third, ramped over a third
+    lam_schedule: str = "constant"
     needs_init: bool = False  # starts from a trained checkpoint (--init): PAG fine-tuning
 
     def __post_init__(self) -> None:
@@ -48,6 +46,7 @@ class Recipe:
         return asdict(self)
 
 
+FAST = {"epochs": 30, "batch_size": 256, "schedule": "warmup-cosine", "nesterov": True, "amp": True}
 RECIPES: dict[str, Recipe] = {
     "paper": Recipe(
         "App. C.2: SGD lr 0.01, batch 64 (32 on STL-10), 100 epochs, lr x0.1 at 50% and 75%, fp32",
@@ -58,16 +57,10 @@ RECIPES: dict[str, Recipe] = {
     ),
     "fast": Recipe(
         "batch 256, lr 0.04 (0.01 scaled with the batch), Nesterov, warm-up + cosine, 30 epochs, bf16",
-        30,
-        256,
-        0.04,
-        "warmup-cosine",
-        nesterov=True,
-        amp=True,
+        lr=0.04,
+        **FAST,
     ),
-    "fast-lr01": Recipe(
-        "as fast, but the paper's lr 0.01 unscaled", 30, 256, 0.01, "warmup-cosine", nesterov=True, amp=True
-    ),
+    "fast-lr01": Recipe("as fast, but the paper's lr 0.01 unscaled", lr=0.01, **FAST),
     "short-b64": Recipe(
         "the paper's batch 64 and lr 0.01, warm-up + cosine, 30 epochs, bf16",
         30,
@@ -77,33 +70,18 @@ RECIPES: dict[str, Recipe] = {
         amp=True,
     ),
     "ramp": Recipe(
-        "as fast-lr01, with lambda ramped from 0 over the first half",
-        30,
-        256,
-        0.01,
-        "warmup-cosine",
-        nesterov=True,
-        amp=True,
-        lam_schedule="ramp",
+        "as fast-lr01, with lambda ramped from 0 over the first half", lr=0.01, **FAST, lam_schedule="ramp"
     ),
     "late": Recipe(
         "as fast-lr01, with lambda 0 for the first third, then ramped to its value over the second",
-        30,
-        256,
-        0.01,
-        "warmup-cosine",
-        nesterov=True,
-        amp=True,
+        lr=0.01,
+        **FAST,
         lam_schedule="late",
     ),
     "finetune": Recipe(
         "as fast-lr01, starting from a trained checkpoint (--init, e.g. vanilla): PAG fine-tuning",
-        30,
-        256,
-        0.01,
-        "warmup-cosine",
-        nesterov=True,
-        amp=True,
+        lr=0.01,
+        **FAST,
         needs_init=True,
     ),
 }

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -83,3 +86,28 @@ def load_state(out: Path, model: nn.Module, opt: torch.optim.Optimizer) -> tuple
 def drop_state(out: Path) -> None:
     """Remove train_state/ once a run has finished (it is twice the fp32 weights)."""
     shutil.rmtree(out / STATE_DIR, ignore_errors=True)
+
+
+def trim_log(path: Path, epochs: int) -> None:
+    """Keep the log lines of the epochs the state holds (a run killed between its writes may have one more)."""
+    if path.exists():
+        lines = path.read_text().splitlines(keepends=True)
+        if len(lines) > epochs:
+            path.write_text("".join(lines[:epochs]))
+
+
+@contextmanager
+def writes_before_interrupt():
+    """An epoch's log line, checkpoint and state are written together: a Ctrl-C (or the GPU window's SIGINT at
+    its deadline) that arrives meanwhile takes effect once they are."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda sig, frame: caught.append(sig))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
