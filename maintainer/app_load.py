@@ -1,11 +1,11 @@
-"""The app under a visitor's load, measured (issue 20): memory over 50 mixed requests, and how soon a run whose
-page was closed without cancelling stops and frees the worker. Not a test: its numbers go to a JSON that
+"""The app under a visitor's load, measured (issue 20): memory over 50 mixed requests, and how soon a run
+whose page was closed without cancelling stops and frees the worker. Not a test: its numbers go to a JSON that
 docs/app.md prints (python -m maintainer.docs).
 
     python -m maintainer.app_load [--checkpoints checkpoints] [--json docs/app-load.json]
 
-It starts `python -m pagdemo.app` in a subprocess on the CPU, reads the server's resident memory (VmRSS) between
-requests, and talks to it through gradio_client like any API user.
+It starts `python -m pagdemo.app` in a subprocess on the CPU, reads the server's resident memory (VmRSS)
+between requests, and talks to it through gradio_client like any API user.
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 
 def step_table(result: dict, source: str) -> str:
-    """One row per training step, one column per batch: img/s, with time against vanilla and speedup against loop
-    at the largest batch (the compact table of the README and the GPU session notes)."""
+    """One row per training step, one column per batch: img/s, with time against vanilla and speedup against
+    loop at the largest batch (the compact table of the README and the GPU session notes)."""
     rows = [r for r in result["train_step"] if "img_per_s" in r]
     batches = sorted({r["batch"] for r in rows})
     top = batches[-1]

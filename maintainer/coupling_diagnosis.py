@@ -46,26 +46,30 @@ def spread(values: torch.Tensor) -> dict:
 
 
 # ----------------------------------------------------------------------------- the per-image floor
-# Per-image log-softmax gradients satisfy sum_t p_t grad log p_t = 0, so they cannot all point along targets that
+# Per-image log-softmax gradients satisfy sum_t p_t grad log p_t = 0, so they cannot all point along targets
+# that
 # share one large component: the lowest summed misalignment they can reach is the "floor" of a target.
 
 
 def _span_coordinates(targets: torch.Tensor) -> torch.Tensor:
-    """(B, C, C): each image's unit targets in an orthonormal basis of their span (nothing else can raise a cosine)."""
+    """(B, C, C): each image's unit targets in an orthonormal basis of their span (nothing else can raise a
+    cosine)."""
     u = F.normalize(targets.flatten(2).double(), dim=2)
     q, _ = torch.linalg.qr(u.transpose(1, 2))  # (B, D, C)
     return u @ q
 
 
 def flip_one_bound(targets: torch.Tensor) -> torch.Tensor:
-    """(B,): a feasible per-image point: every gradient on its target but one, which points against the others' sum."""
+    """(B,): a feasible per-image point: every gradient on its target but one, which points against the
+    others' sum."""
     u = _span_coordinates(targets)
     others = u.sum(1, keepdim=True) - u  # for each class k: the sum of the other targets
     return (1 + (u * F.normalize(others, dim=2)).sum(2)).min(1).values
 
 
 def _repaired_value(z: torch.Tensor, w: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """The objective at an exactly feasible point near (z, w): subtract the residual r from every v_t, renormalize.
+    """The objective at an exactly feasible point near (z, w): subtract the residual r from every v_t,
+    renormalize.
 
     sum_t a_t (v_t - r) = 0 with a on the simplex, so sum_t a_t |v_t - r| normalize(v_t - r) = 0: feasible.
     """

@@ -11,13 +11,13 @@ collapse, and "classes" (which fits the term through the batch statistics) does 
 (lambda 0) is the baseline: what the same network learns in the same steps without PAG.
 
 Every arm is a `pagdemo train` run through the package's own loop (`pagdemo.train.loop.train`, its `on_step`
-hook logging every --log-every steps): the same narrow ResNet-18 (`resnet18_narrow`, width 16 instead of 64: the
-CPU cannot afford the real one; the dynamics may differ, this is evidence for what the GPU window runs, not a
-result) from the same initialization, on the same class-balanced training subset, batches, crops and flips, with
-lambda 0.4 and log-softmax gradients, the `fast-lr01` recipe at --lr (Nesterov, momentum 0.9, weight decay 1e-4,
-one epoch of linear warm-up, then cosine). It records per logging interval the cross-entropy, the PAG term and
-train accuracy, and per epoch (the loop's monitor) the eval-mode test accuracy and the summed misalignment in
-eval mode and in the arm's own coupling.
+hook logging every --log-every steps): the same narrow ResNet-18 (`resnet18_narrow`, width 16 instead of 64:
+the CPU cannot afford the real one; the dynamics may differ, this is evidence for what the GPU window runs,
+not a result) from the same initialization, on the same class-balanced training subset, batches, crops and
+flips, with lambda 0.4 and log-softmax gradients, the `fast-lr01` recipe at --lr (Nesterov, momentum 0.9,
+weight decay 1e-4, one epoch of linear warm-up, then cosine). It records per logging interval the
+cross-entropy, the PAG term and train accuracy, and per epoch (the loop's monitor) the eval-mode test accuracy
+and the summed misalignment in eval mode and in the arm's own coupling.
 
     python -m maintainer.coupling_probe_cpu --width 16 --batch-size 64 --images 2560 --epochs 4  # ~30 min, 2 CPU cores
 
@@ -50,7 +50,8 @@ COMMAND = " ".join(["python", "-m", f"maintainer.{Path(__file__).stem}", *sys.ar
 
 
 def arm_config(coupling: str, args, out: Path, init: str | None) -> TrainConfig:
-    """One arm as a `pagdemo train` run: Class Mean, its coupling (none: lambda 0, the cross-entropy's gradient)."""
+    """One arm as a `pagdemo train` run: Class Mean, its coupling (none: lambda 0, the cross-entropy's
+    gradient)."""
     return TrainConfig(
         out=str(out),
         method="cm",
@@ -77,8 +78,9 @@ def arm_config(coupling: str, args, out: Path, init: str | None) -> TrainConfig:
 
 
 def run_arm(coupling: str, args, out: Path, init: str | None = None) -> dict:
-    """Train one arm through pagdemo's own loop, from the shared initialization (or the fine-tuning start, init),
-    logging the cross-entropy, the PAG term and train accuracy every --log-every steps; its trajectory."""
+    """Train one arm through pagdemo's own loop, from the shared initialization (or the fine-tuning start,
+    init), logging the cross-entropy, the PAG term and train accuracy every --log-every steps; its trajectory.
+    """
     rows, sums, t0 = [], [], time.time()
 
     def on_step(step: int, stats: dict) -> None:

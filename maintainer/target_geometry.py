@@ -1,13 +1,14 @@
 """Issue 32's target geometry: how class-specific is each PAG target? For a fixed class-balanced subset of
-CIFAR-10 training images (as they are, and augmented once as the augmented frame trains), the mean pairwise cosine across the 10 classes
-of g(x, t), per image (1: every class's target points the same way, and aligning to them says little about the
-class), for One Image, Class Mean (scaled about black, raw, and about grey: the authors' [-1, 1] space), Nearest
-Neighbor (K = 100, never the image itself) and RIGD from the shipped adversarially trained teachers.
+CIFAR-10 training images (as they are, and augmented once as the augmented frame trains), the mean pairwise
+cosine across the 10 classes of g(x, t), per image (1: every class's target points the same way, and aligning
+to them says little about the class), for One Image, Class Mean (scaled about black, raw, and about grey: the
+authors' [-1, 1] space), Nearest Neighbor (K = 100, never the image itself) and RIGD from the shipped
+adversarially trained teachers.
 
     python -m maintainer.target_geometry --out docs/diagnosis/target-geometry.json   # a few minutes on 2 cores
 
-The JSON holds the command, commit, machine and every number; `python -m maintainer.docs` prints its table into
-docs/training.md.
+The JSON holds the command, commit, machine and every number; `python -m maintainer.docs` prints its table
+into docs/training.md.
 """
 
 from __future__ import annotations

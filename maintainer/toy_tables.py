@@ -1,5 +1,5 @@
-"""The toy experiment's tables in docs/toy and the README, printed from docs/toy/results.json and ablations.json
-(maintainer.docs puts them in place; no number in them is typed)."""
+"""The toy experiment's tables in docs/toy and the README, printed from docs/toy/results.json and
+ablations.json (maintainer.docs puts them in place; no number in them is typed)."""
 
 from __future__ import annotations
 

@@ -124,7 +124,8 @@ def _probe_start(data: dict) -> str:
 
 
 def _cos_images(settings: dict) -> str:
-    """Which training images a probe's misalignment was measured on (augmented before it ran through the loop)."""
+    """Which training images a probe's misalignment was measured on (augmented before it ran through the
+    loop)."""
     if "cos_images" in settings:
         return f"{settings['cos_images']} training images (the loop's monitor)"
     return "128 augmented training images"
@@ -165,7 +166,8 @@ def coupling_probe(name: str) -> Callable[[Path], str]:
 
 
 def target_geometry(root: Path) -> str:
-    """docs/training.md: how class-specific every PAG target is (issue 32), from docs/diagnosis/target-geometry.json."""
+    """docs/training.md: how class-specific every PAG target is (issue 32), from
+    docs/diagnosis/target-geometry.json."""
     data = read_json(root / "docs/diagnosis/target-geometry.json")
     if not data:
         return "(not run yet: `python -m maintainer.target_geometry`)"

@@ -6,14 +6,14 @@ This tool turns maintainer/queue.json into that sequence of calls (run from the 
 puts it on the path, so pagdemo comes from the checkout, which the GPU machine does not install):
 
   here:   python -m maintainer.window preflight          # one CPU epoch of every job, compiled steps too
-  here:   python -m maintainer.window stage              # copies data, init checkpoints and the commit
-                                                         # into .stage/; prints every call and its carry
-  call 1: python3 -m maintainer.window start             # carries data; starts the runner (setsid)
-  call 2: python3 -m maintainer.window poll --budget-left-s B --wait-s 5   # B: the lease's budget_left_s after call 1
-  call 3: python3 -m maintainer.window poll --wait-s 500 # the last data: training starts once it checks out
-  ...     python3 -m maintainer.window poll --wait-s 540 # until every job is done or cut at the deadline
-  then:   python3 -m maintainer.window collect           # repeated: each call brings the next parcel back
-  here:   python -m maintainer.window unpack <files_at> --into runs/window-<date>   # in the same batch as the next call
+  here:   python -m maintainer.window stage              # copies data, init checkpoints and the commit # into
+  .stage/; prints every call and its carry call 1: python3 -m maintainer.window start             # carries
+  data; starts the runner (setsid) call 2: python3 -m maintainer.window poll --budget-left-s B --wait-s 5   #
+  B: the lease's budget_left_s after call 1 call 3: python3 -m maintainer.window poll --wait-s 500 # the last
+  data: training starts once it checks out ...     python3 -m maintainer.window poll --wait-s 540 # until
+  every job is done or cut at the deadline then:   python3 -m maintainer.window collect           # repeated:
+  each call brings the next parcel back here:   python -m maintainer.window unpack <files_at> --into
+  runs/window-<date>   # in the same batch as the next call
 
 The calls follow each other without a pause: the machine goes back after 30 s idle. What runs on
 the GPU machine is maintainer/window_runner.py (the runner and the polls) with maintainer/window_parcels.py
@@ -44,7 +44,8 @@ MAX_TREE = 64 * 2**20  # what travels to the machine in one call
 
 
 def tree_bytes() -> int:
-    """Bytes of the working tree that travels without carry: tracked and untracked-not-ignored files, no weights."""
+    """Bytes of the working tree that travels without carry: tracked and untracked-not-ignored files, no
+    weights."""
     out = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
         capture_output=True,
@@ -268,7 +269,8 @@ def cmd_summary(args: argparse.Namespace) -> None:
 
 
 def cmd_ship(args: argparse.Namespace) -> None:
-    """Here: turn an unpacked job folder into a shipped checkpoint (weights, config, metrics, log; the card re-rendered)."""
+    """Here: turn an unpacked job folder into a shipped checkpoint (weights, config, metrics, log; the card
+    re-rendered)."""
     from pagdemo.records.checkpoints import check_folder, write_model_card
 
     src, dest = check_folder(args.job), Path(args.dest)

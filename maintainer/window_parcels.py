@@ -1,5 +1,5 @@
-"""The files a window's calls share (the plan, the status, the session log, all JSON written atomically) and the
-parcels that bring the results back: at most 8 files of 16 MiB, 64 MiB together, per call.
+"""The files a window's calls share (the plan, the status, the session log, all JSON written atomically) and
+the parcels that bring the results back: at most 8 files of 16 MiB, 64 MiB together, per call.
 
 Both sides use it: maintainer/window_runner.py on the GPU machine, maintainer/window.py here. JSON goes
 through pagdemo.records.files (atomic writes: the runner and the polls read these files while they change).
@@ -38,8 +38,9 @@ MANIFEST = "MANIFEST.json"  # in every carried folder: its files and sizes, so t
 
 
 def carry_map(queue: dict) -> dict[str, str]:
-    """Where each carried folder goes on the GPU machine -> where it is here: the queue's checkpoints, and every
-    resumed row's unpacked run folder (its weights, log and train_state/) into the runner's runs/window/."""
+    """Where each carried folder goes on the GPU machine -> where it is here: the queue's checkpoints, and
+    every resumed row's unpacked run folder (its weights, log and train_state/) into the runner's
+    runs/window/."""
     resumed = {f"runs/window/{j['name']}": j["resume"] for j in queue["jobs"] if j.get("resume")}
     return {**queue.get("carry", {}), **resumed}
 
@@ -62,14 +63,16 @@ def complete(folder: Path) -> bool:
 
 
 def collect_calls(queue: dict) -> int:
-    """How many collect calls a window's results need: the archive and shipped weights, a cut job's state beside."""
+    """How many collect calls a window's results need: the archive and shipped weights, a cut job's state
+    beside."""
     ship = sum(bool(j.get("ship")) for j in queue["jobs"])
     return math.ceil((1 + 2 * ship) / MAX_FILES) + 1
 
 
 def to_send(runs: Path) -> list[tuple[Path, str]]:
     """(file, name under $OUT) in priority order: the results archive, shipped weights, then the training
-    states of shipped jobs cut at the deadline (the next window resumes them; a probe or a collapsed row is not)."""
+    states of shipped jobs cut at the deadline (the next window resumes them; a probe or a collapsed row is
+    not)."""
     states = read(runs / "status.json", {}).get("jobs", {})  # a collapsed run is neither shipped nor resumed
     jobs = read(Path(read_plan(runs)["queue"]))["jobs"]
     ship = [
@@ -107,7 +110,8 @@ def parcel(files: list[tuple[Path, str]], sent: set[str]) -> list[tuple[Path, st
 
 
 def collect(runs: Path, out: Path, force: bool = False) -> None:
-    """One call's parcel into $OUT; the first also packs every small file (logs, configs, metrics) into results.tgz."""
+    """One call's parcel into $OUT; the first also packs every small file (logs, configs, metrics) into
+    results.tgz."""
     if not read(runs / "status.json", {}).get("finished") and not force:
         raise SystemExit("the runner is still working: poll until it is done (or collect --force)")
     sent_file = runs / "sent.json"

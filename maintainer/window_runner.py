@@ -106,7 +106,8 @@ def job_left(runs: Path, job: dict) -> float:
 
 
 def work_left(runs: Path, jobs: list[dict], running: dict) -> float:
-    """GPU seconds the running jobs and live compile warm-ups still need (the GPU is time-shared: they add up)."""
+    """GPU seconds the running jobs and live compile warm-ups still need (the GPU is time-shared: they add
+    up)."""
     warm = sum(_alive(pid) for pid in read_plan(runs).get("warmups", []))
     return sum(job_left(runs, j) for j in jobs if j["name"] in running) + WARM_RESERVE_S * warm
 
@@ -124,14 +125,16 @@ def _alive(pid: int) -> bool:
 
 
 def staged_commit() -> dict[str, str]:
-    """PAGDEMO_COMMIT from the staged commit, read when a job starts: a machine restarted mid-window gets the file
-    only with a later call (the device's own .git can be the session's first commit, and says nothing true)."""
+    """PAGDEMO_COMMIT from the staged commit, read when a job starts: a machine restarted mid-window gets the
+    file only with a later call (the device's own .git can be the session's first commit, and says nothing
+    true)."""
     commit = STAGE / "COMMIT"
     return {"PAGDEMO_COMMIT": commit.read_text().strip()} if commit.exists() else {}
 
 
 def launch(job: dict, queue: dict, runs: Path, dry: bool) -> subprocess.Popen:
-    """Run a job's commands in a shell of its own (a new session, so a stop at the deadline reaches all of it).
+    """Run a job's commands in a shell of its own (a new session, so a stop at the deadline reaches all of
+    it).
 
     The evaluations run only after a training that finished its schedule: a cut or failed run's
     exit code ends the shell before them.
@@ -150,7 +153,8 @@ def launch(job: dict, queue: dict, runs: Path, dry: bool) -> subprocess.Popen:
 
 
 def stop_all(procs: list[subprocess.Popen], pids: list[int] = ()) -> None:
-    """SIGINT to every job at once (each finishes the save it is in), one shared grace, then SIGKILL what is left."""
+    """SIGINT to every job at once (each finishes the save it is in), one shared grace, then SIGKILL what is
+    left."""
     groups = [p.pid for p in procs] + list(pids)
     for pid in groups:
         try:
@@ -186,15 +190,16 @@ def _reap(runs: Path, running: dict, status: dict) -> None:
 
 
 def _fits(runs: Path, queue: dict, running: dict, job: dict) -> bool:
-    """Whether a job's work fits before the deadline; a `fill_min_s` job (a long row resumed window after window)
-    starts on an idle GPU whenever that much room is left, and is cut at the deadline with its state (started
-    beside a row that fits, it would share the GPU and keep that row from finishing)."""
+    """Whether a job's work fits before the deadline; a `fill_min_s` job (a long row resumed window after
+    window) starts on an idle GPU whenever that much room is left, and is cut at the deadline with its state
+    (started beside a row that fits, it would share the GPU and keep that row from finishing)."""
     room = read_plan(runs)["deadline"] - time.time() - work_left(runs, queue["jobs"], running)
     return job_left(runs, job) <= room or ("fill_min_s" in job and not running and room >= job["fill_min_s"])
 
 
 def collapsed(runs: Path, job: dict, rule: dict | None) -> str | None:
-    """Why a running job is no longer worth its GPU share: clean accuracy at chance after `after_epochs` epochs."""
+    """Why a running job is no longer worth its GPU share: clean accuracy at chance after `after_epochs`
+    epochs."""
     if not rule:
         return None
     train_log = runs / job["name"] / "train_log.jsonl"
@@ -383,7 +388,8 @@ STEP_FLAGS = (
 
 
 def compiled_steps(queue: dict) -> list[tuple[int, tuple[str, ...]]]:
-    """(batch, graph-shaping flags) of every job that trains with the compiled PAG step: what the warm-up compiles."""
+    """(batch, graph-shaping flags) of every job that trains with the compiled PAG step: what the warm-up
+    compiles."""
     from pagdemo.train.recipes import get_recipe
 
     steps = []
@@ -403,8 +409,8 @@ def compiled_steps(queue: dict) -> list[tuple[int, tuple[str, ...]]]:
 
 
 def warm_compile(runs: Path, queue: dict, env: dict) -> list[int]:
-    """While the data is on its way: compile each distinct PAG step on synthetic images of the same shape, so the
-    real jobs find torch.compile's caches (/tmp/torchinductor_*) warm. Returns their pids."""
+    """While the data is on its way: compile each distinct PAG step on synthetic images of the same shape, so
+    the real jobs find torch.compile's caches (/tmp/torchinductor_*) warm. Returns their pids."""
     pids = []
     for i, (batch, flags) in enumerate(compiled_steps(queue)):
         name = f"warm-{i}-b{batch}"
@@ -478,7 +484,8 @@ def set_deadline(runs: Path, budget_left_s: float, staging_left: int) -> float:
 
 
 def poll(runs: Path, wait_s: float) -> None:
-    """Keep the machine while the runner works: the status now and then; back when done, dead, or after wait_s."""
+    """Keep the machine while the runner works: the status now and then; back when done, dead, or after
+    wait_s."""
     end, last = time.time() + wait_s, 0.0
     while True:
         status, plan = read(runs / "status.json", {}), read_plan(runs)

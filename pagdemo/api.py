@@ -1,5 +1,6 @@
-"""pagdemo from Python, in a few names (re-exported by `pagdemo`): load a checkpoint, attack it, look at its input
-gradients, and train with the PAG loss in any loop. The CLI and the app call the same functions underneath."""
+"""pagdemo from Python, in a few names (re-exported by `pagdemo`): load a checkpoint, attack it, look at its
+input gradients, and train with the PAG loss in any loop. The CLI and the app call the same functions
+underneath."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ __all__ = ["PGD", "PAGLoss", "input_gradients", "load", "load_image"]
 
 
 def load(name: str | Path, device: str | torch.device = "cpu") -> PAGClassifier:
-    """A checkpoint in eval mode: a folder, a shipped name ("vanilla", "pag-cm"...) or "hf-hub:ORG/NAME[@REV]".
+    """A checkpoint in eval mode: a folder, a shipped name ("vanilla", "pag-cm"...) or
+    "hf-hub:ORG/NAME[@REV]".
 
     Its input is (B, 3, H, W) in [0, 1] (normalization is its first layer); `.classes` names its outputs.
     """
@@ -47,9 +49,10 @@ def load_image(path: str | Path, size: int = 32) -> torch.Tensor:
 class PGD:
     """Projected gradient descent (Madry et al. 2018) with the paper's settings: `PGD(model)(images, labels)`.
 
-    norm: "linf" or "l2"; eps: the radius in [0, 1] pixel units (default: the paper's, linf 8/255 and l2 0.5 at
-    32x32, l2 scaled with the side); steps 20 of 2 eps / steps from a random start. targeted=True moves the images
-    toward `labels` instead of away. Returns detached images in [0, 1]; the model's mode and grads are left alone.
+    norm: "linf" or "l2"; eps: the radius in [0, 1] pixel units (default: the paper's, linf 8/255 and l2 0.5
+    at 32x32, l2 scaled with the side); steps 20 of 2 eps / steps from a random start. targeted=True moves the
+    images toward `labels` instead of away. Returns detached images in [0, 1]; the model's mode and grads are
+    left alone.
     """
 
     def __init__(
@@ -85,7 +88,7 @@ class PGD:
 
 
 def input_gradients(model: nn.Module, images: torch.Tensor, grad_of: str = "logit") -> torch.Tensor:
-    """(B, C, *image): the gradient of every class's logit (or log-softmax) w.r.t. the images, in eval mode, as
-    attacks see it; PAG asks these to point toward images of each class."""
+    """(B, C, *image): the gradient of every class's logit (or log-softmax) w.r.t. the images, in eval mode,
+    as attacks see it; PAG asks these to point toward images of each class."""
     with torch.enable_grad():  # the eval coupling puts BatchNorm in eval mode for the pass
         return PAGStep("loop", "eval", grad_of).input_gradients(model, images, create_graph=False)[1].detach()

@@ -1,5 +1,6 @@
-"""The methods a checkpoint can come from, in the paper's order: the one list that the CLI's choices, the default
-lambda (Table 3), the paper's rows, the display order and the names people type for a method all read."""
+"""The methods a checkpoint can come from, in the paper's order: the one list that the CLI's choices, the
+default lambda (Table 3), the paper's rows, the display order and the names people type for a method all read.
+"""
 
 from __future__ import annotations
 
@@ -74,7 +75,8 @@ def method(name: str | None) -> Method | None:
 
 
 def paper_row_name(name: str | None, lam: float | None = None, rigd_norm: str | None = None) -> str | None:
-    """The paper's row for a checkpoint's method (lambda 0 is the vanilla baseline; RIGD by its teacher), or None."""
+    """The paper's row for a checkpoint's method (lambda 0 is the vanilla baseline; RIGD by its teacher), or
+    None."""
     m = method(name)
     if m is None or m.row is None:
         return None
@@ -87,10 +89,12 @@ def paper_row_name(name: str | None, lam: float | None = None, rigd_norm: str | 
 
 
 def paper_row(run: dict, rigd_norm: str | None = None) -> tuple[str, tuple[float, float, float]] | None:
-    """(source, (clean, linf, l2)) the paper reports for a checkpoint's run (method, dataset, lambda), or None.
+    """(source, (clean, linf, l2)) the paper reports for a checkpoint's run (method, dataset, lambda), or
+    None.
 
-    The Class Mean lambda ablation (Figure 5) is used when its lambda matches; otherwise the Table 1 / 2 row, whose
-    source names the paper's lambda so a mismatch is visible. `rigd_norm`: a RIGD run's teacher's threat model.
+    The Class Mean lambda ablation (Figure 5) is used when its lambda matches; otherwise the Table 1 / 2 row,
+    whose source names the paper's lambda so a mismatch is visible. `rigd_norm`: a RIGD run's teacher's threat
+    model.
     """
     dataset, lam = run.get("dataset"), run.get("lam")
     row, table = paper_row_name(run.get("method"), lam, rigd_norm), TABLES.get(str(dataset))

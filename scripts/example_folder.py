@@ -1,5 +1,6 @@
-"""A small image folder to try `--dataset folder` on (a stand-in for your own photos): coloured gratings of a few
-classes, as PNG and JPEG files of mixed sizes, in the ImageFolder layout DIR/train/<class>/, DIR/test/<class>/.
+"""A small image folder to try `--dataset folder` on (a stand-in for your own photos): coloured gratings of a
+few classes, as PNG and JPEG files of mixed sizes, in the ImageFolder layout DIR/train/<class>/,
+DIR/test/<class>/.
 
     python scripts/example_folder.py data/gratings [--classes 4] [--train 80] [--test 20]
 """

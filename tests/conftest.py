@@ -20,8 +20,8 @@ def _seed():
 
 @pytest.fixture(scope="module")
 def models():
-    """Two untrained tinycnns (tests/pictures.py), what the grid and compare tests draw with; a module may define
-    its own `models`."""
+    """Two untrained tinycnns (tests/pictures.py), what the grid and compare tests draw with; a module may
+    define its own `models`."""
     return tiny_models()
 
 

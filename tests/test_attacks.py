@@ -92,9 +92,9 @@ class _Confident(torch.nn.Module):
 def test_a_saturated_model_is_attacked_and_each_image_as_if_alone(model, batch, norm):
     """A 1e-10 guard on the gradient's norm (torchattacks') stalled l2 PGD on confident images, more so in big
     batches (the mean loss shrinks each image's gradient): the shipped vanilla kept 2.5% at l2 0.5 that
-    AutoAttack broke. Batched and single-image convolutions round differently on some CPUs (an AMD EPYC), and a
-    sign step flips on a near-zero component, so this asserts the attack's outcome, not bit-equal pixels: the
-    same images fooled, every perturbation as large in the batch as alone, and most images fooled."""
+    AutoAttack broke. Batched and single-image convolutions round differently on some CPUs (an AMD EPYC), and
+    a sign step flips on a near-zero component, so this asserts the attack's outcome, not bit-equal pixels:
+    the same images fooled, every perturbation as large in the batch as alone, and most images fooled."""
     x, _ = batch
     confident = _Confident(model, x).eval()
     with torch.no_grad():

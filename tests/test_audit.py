@@ -1,4 +1,5 @@
-"""The gradient-masking audit: end to end on checkpoints, and it catches a model whose gradients are shattered."""
+"""The gradient-masking audit: end to end on checkpoints, and it catches a model whose gradients are
+shattered."""
 
 import json
 from dataclasses import replace

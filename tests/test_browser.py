@@ -1,4 +1,5 @@
-"""A real headless Chromium drives the page started by `python -m pagdemo.app`: upload, run the PAG explorer, see the grid.
+"""A real headless Chromium drives the page started by `python -m pagdemo.app`: upload, run the PAG explorer,
+see the grid.
 
 Screenshots go to tests/artifacts/ (git-ignored). To refresh the README's screenshots from real
 checkpoints: PAGDEMO_CHECKPOINTS=checkpoints PAGDEMO_SCREENSHOTS=docs/screenshots pytest tests/test_browser.py
@@ -69,7 +70,8 @@ def _wait_for_http(url: str, proc: subprocess.Popen, timeout: float = 90) -> Non
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """`python -m pagdemo.app` in a subprocess (`pagdemo app`, the README's command, without the console script)."""
+    """`python -m pagdemo.app` in a subprocess (`pagdemo app`, the README's command, without the console
+    script)."""
     checkpoints = os.environ.get("PAGDEMO_CHECKPOINTS")
     if not checkpoints:
         checkpoints = tmp_path_factory.mktemp("ckpts")
@@ -212,7 +214,8 @@ def test_threat_model_switch_shows_linf_in_255ths(server, browser):
 
 
 def test_a_linf_radius_in_255ths_reaches_the_attack_in_pixel_units(server, browser):
-    """The page's eps slider shows linf in /255; the endpoint it calls takes pixel units (converted in the page)."""
+    """The page's eps slider shows linf in /255; the endpoint it calls takes pixel units (converted in the
+    page)."""
     wait = WebDriverWait(browser, 120)
     browser.get(server)
     wait.until(EC.element_to_be_clickable((By.ID, "run-pag")))

@@ -23,7 +23,8 @@ from pagdemo.pag.losses import IMPLS, PAGStep, cosine_misalignment, pag_loss
 
 
 def _step(model, x, y, targets, impl=None, coupling=None, view=None, ce_x=None):
-    """(loss, parameter gradients, buffers) after one PAG loss backward (view and ce_x: a fixed authors' frame)."""
+    """(loss, parameter gradients, buffers) after one PAG loss backward (view and ce_x: a fixed authors'
+    frame)."""
     model.zero_grad(set_to_none=True)
     frame = (lambda batch: (ce_x, view)) if view is not None else None
     loss, parts = pag_loss(model, x, y, targets, 0.7, PAGStep(impl, coupling, "logsoftmax", frame))
@@ -80,7 +81,8 @@ def test_eval_coupling_takes_the_pag_pass_in_eval_mode_after_a_train_mode_forwar
 
 
 def _with_batch_statistics(model: nn.Module, x: torch.Tensor) -> nn.Module:
-    """A copy in eval mode whose running statistics are x's batch statistics, layer by layer (variance biased)."""
+    """A copy in eval mode whose running statistics are x's batch statistics, layer by layer (variance
+    biased)."""
     ref = copy.deepcopy(model)
     inputs = {}
     hooks = [
@@ -221,7 +223,8 @@ def test_explicit_train_couplings_compile_whole(coupling, ref_impl):
 
 
 def test_a_step_with_its_own_cross_entropy_forward_moves_the_running_statistics_once():
-    """The authors' frame and the eval coupling forward twice per step; BatchNorm's running statistics move once."""
+    """The authors' frame and the eval coupling forward twice per step; BatchNorm's running statistics move
+    once."""
     model = _model("tinycnn", torch.float64, train=True)
     x, y, targets = _data((4, 3, 12, 12), 10, torch.float64)
     once = copy.deepcopy(model)

@@ -1,4 +1,5 @@
-"""pagdemo.data.datasets: loaders for every on-disk layout (built tiny in tmp_path), subsets, augmentation, batches."""
+"""pagdemo.data.datasets: loaders for every on-disk layout (built tiny in tmp_path), subsets, augmentation,
+batches."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""maintainer.docs: every table in README.md and docs/ is printed from the committed records, and this fails when
-one is typed by hand or disagrees with them."""
+"""maintainer.docs: every table in README.md and docs/ is printed from the committed records, and this fails
+when one is typed by hand or disagrees with them."""
 
 import re
 import subprocess
@@ -49,7 +49,8 @@ def test_the_check_command_fails_in_one_line_with_the_problem(tmp_path):
 
 
 def test_the_coupling_probe_names_every_run_and_a_dirty_tree(tmp_path):
-    """Arms appended by a later run keep their own commit and command; an uncommitted tree is said, not hidden."""
+    """Arms appended by a later run keep their own commit and command; an uncommitted tree is said, not
+    hidden."""
     from maintainer.train_tables import coupling_probe
     from pagdemo.records.files import write_json
 

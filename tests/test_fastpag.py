@@ -86,7 +86,8 @@ def test_batched_differs_from_loop_in_train_mode():
 
 
 def test_trace_backward_is_the_input_vjp_for_conv_variants():
-    """Odd sizes, stride, dilation, groups and train-mode BatchNorm, against autograd, for several seeds at once."""
+    """Odd sizes, stride, dilation, groups and train-mode BatchNorm, against autograd, for several seeds at
+    once."""
     layers = nn.Sequential(
         nn.Conv2d(3, 4, 3, stride=2, padding=1),
         nn.BatchNorm2d(4),

@@ -1,6 +1,6 @@
-"""Your own data: an ImageFolder tree the test builds (mixed sizes and formats, a corrupt file, grayscale, RGBA),
-trained, evaluated, attacked and served by the app; and every bad tree refused in one line, exit code 2,
-with nothing written."""
+"""Your own data: an ImageFolder tree the test builds (mixed sizes and formats, a corrupt file, grayscale,
+RGBA), trained, evaluated, attacked and served by the app; and every bad tree refused in one line, exit code
+2, with nothing written."""
 
 from __future__ import annotations
 
@@ -35,7 +35,8 @@ def _picture(colour: tuple[int, int, int], size: tuple[int, int], seed: int) -> 
 
 
 def make_tree(root: Path, per_class: int = 10, test_per_class: int = 4) -> Path:
-    """DIR/train/<class>/ and DIR/test/<class>/: mixed sizes and formats, one corrupt, one grayscale, one RGBA file."""
+    """DIR/train/<class>/ and DIR/test/<class>/: mixed sizes and formats, one corrupt, one grayscale, one RGBA
+    file."""
     for split, n in (("train", per_class), ("test", test_per_class)):
         for c, name in enumerate(CLASSES):
             d = root / split / name

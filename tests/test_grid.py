@@ -1,4 +1,5 @@
-"""pagdemo.viz.grid: the PAG picture streams, stays in the ball, is deterministic and shows the input as it is."""
+"""pagdemo.viz.grid: the PAG picture streams, stays in the ball, is deterministic and shows the input as it
+is."""
 
 import math
 

@@ -1,7 +1,7 @@
-"""The Hugging Face Hub both ways, offline: hf-hub: checkpoints load from a huggingface_hub cache laid out as the
-library keeps downloads (models--ORG--NAME/blobs, snapshots/REV, refs/main) with HF_HUB_OFFLINE=1; push-to-hub stages
-exactly a checkpoint's files with a card whose model-index huggingface_hub parses; bad inputs are one line, exit 2.
-No test reaches the network: offline mode is forced and sockets refuse."""
+"""The Hugging Face Hub both ways, offline: hf-hub: checkpoints load from a huggingface_hub cache laid out as
+the library keeps downloads (models--ORG--NAME/blobs, snapshots/REV, refs/main) with HF_HUB_OFFLINE=1;
+push-to-hub stages exactly a checkpoint's files with a card whose model-index huggingface_hub parses; bad
+inputs are one line, exit 2. No test reaches the network: offline mode is forced and sockets refuse."""
 
 from __future__ import annotations
 
@@ -38,8 +38,8 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
 def hub_cache(cache: Path, repo: str, folder: Path, revision: str = COMMIT) -> Path:
-    """A checkpoint as huggingface_hub's cache keeps a download: content-named blobs, a snapshot of links to them,
-    and refs/main naming the snapshot."""
+    """A checkpoint as huggingface_hub's cache keeps a download: content-named blobs, a snapshot of links to
+    them, and refs/main naming the snapshot."""
     base = cache / ("models--" + repo.replace("/", "--"))
     snapshot = base / "snapshots" / revision
     snapshot.mkdir(parents=True)

@@ -1,5 +1,5 @@
-"""The package's layout is its architecture: folders name the concerns, imports run downhill only (no circles, the
-paper's maths imports no I/O), and modules and functions stay small enough to read."""
+"""The package's layout is its architecture: folders name the concerns, imports run downhill only (no circles,
+the paper's maths imports no I/O), and modules and functions stay small enough to read."""
 
 from __future__ import annotations
 
@@ -28,8 +28,10 @@ LAYERS = [
     ("pagdemo", "pagdemo.commands", "pagdemo.cli"),  # pagdemo: the package re-exports the API
 ]
 MAX_MODULE_LINES, MAX_FUNCTION_LINES, MAX_PACKAGE_LINES = 330, 60, 8000  # counted on `ruff format`'s code
-# Issue 33 under way: what the formatter lengthened past the caps; each entry goes when it is split, and none may stay
-# below its cap (so the list only shrinks). PACKAGE_LINES_NOW is the ceiling until the package is at MAX_PACKAGE_LINES.
+# Issue 33 under way: what the formatter lengthened past the caps; each entry goes when it is split, and none
+# may stay
+# below its cap (so the list only shrinks). PACKAGE_LINES_NOW is the ceiling until the package is at
+# MAX_PACKAGE_LINES.
 OVER_CAP = {
     "pagdemo.toy.experiment",
     "pagdemo.data.datasets",

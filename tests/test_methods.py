@@ -1,5 +1,5 @@
-"""pagdemo.methods: one registry of methods, and a checkpoint's run finds the paper's row (Table 1/2, or the Figure
-5 lambda ablation) through it."""
+"""pagdemo.methods: one registry of methods, and a checkpoint's run finds the paper's row (Table 1/2, or the
+Figure 5 lambda ablation) through it."""
 
 import pytest
 

@@ -1,4 +1,5 @@
-"""pagdemo.pag.losses.PAGLoss: Eq. 1 as a module for any training loop; the same loss as `pagdemo train`'s step."""
+"""pagdemo.pag.losses.PAGLoss: Eq. 1 as a module for any training loop; the same loss as `pagdemo train`'s
+step."""
 
 import copy
 

@@ -1,5 +1,5 @@
-"""The public Python API (pagdemo.load, PGD, input_gradients, PAGLoss) and the README's "Use it from Python" block,
-run exactly as printed, offline, on the shipped checkpoints."""
+"""The public Python API (pagdemo.load, PGD, input_gradients, PAGLoss) and the README's "Use it from Python"
+block, run exactly as printed, offline, on the shipped checkpoints."""
 
 import re
 from pathlib import Path

@@ -1,5 +1,5 @@
-"""The repository as a Hugging Face Space: README front matter, `python app.py` serving the app of `pagdemo app`,
-and the model runs wrapped in spaces.GPU only where the `spaces` package is installed (ZeroGPU)."""
+"""The repository as a Hugging Face Space: README front matter, `python app.py` serving the app of `pagdemo
+app`, and the model runs wrapped in spaces.GPU only where the `spaces` package is installed (ZeroGPU)."""
 
 import functools
 import os

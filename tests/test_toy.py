@@ -1,5 +1,6 @@
-"""The 2-D toy experiment (Sec. 5.1, App. C.1): data, NN targets, boundary distance, determinism, the statistics
-over seeds, and that PAG beats vanilla under attack in float64 and in float32 (whatever the CPU's rounding)."""
+"""The 2-D toy experiment (Sec. 5.1, App. C.1): data, NN targets, boundary distance, determinism, the
+statistics over seeds, and that PAG beats vanilla under attack in float64 and in float32 (whatever the CPU's
+rounding)."""
 
 import json
 import math
@@ -144,7 +145,8 @@ def test_pag_beats_vanilla_under_attack_over_seeds(dtype):
 
 
 def test_the_claim_fails_when_pag_does_nothing():
-    """lambda 0 makes the 'PAG' run the vanilla run of the same seed: identical models, no gain, the test's claim fails."""
+    """lambda 0 makes the 'PAG' run the vanilla run of the same seed: identical models, no gain, the test's
+    claim fails."""
     summary = summarize(run_seeds(SMALL, [0, 1], 0.0, progress=False))
     assert summary["pag_minus_vanilla_pgd"]["ties"] == 2 and not pag_helps(summary)
 

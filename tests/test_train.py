@@ -39,7 +39,8 @@ def _run(folder: Path) -> dict:
     return json.loads((folder / "config.json").read_text())["run"]
 
 
-# --- settings --------------------------------------------------------------------------------------------------
+# --- settings
+# --------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("recipe", [r for r in RECIPES if not RECIPES[r].needs_init])
@@ -117,7 +118,8 @@ def test_lr_at_fast_warms_up_for_one_epoch_then_cosine_to_zero():
     assert lrs[-1] == pytest.approx(0.4 * 0.5 * (1 + math.cos(math.pi * 39 / 40)))
 
 
-# --- runs ------------------------------------------------------------------------------------------------------
+# --- runs
+# ------------------------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -287,7 +289,8 @@ RESUMED = dict(
 
 
 def _interrupted(cfg: TrainConfig, monkeypatch, at_batch: int) -> None:
-    """Run cfg and stop it with a Ctrl-C as its `at_batch`-th batch (counted over epochs, from 1) is augmented."""
+    """Run cfg and stop it with a Ctrl-C as its `at_batch`-th batch (counted over epochs, from 1) is
+    augmented."""
     real_augment, calls = train_mod.augment, {"n": 0}
 
     def killed(x, generator=None):
@@ -303,7 +306,8 @@ def _interrupted(cfg: TrainConfig, monkeypatch, at_batch: int) -> None:
 
 
 def test_resume_repeats_the_uninterrupted_run(tmp_path, monkeypatch):
-    """Run A: 2 epochs straight. Run B: killed in the middle of epoch 2, then started again with the same config."""
+    """Run A: 2 epochs straight. Run B: killed in the middle of epoch 2, then started again with the same
+    config."""
     base = RESUMED
     finals: dict[str, dict[str, torch.Tensor]] = {}
     real_save = train_mod.save_checkpoint
@@ -461,7 +465,8 @@ def test_rigd_with_a_missing_teacher_is_a_clear_error(tmp_path):
         )
 
 
-# --- DDP -------------------------------------------------------------------------------------------------------
+# --- DDP
+# -------------------------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
-"""`pip install .` as a user gets it: a wheel built from the repository, installed non-editable into a fresh virtual
-environment (reusing the installed torch, no network), works from outside the repository."""
+"""`pip install .` as a user gets it: a wheel built from the repository, installed non-editable into a fresh
+virtual environment (reusing the installed torch, no network), works from outside the repository."""
 
 from __future__ import annotations
 
@@ -57,7 +57,8 @@ def installed(tmp_path_factory) -> tuple[Path, Path]:
     env_dir = tmp / "env"
     venv.create(env_dir, with_pip=False)
     site = Path(sysconfig.get_path("purelib", vars={"base": str(env_dir), "platbase": str(env_dir)}))
-    # The installed libraries (torch, gradio, ...) by path alone: a .pth line is not itself read for .pth files, so
+    # The installed libraries (torch, gradio, ...) by path alone: a .pth line is not itself read for .pth
+    # files, so
     # the editable pagdemo of the development environment stays out of this one.
     (site / "deps.pth").write_text(sysconfig.get_path("purelib") + "\n")
     _run(
@@ -86,8 +87,9 @@ def test_the_wheel_holds_every_subpackage_and_no_top_level_app(installed):
 
 
 def test_the_wheel_holds_no_maintainer_tool(installed):
-    """What rewrites README.md and docs/ (maintainer/: the docs generator and its tables, the GPU windows) stays in
-    the checkout: no module of the wheel knows the generated blocks' marker, and none is the generator."""
+    """What rewrites README.md and docs/ (maintainer/: the docs generator and its tables, the GPU windows)
+    stays in the checkout: no module of the wheel knows the generated blocks' marker, and none is the
+    generator."""
     wheel, _ = installed
     z = zipfile.ZipFile(wheel)
     names = z.namelist()

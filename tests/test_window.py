@@ -135,7 +135,8 @@ def test_a_job_cut_at_the_deadline_comes_back_resumable(tmp_path):
             "cmd": ["train", "--method", "vanilla"],
         },
     ]
-    # 30 s: the dry init and the job's own start (importing torch) took over 15 s on a loaded 2-core CPU; the job
+    # 30 s: the dry init and the job's own start (importing torch) took over 15 s on a loaded 2-core CPU; the
+    # job
     # plans more epochs than any machine finishes in 30 s (400 once finished on an idle one)
     runs = _start(tmp_path, _queue(tmp_path, jobs, dry_epochs=DRY_FOREVER), deadline_s=30)
     status = json.loads((runs / "status.json").read_text())["jobs"]
@@ -163,8 +164,8 @@ def test_a_job_cut_at_the_deadline_comes_back_resumable(tmp_path):
 
 
 def test_the_calls_run_as_python_m_from_the_repository_root(tmp_path):
-    """As on the GPU machine, where pagdemo is not installed: the checkout at the working directory is all the calls
-    need, and `start` puts the runner in the background the same way, for a poll to wait on."""
+    """As on the GPU machine, where pagdemo is not installed: the checkout at the working directory is all the
+    calls need, and `start` puts the runner in the background the same way, for a poll to wait on."""
     runs, env = tmp_path / "runs", {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
 
     def call(*args: str) -> subprocess.CompletedProcess:
@@ -281,7 +282,8 @@ def _cwd(monkeypatch):
 
 
 def test_jobs_take_the_staged_commit_when_they_start_not_when_the_runner_did(tmp_path, monkeypatch):
-    """A machine restarted mid-window gets .stage/COMMIT only with a later call: the jobs must still record it."""
+    """A machine restarted mid-window gets .stage/COMMIT only with a later call: the jobs must still record
+    it."""
     monkeypatch.setattr(window.runner, "STAGE", tmp_path)
     monkeypatch.delenv("PAGDEMO_COMMIT", raising=False)
     started = []

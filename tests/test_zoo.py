@@ -1,6 +1,7 @@
 """RobustBench's zoo in pagdemo, offline: a RobustBench-format file of the paper's linf teacher's architecture
-(Engstrom2019Robustness, a ResNet-50) with random weights, where robustbench's load_model looks, is imported and
-used like any trained checkpoint; bad files, names and set-ups are one line each. Nothing touches the network."""
+(Engstrom2019Robustness, a ResNet-50) with random weights, where robustbench's load_model looks, is imported
+and used like any trained checkpoint; bad files, names and set-ups are one line each. Nothing touches the
+network."""
 
 from __future__ import annotations
 
@@ -256,7 +257,8 @@ def test_a_file_holding_other_python_objects_is_refused(zoo, tmp_path, capsys):
 
 
 def test_a_download_is_checked_before_robustbench_reads_it(tmp_path, capsys, monkeypatch):
-    """What a download brings is opened tensors-only first (the download itself is faked: no network in tests)."""
+    """What a download brings is opened tensors-only first (the download itself is faked: no network in
+    tests)."""
     robustbench()
     import robustbench.utils as rb_utils
 

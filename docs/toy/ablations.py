@@ -1,4 +1,5 @@
-"""The choices App. C.1 leaves open, measured on held-out seeds 100-109: lambda x grad_of, K, PGD random start.
+"""The choices App. C.1 leaves open, measured on held-out seeds 100-109: lambda x grad_of, K, PGD random
+start.
 
 Run from the repository root: `python docs/toy/ablations.py {lam,k,attack}`; each part merges its
 rows into docs/toy/ablations.json. `k` and `attack` use ToyConfig's defaults (the chosen grad_of, lambda),

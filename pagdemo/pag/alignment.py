@@ -39,7 +39,8 @@ def misalignment(
     coupling: str = "eval",
     batch_size: int = 256,
 ) -> float:
-    """Mean over images of the summed misalignment (Eq. 2) in batches of `batch_size`; the model is left as it was.
+    """Mean over images of the summed misalignment (Eq. 2) in batches of `batch_size`; the model is left as it
+    was.
 
     Train couplings run on a copy in train mode (its running statistics move). `explicit` runs without
     autograd (a model it cannot trace takes `loop`, or `batched` for the "batch" coupling).

@@ -37,8 +37,8 @@ def _tracer(module_type: type):
 
 
 def trace(module: nn.Module, x: torch.Tensor, coupling: str = "classes") -> tuple[torch.Tensor, Backward]:
-    """Run `module` on x (its own forward: BatchNorm's running statistics update once, unless frozen) and return
-    its input-backward.
+    """Run `module` on x (its own forward: BatchNorm's running statistics update once, unless frozen) and
+    return its input-backward.
 
     `coupling` is what a train-mode BatchNorm's backward averages over: "classes" the B images of each
     seed (as `loop`), "batch" all S*B seeded copies (as `batched`, the authors' code), "detached" nothing

@@ -1,13 +1,14 @@
-"""A model's input gradients for every class, the quantity the PAG loss aligns (Eq. 1), by plain autograd (double
-backprop): `loop`, the reference (one backward per class), and `batched`, the authors' code (the batch repeated C
-times, copy t takes class t's gradient, one backward). The fast exact ones are in `pagdemo.pag.fastpag`.
+"""A model's input gradients for every class, the quantity the PAG loss aligns (Eq. 1), by plain autograd
+(double backprop): `loop`, the reference (one backward per class), and `batched`, the authors' code (the batch
+repeated C times, copy t takes class t's gradient, one backward). The fast exact ones are in
+`pagdemo.pag.fastpag`.
 
-The *coupling* (`COUPLINGS`) is what BatchNorm does meanwhile. "eval": a fixed affine map, every image's gradient
-its own (what attacks and the app see). In train mode a gradient also flows through the batch statistics:
-"classes" couples the B images of each class's pass (`loop`, `vmap`, `explicit`), "batch" takes the statistics
-over the C*B repeated copies (`batched`, the authors'; `explicit`). "detached": the batch's own statistics held
-constant, per-image gradients of the function the cross-entropy trains (eval mode with the running statistics
-replaced by the batch's). docs/training.md has what each measured.
+The *coupling* (`COUPLINGS`) is what BatchNorm does meanwhile. "eval": a fixed affine map, every image's
+gradient its own (what attacks and the app see). In train mode a gradient also flows through the batch
+statistics: "classes" couples the B images of each class's pass (`loop`, `vmap`, `explicit`), "batch" takes
+the statistics over the C*B repeated copies (`batched`, the authors'; `explicit`). "detached": the batch's own
+statistics held constant, per-image gradients of the function the cross-entropy trains (eval mode with the
+running statistics replaced by the batch's). docs/training.md has what each measured.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ TRAIN_COUPLINGS |= {"explicit": ("classes", "batch"), "compiled": ("classes", "b
 
 
 def default_coupling(impl: str) -> str:
-    """The train-mode coupling an implementation computes without being asked: `batched` the authors', else `loop`'s."""
+    """The train-mode coupling an implementation computes without being asked: `batched` the authors', else
+    `loop`'s."""
     return TRAIN_COUPLINGS.get(impl, ("classes",))[0]
 
 
@@ -54,7 +56,8 @@ def check_coupling(impl: str, coupling: str) -> None:
 
 @contextmanager
 def batchnorm_eval(model: nn.Module) -> Iterator[None]:
-    """BatchNorm layers in eval mode (running statistics, per-image gradients) for the duration, then as they were."""
+    """BatchNorm layers in eval mode (running statistics, per-image gradients) for the duration, then as they
+    were."""
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
     for m in bns:
         m.eval()
@@ -68,7 +71,8 @@ def batchnorm_eval(model: nn.Module) -> Iterator[None]:
 def batch_affine(
     module: nn.modules.batchnorm._BatchNorm, x: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(scale, shift), shaped to broadcast over x: the batch's BatchNorm as an affine map, its statistics constant.
+    """(scale, shift), shaped to broadcast over x: the batch's BatchNorm as an affine map, its statistics
+    constant.
 
     Statistics in at least fp32 (as cuDNN keeps them under bf16 autocast), taken without autograd: the
     "detached" coupling's BatchNorm, what eval mode would be if the running statistics were the batch's.
@@ -106,7 +110,8 @@ def batchnorm_detached(model: nn.Module) -> Iterator[None]:
 
 @contextmanager
 def running_stats_frozen(model: nn.Module) -> Iterator[None]:
-    """Train-mode BatchNorm that normalizes by the batch but leaves the running statistics alone for the duration.
+    """Train-mode BatchNorm that normalizes by the batch but leaves the running statistics alone for the
+    duration.
 
     For a second forward in the same step (the PAG pass after the cross-entropy's own forward): the
     running statistics move once per step, as in vanilla training (the authors' code moves them

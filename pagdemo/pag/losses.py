@@ -2,10 +2,11 @@
 gradient for every class t and the "ground-truth" gradient g(x, t) (`pagdemo.pag.targets`).
 
 How the C input gradients are taken is one object, `PAGStep`, chosen and checked once when a run starts: the
-implementation (`IMPLS`: `loop`, the reference, and `batched`, the authors' trick, from `pagdemo.pag.inputgrads`;
-`vmap`, `explicit` and `compiled`, exact and faster, from `pagdemo.pag.fastpag`), what train-mode BatchNorm does
-meanwhile (the coupling, `inputgrads.COUPLINGS`), the score whose gradient is aligned, and the frame (the
-augmented image, or the authors' per-batch crops). `PAGLoss` is Eq. 1 as a module for any training loop.
+implementation (`IMPLS`: `loop`, the reference, and `batched`, the authors' trick, from
+`pagdemo.pag.inputgrads`; `vmap`, `explicit` and `compiled`, exact and faster, from `pagdemo.pag.fastpag`),
+what train-mode BatchNorm does meanwhile (the coupling, `inputgrads.COUPLINGS`), the score whose gradient is
+aligned, and the frame (the augmented image, or the authors' per-batch crops). `PAGLoss` is Eq. 1 as a module
+for any training loop.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ Frame = Callable[
 
 @dataclass(frozen=True)
 class PAGStep:
-    """How the PAG term's input gradients are taken; the defaults are the authors' (batched, "batch" coupling).
+    """How the PAG term's input gradients are taken; the defaults are the authors' (batched, "batch"
+    coupling).
 
     impl: a key of IMPLS (None: `batched` for the "batch" coupling, else `loop`: both run any model).
     coupling: BatchNorm during the PAG pass (inputgrads.COUPLINGS; None: what `impl` computes). With "eval" or
@@ -97,7 +99,8 @@ def pag_loss(
     lam: float,
     step: PAGStep = PAGStep(),
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Eq. 1: CE(f(x), y) + lam * sum_t Lcos(grad_x f(x)_t, g(x, t)); returns (loss, detached ce, cos, logits).
+    """Eq. 1: CE(f(x), y) + lam * sum_t Lcos(grad_x f(x)_t, g(x, t)); returns (loss, detached ce, cos,
+    logits).
 
     x: (B, ...) the batch in [0, 1]; targets: (B, C, ...) the g(x, t) of every class, in x's frame.
     """
@@ -116,14 +119,15 @@ def pag_loss(
 
 
 class PAGLoss(nn.Module):
-    """Eq. 1 for any classifier of [0, 1] images, in any training loop: `loss = pag(model, x, y); loss.backward()`.
+    """Eq. 1 for any classifier of [0, 1] images, in any training loop: `loss = pag(model, x, y);
+    loss.backward()`.
 
     `PAGLoss("cm", images, labels, lam=0.4)`; `PAGLoss(teacher, lam=0.4)` (RIGD).
 
     target: "oi" | "cm" | "nn" (built from `images` and `labels`, the training set: uint8 or float in [0, 1];
-        `seed`, `k` for nn, `cm_scaling` for cm as keyword options), or a robust teacher model (RIGD), or a target
-        module of `pagdemo.pag.targets`. lam: the PAG weight (the paper's Table 3: 0.5 for oi, 0.4 for the others).
-    coupling, impl, grad_of, frame: the `PAGStep` (default: the authors' step, "batch" coupling).
+    `seed`, `k` for nn, `cm_scaling` for cm as keyword options), or a robust teacher model (RIGD), or a target
+    module of `pagdemo.pag.targets`. lam: the PAG weight (the paper's Table 3: 0.5 for oi, 0.4 for the
+    others). coupling, impl, grad_of, frame: the `PAGStep` (default: the authors' step, "batch" coupling).
     After a call, `parts` holds the detached cross-entropy, misalignment and logits.
     """
 

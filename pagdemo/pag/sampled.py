@@ -1,7 +1,7 @@
-"""APPROXIMATE, kept out of `losses.IMPLS` because it changes the loss: the misalignment of k random classes per
-image, scaled by C/k, an unbiased estimate of Eq. 2's sum over classes in eval-mode BatchNorm only (in train mode
-a seed row mixes classes across the batch). Short Class Mean runs with k = 1 plateaued at 30-40% clean accuracy
-(issue 6): `pagdemo bench` times it; do not train with it without evidence."""
+"""APPROXIMATE, kept out of `losses.IMPLS` because it changes the loss: the misalignment of k random classes
+per image, scaled by C/k, an unbiased estimate of Eq. 2's sum over classes in eval-mode BatchNorm only (in
+train mode a seed row mixes classes across the batch). Short Class Mean runs with k = 1 plateaued at 30-40%
+clean accuracy (issue 6): `pagdemo bench` times it; do not train with it without evidence."""
 
 from __future__ import annotations
 

@@ -84,10 +84,12 @@ _CM_INFO = {
 def class_mean(
     images: torch.Tensor, labels: torch.Tensor, num_classes: int, scaling: str = "image-norm"
 ) -> RepresentativeTarget:
-    """CM: the class's mean image at an image-like norm about black (image-norm) or grey (centred), or raw (none).
+    """CM: the class's mean image at an image-like norm about black (image-norm) or grey (centred), or raw
+    (none).
 
-    About black, the 10 means are almost one image (a raw mean has 92% of an image's norm already); about grey, the
-    authors' origin, a mean has 31% of an image's norm, and scaling it up amplifies each class's own departure.
+    About black, the 10 means are almost one image (a raw mean has 92% of an image's norm already); about
+    grey, the authors' origin, a mean has 31% of an image's norm, and scaling it up amplifies each class's own
+    departure.
     """
     if scaling not in CM_SCALINGS:
         raise ValueError(f"unknown Class Mean scaling {scaling!r}; choose one of {list(CM_SCALINGS)}")

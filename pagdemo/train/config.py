@@ -1,5 +1,5 @@
-"""What a training run is asked to do: `TrainConfig`, its defaults from the recipe and the paper, and the checks
-that refuse impossible settings before anything is loaded (`pagdemo.train.loop` runs it)."""
+"""What a training run is asked to do: `TrainConfig`, its defaults from the recipe and the paper, and the
+checks that refuse impossible settings before anything is loaded (`pagdemo.train.loop` runs it)."""
 
 from __future__ import annotations
 

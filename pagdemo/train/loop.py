@@ -2,12 +2,12 @@
 
 One loop serves all of them; only the loss differs (`pagdemo.train.objective`). A run is a folder: the
 checkpoint (weights, config, model card) is rewritten after every epoch, the full training state
-(`pagdemo.train.state`) is saved beside it in `train_state/`, and a killed run started again with the same `--out`
-resumes from the last finished epoch, also on another machine. Data order, augmentation and attack noise are drawn
-from generators seeded by (seed, epoch), so a resumed run repeats the uninterrupted one. The settings and their
-checks are `pagdemo.train.config`; recipes (`--recipe`) live in `pagdemo.train.recipes`; the per-epoch checks in
-`pagdemo.train.monitor`. Multi-GPU: `torchrun --nproc_per_node=N -m pagdemo train ...`; each process trains on its
-shard of every batch (batch_size is the global batch) under DDP.
+(`pagdemo.train.state`) is saved beside it in `train_state/`, and a killed run started again with the same
+`--out` resumes from the last finished epoch, also on another machine. Data order, augmentation and attack
+noise are drawn from generators seeded by (seed, epoch), so a resumed run repeats the uninterrupted one. The
+settings and their checks are `pagdemo.train.config`; recipes (`--recipe`) live in `pagdemo.train.recipes`;
+the per-epoch checks in `pagdemo.train.monitor`. Multi-GPU: `torchrun --nproc_per_node=N -m pagdemo train
+...`; each process trains on its shard of every batch (batch_size is the global batch) under DDP.
 """
 
 from __future__ import annotations
@@ -292,7 +292,8 @@ def _end_epoch(r: _Run, epoch: int, stats: dict, seconds: float, progress: bool)
 def train(
     cfg: TrainConfig, command: str = "", progress: bool = True, on_step: StepHook | None = None
 ) -> Path:
-    """Train (or resume) a run; returns the checkpoint folder. `on_step(step, stats)` sees every step (probes)."""
+    """Train (or resume) a run; returns the checkpoint folder. `on_step(step, stats)` sees every step
+    (probes)."""
     r = _start(cfg, command)
     for epoch in range(r.start_epoch, r.cfg.epochs):
         t0 = time.time()

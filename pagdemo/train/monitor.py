@@ -1,5 +1,5 @@
-"""The per-epoch checks a training run logs: clean and robust accuracy on a fixed test subset, and how well its
-input gradients meet their targets in the coupling it trains in and in eval mode, the one attacks see."""
+"""The per-epoch checks a training run logs: clean and robust accuracy on a fixed test subset, and how well
+its input gradients meet their targets in the coupling it trains in and in eval mode, the one attacks see."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from pagdemo.train.config import TrainConfig
 
 
 def monitor(cfg: TrainConfig, model, test: Dataset | None, device: torch.device) -> dict:
-    """Clean accuracy, then the chosen robustness check, on the same test images (so robust <= clean in the log)."""
+    """Clean accuracy, then the chosen robustness check, on the same test images (so robust <= clean in the
+    log)."""
     if test is None:
         return {}
     x, y = test.inputs(), test.labels

@@ -29,7 +29,8 @@ def adversarial_batch(cfg: TrainConfig, model, x, y, eps: float, generator) -> t
 
 
 def teacher_target(cfg: TrainConfig, train: Dataset, device: torch.device) -> TeacherGradientTarget:
-    """RIGD's g(x, t): the teacher's input gradients; a teacher of other classes or another image size is refused."""
+    """RIGD's g(x, t): the teacher's input gradients; a teacher of other classes or another image size is
+    refused."""
     teacher = load_checkpoint(cfg.teacher, device)
     if list(teacher.classes) != list(train.classes) or teacher.image_size != train.side:
         raise ValueError(

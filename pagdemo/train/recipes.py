@@ -105,7 +105,8 @@ def lr_at(recipe: Recipe, lr: float, step: int, total: int, steps_per_epoch: int
 
 
 def lam_at(recipe: Recipe, lam: float, step: int, total: int) -> float:
-    """The PAG weight at a global step: constant, ramped from 0 over the first half, or off for a third and then ramped."""
+    """The PAG weight at a global step: constant, ramped from 0 over the first half, or off for a third and
+    then ramped."""
     if recipe.lam_schedule == "ramp":
         return lam * min(1.0, (step + 1) / max(1, total // 2))
     if recipe.lam_schedule == "late":

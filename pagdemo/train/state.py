@@ -61,7 +61,8 @@ def has_state(out: Path) -> bool:
 
 
 def load_state(out: Path, model: nn.Module, opt: torch.optim.Optimizer) -> tuple[int, int, float]:
-    """Restore a saved state into `model` and `opt`; returns (epochs done, global step, seconds trained so far)."""
+    """Restore a saved state into `model` and `opt`; returns (epochs done, global step, seconds trained so
+    far)."""
     folder = out / STATE_DIR
     progress = read_json(folder / "progress.json")
     missing = sorted(n for n in shard_names(folder) if not (folder / n).exists())
