@@ -126,7 +126,7 @@ def autoattack_runs(root: Path) -> str:
 
 
 def gpu_seconds(i: dict) -> float | None:
-    """Training seconds of a checkpoint, its starting point's included (a fine-tuned model's price has both)."""
+    """Training seconds of a checkpoint, its start's included (a fine-tuned model's price has both)."""
     run = i["run"]
     if run.get("train_time_s") is None:
         return None
@@ -268,7 +268,7 @@ def typed_tables(text: str) -> list[str]:
 
 
 def write_figures(root: Path) -> None:
-    """The figures the generated blocks sit beside (not compared by --check: PNG bytes vary with matplotlib)."""
+    """The figures the generated blocks sit beside (--check skips them: PNG bytes vary with matplotlib)."""
     from pagdemo.viz.plots import cost_plot
 
     cost_plot(cost_rows(root)).savefig(root / COST_FIGURE, dpi=100)
@@ -296,7 +296,7 @@ def update(root: Path = Path("."), check: bool = False) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Rewrite (or check) the generated tables; each problem is one line on stderr, and the exit status is 2."""
+    """Rewrite (or check) the generated tables; each problem is one line on stderr, exit status 2."""
     p = argparse.ArgumentParser(
         prog="python -m maintainer.docs",
         description="Rewrites each <!-- generated:NAME --> block of README.md, checkpoints/README.md and "

@@ -32,7 +32,7 @@ def toy_seeds(root: Path) -> str:
 
 
 def toy_vanilla(root: Path) -> str:
-    """docs/toy: how far the vanilla row is from the paper's 0.0%, in one sentence printed from the results."""
+    """docs/toy: how far the vanilla row is from the paper's 0.0%, in one sentence from the results."""
     results = read_json(root / "docs/toy/results.json")
     s, runs = results["summary"]["vanilla"], results["per_seed"]
     zero = [r["seed"] for r in runs if r["vanilla"]["pgd_acc"] == 0.0]

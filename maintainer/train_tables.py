@@ -111,7 +111,7 @@ def _probe_arm(arm: dict) -> str:
 
 
 def _probe_start(data: dict) -> str:
-    """Where the arms started: one initialization, or (fine-tuning) one network trained by the cross-entropy."""
+    """Where the arms started: one initialization, or (fine-tuning) one network trained by cross-entropy."""
     s, init = data["settings"], data.get("init")
     if not init:
         return "the same initialization and batches for every arm"

@@ -258,7 +258,7 @@ def window_summary(folder: Path) -> dict:
 
 
 def cmd_summary(args: argparse.Namespace) -> None:
-    """Here: write the window's JSON (docs/gpu/<date>-<gpu>/window.json, the record docs/training.md cites)."""
+    """Here: write the window's JSON (docs/gpu/<date>-<gpu>/window.json, which docs/training.md cites)."""
     summary = window_summary(Path(args.folder))
     write(Path(args.out), summary)
     for r in summary["jobs"]:
@@ -287,7 +287,7 @@ def cmd_ship(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """The window's command line: here (stage, unpack, summary, ship) and there (start, run, poll, collect)."""
+    """The window's command line: here (stage, unpack, summary, ship), there (start, run, poll, collect)."""
     p = argparse.ArgumentParser(
         prog="python -m maintainer.window",
         description=__doc__.split("\n\n")[0],

@@ -334,7 +334,7 @@ def _dry_init(runs: Path) -> None:
 
 
 def start(runs: Path, queue_path: str, deadline_s: float, dry: bool, foreground: bool) -> None:
-    """Call 1: note a provisional deadline, start the runner in a session of its own (it outlives the call)."""
+    """Call 1: note a provisional deadline, start the runner in its own session (it outlives the call)."""
     runs.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     write(

@@ -62,7 +62,7 @@ def help_text() -> str:
 
 
 def method(name: str | None) -> Method | None:
-    """A method by its name or any alias people write ("Class Mean", "class-mean", "cm"); None when unknown."""
+    """A method by its name or any alias people write ("Class Mean", "class-mean", "cm"), else None."""
     key = re.sub(r"[\s\-]+", "_", str(name or "").strip().lower())
     return next(
         (
@@ -116,7 +116,7 @@ def default_lambda(name: str, dataset: str) -> float:
 
 
 def display_rank(name: str | None) -> int:
-    """Where a method's checkpoints sort: the paper's rows in its order, then teachers, then imported models."""
+    """Where a method's checkpoints sort: the paper's rows in order, then teachers, then imported models."""
     m = method(name)
     return list(METHODS).index(m.name) if m else list(METHODS).index("rigd")
 

@@ -1,4 +1,5 @@
-"""AutoAttack on a tiny CNN trained for a second on the synthetic data: end to end, legal, no weaker than PGD."""
+"""AutoAttack on a tiny CNN trained for a second on the synthetic data: end to end, legal, no weaker than
+PGD"""
 
 import importlib.util
 import json

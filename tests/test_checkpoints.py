@@ -239,7 +239,7 @@ def test_refuses_a_folder_without_config(tiny, tmp_path):
 
 
 def test_refuses_a_folder_holding_only_a_pickle(tiny, tmp_path):
-    """A torch.save()d state dict alone: the user must learn that pickle is the problem, not a missing config."""
+    """A torch.save()d state dict alone: the user learns that pickle is the problem, not a missing config."""
     model, _ = tiny
     folder = tmp_path / "pickled"
     folder.mkdir()

@@ -334,7 +334,7 @@ def test_value_errors_become_exit_2_in_process(tmp_path, capsys):
 
 
 def test_the_issue_flow_train_then_eval(tmp_path, monkeypatch, capsys):
-    """`pagdemo train --method cm --dataset synthetic --epochs 1 --out runs/cm` then the README's eval line."""
+    """`pagdemo train --method cm --dataset synthetic --epochs 1 --out runs/cm`, then the README's eval."""
     monkeypatch.chdir(tmp_path)
     assert (
         cli.main(

@@ -65,7 +65,7 @@ def test_every_coupling_agrees_in_eval_mode(impl):
 
 @pytest.mark.parametrize("impl", ["loop", "batched", "vmap", "explicit"])
 def test_eval_coupling_takes_the_pag_pass_in_eval_mode_after_a_train_mode_forward(impl):
-    """ "eval": cross-entropy of the train-mode forward + lambda * the misalignment of the eval-mode gradients."""
+    """ "eval": the train-mode forward's cross-entropy + lambda * the eval-mode gradients' misalignment."""
     model = _model("tinycnn", torch.float64, train=True)
     x, y, targets = _data((5, 3, 12, 12), 10, torch.float64)
     out = _step(copy.deepcopy(model), x, y, targets, impl=impl, coupling="eval")
@@ -139,7 +139,7 @@ def test_batchnorm_detached_restores_the_class_forward():
 
 
 def _authors_step(model, x, y, targets, lam, crop_ce, crop_pag):
-    """The authors' TRAIN_CIFAR10.py train step for all C classes, written out with autograd (float64 here)."""
+    """The authors' TRAIN_CIFAR10.py train step for all C classes, with autograd (float64 here)."""
     b, c = len(x), targets.shape[1]
     loss_ce = F.cross_entropy(model(crop_ce(x)), y)
     ims = x.repeat_interleave(c, dim=0).requires_grad_(

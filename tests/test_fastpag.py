@@ -77,7 +77,7 @@ def test_explicit_matches_loop_in_fp32(name, shape, classes, train):
 
 
 def test_batched_differs_from_loop_in_train_mode():
-    """The authors' trick is not exact in train mode: the fast exact impls are needed (losses.py docstring)."""
+    """The authors' trick is not exact in train mode: the fast exact impls are needed (losses.py)."""
     model = _model("tinycnn", torch.float64, True)
     x, y, targets = _data((5, 3, 12, 12), 10, torch.float64)
     ref = _step(copy.deepcopy(model), "loop", x, y, targets, "logit")

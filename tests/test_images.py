@@ -38,7 +38,7 @@ def _png(width: int, height: int, bit_depth: int, colour_type: int, raw: bytes) 
 
 
 def huge_png(width: int, height: int) -> bytes:
-    """A tiny file whose header claims width x height pixels: a decompression bomb, built without the memory."""
+    """A tiny file whose header claims width x height pixels: a decompression bomb, without the memory."""
     return _png(width, height, 1, 0, bytes(1000))
 
 

@@ -1,4 +1,4 @@
-"""The PAG score's two anchors: ~1 with the model as its own judge, ~chance with a random judge; judge rules."""
+"""The PAG score's two anchors: ~1 with the model as its own judge, ~chance with a random judge; rules."""
 
 import pytest
 import torch

@@ -1,4 +1,5 @@
-"""pagdemo.train.state: a run's full state travels in shards a GPU machine can send back, and resumes exactly."""
+"""pagdemo.train.state: a run's full state travels in shards a GPU machine can send back; it resumes
+exactly."""
 
 import json
 

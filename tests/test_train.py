@@ -1,4 +1,4 @@
-"""pagdemo.train.loop: settings, schedules, vanilla/PAG/adversarial/RIGD runs, resume, and DDP under torchrun."""
+"""pagdemo.train.loop: settings, schedules, vanilla/PAG/adversarial/RIGD runs, resume, DDP under torchrun."""
 
 from __future__ import annotations
 
@@ -340,7 +340,7 @@ def test_resume_repeats_the_uninterrupted_run(tmp_path, monkeypatch):
 
 
 def test_a_run_moved_to_another_machine_resumes_like_the_uninterrupted_run(tmp_path, monkeypatch):
-    """What a GPU window hands to the next: config.json, train_log.jsonl and train_state/, in another folder."""
+    """What a GPU window hands to the next: config.json, train_log.jsonl, train_state/, in another folder."""
     base = RESUMED
     a = train(TrainConfig(out=str(tmp_path / "A"), **base), progress=False)
     _interrupted(

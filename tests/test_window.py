@@ -224,7 +224,7 @@ def test_plan_carries_the_lossless_data_in_three_calls_under_64_mib(tmp_path):
 
 
 def test_every_command_of_the_real_queue_and_its_warm_ups_is_a_valid_run():
-    """What the next window runs is checked here first: flags parse and the settings resolve (nothing trains)."""
+    """What the next window runs is checked here first: flags parse and settings resolve (nothing trains)."""
     from pagdemo.cli import parse
     from pagdemo.train.config import TrainConfig, resolve
 

@@ -72,7 +72,7 @@ def zoo(tmp_path_factory):
 
 
 def _cifar_dir(tmp_path, n: int = 16):
-    """A tiny CIFAR-10 test split in the packed format of shared/data (random images, the real class names)."""
+    """A tiny CIFAR-10 test split in the packed format of shared/data (random images, real class names)."""
     rng = np.random.default_rng(0)
     blobs = []
     for _ in range(n):

@@ -301,7 +301,7 @@ def input_gradients_compiled(
     create_graph: bool = True,
     coupling: str = "classes",
 ):
-    """`explicit` under torch.compile: the first call per model, shape and coupling compiles (slow on a CPU)."""
+    """`explicit` under torch.compile: the first call per model, shape and coupling compiles (slow on CPU)."""
     return _compiled_explicit()(model, x, grad_of=grad_of, create_graph=create_graph, coupling=coupling)
 
 

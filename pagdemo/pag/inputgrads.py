@@ -89,7 +89,7 @@ def batch_affine(
 
 
 def _detached_forward(module: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tensor:
-    """A BatchNorm forward by the batch's statistics held constant; the running statistics stay as they are."""
+    """A BatchNorm forward by the batch's statistics held constant; running statistics stay as they are."""
     scale, shift = batch_affine(module, x)
     return x * scale + shift
 

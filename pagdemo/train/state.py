@@ -90,7 +90,7 @@ def drop_state(out: Path) -> None:
 
 
 def trim_log(path: Path, epochs: int) -> None:
-    """Keep the log lines of the epochs the state holds (a run killed between its writes may have one more)."""
+    """Keep the log lines of the epochs the state holds (a run killed between writes may have one more)."""
     if path.exists():
         lines = path.read_text().splitlines(keepends=True)
         if len(lines) > epochs:
