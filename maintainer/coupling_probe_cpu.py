@@ -19,7 +19,7 @@ weight decay 1e-4, one epoch of linear warm-up, then cosine). It records per log
 cross-entropy, the PAG term and train accuracy, and per epoch (the loop's monitor) the eval-mode test accuracy
 and the summed misalignment in eval mode and in the arm's own coupling.
 
-    python -m maintainer.coupling_probe_cpu --width 16 --batch-size 64 --images 2560 --epochs 4  # ~30 min, 2 CPU cores
+    python -m maintainer.coupling_probe_cpu --width 16 --batch-size 64 --images 2560 --epochs 4  # ~30 min
 
 With --init-epochs the arms fine-tune a network trained by the cross-entropy alone (the start the
 eval-mode methods use: CURE, Rodriguez-Munoz et al. 2024) instead of starting from scratch:

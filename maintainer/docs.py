@@ -54,7 +54,8 @@ def table1(root: Path) -> str:
     """README: every shipped checkpoint's recorded clean / PGD-20 accuracy beside the paper's row."""
     linf, l2 = eval_eps("linf", "cifar10"), eval_eps("l2", "cifar10")
     lines = [
-        f"| checkpoint | training | clean | PGD-20 linf {linf * 255:.0f}/255 | PGD-20 l2 {l2:g} | n | device | "
+        f"| checkpoint | training | clean | PGD-20 linf {linf * 255:.0f}/255 | PGD-20 l2 {l2:g} | n | "
+        "device | "
         "paper: clean / linf / l2 |",
         "|---|---|---|---|---|---|---|---|",
     ]
@@ -66,7 +67,8 @@ def table1(root: Path) -> str:
             else "(a teacher: not in Table 1)"
         )
         lines.append(
-            f"| `{row['model']}` | {_training(i['run'])} | {_cell(row['clean %'])} | {_cell(row['PGD linf %'])} | "
+            f"| `{row['model']}` | {_training(i['run'])} | {_cell(row['clean %'])} | "
+            f"{_cell(row['PGD linf %'])} | "
             f"{_cell(row['PGD l2 %'])} | {row['n clean']} | {i['run'].get('device')} | {paper} |"
         )
     return "\n".join(lines)
@@ -81,8 +83,10 @@ def recipes(root: Path) -> str:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [
-        f"| `{name}` | {r.epochs} | {r.batch_size} | {r.lr} | {r.schedule} | {'yes' if r.nesterov else 'no'} | "
-        f"{'yes' if r.amp else 'no'} | {r.lam_schedule} | {'--init' if r.needs_init else 'scratch'} | {r.summary} |"
+        f"| `{name}` | {r.epochs} | {r.batch_size} | {r.lr} | {r.schedule} | "
+        f"{'yes' if r.nesterov else 'no'} | "
+        f"{'yes' if r.amp else 'no'} | {r.lam_schedule} | {'--init' if r.needs_init else 'scratch'} | "
+        f"{r.summary} |"
         for name, r in RECIPES.items()
     ]
     return "\n".join(lines)
@@ -91,7 +95,8 @@ def recipes(root: Path) -> str:
 def audits(root: Path) -> str:
     """The audit table: AutoAttack beside PGD-20 on the same subset, the masking verdict, the PAG score."""
     lines = [
-        "| checkpoint | norm | n | PGD-20 | AutoAttack | masking verdict | PAG score (judge) | gradient cosine | device |",
+        "| checkpoint | norm | n | PGD-20 | AutoAttack | masking verdict | PAG score (judge) | gradient "
+        "cosine | device |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in audit_rows(_infos(root)):
@@ -99,7 +104,8 @@ def audits(root: Path) -> str:
         pag = f"{r['PAG score']}{judge}" if r.get("PAG score") is not None else ""
         lines.append(
             f"| `{r['model']}` | {r['norm']} | {_cell(r.get('n'))} | {_cell(r.get('PGD-20 %'), 1)} | "
-            f"{_cell(r.get('AutoAttack %'), 1)} | {r['verdict']} | {pag} | {_cell(r.get('gradient cosine'), 3)} | "
+            f"{_cell(r.get('AutoAttack %'), 1)} | {r['verdict']} | {pag} | "
+            f"{_cell(r.get('gradient cosine'), 3)} | "
             f"{_cell(r.get('device'))} |"
         )
     return "\n".join(lines)
@@ -108,7 +114,8 @@ def audits(root: Path) -> str:
 def autoattack_runs(root: Path) -> str:
     """docs/cpu-audits: each recorded AutoAttack run, with how long it took and where."""
     lines = [
-        "| checkpoint | norm | n | backend | PGD-20 | AutoAttack | after APGD-CE / APGD-T / FAB-T | minutes | device | date |",
+        "| checkpoint | norm | n | backend | PGD-20 | AutoAttack | after APGD-CE / APGD-T / FAB-T | minutes "
+        "| device | date |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for i in _infos(root):
@@ -202,7 +209,8 @@ def app_load(root: Path) -> str:
         f"{data['date']}, {data['cpu']}, the checkpoints {', '.join(data['checkpoints'])}; requests: "
         + ", ".join(f"{n} {k}" for k, n in kinds.items())
         + f"; {trace[-1]['s']:.0f} s in all. "
-        f"Growth from request 10 to 50: {at[50]['rss_mb'] - at[10]['rss_mb']:+.0f} MiB. A page closed during a "
+        f"Growth from request 10 to 50: {at[50]['rss_mb'] - at[10]['rss_mb']:+.0f} MiB. A page closed "
+        "during a "
         f"run ({data['abandoned_run']['abandoned']}): the next visitor's request took "
         f"{data['abandoned_run']['next_request_s']:.1f} s.",
     ]

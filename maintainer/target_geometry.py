@@ -5,7 +5,7 @@ to them says little about the class), for One Image, Class Mean (scaled about bl
 authors' [-1, 1] space), Nearest Neighbor (K = 100, never the image itself) and RIGD from the shipped
 adversarially trained teachers.
 
-    python -m maintainer.target_geometry --out docs/diagnosis/target-geometry.json   # a few minutes on 2 cores
+    python -m maintainer.target_geometry --out docs/diagnosis/target-geometry.json   # minutes
 
 The JSON holds the command, commit, machine and every number; `python -m maintainer.docs` prints its table
 into docs/training.md.
@@ -80,8 +80,10 @@ def main(argv: list[str] | None = None) -> None:
         "torch": torch.__version__,
         "data": train.source,
         "images": len(idx),
-        "views": "augmented: one random crop (pad 4) and flip per image (generator seed 0), as the augmented frame "
-        "trains; plain: the images themselves, the authors' frame (their targets are computed before the crop)",
+        "views": "augmented: one random crop (pad 4) and flip per image (generator seed 0), as the "
+        "augmented frame "
+        "trains; plain: the images themselves, the authors' frame (their targets are computed before the "
+        "crop)",
         "rows": rows,
         "seconds": round(time.time() - t0, 1),
     }

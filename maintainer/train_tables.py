@@ -20,12 +20,15 @@ def probe(root: Path) -> str:
     jobs = data["jobs"]
     lines = [
         f"From [`{found[-1].relative_to(root)}`]({found[-1].relative_to(root / 'docs')}): "
-        f"{jobs[0]['device'] if jobs else ''}, {jobs[0]['subset_n'] if jobs else ''} test images, after the last "
-        "epoch; cos: summed misalignment on 256 training images after the first epoch -> after the last, with "
+        f"{jobs[0]['device'] if jobs else ''}, {jobs[0]['subset_n'] if jobs else ''} test images, after the "
+        "last "
+        "epoch; cos: summed misalignment on 256 training images after the first epoch -> after the last, "
+        "with "
         "BatchNorm in train mode coupled as the run trained (as classes where its PAG pass was in eval mode) "
         "(cos train) and in eval mode, the gradient attacks see (cos eval).",
         "",
-        "| job | recipe | arch | BN coupling | frame | lr | epochs | clean | PGD-20 linf | PGD-20 l2 | cos train | "
+        "| job | recipe | arch | BN coupling | frame | lr | epochs | clean | PGD-20 linf | PGD-20 l2 | cos "
+        "train | "
         "cos eval | seconds | commit |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -36,7 +39,8 @@ def probe(root: Path) -> str:
             f"{r['lr']} | {r['epochs_done']}/{r['epochs']} | {_cell(100 * (r['clean'] or 0))} | "
             f"{_cell(100 * (r['linf_pgd20'] or 0))} | {_cell(100 * (r['l2_pgd20'] or 0))} | "
             f"{_cell(first.get('cos_train'))} -> {_cell(last.get('cos_train'))} | "
-            f"{_cell(first.get('cos_eval'))} -> {_cell(last.get('cos_eval'))} | {_cell(r['train_time_s'], 0)} | "
+            f"{_cell(first.get('cos_eval'))} -> {_cell(last.get('cos_eval'))} | "
+            f"{_cell(r['train_time_s'], 0)} | "
             f"`{str(r['commit'])[:7]}` |"
         )
     return "\n".join(lines)
@@ -58,7 +62,8 @@ def coupling(root: Path) -> str:
         "|---|---|---|---|",
     ]
     lines += [
-        f"| {name} | {_spread(t['pairwise_cos'])} | {_spread(t['per_image_floor'])} | {_spread(t['flip_one_bound'])} |"
+        f"| {name} | {_spread(t['pairwise_cos'])} | {_spread(t['per_image_floor'])} | "
+        f"{_spread(t['flip_one_bound'])} |"
         for name, t in data["targets"].items()
     ]
     lines += [
@@ -68,7 +73,8 @@ def coupling(root: Path) -> str:
         "|---|---|---|---|---|---|",
     ]
     lines += [
-        f"| `{name}` | {_cell(r['classes'])} | {_cell(r['batch'])} | {_cell(r.get('detached'))} | {_cell(r['eval'])} | "
+        f"| `{name}` | {_cell(r['classes'])} | {_cell(r['batch'])} | {_cell(r.get('detached'))} | "
+        f"{_cell(r['eval'])} | "
         f"{_spread(r['p_true_class_eval'])} |"
         for name, r in data["checkpoints"].items()
     ]
@@ -117,8 +123,10 @@ def _probe_start(data: dict) -> str:
         return "the same initialization and batches for every arm"
     last = init["epochs"][-1]
     return (
-        f"every arm fine-tunes one network trained by the cross-entropy alone for {s['init_epochs']} epochs at "
-        f"lr {s['init_lr']} (test accuracy {_pct(last['test_acc'])}, cos eval {last['cos_eval']:.2f}), with the "
+        f"every arm fine-tunes one network trained by the cross-entropy alone for {s['init_epochs']} epochs "
+        "at "
+        f"lr {s['init_lr']} (test accuracy {_pct(last['test_acc'])}, cos eval {last['cos_eval']:.2f}), with "
+        "the "
         "same batches"
     )
 
@@ -141,8 +149,10 @@ def coupling_probe(name: str) -> Callable[[Path], str]:
                 f"(not run yet: `python -m maintainer.coupling_probe_cpu --out docs/diagnosis/{name}.json`)"
             )
         lines = [
-            "| coupling | train accuracy (train mode), first -> last 10 steps | cross-entropy, highest of any 10 "
-            "steps | test accuracy (eval mode), by epoch | cos in its coupling, epoch 1 -> last | cos eval, epoch 1 "
+            "| coupling | train accuracy (train mode), first -> last 10 steps | cross-entropy, highest of "
+            "any 10 "
+            "steps | test accuracy (eval mode), by epoch | cos in its coupling, epoch 1 -> last | cos eval, "
+            "epoch 1 "
             "-> last | seconds |",
             "|---|---|---|---|---|---|---|",
         ]
@@ -151,7 +161,8 @@ def coupling_probe(name: str) -> Callable[[Path], str]:
         commits = _unique(a.get("commit", data["commit"]) for a in arms)
         lines += [
             "",
-            f"ResNet-18 at width {s['width']} (the paper's: 64), {s['images']} class-balanced training images, "
+            f"ResNet-18 at width {s['width']} (the paper's: 64), {s['images']} class-balanced training "
+            "images, "
             f"{s['epochs']} epochs of batch {s['batch_size']}, lr {s['lr']} (`fast-lr01`'s shape), lambda "
             f"{s['lam']} (none: 0), `--pag-impl {s['impl']}`, {_probe_start(data)}; test accuracy on "
             f"{s['test_images']} test images; cos on {_cos_images(s)}; {data['machine']}, torch "
@@ -176,14 +187,15 @@ def target_geometry(root: Path) -> str:
         "augmented once (our frame) |",
         "|---|---|---|",
     ]
-    lines += [f"| {r['target']} | {_spread(r['pairwise_cos_plain'])} | {_spread(r['pairwise_cos_augmented'])} |"
-              for r in data["rows"]]  # fmt: skip
+    for r in data["rows"]:
+        plain, augmented = _spread(r["pairwise_cos_plain"]), _spread(r["pairwise_cos_augmented"])
+        lines.append(f"| {r['target']} | {plain} | {augmented} |")
     lines += [
         "",
-        f"Mean [10th, 90th percentile] over {data['images']} class-balanced CIFAR-10 training images of the mean "
-        "cosine between the 10 targets of one image (1: every class's target points the same way). Nearest "
-        "Neighbor never picks the image itself; RIGD's targets are the teachers' log-softmax input gradients in "
-        f"eval mode. {data['machine']}, torch {data['torch']}, commit {_commit(data['commit'])}, "
+        f"Mean [10th, 90th percentile] over {data['images']} class-balanced CIFAR-10 training images of the "
+        "mean cosine between the 10 targets of one image (1: every class's target points the same way). "
+        "Nearest Neighbor never picks the image itself; RIGD's targets are the teachers' log-softmax input gradients "
+        f"in eval mode. {data['machine']}, torch {data['torch']}, commit {_commit(data['commit'])}, "
         f"{data['seconds']:.0f} s: `{data['command']}` ([log](diagnosis/target-geometry.log)).",
     ]
     return "\n".join(lines)

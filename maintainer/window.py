@@ -127,7 +127,8 @@ def cmd_stage(args: argparse.Namespace) -> None:
         mib = (tree + sum(sizes.get(p, 0) for p in call["carry"])) / 2**20
         print(f"call {i}: carry {json.dumps(call['carry'])}  ({mib:.1f} MiB)\n        {call['command']}")
     print(
-        "\nB (call 2): the budget_left_s the lease reported after call 1; the runner keeps back what the calls "
+        "\nB (call 2): the budget_left_s the lease reported after call 1; the runner keeps back what the "
+        "calls "
         "still to come need. Make the calls back to back: the machine goes back after 30 s idle."
     )
 
@@ -251,7 +252,8 @@ def window_summary(folder: Path) -> dict:
 
     radii = f"linf {eval_eps('linf', 'cifar10') * 255:.0f}/255, l2 {eval_eps('l2', 'cifar10'):g}"
     return {
-        "about": "A GPU window's jobs (maintainer/queue.json), trained concurrently on one GPU; clean and PGD-20 "
+        "about": "A GPU window's jobs (maintainer/queue.json), trained concurrently on one GPU; clean and "
+        "PGD-20 "
         f"({radii}) on the same fixed test subset after every epoch.",
         "jobs": rows,
     }
@@ -263,7 +265,8 @@ def cmd_summary(args: argparse.Namespace) -> None:
     write(Path(args.out), summary)
     for r in summary["jobs"]:
         print(
-            f"{r['job']} ({r['state']}): {r['epochs_done']}/{r['epochs']} epochs, clean {r['clean']}, linf {r['linf_pgd20']}, "
+            f"{r['job']} ({r['state']}): {r['epochs_done']}/{r['epochs']} epochs, clean {r['clean']}, linf "
+            f"{r['linf_pgd20']}, "
             f"l2 {r['l2_pgd20']}"
         )
 

@@ -207,7 +207,8 @@ def collapsed(runs: Path, job: dict, rule: dict | None) -> str | None:
     last = json.loads(lines[-1]) if len(lines) >= rule["after_epochs"] else {}
     acc = last.get("test_acc")
     if acc is not None and acc <= rule["max_test_acc"]:
-        return f"clean {100 * acc:.1f}% after {len(lines)} epochs (collapse: <= {100 * rule['max_test_acc']:.0f}%)"
+        limit = f"{100 * rule['max_test_acc']:.0f}%"
+        return f"clean {100 * acc:.1f}% after {len(lines)} epochs (collapse: <= {limit})"
     return None
 
 

@@ -6,12 +6,14 @@ import sys
 CHECK = """
 import sys, matplotlib
 backend = dict.__getitem__(matplotlib.rcParams, "backend")  # read without resolving it
-import pagdemo.pag.losses, pagdemo.pag.targets, pagdemo.pag.alignment, pagdemo.eval.pagscore, pagdemo.eval.accuracy
+import pagdemo.pag.losses, pagdemo.pag.targets, pagdemo.pag.alignment
+import pagdemo.eval.pagscore, pagdemo.eval.accuracy
 import pagdemo.toy.experiment
 assert "huggingface_hub" not in sys.modules, "the loss pulled in the checkpoint I/O"
 import pagdemo.cli, pagdemo.train.loop, pagdemo.eval.audit, pagdemo.viz.grid, pagdemo.viz.plots, pagdemo.bench
 assert "matplotlib.pyplot" not in sys.modules, "pyplot imported: it keeps figures and a backend globally"
-assert dict.__getitem__(matplotlib.rcParams, "backend") == backend, "importing pagdemo changed matplotlib's backend"
+backend_now = dict.__getitem__(matplotlib.rcParams, "backend")
+assert backend_now == backend, "importing pagdemo changed matplotlib's backend"
 print("ok")
 """
 
@@ -24,7 +26,8 @@ def test_maths_loads_no_io_and_imports_change_no_global_state():
 def test_the_maths_alone_loads_no_io_plotting_or_web_library():
     check = (
         "import sys, pagdemo.pag.losses, pagdemo.pag.targets, pagdemo.pag.alignment\n"
-        "print(sorted(m for m in ('huggingface_hub', 'safetensors', 'matplotlib', 'gradio', 'PIL') if m in sys.modules))"
+        "print(sorted(m for m in ('huggingface_hub', 'safetensors', 'matplotlib', 'gradio', 'PIL') if m in "
+        "sys.modules))"
     )
     proc = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr[-2000:]

@@ -126,7 +126,8 @@ def _trace_conv(module: nn.Conv2d, x: torch.Tensor, coupling: str) -> tuple[torc
     """A convolution: its backward to the input is the transposed convolution."""
     if module.padding_mode != "zeros" or isinstance(module.padding, str):
         raise ValueError(
-            f"explicit PAG gradients need numeric zero padding, got {module.padding!r}/{module.padding_mode!r}"
+            "explicit PAG gradients need numeric zero padding, got "
+            f"{module.padding!r}/{module.padding_mode!r}"
         )
     y = module(x)
     # The transposed conv maps the output size back to several input sizes; pick x's.

@@ -196,7 +196,8 @@ def _check_choices(cfg: TrainConfig) -> None:
     check_norm(cfg.adv_norm)
     if cfg.method not in PAG_METHODS and (cfg.bn_coupling is not None or cfg.pag_frame != "augmented"):
         raise ValueError(
-            f"--bn-coupling and --pag-frame shape the PAG term: use them with --method {'|'.join(PAG_METHODS)}"
+            "--bn-coupling and --pag-frame shape the PAG term: use them with --method "
+            f"{'|'.join(PAG_METHODS)}"
         )
     if cfg.method != "cm" and cfg.cm_scaling != "image-norm":
         raise ValueError("--cm-scaling is for --method cm (the Class Mean target)")
