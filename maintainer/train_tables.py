@@ -195,7 +195,8 @@ def target_geometry(root: Path) -> str:
         f"Mean [10th, 90th percentile] over {data['images']} class-balanced CIFAR-10 training images of the "
         "mean cosine between the 10 targets of one image (1: every class's target points the same way). "
         "Nearest Neighbor never picks the image itself; RIGD's targets are the teachers' log-softmax input "
-        f"gradients in eval mode. {data['machine']}, torch {data['torch']}, commit {_commit(data['commit'])}, "
+        f"gradients in eval mode. {data['machine']}, torch {data['torch']}, "
+        f"commit {_commit(data['commit'])}, "
         f"{data['seconds']:.0f} s: `{data['command']}` ([log](diagnosis/target-geometry.log)).",
     ]
     return "\n".join(lines)
