@@ -20,7 +20,7 @@ from maintainer.train_tables import coupling, coupling_probe, probe, target_geom
 from pagdemo.bench.tables import format_tables
 from pagdemo.records.checkpoints import list_checkpoints
 from pagdemo.records.files import read_json, read_jsonl
-from pagdemo.records.report import audit_rows, display_order, robustness_rows
+from pagdemo.records.report import audit_rows, best_record, display_order, robustness_rows
 from pagdemo.records.report import table_cell as _cell
 from pagdemo.threat import eval_eps
 
@@ -50,14 +50,20 @@ def _training(run: dict) -> str:
     return f"{method}, {run.get('recipe')} recipe, {'**' + epochs + '**' if done != planned else epochs}"
 
 
+def _measured_on(info: dict) -> str:
+    """Where Table 1's PGD numbers of a checkpoint were measured (a GPU window, or re-measured on the CPU)."""
+    run, evs = info.get("run", {}), info.get("evaluations", [])
+    records = [best_record(evs, run.get("dataset"), norm, info.get("image_size")) for norm in ("linf", "l2")]
+    return " / ".join(dict.fromkeys(str(r.get("device")) for r in records if r)) or ""
+
+
 def table1(root: Path) -> str:
     """README: every shipped checkpoint's recorded clean / PGD-20 accuracy beside the paper's row."""
     linf, l2 = eval_eps("linf", "cifar10"), eval_eps("l2", "cifar10")
     lines = [
         f"| checkpoint | training | clean | PGD-20 linf {linf * 255:.0f}/255 | PGD-20 l2 {l2:g} | n | "
-        "device | "
-        "paper: clean / linf / l2 |",
-        "|---|---|---|---|---|---|---|---|",
+        "trained on | PGD-20 on | paper: clean / linf / l2 |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     infos = _infos(root)
     for i, row in zip(infos, robustness_rows(infos)):
@@ -66,10 +72,10 @@ def table1(root: Path) -> str:
             if row["paper clean %"] is not None
             else "(a teacher: not in Table 1)"
         )
+        numbers = f"{_cell(row['clean %'])} | {_cell(row['PGD linf %'])} | {_cell(row['PGD l2 %'])}"
         lines.append(
-            f"| `{row['model']}` | {_training(i['run'])} | {_cell(row['clean %'])} | "
-            f"{_cell(row['PGD linf %'])} | "
-            f"{_cell(row['PGD l2 %'])} | {row['n clean']} | {i['run'].get('device')} | {paper} |"
+            f"| `{row['model']}` | {_training(i['run'])} | {numbers} | {row['n clean']} | "
+            f"{i['run'].get('device')} | {_measured_on(i)} | {paper} |"
         )
     return "\n".join(lines)
 
