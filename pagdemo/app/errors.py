@@ -28,18 +28,10 @@ class InputError(ValueError):
         self.field = field
 
 
-def release_memory() -> None:
-    """Free what a run left in reference cycles now, and hand the freed heap back to the OS (glibc keeps it
-    otherwise, and the server's memory only grows)."""
-    gc.collect()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
 def endpoint(fn: Callable, outcome: gr.State) -> Callable:
     """A handler (plain or generator) as an event: each result streams out with an empty `outcome`; a failure
     leaves (field, message) in `outcome` for the page and raises a gr.Error that API clients read and the page
-    does not pop up; the memory a run left is released however it ended."""
+    does not pop up; the memory a run left is released however it ended (else the server only grows)."""
 
     @functools.wraps(fn)
     def run(*args: Any) -> Iterator:
@@ -56,8 +48,10 @@ def endpoint(fn: Callable, outcome: gr.State) -> Callable:
                 message = f"internal error ({type(e).__name__}); it has been logged on the server"
             yield {outcome: (getattr(e, "field", "settings"), message)}
             raise gr.Error(message, visible=False, print_exception=False) from None
-        finally:
-            release_memory()
+        finally:  # free what the run left in cycles, and hand the heap back to the OS (glibc would keep it)
+            gc.collect()
+            with contextlib.suppress(OSError, AttributeError):
+                ctypes.CDLL("libc.so.6").malloc_trim(0)
 
     return run
 
@@ -72,11 +66,10 @@ def wire(
     failed: dict | None = None,
     **kw: Any,
 ) -> None:
-    """The page's event that is the named endpoint `api_name`: inputs as sent (`preprocess=False`), errors
-    through `endpoint`. A success clears the error `slots` ({field: Markdown}); a failure writes its message
-    in the slot of the field it names (else the "settings" one), leaves the results as they were (clearing
-    Gradio's error marks on them) and sets each output in `failed` ({component: value}), e.g. a status that
-    must not say "done"."""
+    """The page's event that is the named endpoint `api_name` (inputs as sent, errors through `endpoint`).
+    A success clears the error `slots` ({field: Markdown}); a failure shows its message in its field's slot
+    (else the "settings" one), keeps the results (clearing Gradio's error marks on them) and sets the outputs
+    in `failed` ({component: value}), e.g. a status that must not say "done"."""
     outcome = gr.State()
     event = trigger(
         endpoint(fn, outcome), inputs, [*outputs, outcome], api_name=api_name, preprocess=False, **kw

@@ -1,7 +1,6 @@
-"""One handler per tab: check the request, call pagdemo, shape the answer for Gradio. Each is a named endpoint
-as it stands (`app.ui` wires it once): it takes the values as sent (radii in [0, 1] pixel units) and raises
-`InputError` naming the field for a user mistake (`app.errors`). `Lab` holds what the checkpoints' tabs share;
-`ToyRuns` runs the Toy tab."""
+"""One handler per tab, each a named endpoint as it stands (`app.ui` wires it once): check the values as sent
+(radii in [0, 1] pixel units), raising `InputError` for a user mistake, call pagdemo, shape the answer for
+Gradio. `Lab` holds what the checkpoints' tabs share; `ToyRuns` runs the Toy tab."""
 
 from __future__ import annotations
 
@@ -17,17 +16,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from pagdemo.app import inputs
 from pagdemo.app.errors import InputError
-from pagdemo.app.inputs import (
-    check_count,
-    check_norm_eps,
-    check_threat,
-    curve_subset,
-    eval_default,
-    example_labels,
-    gallery,
-    read_upload,
-)
 from pagdemo.app.tables import compare_table, curve_table, probability_table, recorded_tables, toy_cells
 from pagdemo.eval.evaluate import accuracy_vs_eps
 from pagdemo.models import CIFAR10_CLASSES, resolve_device
@@ -62,8 +52,8 @@ class Lab:
         first = self.infos[0] if self.infos else {}  # the page's classes and side (CIFAR-10's if none)
         self.classes = first.get("classes") or CIFAR10_CLASSES
         self.image_size = int(first.get("image_size", 32))
-        self.gallery, self.gallery_name, self.gallery_label = gallery(first, data_dir)
-        self.example_labels = example_labels(self.gallery)
+        self.gallery, self.gallery_name, self.gallery_label = inputs.gallery(first, data_dir)
+        self.example_labels = inputs.example_labels(self.gallery)
         self._models: dict[str, torch.nn.Module] = {}
         self._curves: OrderedDict[tuple, list[tuple[float, float]]] = OrderedDict()
         self._lock = threading.Lock()
@@ -99,7 +89,7 @@ class Lab:
         """The image the model actually sees (pixel for pixel, enlarged) and what was done to the upload."""
         if image is None:
             return None, ""
-        x, _, notes = read_upload(image, self.image_size, self.example_labels, self.gallery_name)
+        x, _, notes = inputs.read_upload(image, self.image_size, self.example_labels, self.gallery_name)
         return to_uint8(x, max(1, PREVIEW_PX // self.image_size)), notes
 
     def pag_grid(
@@ -107,34 +97,33 @@ class Lab:
     ) -> Iterator[tuple[np.ndarray, pd.DataFrame, str]]:
         """Large-eps targeted PGD toward each class (or one), one row per model, streamed as it forms."""
         names, nets, size = self._models_for(models)
-        norm, eps = check_norm_eps(norm, eps, size, picture_eps)
-        steps, classes = check_count(steps), nets[0].classes
+        eps = inputs.check_norm_eps(norm, eps, size, picture_eps)
+        steps, classes = inputs.check_count(steps), nets[0].classes
         if target != ALL_TARGETS and target not in classes:
             raise InputError(f"unknown target {target!r}; choose {ALL_TARGETS!r} or one of {classes}")
         targets = list(range(len(classes))) if target == ALL_TARGETS else [classes.index(target)]
-        x, _, _ = read_upload(image, size, self.example_labels, self.gallery_name)
+        x, _, _ = inputs.read_upload(image, size, self.example_labels, self.gallery_name)
         caption = f"targeted PGD-{steps}, {norm} eps={eps_text(eps, norm)}, step 2*eps/{steps}"
         spec = GridSpec(names, classes, targets, caption, scale=max(1, 128 // size))
+        columns = [classes[t] for t in targets]
         start = time.perf_counter()
         for frame in pag_grid_steps(nets, x.to(self.device), spec, norm, eps, steps, min_interval=1.0):
             seconds = time.perf_counter() - start
             status = f"step {frame.step}/{frame.steps} after {seconds:.1f} s on {self.device.type}"
             status += " (done)" if frame.step == steps else ""
-            yield frame.image, probability_table(names, classes, targets, frame.probs), status
+            yield frame.image, probability_table(names, columns, frame.probs), status
 
     def compare(
         self, image: dict | None, models: Any, norm: Any, eps: Any = None, steps: Any = 20
     ) -> tuple[np.ndarray, pd.DataFrame]:
         """Untargeted PGD on one image against each model: before/after, the perturbation, fooled or not."""
         names, nets, size = self._models_for(models)
-        norm, eps = check_norm_eps(norm, eps, size, eval_default)
-        steps, classes = check_count(steps), nets[0].classes
-        x, true, _ = read_upload(image, size, self.example_labels, self.gallery_name)
+        eps = inputs.check_norm_eps(norm, eps, size, inputs.eval_default)
+        steps, classes = inputs.check_count(steps), nets[0].classes
+        x, true, _ = inputs.read_upload(image, size, self.example_labels, self.gallery_name)
         label = classes.index(true) if true in classes else None
         results = compare_untargeted(nets, names, x, norm, eps, steps, label=label)
-        attacked = (
-            "each model's own prediction (no true label)" if label is None else f"true class {classes[label]}"
-        )
+        attacked = "each model's own prediction (no true label)" if label is None else f"true class {true}"
         how = f"untargeted PGD-{steps}, {norm} eps={eps_text(eps, norm)}, random start, step 2*eps/{steps}"
         panel = render_compare(x, results, classes, f"{how}; attacked: {attacked}", scale=max(1, 128 // size))
         return panel, compare_table(results, classes)
@@ -153,11 +142,11 @@ class Lab:
         self, models: Any, norm: Any, n: Any, steps: Any
     ) -> Iterator[tuple[Any, pd.DataFrame, str]]:
         """Accuracy against eps on a small test subset, point by point (a closed page stops it), cached."""
-        norm = check_threat(norm)
+        norm = inputs.check_threat(norm)
         names, nets, size = self._models_for(models)
-        n, steps = check_count(n, 512, "the number of test images"), check_count(steps, 50)
+        n, steps = inputs.check_count(n, 512, "the number of test images"), inputs.check_count(steps, 50)
         grid = eps_grid(norm, size)
-        x, y, source = curve_subset(self.by_name[names[0]]["run"], n, size, nets[0].classes, self.data_dir)
+        x, y, source = inputs.curve_subset(self.by_name[names[0]], n, nets[0].classes, self.data_dir)
         curves: dict[str, list[tuple[float, float]]] = {}
         for name, net in zip(names, nets):
             key = (self.by_name[name]["path"], norm, n, steps)

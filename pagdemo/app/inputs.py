@@ -81,13 +81,11 @@ def eval_default(norm: str, image_size: int) -> float:
     return eval_eps(norm, image_size=image_size)
 
 
-def check_norm_eps(
-    norm: Any, eps: Any, image_size: int, default: Callable[[str, int], float]
-) -> tuple[str, float]:
-    """A threat model and radius from the request (eps None: the norm's default), within the page's range."""
+def check_norm_eps(norm: Any, eps: Any, image_size: int, default: Callable[[str, int], float]) -> float:
+    """A radius from the request for a threat model (None: the norm's default), within the page's range."""
     check_threat(norm)
     if eps is None or eps == "":
-        return norm, default(norm, image_size)
+        return default(norm, image_size)
     try:
         eps = float(eps)
     except (TypeError, ValueError):
@@ -97,7 +95,7 @@ def check_norm_eps(
         raise InputError(
             f"eps {eps_text(eps, norm)} is out of range for {norm}: choose 0 < eps <= {eps_text(top, norm)}"
         )
-    return norm, eps
+    return eps
 
 
 def check_count(value: Any, top: int = MAX_STEPS, what: str = "steps") -> int:
@@ -156,14 +154,14 @@ def read_upload(
 
 
 def curve_subset(
-    run: dict, n: int, size: int, classes: list[str], data_dir: str | None
+    info: dict, n: int, classes: list[str], data_dir: str | None
 ) -> tuple[torch.Tensor, torch.Tensor, str]:
-    """A fixed class-balanced test subset; for CIFAR-10, the shipped examples when its test set is absent."""
-    dataset, data_dir = data_for_eval(run, None, data_dir)
+    """A fixed class-balanced test subset of a checkpoint's data (`info` as listed); for CIFAR-10, the
+    shipped examples when its test set is absent."""
+    dataset, data_dir = data_for_eval(info["run"], None, data_dir)
+    size = int(info["image_size"])
     try:
-        ds = load_dataset(
-            dataset, "test", data_dir=data_dir, limit=n, seed=0, image_size=size, progress=False
-        )
+        ds = load_dataset(dataset, "test", data_dir=data_dir, limit=n, image_size=size, progress=False)
     except DataError as e:
         if dataset != "cifar10":
             raise InputError(

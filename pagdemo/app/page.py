@@ -42,18 +42,15 @@ at its own size: scroll sideways, or use the full-screen button."""
 # the page's own small updates
 PAGE = {"queue": False, "api_visibility": "private", "show_progress": "hidden"}
 TO_UNIT = "(norm, eps) => norm === 'linf' ? eps / 255 : eps"  # the eps slider's linf /255 in pixel units
-EPS_LABELS = {
-    "linf": "eps x 255 (linf: per pixel, 8 means 8/255)",
-    "l2": "eps (l2: per image, pixels in [0, 1])",
-}
+LINF_LABEL, L2_LABEL = "eps x 255 (linf: per pixel, 8 means 8/255)", "eps (l2: per image, pixels in [0, 1])"
 
 
 def eps_slider_args(norm: str, value: float, image_size: int = 32) -> dict:
     """The eps slider for a threat model: linf in whole /255 steps, l2 in tenths, up to the app's maximum."""
-    top, label = picture_eps_max(norm, image_size), EPS_LABELS[norm]
+    top = picture_eps_max(norm, image_size)
     if norm == "linf":
-        return dict(minimum=1, maximum=round(top * 255), step=1, value=round(value * 255), label=label)
-    return dict(minimum=0.1, maximum=top, step=0.1, value=value, label=label)
+        return dict(minimum=1, maximum=round(top * 255), step=1, value=round(value * 255), label=LINF_LABEL)
+    return dict(minimum=0.1, maximum=top, step=0.1, value=value, label=L2_LABEL)
 
 
 def error_note(message: str) -> str:
@@ -63,11 +60,8 @@ def error_note(message: str) -> str:
 
 def paper_tables() -> str:
     """The paper's Tables 1 and 2 as Markdown."""
-    return "\n\n".join(
-        f"**Paper, {TABLE_NAMES[d]}** (ResNet-18, PGD-20; linf eps 0.031, l2 eps {eval_eps('l2', d):g})\n\n"
-        + paper_table(d)
-        for d in TABLES
-    )
+    head = "**Paper, {}** (ResNet-18, PGD-20; linf eps 0.031, l2 eps {:g})\n\n"
+    return "\n\n".join(head.format(TABLE_NAMES[d], eval_eps("l2", d)) + paper_table(d) for d in TABLES)
 
 
 def image_input(label: str, elem_id: str) -> tuple[gr.Image, gr.Markdown]:
@@ -81,9 +75,8 @@ def eps_input(norm: gr.Radio, default: Callable[[str, int], float], size: int, *
     """The eps slider in the units people use (linf in /255), following the norm, and the endpoint's eps in
     pixel units (None: the norm's default, which the slider shows), set from the slider in the browser."""
     shown = gr.Slider(**eps_slider_args("l2", default("l2", size), size), **slider)
-    eps = gr.Number(
-        None, label="eps (pixel units in [0, 1]; none: the threat model's default)", visible=False
-    )
+    hidden = "eps (pixel units in [0, 1]; none: the threat model's default)"
+    eps = gr.Number(None, label=hidden, visible=False)
 
     def reset(norm: str) -> tuple[gr.Slider, None]:
         return gr.Slider(**eps_slider_args(norm, default(norm, size), size)), None

@@ -18,12 +18,10 @@ def cell(value: Any, digits: int = 1) -> str:
     return "" if value is None else f"{float(value):.{digits}f}"
 
 
-def probability_table(
-    names: list[str], classes: list[str], targets: list[int], probs: np.ndarray
-) -> pd.DataFrame:
+def probability_table(names: list[str], targets: list[str], probs: np.ndarray) -> pd.DataFrame:
     """p(target) per model and target, always with three decimals."""
     rows = [[name] + [f"{p:.3f}" for p in row] for name, row in zip(names, probs.astype(np.float64))]
-    return pd.DataFrame(rows, columns=["model"] + [classes[t] for t in targets])
+    return pd.DataFrame(rows, columns=["model"] + targets)
 
 
 def compare_table(results: list[dict], classes: list[str]) -> pd.DataFrame:
