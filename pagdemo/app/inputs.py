@@ -1,7 +1,6 @@
-"""What a request brings in: the gallery of test images to pick from, the upload as sent, and the numbers to
-check before anything runs. Events skip Gradio's preprocessing (`preprocess=False`): the handlers get the
-values as the page or an API client sent them, and a check raises `InputError` naming what is wrong and its
-field."""
+"""What a request brings in: the gallery of test images, the upload as sent, and the numbers to check before
+anything runs. Events skip Gradio's preprocessing, so the handlers get the values as the page or an API client
+sent them; a check raises `InputError` naming what is wrong and its field."""
 
 from __future__ import annotations
 
