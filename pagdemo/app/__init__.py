@@ -1,5 +1,5 @@
-"""The pagdemo web app: `pagdemo app`, `python -m pagdemo.app`, or the Space's `python app.py` (which reads its
-settings from the environment); `build_demo` makes the gr.Blocks, `serve` runs it."""
+"""The pagdemo web app: `pagdemo app`, `python -m pagdemo.app`, or the Space's `python app.py` (settings from
+the environment); `build_demo` makes the gr.Blocks, `serve` runs it."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ class AppConfig:
     """`pagdemo app`: which checkpoints, where to listen, where the models run."""
 
     checkpoints: str = flag(
-        help="folder of checkpoint folders, a checkpoint, hf-hub:ORG/NAME[@REVISION], or a comma list of these "
-        "(default: $PAGDEMO_CHECKPOINTS or ./checkpoints)",
+        help="folder of checkpoint folders, a checkpoint, hf-hub:ORG/NAME[@REVISION], or a comma list of "
+        "these (default: $PAGDEMO_CHECKPOINTS or ./checkpoints)",
         factory=lambda: os.environ.get("PAGDEMO_CHECKPOINTS", "checkpoints"),
     )
     host: str = flag(
@@ -40,14 +40,12 @@ class AppConfig:
 
 
 def serve(cfg: AppConfig, command: str = "") -> None:
-    """Build the app for a checkpoints folder and serve it on the GPU if there is one, else the CPU (`pagdemo app`;
-    a server records no command line)."""
+    """Build the app and serve it (`pagdemo app`; a server records no command line)."""
     from pagdemo.app.ui import build_demo, launch_options
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    os.environ.setdefault(
-        "GRADIO_HEARTBEAT_INTERVAL", "2"
-    )  # notice a closed page within seconds, and stop its run
+    # notice a closed page within seconds, and stop its run
+    os.environ.setdefault("GRADIO_HEARTBEAT_INTERVAL", "2")
     demo = build_demo(
         cfg.checkpoints, cfg.device, data_dir=cfg.data_dir, concurrency=cfg.concurrency, toy_dir=cfg.toy_dir
     )

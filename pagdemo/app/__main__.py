@@ -1,4 +1,4 @@
-"""`python -m pagdemo.app [--checkpoints DIR] [--port N] ...` is `pagdemo app ...` (see `pagdemo app --help`)."""
+"""`python -m pagdemo.app [--checkpoints DIR] [--port N] ...` is `pagdemo app ...` (`pagdemo app --help`)."""
 
 from pagdemo.cli import app_main
 

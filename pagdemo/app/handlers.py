@@ -1,11 +1,6 @@
-"""One handler per tab: check the request, call pagdemo, shape the answer for Gradio.
-
-Each handler is a named endpoint as it stands (`app.ui` wires it once, on the page's own event): it takes the
-values as sent (the image as Gradio received it, radii in [0, 1] pixel units; the page converts its linf /255
-before sending) and raises `InputError` naming the field for a user mistake (`app.errors`). `Lab` holds what the
-handlers share: the checkpoint list, the loaded models (every checkpoint at most once, ~45 MB each in fp32) and
-a bounded cache of accuracy curves (32 settings). The Toy tab's handler is `app.toyruns`.
-"""
+"""One handler per tab, each a named endpoint as it stands (`app.ui` wires it once): check the values as sent
+(radii in [0, 1] pixel units), raising `InputError` for a user mistake, call pagdemo, shape the answer for
+Gradio. `Lab` holds what the checkpoints' tabs share; `ToyRuns` runs the Toy tab."""
 
 from __future__ import annotations
 
@@ -21,31 +16,19 @@ import numpy as np
 import pandas as pd
 import torch
 
+from pagdemo.app import inputs
 from pagdemo.app.errors import InputError
-from pagdemo.app.inputs import (
-    EXAMPLES_DIR,
-    check_count,
-    check_norm_eps,
-    check_threat,
-    curve_subset,
-    eval_default,
-    example_labels,
-    example_paths,
-    folder_gallery,
-    read_upload,
-)
-from pagdemo.app.tables import (
-    compare_table,
-    curve_table,
-    probability_table,
-    recorded_tables,
-)
+from pagdemo.app.tables import compare_table, curve_table, probability_table, recorded_tables, toy_cells
 from pagdemo.eval.evaluate import accuracy_vs_eps
-from pagdemo.eval.subset import data_for_eval
 from pagdemo.models import CIFAR10_CLASSES, resolve_device
 from pagdemo.records.checkpoints import list_checkpoints, load_checkpoint
+from pagdemo.records.files import read_json
 from pagdemo.records.report import audit_rows, data_label, display_order, robustness_rows
 from pagdemo.threat import eps_grid, eps_text, picture_eps
+from pagdemo.toy.experiment import ToyConfig
+from pagdemo.toy.plot import seed_figure
+from pagdemo.toy.run import toy_seed
+from pagdemo.toy.stats import results_table
 from pagdemo.viz.compare import compare_untargeted, render_compare
 from pagdemo.viz.draw import to_uint8
 from pagdemo.viz.grid import GridSpec, pag_grid_steps
@@ -57,49 +40,27 @@ CURVE_CACHE = 32  # accuracy-vs-eps curves remembered (per model, norm, n, steps
 
 
 class Lab:
-    """State shared by the handlers: checkpoints (listed at start, loaded on first use) and bounded caches."""
+    """What the checkpoints' tabs share: the checkpoints (listed at start, each loaded once when first used,
+    ~45 MB in fp32) and the last CURVE_CACHE accuracy curves."""
 
-    def __init__(
-        self,
-        root: str | Path = "checkpoints",
-        device: str = "auto",
-        data_dir: str | None = None,
-    ) -> None:
+    def __init__(self, root: str | Path, device: str, data_dir: str | None) -> None:
         self.root, self.device, self.data_dir = Path(root), resolve_device(device), data_dir
         infos, self.skipped = list_checkpoints(self.root)
         self.infos = sorted(infos, key=display_order)
         self.by_name = {i["name"]: i for i in self.infos}
-        run = self.infos[0]["run"] if self.infos else {}
-        folder = run.get("dataset") == "folder"
-        own = data_for_eval(run, None, data_dir)[1] if folder else None  # the data folder given, or recorded
-        self.gallery = (folder_gallery(own, self.image_size) if own else None) or EXAMPLES_DIR
-        if self.gallery == EXAMPLES_DIR:
-            self.gallery_name, self.gallery_label = "CIFAR-10", "CIFAR-10 test images (3 per class)"
-        else:
-            self.gallery_name = Path(own).name
-            self.gallery_label = f"{self.gallery_name} test images ({len(example_paths(self.gallery))})"
-        self.example_labels = example_labels(self.gallery)
+        self.names = list(self.by_name)  # in the paper's order
+        first = self.infos[0] if self.infos else {}  # the page's classes and side (CIFAR-10's if none)
+        self.classes = first.get("classes") or CIFAR10_CLASSES
+        self.image_size = int(first.get("image_size", 32))
+        self.gallery, self.gallery_name, self.gallery_label = inputs.gallery(first, data_dir)
+        self.example_labels = inputs.example_labels(self.gallery)
         self._models: dict[str, torch.nn.Module] = {}
         self._curves: OrderedDict[tuple, list[tuple[float, float]]] = OrderedDict()
         self._lock = threading.Lock()
 
-    @property
-    def names(self) -> list[str]:
-        """The checkpoints, in the paper's order."""
-        return list(self.by_name)
-
-    @property
-    def classes(self) -> list[str]:
-        """The class names the page offers: the first checkpoint's (CIFAR-10's when there is none)."""
-        return (self.infos[0].get("classes") if self.infos else None) or CIFAR10_CLASSES
-
-    @property
-    def image_size(self) -> int:
-        """Side of the first checkpoint's inputs (32 when there is none)."""
-        return int(self.infos[0]["image_size"]) if self.infos else 32
-
-    def _models_for(self, names: Any) -> tuple[list[str], list[torch.nn.Module]]:
-        """Load (once) the chosen checkpoints; they must share classes and input size to share a picture."""
+    def _models_for(self, names: Any) -> tuple[list[str], list[torch.nn.Module], int]:
+        """Load (once) the chosen checkpoints and give their input side; they must share classes and side to
+        share a picture."""
         if not self.infos:
             raise InputError(
                 f"no checkpoints in {self.root}: train one (see the README) or start with --checkpoints DIR"
@@ -110,10 +71,10 @@ class Lab:
         unknown = [n for n in names if n not in self.by_name]
         if unknown:
             raise InputError(f"unknown model(s) {unknown}; choose from {self.names}")
-        shape = {n: (len(self.by_name[n].get("classes") or ()), self.by_name[n]["image_size"]) for n in names}
-        kinds = {(tuple(self.by_name[n].get("classes") or ()), self.by_name[n]["image_size"]) for n in names}
-        if len(kinds) > 1:
-            what = "; ".join(f"{n}: {c} classes at {s}x{s}" for n, (c, s) in shape.items())
+        infos = [self.by_name[n] for n in names]
+        kinds = {n: (tuple(i.get("classes") or ()), i["image_size"]) for n, i in zip(names, infos)}
+        if len(set(kinds.values())) > 1:
+            what = "; ".join(f"{n}: {len(c)} classes at {s}x{s}" for n, (c, s) in kinds.items())
             raise InputError(
                 f"these models were trained on different data ({what}), so one picture cannot hold them: "
                 "choose models of one dataset"
@@ -122,77 +83,57 @@ class Lab:
             for n in names:
                 if n not in self._models:
                     self._models[n] = load_checkpoint(self.by_name[n]["path"], self.device)
-        return names, [self._models[n] for n in names]
-
-    def _size(self, names: list[str]) -> int:
-        """Input side of the chosen models (all share it), else of the first checkpoint."""
-        return (
-            int(self.by_name[names[0]]["image_size"])
-            if names and names[0] in self.by_name
-            else self.image_size
-        )
-
-    def _image(
-        self, payload: dict | None, size: int, classes: list[str]
-    ) -> tuple[torch.Tensor, int | None, str]:
-        """The model's view of an upload, its true label when it is a gallery image, and notes in words."""
-        x, label, notes = read_upload(payload, size, self.example_labels, self.gallery_name)
-        return x, classes.index(label) if label in classes else None, notes
+        return names, [self._models[n] for n in names], int(kinds[names[0]][1])
 
     def preview(self, image: dict | None) -> tuple[np.ndarray | None, str]:
         """The image the model actually sees (pixel for pixel, enlarged) and what was done to the upload."""
         if image is None:
             return None, ""
-        size = self._size(self.names)
-        x, _, notes = self._image(image, size, self.classes)
-        return to_uint8(x, max(1, PREVIEW_PX // size)), notes
+        x, _, notes = inputs.read_upload(image, self.image_size, self.example_labels, self.gallery_name)
+        return to_uint8(x, max(1, PREVIEW_PX // self.image_size)), notes
 
     def pag_grid(
         self, image: dict | None, models: Any, target: Any, norm: Any, eps: Any = None, steps: Any = 20
     ) -> Iterator[tuple[np.ndarray, pd.DataFrame, str]]:
         """Large-eps targeted PGD toward each class (or one), one row per model, streamed as it forms."""
-        names, nets = self._models_for(models)
-        size, classes = self._size(names), nets[0].classes
-        norm, eps = check_norm_eps(norm, eps, size, picture_eps)
-        steps = check_count(steps)
+        names, nets, size = self._models_for(models)
+        eps = inputs.check_norm_eps(norm, eps, size, picture_eps)
+        steps, classes = inputs.check_count(steps), nets[0].classes
         if target != ALL_TARGETS and target not in classes:
             raise InputError(f"unknown target {target!r}; choose {ALL_TARGETS!r} or one of {classes}")
         targets = list(range(len(classes))) if target == ALL_TARGETS else [classes.index(target)]
-        x, _, _ = self._image(image, size, classes)
+        x, _, _ = inputs.read_upload(image, size, self.example_labels, self.gallery_name)
         caption = f"targeted PGD-{steps}, {norm} eps={eps_text(eps, norm)}, step 2*eps/{steps}"
         spec = GridSpec(names, classes, targets, caption, scale=max(1, 128 // size))
+        columns = [classes[t] for t in targets]
         start = time.perf_counter()
         for frame in pag_grid_steps(nets, x.to(self.device), spec, norm, eps, steps, min_interval=1.0):
-            status = f"step {frame.step}/{frame.steps} after {time.perf_counter() - start:.1f} s on {self.device.type}"
+            seconds = time.perf_counter() - start
+            status = f"step {frame.step}/{frame.steps} after {seconds:.1f} s on {self.device.type}"
             status += " (done)" if frame.step == steps else ""
-            yield frame.image, probability_table(names, classes, targets, frame.probs), status
+            yield frame.image, probability_table(names, columns, frame.probs), status
 
     def compare(
         self, image: dict | None, models: Any, norm: Any, eps: Any = None, steps: Any = 20
     ) -> tuple[np.ndarray, pd.DataFrame]:
         """Untargeted PGD on one image against each model: before/after, the perturbation, fooled or not."""
-        names, nets = self._models_for(models)
-        size, classes = self._size(names), nets[0].classes
-        norm, eps = check_norm_eps(norm, eps, size, eval_default)
-        steps = check_count(steps)
-        x, label, _ = self._image(image, size, classes)
+        names, nets, size = self._models_for(models)
+        eps = inputs.check_norm_eps(norm, eps, size, inputs.eval_default)
+        steps, classes = inputs.check_count(steps), nets[0].classes
+        x, true, _ = inputs.read_upload(image, size, self.example_labels, self.gallery_name)
+        label = classes.index(true) if true in classes else None
         results = compare_untargeted(nets, names, x, norm, eps, steps, label=label)
-        attacked = (
-            f"true class {classes[label]}"
-            if label is not None
-            else "each model's own prediction (no true label)"
-        )
-        caption = f"untargeted PGD-{steps}, {norm} eps={eps_text(eps, norm)}, random start, step 2*eps/{steps}; attacked: {attacked}"
-        panel = render_compare(x, results, classes, caption, scale=max(1, 128 // size))
+        attacked = "each model's own prediction (no true label)" if label is None else f"true class {true}"
+        how = f"untargeted PGD-{steps}, {norm} eps={eps_text(eps, norm)}, random start, step 2*eps/{steps}"
+        panel = render_compare(x, results, classes, f"{how}; attacked: {attacked}", scale=max(1, 128 // size))
         return panel, compare_table(results, classes)
 
     def robustness(self) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray, pd.DataFrame]:
-        """Each checkpoint's recorded clean / PGD-20 accuracy beside the paper's, their settings, and its audits."""
+        """Each checkpoint's recorded clean / PGD-20 accuracy beside the paper's, its settings and audits."""
         if not self.infos:
             raise InputError(f"no checkpoints in {self.root}: nothing to compare yet")
-        infos = sorted(
-            list_checkpoints(self.root)[0], key=display_order
-        )  # re-read: `pagdemo eval` may have run
+        # re-read: `pagdemo eval` may have run
+        infos = sorted(list_checkpoints(self.root)[0], key=display_order)
         rows = robustness_rows(infos)
         table, settings, audits = recorded_tables(rows, audit_rows(infos))
         return table, settings, figure_to_array(robustness_plot(rows)), audits
@@ -200,16 +141,12 @@ class Lab:
     def eps_curve(
         self, models: Any, norm: Any, n: Any, steps: Any
     ) -> Iterator[tuple[Any, pd.DataFrame, str]]:
-        """Accuracy against eps on a small test subset, point by point (a closed page stops it), cached per setting."""
-        norm = check_threat(norm)
-        names, nets = self._models_for(models)
-        n, steps, size = (
-            check_count(n, 512, "the number of test images"),
-            check_count(steps, 50),
-            self._size(names),
-        )
+        """Accuracy against eps on a small test subset, point by point (a closed page stops it), cached."""
+        norm = inputs.check_threat(norm)
+        names, nets, size = self._models_for(models)
+        n, steps = inputs.check_count(n, 512, "the number of test images"), inputs.check_count(steps, 50)
         grid = eps_grid(norm, size)
-        x, y, source = curve_subset(self.by_name[names[0]]["run"], n, size, nets[0].classes, self.data_dir)
+        x, y, source = inputs.curve_subset(self.by_name[names[0]], n, nets[0].classes, self.data_dir)
         curves: dict[str, list[tuple[float, float]]] = {}
         for name, net in zip(names, nets):
             key = (self.by_name[name]["path"], norm, n, steps)
@@ -239,13 +176,87 @@ class Lab:
         return data_label(card.strip())
 
     def notice(self) -> str:
-        """What the page says about the checkpoints folder: how many, which were skipped, what to do if none."""
+        """What the page says about the checkpoints: how many, which were skipped, what to do if none."""
+        head = f"{len(self.infos)} checkpoint(s) in `{self.root}`, running on **{self.device.type}**."
         if not self.infos:
             head = (
-                f"**No checkpoints found in `{self.root}`.** The PAG explorer, Attack & compare, Robustness and "
-                "Models tabs need at least one: train one (`pagdemo train ...`, see the README) or start the app "
-                "with `pagdemo app --checkpoints DIR`. The Toy tab works without checkpoints."
+                f"**No checkpoints found in `{self.root}`.** The PAG explorer, Attack & compare, Robustness "
+                "and Models tabs need at least one: train one (`pagdemo train ...`, see the README) or start "
+                "the app with `pagdemo app --checkpoints DIR`. The Toy tab works without checkpoints."
             )
-        else:
-            head = f"{len(self.infos)} checkpoint(s) in `{self.root}`, running on **{self.device.type}**."
         return "\n".join([head] + [f"- skipped: {reason}" for reason in self.skipped])
+
+
+class ToyRuns:
+    """The Toy tab: the 2-D experiment of Sec. 5.1 trained now for one lambda and seed (the last 8 are cached
+    in pagdemo.toy.experiment), beside what `pagdemo toy --out` saved, whose figure and summary show first."""
+
+    def __init__(self, config: ToyConfig = ToyConfig(), saved: str | Path = "docs/toy") -> None:
+        self.config, self.saved = config, Path(saved)
+
+    def _results(self) -> dict:
+        """The saved run's results.json, re-read each time (`pagdemo toy` may have run); {} when none."""
+        return read_json(self.saved / "results.json", {}) or {}
+
+    def toy(self, lam: Any, seed: Any) -> Iterator[tuple[Any, pd.DataFrame, str]]:
+        """The 2-D experiment for one lambda and seed; the saved run's numbers beside it when it has them."""
+        try:
+            lam, seed = float(lam), int(seed)
+        except (TypeError, ValueError):
+            raise InputError(f"lambda and seed must be numbers, got {lam!r} and {seed!r}") from None
+        if not 0 <= lam <= 10 or not 0 <= seed <= 999:
+            raise InputError(f"choose 0 <= lambda <= 10 and a seed from 0 to 999, got {lam:g} and {seed}")
+        note = f"training vanilla and PAG for seed {seed}, lambda {lam:g} ({self.train_time()})..."
+        yield gr.skip(), gr.skip(), note
+        vanilla, pag, metrics = toy_seed(seed, lam, self.config)
+        rows = [
+            {"model": f"vanilla (seed {seed})", **toy_cells(metrics["vanilla"])},
+            {"model": f"PAG lambda={lam:g} (seed {seed})", **toy_cells(metrics["pag"])},
+        ]
+        saved, note = self._saved_seed(seed, lam), "not in the saved run (another seed or lambda)"
+        if saved:
+            rows += [
+                {"model": f"vanilla, saved run (seed {seed})", **toy_cells(saved["vanilla"])},
+                {"model": f"PAG, saved run (seed {seed})", **toy_cells(saved["pag"])},
+            ]
+            note = "the saved run (`pagdemo toy`) gave the same numbers for this seed"
+            if not all(abs(saved[m]["pgd_acc"] - metrics[m]["pgd_acc"]) < 1e-9 for m in ("vanilla", "pag")):
+                note = (
+                    "the saved run gave other numbers for this seed: it ran on another CPU, whose rounding "
+                    "changes a chaotic 2-D training"
+                )
+        fig = seed_figure(self.config, vanilla, pag, metrics)
+        yield figure_to_array(fig), pd.DataFrame(rows), f"Trained now: seed {seed}, lambda {lam:g}; {note}."
+
+    def _saved_seed(self, seed: int, lam: float) -> dict | None:
+        """The saved run's record of one seed, when it ran this lambda with the app's settings."""
+        saved = self._results()
+        config = saved.get("config", {})
+        if config.get("lam") != lam or config.get("epochs") != self.config.epochs:
+            return None
+        return next((r for r in saved.get("per_seed", []) if r["seed"] == seed), None)
+
+    def train_time(self) -> str:
+        """How long one seed trains, from the saved run's own record (never a number typed into the code)."""
+        runs = self._results().get("per_seed", [])
+        times = [r["vanilla"].get("train_s", 0) + r["pag"].get("train_s", 0) for r in runs]
+        if not times:
+            return "seconds to a minute"
+        return f"the saved run trained each seed in {sum(times) / len(times):.0f} s"
+
+    def saved_result(self) -> tuple[str | None, str]:
+        """The figure and summary `pagdemo toy` saved, shown before anyone trains, and what they show."""
+        figure, results = self.saved / "decision_boundary.png", self._results()
+        if not figure.exists() or not results:
+            return None, "Press *Train and draw* to train both models and draw their decision boundaries."
+        try:
+            cfg = results["config"]
+            text = (
+                f"**The saved result of `pagdemo toy`** ({len(results['per_seed'])} seeds, lambda "
+                f"{cfg['lam']:g}, {cfg['dtype']}; the figure shows seed 0). A single seed is a chaotic "
+                "training's outcome: the claim is in the summary.\n\n" + results_table(results)
+            )
+        except (KeyError, TypeError, IndexError):
+            rerun = f"pagdemo toy --out {self.saved}"
+            text = f"The saved result in `{self.saved}` is in an older format: rerun `{rerun}`."
+        return str(figure), text

@@ -1,12 +1,13 @@
-"""What a request brings in: the gallery of test images to pick from, the upload as sent, and the numbers to check
-before anything runs. Events skip Gradio's preprocessing (`preprocess=False`): the handlers get the values as the
-page or an API client sent them, and a check raises `InputError` naming what is wrong and its field."""
+"""What a request brings in: the gallery of test images, the upload as sent, and the numbers to check before
+anything runs. Events skip Gradio's preprocessing, so the handlers get the values as the page or an API client
+sent them; a check raises `InputError` naming what is wrong and its field."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import hashlib
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,8 @@ import torch
 from pagdemo.app.errors import InputError
 from pagdemo.data import DataError
 from pagdemo.data.datasets import load_dataset
-from pagdemo.data.images import MAX_BYTES, fit_square, pil_to_tensor, read_image, size_warnings
+from pagdemo.data.folder import FolderError, scan
+from pagdemo.data.images import MAX_BYTES, fit_square, load_image, pil_to_tensor, read_image, size_warnings
 from pagdemo.eval.subset import check_classes, data_for_eval
 from pagdemo.models import CIFAR10_CLASSES
 from pagdemo.threat import NORMS, eps_text, eval_eps, picture_eps_max
@@ -26,12 +28,12 @@ MAX_STEPS = 100
 
 
 def example_paths(folder: Path = EXAMPLES_DIR) -> list[str]:
-    """The gallery's images: the CIFAR-10 test images shipped with the app (three per class), or a data folder's."""
+    """The gallery's images: CIFAR-10 test images shipped with the app (3 per class), or a data folder's."""
     return [str(p) for p in sorted(folder.glob("*.png"))]
 
 
 def example_class(path: str | Path) -> str:
-    """A gallery image's true class, from its name: cat_3543.png (shipped), <class>_<n>.png (a data folder's)."""
+    """A gallery image's true class, from its name: cat_3543.png (shipped), <class>_<n>.png (a folder's)."""
     return Path(path).stem.rsplit("_", 1)[0]
 
 
@@ -40,21 +42,19 @@ def example_labels(folder: Path) -> dict[str, str]:
     return {hashlib.sha256(p.read_bytes()).hexdigest(): example_class(p) for p in folder.glob("*.png")}
 
 
-def folder_gallery(data_dir: str | Path, side: int, per_class: int = 3, max_total: int = 30) -> Path | None:
-    """The first readable test images of each class of an image folder, as PNGs of the model's side in a
-    temporary folder (named <class>_<n>.png, so a pick knows its true class); None when it is no image folder."""
-    import tempfile
-
-    from pagdemo.data.folder import FolderError, scan
-
+def gallery(first: dict, data_dir: str | None) -> tuple[Path, str, str]:
+    """The gallery (folder, its data's name, label): for an image-folder checkpoint, the first readable test
+    images of each class (3, at most 30) as PNGs of the model's side in a temp folder named <class>_<n>.png
+    so a pick knows its true class; else the CIFAR-10 test images shipped with the app."""
+    run, side = first.get("run", {}), int(first.get("image_size", 32))
+    own = data_for_eval(run, None, data_dir)[1] if run.get("dataset") == "folder" else None
     try:
-        tree = scan(Path(data_dir), "test")
+        tree = scan(Path(own), "test") if own else None
     except (FolderError, OSError):
-        return None
-    out, per = (
-        Path(tempfile.mkdtemp(prefix="pagdemo-gallery-")),
-        max(1, min(per_class, max_total // len(tree.classes))),
-    )
+        tree = None
+    if tree is None:
+        return EXAMPLES_DIR, "CIFAR-10", "CIFAR-10 test images (3 per class)"
+    out, per = Path(tempfile.mkdtemp(prefix="pagdemo-gallery-")), max(1, min(3, 30 // len(tree.classes)))
     for label, name in enumerate(tree.classes):
         kept = 0
         for f in (f for f, y in zip(tree.files, tree.labels) if y == label):
@@ -65,7 +65,7 @@ def folder_gallery(data_dir: str | Path, side: int, per_class: int = 3, max_tota
             kept += 1
             if kept == per:
                 break
-    return out
+    return out, Path(own).name, f"{Path(own).name} test images ({len(example_paths(out))})"
 
 
 def check_threat(norm: Any) -> str:
@@ -80,13 +80,11 @@ def eval_default(norm: str, image_size: int) -> float:
     return eval_eps(norm, image_size=image_size)
 
 
-def check_norm_eps(
-    norm: Any, eps: Any, image_size: int, default: Callable[[str, int], float]
-) -> tuple[str, float]:
-    """A threat model and radius from the request (eps None: the norm's default), within the page's range."""
+def check_norm_eps(norm: Any, eps: Any, image_size: int, default: Callable[[str, int], float]) -> float:
+    """A radius from the request for a threat model (None: the norm's default), within the page's range."""
     check_threat(norm)
     if eps is None or eps == "":
-        return norm, default(norm, image_size)
+        return default(norm, image_size)
     try:
         eps = float(eps)
     except (TypeError, ValueError):
@@ -96,7 +94,7 @@ def check_norm_eps(
         raise InputError(
             f"eps {eps_text(eps, norm)} is out of range for {norm}: choose 0 < eps <= {eps_text(top, norm)}"
         )
-    return norm, eps
+    return eps
 
 
 def check_count(value: Any, top: int = MAX_STEPS, what: str = "steps") -> int:
@@ -111,8 +109,8 @@ def check_count(value: Any, top: int = MAX_STEPS, what: str = "steps") -> int:
 
 
 def upload(payload: dict | None) -> str | bytes | None:
-    """An image as sent (a file Gradio received, or a data: URL), undecoded: pagdemo.data.images decodes it with
-    its checks (size, format, decompression bombs), which Gradio's own preprocessing would skip."""
+    """An image as sent (a file Gradio received, or a data: URL), undecoded: pagdemo.data.images decodes it
+    with its checks (size, format, decompression bombs), which Gradio's own preprocessing would skip."""
     if payload is None:
         return None
     url, path = payload.get("url") or "", payload.get("path")
@@ -130,8 +128,8 @@ def upload(payload: dict | None) -> str | bytes | None:
 def read_upload(
     payload: dict | None, size: int, known: dict[str, str], gallery: str
 ) -> tuple[torch.Tensor, str | None, str]:
-    """The model's view of an upload, its true class when it is a gallery image (`known`: SHA-256 -> class), and
-    notes in words on what was done to it."""
+    """The model's view of an upload, its true class when it is a gallery image (`known`: SHA-256 -> class),
+    and notes in words on what was done to it."""
     image = upload(payload)
     if image is None:
         raise InputError("give an image first: upload one, paste one or pick an example", "image")
@@ -155,14 +153,14 @@ def read_upload(
 
 
 def curve_subset(
-    run: dict, n: int, size: int, classes: list[str], data_dir: str | None
+    info: dict, n: int, classes: list[str], data_dir: str | None
 ) -> tuple[torch.Tensor, torch.Tensor, str]:
-    """A fixed class-balanced test subset; for CIFAR-10, the shipped examples when its test set is not here."""
-    dataset, data_dir = data_for_eval(run, None, data_dir)
+    """A fixed class-balanced test subset of a checkpoint's data (`info` as listed); for CIFAR-10, the
+    shipped examples when its test set is absent."""
+    dataset, data_dir = data_for_eval(info["run"], None, data_dir)
+    size = int(info["image_size"])
     try:
-        ds = load_dataset(
-            dataset, "test", data_dir=data_dir, limit=n, seed=0, image_size=size, progress=False
-        )
+        ds = load_dataset(dataset, "test", data_dir=data_dir, limit=n, image_size=size, progress=False)
     except DataError as e:
         if dataset != "cifar10":
             raise InputError(
@@ -170,13 +168,10 @@ def curve_subset(
                 "--data-dir pointing at them"
             ) from None
         paths = example_paths()[:n]
-        x = torch.stack([pil_to_tensor(fit_square(read_image(p)[0], size)) for p in paths])
+        x = torch.stack([load_image(p, size) for p in paths])
         y = torch.tensor([CIFAR10_CLASSES.index(example_class(p)) for p in paths])
-        return (
-            x,
-            y,
-            f"only the {len(paths)} example images shipped with the app ({dataset} test data not found)",
-        )
+        source = f"only the {len(paths)} example images shipped with the app ({dataset} test data not found)"
+        return x, y, source
     try:
         check_classes(classes, ds)
     except DataError as e:

@@ -13,105 +13,76 @@ from pagdemo.records.report import data_label
 RECORDED = ("clean %", "PGD linf %", "PGD l2 %", "paper clean %", "paper linf %", "paper l2 %")
 
 
-def placeholder(text: str, columns: list[str]) -> pd.DataFrame:
-    """What a result table says before its first run."""
-    return pd.DataFrame([[text] + [""] * (len(columns) - 1)], columns=columns)
+def cell(value: Any, digits: int = 1) -> str:
+    """A number (a percentage already in %, a score) with fixed decimals, blank when missing."""
+    return "" if value is None else f"{float(value):.{digits}f}"
 
 
-def probability_table(
-    names: list[str], classes: list[str], targets: list[int], probs: np.ndarray
-) -> pd.DataFrame:
+def probability_table(names: list[str], targets: list[str], probs: np.ndarray) -> pd.DataFrame:
     """p(target) per model and target, always with three decimals."""
-    table = pd.DataFrame(
-        [[f"{p:.3f}" for p in row] for row in probs.astype(np.float64)], columns=[classes[t] for t in targets]
-    )
-    table.insert(0, "model", names)
-    return table
+    rows = [[name] + [f"{p:.3f}" for p in row] for name, row in zip(names, probs.astype(np.float64))]
+    return pd.DataFrame(rows, columns=["model"] + targets)
 
 
 def compare_table(results: list[dict], classes: list[str]) -> pd.DataFrame:
-    """One row per model: predictions and confidences before and after, the verdict, the perturbation's size."""
+    """One row per model: prediction and confidence before and after, the verdict, the perturbation's size."""
+    verdicts = [
+        "already wrong" if r["already_wrong"] else "fooled" if r["fooled"] else "not fooled" for r in results
+    ]
     return pd.DataFrame(
         [
             {
                 "model": r["model"],
                 "before": f"{classes[r['pred']]} {100 * r['conf']:.1f}%",
                 "after": f"{classes[r['adv_pred']]} {100 * r['adv_conf']:.1f}%",
-                "verdict": "already wrong"
-                if r["already_wrong"]
-                else "fooled"
-                if r["fooled"]
-                else "not fooled",
+                "verdict": verdict,
                 "L2 of perturbation": f"{r['l2']:.3f}",
                 "Linf x 255": f"{255 * r['linf']:.1f}",
             }
-            for r in results
+            for r, verdict in zip(results, verdicts)
         ]
     )
 
 
 def curve_table(curves: dict[str, list[tuple[float, float]]], norm: str, grid: list[float]) -> pd.DataFrame:
     """Accuracy (%) per radius and model, blank where not measured yet; linf radii in /255."""
-    radii = (
-        {"eps x 255": [f"{e * 255:.0f}" for e in grid]}
-        if norm == "linf"
-        else {"eps": [f"{e:.3g}" for e in grid]}
-    )
+    radii = [f"{e * 255:.0f}" if norm == "linf" else f"{e:.3g}" for e in grid]
     accuracy = {
         n: [f"{100 * a:.1f}" for _, a in pts] + [""] * (len(grid) - len(pts)) for n, pts in curves.items()
     }
-    return pd.DataFrame({**radii, **accuracy})
+    return pd.DataFrame({"eps x 255" if norm == "linf" else "eps": radii, **accuracy})
 
 
 def recorded_tables(rows: list[dict], audits: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """The Robustness tab's tables: recorded accuracy beside the paper's, each record's settings, the audits."""
-    table = pd.DataFrame(
-        [
-            {"model": r["model"], "method": r["method"], "lambda": r["lambda"]}
-            | {k: percent_cell(r[k]) for k in RECORDED}
-            | {"n": r["n clean"]}
-            for r in rows
-        ]
-    )
-    settings = pd.DataFrame(
-        [
-            {
-                "model": r["model"],
-                "linf settings": data_label(r["linf settings"]),
-                "l2 settings": data_label(r["l2 settings"]),
-                "paper source": r["paper source"],
-            }
-            for r in rows
-        ]
-    )
-    checks = pd.DataFrame(
-        [
-            {
-                "model": a["model"],
-                "norm": a["norm"],
-                "n": a.get("n"),
-                "PGD-20 %": percent_cell(a.get("PGD-20 %")),
-                "AutoAttack %": percent_cell(a.get("AutoAttack %")),
-                "verdict": a["verdict"],
-                "PAG score": num(a.get("PAG score")),
-                "grad cos": num(a.get("gradient cosine")),
-                "judge": Path(a["judge"]).name if a.get("judge") else "",
-                "device": a.get("device") or "",
-            }
-            for a in audits
-        ]
-    )
-    return table, settings, checks
-
-
-def percent_cell(percent: Any) -> str:
-    """A percentage already in % (46.36) as a table cell with one decimal, blank when missing."""
-    return "" if percent is None else f"{float(percent):.1f}"
-
-
-def num(value: Any) -> str:
-    """A score with three decimals, blank when missing."""
-    return "" if value is None else f"{float(value):.3f}"
+    """The Robustness tab: recorded accuracy beside the paper's, each record's settings, the audits."""
+    table = [
+        {k: r[k] for k in ("model", "method", "lambda")}
+        | {k: cell(r[k]) for k in RECORDED}
+        | {"n": r["n clean"]}
+        for r in rows
+    ]
+    settings = [
+        {"model": r["model"]}
+        | {k: data_label(r[k]) for k in ("linf settings", "l2 settings")}
+        | {"paper source": r["paper source"]}
+        for r in rows
+    ]
+    checks = [
+        {
+            "model": a["model"],
+            "norm": a["norm"],
+            "n": a.get("n"),
+            "PGD-20 %": cell(a.get("PGD-20 %")),
+            "AutoAttack %": cell(a.get("AutoAttack %")),
+            "verdict": a["verdict"],
+            "PAG score": cell(a.get("PAG score"), 3),
+            "grad cos": cell(a.get("gradient cosine"), 3),
+            "judge": Path(a["judge"]).name if a.get("judge") else "",
+            "device": a.get("device") or "",
+        }
+        for a in audits
+    ]
+    return pd.DataFrame(table), pd.DataFrame(settings), pd.DataFrame(checks)
 
 
 def toy_cells(m: dict) -> dict[str, str]:

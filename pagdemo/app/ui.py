@@ -1,7 +1,6 @@
-"""The page: one tab per experiment. Every event on it is a named API endpoint, wired once (`errors.wire`) on the
-visible control with the API's inputs; docs/app.md lists them with their defaults. Radii are in [0, 1] pixel units
-(eps None: the threat model's default); the page shows linf in /255, and its eps slider feeds the endpoint's hidden
-`eps` number in pixel units, converted in the browser (`page.eps_input`)."""
+"""The page: one tab per experiment, each event a named API endpoint wired once (`errors.wire`) on the visible
+control with the API's inputs (docs/app.md lists them). Radii are in [0, 1] pixel units; the eps slider shows
+linf in /255 and feeds the endpoint's hidden `eps`, converted in the browser (`page.eps_input`)."""
 
 from __future__ import annotations
 
@@ -10,22 +9,23 @@ from pathlib import Path
 
 import gradio as gr
 
+from pagdemo.app import page
 from pagdemo.app.errors import wire
-from pagdemo.app.handlers import ALL_TARGETS, Lab
+from pagdemo.app.handlers import ALL_TARGETS, Lab, ToyRuns
 from pagdemo.app.inputs import EXAMPLES_DIR, eval_default, example_paths
-from pagdemo.app.page import CSS, GRID_LEGEND, INTRO, eps_input, examples, image_input, paper_tables, picture
-from pagdemo.app.tables import placeholder
-from pagdemo.app.toyruns import ToyRuns
 from pagdemo.threat import eval_eps, picture_eps
 from pagdemo.toy.experiment import ToyConfig
 
 MAX_UPLOAD = "10mb"  # uploads beyond this are refused by Gradio before any handler runs
-COMPUTE = "compute"  # one concurrency group for everything that runs a model: attacks, curves, toy training
+# one concurrency group for everything that runs a model: attacks, and the longer curves and toy training
+COMPUTE = {"concurrency_id": "compute", "time_limit": 600}
+LONG = {**COMPUTE, "time_limit": 1800}
 LIGHT = {"concurrency_limit": 4, "concurrency_id": "light"}  # previews, cards, recorded tables
+SHOW = ["download", "fullscreen"]  # a result picture's buttons
 
 
 def on_gpu() -> Callable[[Callable], Callable]:
-    """`spaces.GPU` where the `spaces` package is installed (a ZeroGPU Space lends a GPU to each call), else as is."""
+    """`spaces.GPU` where `spaces` is installed (a ZeroGPU Space lends a GPU to each call), else as is."""
     try:
         import spaces
     except ImportError:
@@ -37,61 +37,34 @@ def _explorer_tab(lab: Lab, gpu: Callable) -> None:
     """PAG explorer: the paper's Figures 1, 4 and 5 for any image, streamed."""
     with gr.Row():
         with gr.Column(scale=2):
-            image, image_error = image_input("Your image (upload, webcam or paste)", "pag-image-error")
+            image, image_error = page.image_input("Your image (upload, webcam or paste)", "pag-image-error")
             with gr.Row():
-                seen = gr.Image(
-                    label="model input",
-                    format="png",
-                    height=160,
-                    width=160,
-                    interactive=False,
-                    elem_id="model-input",
-                    elem_classes="pixels",
-                )
-                notes = gr.Markdown(label="notes", elem_id="pag-notes")
+                seen = page.picture("model input", "model-input", height=160, width=160)
+                note = gr.Markdown(label="notes", elem_id="pag-notes")
         with gr.Column(scale=3):
             models = gr.CheckboxGroup(lab.names, value=lab.names[:3], label="Models (one row each)")
-            target = gr.Dropdown(
-                [ALL_TARGETS] + lab.classes, value=ALL_TARGETS, label="Target class (one column each)"
-            )
+            targets = [ALL_TARGETS] + lab.classes
+            target = gr.Dropdown(targets, value=ALL_TARGETS, label="Target class (one column each)")
             with gr.Row():
                 norm = gr.Radio(["l2", "linf"], value="l2", label="Threat model")
-                steps = gr.Slider(
-                    1, 100, value=20, step=1, precision=0, label="PGD steps", info="step size 2*eps/steps"
-                )
+                info = "step size 2*eps/steps"
+                steps = gr.Slider(1, 100, value=20, step=1, precision=0, label="PGD steps", info=info)
             info = "large on purpose: this is the PAG test, not an evaluation"
-            eps = eps_input(norm, picture_eps, lab.image_size, elem_id="pag-eps", info=info)
+            eps = page.eps_input(norm, picture_eps, lab.image_size, elem_id="pag-eps", info=info)
             run = gr.Button("Run targeted PGD", variant="primary", elem_id="run-pag")
             settings_error = gr.Markdown(elem_id="pag-error")
-    examples(example_paths(lab.gallery), lab.gallery_label, image, "examples-pag")
+    page.examples(example_paths(lab.gallery), lab.gallery_label, image, "examples-pag")
     status = gr.Markdown("Pick an image and press *Run targeted PGD*.", label="status", elem_id="pag-status")
-    grid = picture("PAG grid", "pag-grid")
-    gr.Markdown(GRID_LEGEND)
-    waiting = placeholder("p(target) of each model appears here after a run", ["model"] + lab.classes)
-    probs = gr.Dataframe(
-        waiting, label="probabilities of the target class", interactive=False, elem_id="pag-probs"
-    )
-    wire(
-        image.change,
-        lab.preview,
-        [image],
-        [seen, notes],
-        "preview",
-        {"image": notes},
-        failed={seen: None},
-        **LIGHT,
-    )
-    wire(
-        run.click,
-        gpu(lab.pag_grid),
-        [image, models, target, norm, eps, steps],
-        [grid, probs, status],
-        "pag_grid",
-        {"image": image_error, "settings": settings_error},
-        failed={status: "Stopped: see the message beside the controls."},
-        concurrency_id=COMPUTE,
-        time_limit=600,
-    )
+    grid = page.picture("PAG grid", "pag-grid", buttons=SHOW)
+    gr.Markdown(page.GRID_LEGEND)
+    waiting = "p(target) of each model appears here after a run"
+    columns = ["model"] + lab.classes
+    probs = page.results("probabilities of the target class", columns, waiting, elem_id="pag-probs")
+    wire(image.change, lab.preview, [image], [seen, note], "preview", {"image": note}, {seen: None}, **LIGHT)
+    slots = {"image": image_error, "settings": settings_error}
+    stopped = {status: "Stopped: see the message beside the controls."}
+    inputs, outputs = [image, models, target, norm, eps, steps], [grid, probs, status]
+    wire(run.click, gpu(lab.pag_grid), inputs, outputs, "pag_grid", slots, stopped, **COMPUTE)
 
 
 def _compare_tab(lab: Lab, gpu: Callable) -> None:
@@ -99,40 +72,28 @@ def _compare_tab(lab: Lab, gpu: Callable) -> None:
     size = lab.image_size
     with gr.Row():
         with gr.Column(scale=2):
-            image, image_error = image_input("Image to attack", "compare-image-error")
+            image, image_error = page.image_input("Image to attack", "compare-image-error")
         with gr.Column(scale=3):
             models = gr.CheckboxGroup(lab.names, value=lab.names[:3], label="Models")
             with gr.Row():
                 norm = gr.Radio(["l2", "linf"], value="l2", label="Threat model")
                 steps = gr.Slider(1, 100, value=20, step=1, precision=0, label="PGD steps")
-            info = (
-                f"defaults: the evaluation radii at {size}x{size} (l2 {eval_default('l2', size):g}, "
-                f"linf {eval_eps('linf') * 255:.0f}/255)"
-            )
-            eps = eps_input(norm, eval_default, size, elem_id="compare-eps", info=info)
+            l2, linf = eval_default("l2", size), eval_eps("linf") * 255
+            info = f"defaults: the evaluation radii at {size}x{size} (l2 {l2:g}, linf {linf:.0f}/255)"
+            eps = page.eps_input(norm, eval_default, size, elem_id="compare-eps", info=info)
             run = gr.Button("Attack", variant="primary", elem_id="run-compare")
             settings_error = gr.Markdown(elem_id="compare-error")
-    examples(example_paths(lab.gallery), lab.gallery_label, image, "examples-compare")
-    panel = picture("comparison", "compare-panel")
-    waiting = placeholder(
-        "each model's prediction before and after the attack appears here",
-        ["model", "before", "after", "verdict"],
-    )
-    table = gr.Dataframe(waiting, label="predictions", interactive=False, elem_id="compare-table")
-    wire(
-        run.click,
-        gpu(lab.compare),
-        [image, models, norm, eps, steps],
-        [panel, table],
-        "compare",
-        {"image": image_error, "settings": settings_error},
-        concurrency_id=COMPUTE,
-        time_limit=600,
-    )
+    page.examples(example_paths(lab.gallery), lab.gallery_label, image, "examples-compare")
+    panel = page.picture("comparison", "compare-panel", buttons=SHOW)
+    waiting = "each model's prediction before and after the attack appears here"
+    columns = ["model", "before", "after", "verdict"]
+    table = page.results("predictions", columns, waiting, elem_id="compare-table")
+    inputs, slots = [image, models, norm, eps, steps], {"image": image_error, "settings": settings_error}
+    wire(run.click, gpu(lab.compare), inputs, [panel, table], "compare", slots, **COMPUTE)
 
 
-def _recorded(lab: Lab) -> None:
-    """The Robustness tab's records: accuracy beside the paper's, their settings, a plot and the audits."""
+def _robustness_tab(lab: Lab, gpu: Callable) -> None:
+    """Robustness: the records beside the paper's, their settings and audits; a live accuracy-vs-eps curve."""
     gr.Markdown(
         "Recorded evaluations from each checkpoint's `metrics.json` (`pagdemo eval`): for each threat model, "
         "the record at the dataset's evaluation radius with the most test images. Accuracies in %."
@@ -142,35 +103,16 @@ def _recorded(lab: Lab) -> None:
     now = lab.robustness() if lab.infos else (None, None, None, None)
     table = gr.Dataframe(now[0], label="recorded accuracy", interactive=False, wrap=True)
     widths = ["14%", "33%", "33%", "20%"]
-    settings = gr.Dataframe(
-        now[1], label="evaluation settings", interactive=False, wrap=True, column_widths=widths
-    )
-    plot = gr.Image(
-        now[2], label="recorded accuracy plot", format="png", interactive=False, elem_id="recorded-plot"
-    )
-    audits = gr.Dataframe(
-        now[3],
-        label="is it real? AutoAttack vs PGD-20 on the same subset, masking verdict, PAG score (pagdemo audit)",
-        interactive=False,
-        wrap=True,
-        column_widths=["11%", "6%", "5%", "8%", "10%", "28%", "8%", "7%", "9%", "8%"],
-    )
+    label = "evaluation settings"
+    settings = gr.Dataframe(now[1], label=label, interactive=False, wrap=True, column_widths=widths)
+    plot = page.picture("recorded accuracy plot", "recorded-plot", now[2])
+    label = "is it real? AutoAttack vs PGD-20 on the same subset, masking verdict, PAG score (pagdemo audit)"
+    widths = ["11%", "6%", "5%", "8%", "10%", "28%", "8%", "7%", "9%", "8%"]
+    audits = gr.Dataframe(now[3], label=label, interactive=False, wrap=True, column_widths=widths)
     with gr.Accordion("The paper's numbers", open=False):
-        gr.Markdown(paper_tables())
-    wire(
-        refresh.click,
-        lab.robustness,
-        [],
-        [table, settings, plot, audits],
-        "robustness",
-        {"settings": refresh_error},
-        **LIGHT,
-    )
-
-
-def _robustness_tab(lab: Lab, gpu: Callable) -> None:
-    """Robustness: recorded numbers against the paper's, the audits, and a live accuracy-vs-eps curve."""
-    _recorded(lab)
+        gr.Markdown(page.paper_tables())
+    outputs = [table, settings, plot, audits]
+    wire(refresh.click, lab.robustness, [], outputs, "robustness", {"settings": refresh_error}, **LIGHT)
     gr.Markdown("### Accuracy against eps, computed now on a small test subset (cached per setting)")
     with gr.Row():
         models = gr.CheckboxGroup(lab.names, value=lab.names[:3], label="Models")
@@ -180,20 +122,12 @@ def _robustness_tab(lab: Lab, gpu: Callable) -> None:
     go = gr.Button("Compute curve", variant="primary", elem_id="run-curve")
     curve_error = gr.Markdown(elem_id="curve-error")
     status = gr.Markdown(label="status", elem_id="curve-status")
-    curve = gr.Image(label="accuracy vs eps", format="png", interactive=False, elem_id="curve-plot")
-    waiting = placeholder("accuracy at each radius appears here, point by point", ["eps"] + lab.names[:3])
-    points = gr.Dataframe(waiting, label="accuracy table (%)", interactive=False)
-    wire(
-        go.click,
-        gpu(lab.eps_curve),
-        [models, norm, n, steps],
-        [curve, points, status],
-        "eps_curve",
-        {"settings": curve_error},
-        failed={status: "Not run: see the message above."},
-        concurrency_id=COMPUTE,
-        time_limit=1800,
-    )
+    curve = page.picture("accuracy vs eps", "curve-plot")
+    waiting = "accuracy at each radius appears here, point by point"
+    points = page.results("accuracy table (%)", ["eps"] + lab.names[:3], waiting)
+    slots, failed = {"settings": curve_error}, {status: "Not run: see the message above."}
+    inputs, outputs = [models, norm, n, steps], [curve, points, status]
+    wire(go.click, gpu(lab.eps_curve), inputs, outputs, "eps_curve", slots, failed, **LONG)
 
 
 def _toy_tab(toys: ToyRuns) -> None:
@@ -201,8 +135,8 @@ def _toy_tab(toys: ToyRuns) -> None:
     gr.Markdown(
         "Two classes on the line x2 = 2 x1, three modes each; a 2-32-2 MLP trained with cross-entropy (left) "
         "and with the PAG loss, Nearest Neighbor target (right). The dashed circle is the L2 PGD-10 radius "
-        f"(eps 15). *Train and draw* trains both models for one seed and lambda ({toys.train_time()}; a setting "
-        "seen before is redrawn from memory)."
+        f"(eps 15). *Train and draw* trains both models for one seed and lambda ({toys.train_time()}; a "
+        "setting seen before is redrawn from memory)."
     )
     saved, summary = toys.saved_result()
     gr.Markdown(summary, elem_id="toy-summary")
@@ -211,25 +145,14 @@ def _toy_tab(toys: ToyRuns) -> None:
         seed = gr.Slider(0, 99, value=0, step=1, precision=0, label="Seed")
         go = gr.Button("Train and draw", variant="primary", elem_id="run-toy")
     toy_error = gr.Markdown(elem_id="toy-error")
-    caption = gr.Markdown(
-        "Shown: the saved figure (seed 0)." if saved else "", label="caption", elem_id="toy-caption"
-    )
-    figure = gr.Image(
-        saved, label="decision boundaries", format="png", interactive=False, elem_id="toy-figure"
-    )
-    waiting = placeholder("the trained models' numbers appear here", ["model", "clean %", "PGD-10 %"])
-    metrics = gr.Dataframe(waiting, label="toy metrics", interactive=False, elem_id="toy-metrics")
-    wire(
-        go.click,
-        toys.toy,
-        [lam, seed],
-        [figure, metrics, caption],
-        "toy",
-        {"settings": toy_error},
-        failed={caption: "Not run: see the message above."},
-        concurrency_id=COMPUTE,
-        time_limit=1800,
-    )
+    shown = "Shown: the saved figure (seed 0)." if saved else ""
+    caption = gr.Markdown(shown, label="caption", elem_id="toy-caption")
+    figure = page.picture("decision boundaries", "toy-figure", saved)
+    waiting = "the trained models' numbers appear here"
+    metrics = page.results("toy metrics", ["model", "clean %", "PGD-10 %"], waiting, elem_id="toy-metrics")
+    slots, failed = {"settings": toy_error}, {caption: "Not run: see the message above."}
+    outputs = [figure, metrics, caption]
+    wire(go.click, toys.toy, [lam, seed], outputs, "toy", slots, failed, **LONG)
 
 
 def _models_tab(lab: Lab) -> None:
@@ -250,7 +173,7 @@ def launch_options(host: str, port: int, demo: gr.Blocks | None = None) -> dict:
         "allowed_paths": [str(EXAMPLES_DIR), *gallery],
         "footer_links": ["api", "gradio"],
         "show_error": False,
-        "css": CSS,
+        "css": page.CSS,
     }
 
 
@@ -262,11 +185,11 @@ def build_demo(
     concurrency: int = 1,
     toy_dir: str | Path = "docs/toy",
 ) -> gr.Blocks:
-    """The whole app for one checkpoints folder; `concurrency` bounds the model runs at once (1 suits a CPU)."""
+    """The whole app for one checkpoints folder; `concurrency`: model runs at once (1 suits a CPU)."""
     gpu = on_gpu()  # before any CUDA call: ZeroGPU asks for `spaces` to come first
     lab = Lab(checkpoints, device, data_dir)
     with gr.Blocks(title="pagdemo: Perceptually Aligned Gradients") as demo:
-        gr.Markdown(INTRO)
+        gr.Markdown(page.INTRO)
         gr.Markdown(lab.notice(), elem_id="checkpoint-notice")
         with gr.Tab("PAG explorer"):
             _explorer_tab(lab, gpu)
