@@ -33,7 +33,6 @@ MAX_MODULE_LINES, MAX_FUNCTION_LINES, MAX_PACKAGE_LINES = 330, 60, 8000  # count
 OVER_CAP = {
     "pagdemo.toy.experiment",
     "pagdemo.data.datasets",
-    "pagdemo.viz.grid.pag_grid_steps",
     "pagdemo.pag.fastpag",
     "pagdemo.bench.tables.format_tables",
 }
