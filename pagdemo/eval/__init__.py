@@ -1,2 +1,2 @@
-"""Is a model robust? Clean and PGD accuracy (`evaluate`), AutoAttack (`autoattack`), the gradient-masking audit
-(`audit`) and the PAG score (`pagscore`)."""
+"""Is a model robust? Clean and PGD accuracy (`evaluate`), AutoAttack (`autoattack`), the gradient-masking
+audit (`masking`, `audit`) and the PAG score (`pagscore`)."""

@@ -1,4 +1,4 @@
-"""Which images a model gets right, and exact fractions of them: the count every evaluation starts from. No I/O."""
+"""Which images a model gets right, and exact fractions of them: what every evaluation starts from. No I/O."""
 
 from __future__ import annotations
 
@@ -15,18 +15,13 @@ def correct(
     batch_size: int = 256,
     device: torch.device | str = "cpu",
 ) -> torch.Tensor:
-    """(N,) CPU bools: which images the model classifies right, in eval mode (the only ones worth attacking)."""
+    """(N,) CPU bools: which images the model gets right, in eval mode (the only ones worth attacking)."""
     with eval_mode(model), torch.no_grad():
-        return (
-            torch.cat(
-                [
-                    model(x[i : i + batch_size].to(device)).argmax(1).cpu() == y[i : i + batch_size].cpu()
-                    for i in range(0, len(x), batch_size)
-                ]
-            )
-            if len(x)
-            else torch.zeros(0, dtype=torch.bool)
-        )
+        flags = [
+            model(x[i : i + batch_size].to(device)).argmax(1).cpu() == y[i : i + batch_size].cpu()
+            for i in range(0, len(x), batch_size)
+        ]
+    return torch.cat(flags) if flags else torch.zeros(0, dtype=torch.bool)
 
 
 def fraction(flags: torch.Tensor) -> float:

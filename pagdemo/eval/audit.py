@@ -1,96 +1,62 @@
 """`pagdemo audit`: the gradient-masking checks (`pagdemo.eval.masking`), AutoAttack and the PAG score of one
-checkpoint, kept in `audit-<norm>.json` beside it. An audit takes long; `AuditFile` keeps what it has finished, so a
-run cut off keeps its checks and `--resume` adds only what an earlier run lacks (AutoAttack, a new judge's score)."""
+checkpoint, kept in `audit-<norm>.json` beside it. An audit takes long: `AuditFile` keeps what it finished, so
+a run cut off keeps its checks, and `--resume` adds only what an earlier run lacks (AutoAttack, a judge)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from pagdemo.data.datasets import load_dataset
-from pagdemo.eval.autoattack import (
-    BACKENDS,
-    VERSIONS,
-    AutoAttackConfig,
-    run_autoattack_eval,
-)
+from pagdemo.eval.autoattack import VERSIONS, AutoAttackConfig, run_autoattack_eval
 from pagdemo.eval.masking import Thresholds, audit, check_result, verdict, within
 from pagdemo.eval.pagscore import check_judge, pag_score
-from pagdemo.eval.subset import Subject, SubsetConfig, data_for_eval, load_subject
-from pagdemo.options import flag
+from pagdemo.eval.subset import Subject, SubsetConfig, data_for_eval, load_subject, test_data
+from pagdemo.options import flag, flag_of
 from pagdemo.records.checkpoints import append_metrics, load_checkpoint
 from pagdemo.records.files import read_json, write_json
 from pagdemo.records.provenance import now
 from pagdemo.threat import NORMS, picture_eps, strong_step
 
-BOOKKEEPING = (
-    "date",
-    "finished",
-    "not_run_yet",
-    "autoattack_so_far",
-)  # the file's own keys, not part of a report
+BOOKKEEPING = ("date", "finished", "not_run_yet", "autoattack_so_far")  # the file's own keys, not a report's
 
 
 @dataclass(frozen=True)
 class AuditConfig(SubsetConfig):
-    """`pagdemo audit`: the subset is shared with `eval --attack autoattack` (1,000 class-balanced test images)."""
+    """`pagdemo audit`: its subset is `eval --attack autoattack`'s (1,000 class-balanced test images)."""
 
     norm: str = flag("linf", "threat model", choices=NORMS)
     limit: int | None = flag(1000, "fixed class-balanced test subset (default 1000)", read="count")
-    vanilla: str | None = flag(
-        None, "vanilla checkpoint (folder or hf-hub:ORG/NAME), source of the transfer attack"
-    )
-    judge: str | None = flag(
-        None, "robust checkpoint that judges the PAG score (never the model's own RIGD teacher)"
-    )
-    autoattack: str | None = flag(
-        None, "also run this AutoAttack version and compare it with PGD-20", choices=tuple(VERSIONS)
-    )
-    autoattack_backend: str = flag(
-        "pyautoattack",
-        "the reference; torchattacks is weaker in l2 (see autoattack.py)",
-        choices=tuple(BACKENDS),
-        name="--aa-backend",
-    )
+    vanilla: str | None = flag(None, "vanilla checkpoint (or hf-hub:ORG/NAME): the transfer attack's source")
+    judge: str | None = flag(None, "robust checkpoint judging the PAG score (not the model's RIGD teacher)")
+    autoattack: str | None = flag(None, "also run this AutoAttack version", choices=tuple(VERSIONS))
+    autoattack_backend: str = flag_of(AutoAttackConfig, "backend")
     pag_limit: int = flag(100, "test images for the PAG score (x 9 targets each)", read="count")
-    pag_eps: float | None = flag(
-        None,
-        "L2 radius of the PAG score's targeted attack (default: the picture's, 4.0 at 32x32)",
-        read="eps",
-    )
+    pag_eps: float | None = flag(None, "L2 radius of the PAG score's attack (default 4 at 32x32)", read="eps")
     pag_steps: int = flag(100, "steps of the PAG score's attack", read="count")
     restarts: int = flag(5, "restarts of the PGD-100 check", read="count")
     thresholds: Thresholds = field(default_factory=Thresholds)
-    json: str | None = flag(
-        None, "also write the report here (it always goes to <checkpoint>/audit-<norm>.json)"
-    )
+    json: str | None = flag(None, "also write the report here (it goes to <checkpoint>/audit-<norm>.json)")
     record: bool = flag(True, "write audit-<norm>.json and append the summary to metrics.json")
     resume: bool = flag(
         False,
-        "keep the checks of an earlier audit-<norm>.json run with the same settings (a cut-off "
-        "run, or one without AutoAttack) and run only what it lacks: AutoAttack, or the PAG score of a "
-        "new judge",
+        "keep the checks of an earlier audit-<norm>.json with the same settings (a cut-off run, or one "
+        "without AutoAttack) and run only what it lacks: AutoAttack, or a new judge's PAG score",
     )
 
 
 class AuditFile:
-    """audit-<norm>.json: partial reports while an audit runs, the final one when it ends, and the check that an
-    earlier one was made with this run's settings before its checks are reused."""
+    """audit-<norm>.json: partial reports while an audit runs, the final one when it ends, and the check that
+    an earlier one was made with this run's settings before its checks are reused."""
 
-    def __init__(self, cfg: AuditConfig, settings: dict) -> None:
-        self.cfg, self.settings = (
-            cfg,
-            settings,
-        )  # settings: what must match for an earlier report to be reused
+    def __init__(self, cfg: AuditConfig, subset: dict) -> None:
+        """`subset` and the checks' settings: what must match for an earlier report to be reused."""
+        more = dict(vanilla=cfg.vanilla, restarts=cfg.restarts, thresholds=asdict(cfg.thresholds))
+        self.cfg, self.settings = cfg, {**subset, **more}
         self.path = Path(cfg.checkpoint) / f"audit-{cfg.norm}.json"
 
     def earlier(self) -> dict | None:
-        """The earlier file, if any, checked to share this run's subset and settings.
-
-        Raises:
-            ValueError: the earlier audit used other settings, so its checks would not describe this run's.
-        """
+        """The earlier file, if any; a ValueError if its settings differ (its checks would not be ours)."""
         previous = read_json(self.path)
         if previous is None:
             return None
@@ -121,24 +87,13 @@ class AuditFile:
 
 
 def run_audit(cfg: AuditConfig, progress: bool = True) -> dict:
-    """Load the checkpoint and its subset, run (or reuse) the masking checks, add AutoAttack and the PAG score."""
+    """Load the checkpoint and its subset, run (or reuse) the masking checks, add AutoAttack and PAG score."""
     subject = load_subject(cfg)
     eps = cfg.radius(subject.data.name, subject.model.image_size)
     if cfg.judge:
         check_judge(cfg.checkpoint, getattr(subject.model, "run", {}), cfg.judge)
-    file = AuditFile(
-        cfg,
-        {
-            "eps": eps,
-            "n": len(subject.data),
-            "limit": cfg.limit,
-            "subset_seed": cfg.seed,
-            "data": subject.described,
-            "vanilla": cfg.vanilla,
-            "restarts": cfg.restarts,
-            "thresholds": asdict(cfg.thresholds),
-        },
-    )
+    subset = dict(data=subject.described, limit=cfg.limit, subset_seed=cfg.seed)
+    file = AuditFile(cfg, dict(eps=eps, n=len(subject.data), **subset))
     previous = file.earlier() if cfg.resume else None
     report = _masking_checks(cfg, subject, eps, progress) if previous is None else _reused(previous)
     run_aa = bool(cfg.autoattack) and "autoattack" not in report["checks"]
@@ -147,31 +102,14 @@ def run_audit(cfg: AuditConfig, progress: bool = True) -> dict:
         if cfg.json:
             write_json(Path(cfg.json), previous)
         return previous  # nothing to add: the record stays as it is
-    report.update(
-        data=subject.described,
-        limit=cfg.limit,
-        subset_seed=cfg.seed,
-        device=str(subject.device),
-        config=asdict(cfg),
-        vanilla=cfg.vanilla,
-    )
+    report.update(subset, device=str(subject.device), config=asdict(cfg), vanilla=cfg.vanilla)
     pending = [name for name, todo in (("autoattack", run_aa), ("pag_score", run_pag)) if todo]
-    so_far = (
-        {"autoattack_so_far": previous["autoattack_so_far"]}
-        if previous and "autoattack_so_far" in previous
-        else {}
-    )
-    file.save_partial(
-        {**report, **so_far}, pending
-    )  # a run cut short keeps what it (or the run it resumes) finished
+    # a run cut short keeps what it (or the run it resumes) finished
+    so_far = {k: v for k, v in (previous or {}).items() if k == "autoattack_so_far"}
+    file.save_partial({**report, **so_far}, pending)
     if run_aa:
-        report["checks"]["autoattack"] = _autoattack_check(
-            cfg,
-            eps,
-            subject,
-            progress,
-            lambda after: file.save_partial({**report, "autoattack_so_far": after}, pending),
-        )
+        save = lambda after: file.save_partial({**report, "autoattack_so_far": after}, pending)  # noqa: E731
+        report["checks"]["autoattack"] = _autoattack_check(cfg, eps, subject, progress, save)
         report.update(verdict(report["checks"]))
         file.save_partial(report, pending[1:])
     if run_pag:
@@ -182,30 +120,17 @@ def run_audit(cfg: AuditConfig, progress: bool = True) -> dict:
 
 
 def _masking_checks(cfg: AuditConfig, subject: Subject, eps: float, progress: bool) -> dict:
-    """The masking checks of `pagdemo.eval.masking` on the subset, against the vanilla model if one is given."""
+    """The masking checks on the subset, against the vanilla model if one is given."""
     vanilla = load_checkpoint(cfg.vanilla, subject.device) if cfg.vanilla else None
-    return audit(
-        subject.model,
-        subject.data.inputs(),
-        subject.data.labels,
-        cfg.norm,
-        eps,
-        vanilla,
-        restarts=cfg.restarts,
-        th=cfg.thresholds,
-        batch_size=cfg.batch_size,
-        device=subject.device,
-        seed=cfg.seed,
-        progress=progress,
-    )
+    x, y = subject.data.inputs(), subject.data.labels
+    kw = dict(batch_size=cfg.batch_size, device=subject.device, seed=cfg.seed, progress=progress)
+    return audit(subject.model, x, y, cfg.norm, eps, vanilla, restarts=cfg.restarts, th=cfg.thresholds, **kw)
 
 
 def _reused(previous: dict) -> dict:
     """An earlier report's checks without the file's bookkeeping, remembering when they were run."""
     report = {k: v for k, v in previous.items() if k not in BOOKKEEPING}
-    report.setdefault(
-        "resumed_from", previous.get("date")
-    )  # the date of the checks, over any number of resumes
+    report.setdefault("resumed_from", previous.get("date"))  # when the checks ran, over any number of resumes
     return report
 
 
@@ -216,27 +141,13 @@ def _autoattack_check(
     progress: bool,
     on_attack: Callable[[dict[str, float]], None] | None = None,
 ) -> dict:
-    """AutoAttack vs PGD-20 on the audit's subset; both land in metrics.json like `eval --attack autoattack`."""
+    """AutoAttack vs PGD-20 on the audit's subset; both go to metrics.json as `eval --attack autoattack`'s."""
     dataset, data_dir = data_for_eval(getattr(subject.model, "run", {}), cfg.dataset, cfg.data_dir)
-    aa = run_autoattack_eval(
-        AutoAttackConfig(
-            cfg.checkpoint,
-            norm=cfg.norm,
-            eps=eps,
-            version=cfg.autoattack,
-            backend=cfg.autoattack_backend,
-            limit=cfg.limit,
-            dataset=dataset,
-            data_dir=data_dir,
-            on_bad_image=cfg.on_bad_image,
-            batch_size=cfg.batch_size,
-            device=str(subject.device),
-            seed=cfg.seed,
-            record=cfg.record,
-        ),
-        progress,
-        on_attack,
-    )
+    # the subset's settings, resolved here (json: the audit writes its own file, not AutoAttack's record)
+    mine = dict(eps=eps, dataset=dataset, data_dir=data_dir, device=str(subject.device), json=None)
+    shared = {**{f.name: getattr(cfg, f.name) for f in fields(SubsetConfig)}, **mine}
+    aa_cfg = AutoAttackConfig(**shared, version=cfg.autoattack, backend=cfg.autoattack_backend)
+    aa = run_autoattack_eval(aa_cfg, progress, on_attack)
     gap = aa["pgd20_robust_acc"] - aa["robust_acc"]
     return check_result(
         within(gap, cfg.thresholds.autoattack),
@@ -249,27 +160,11 @@ def _autoattack_check(
 
 def _pag_score(cfg: AuditConfig, subject: Subject, progress: bool) -> dict:
     """The PAG score on the first `pag_limit` images of the subset's kind, judged by `cfg.judge`."""
-    dataset, data_dir = data_for_eval(getattr(subject.model, "run", {}), cfg.dataset, cfg.data_dir)
-    sub = load_dataset(
-        dataset,
-        "test",
-        data_dir=data_dir,
-        limit=cfg.pag_limit,
-        seed=cfg.seed,
-        image_size=subject.model.image_size,
-        on_bad_image=cfg.on_bad_image,
-    )
-    score = pag_score(
-        subject.model,
-        load_checkpoint(cfg.judge, subject.device),
-        sub.inputs(),
-        sub.labels,
-        eps=cfg.pag_eps or picture_eps("l2", subject.model.image_size),
-        steps=cfg.pag_steps,
-        batch_size=cfg.batch_size,
-        device=subject.device,
-        progress=progress,
-    )
+    sub = test_data(cfg, subject.model, cfg.pag_limit)
+    judge = load_checkpoint(cfg.judge, subject.device)
+    eps = cfg.pag_eps or picture_eps("l2", subject.model.image_size)
+    kw = dict(steps=cfg.pag_steps, batch_size=cfg.batch_size, device=subject.device, progress=progress)
+    score = pag_score(subject.model, judge, sub.inputs(), sub.labels, eps=eps, **kw)
     return {**score, "judge": str(cfg.judge)}
 
 
@@ -278,11 +173,7 @@ def _summary(report: dict) -> dict:
     more = report["checks"]["more_steps"]
     pag = report.get("pag_score", {})
     return {
-        "date": report["date"],
-        "data": report["data"],
-        "n": report["n"],
-        "limit": report["limit"],
-        "subset_seed": report["subset_seed"],
+        **{k: report[k] for k in ("date", "data", "n", "limit", "subset_seed")},
         "attack": f"audit (pgd-100 x{more['restarts']})",
         "norm": report["norm"],
         "eps": report["eps"],
@@ -292,9 +183,7 @@ def _summary(report: dict) -> dict:
         "random_start": True,
         "clean_acc": report["clean_acc"],
         "robust_acc": more["pgd100_restarts"],
-        "device": report["device"],
-        "config": report["config"],
-        "verdict": report["verdict"],
+        **{k: report[k] for k in ("device", "config", "verdict")},
         "masking_checks_passed": report["passed"],
         "pag_score": pag.get("score"),
         "pag_grad_cosine": pag.get("grad_cosine"),

@@ -1,19 +1,14 @@
 """AutoAttack (Croce & Hein, ICML 2020), standard version: APGD-CE, APGD-T, FAB-T, Square, in sequence.
 
-Each attack runs only on the points that every earlier attack left standing, and a point
-counts as broken only if the returned image is misclassified *and* lies in the eps-ball and
-in [0, 1] (checked here, so no attack's bug can make a model look less robust than it is).
-
-Two backends run the same loop with the same settings:
-- `pyautoattack` (the default, a requirement): the authors' reference code, packaged (logging and
-  a resumable state file added); the faithful choice, also for l2 numbers.
-- `torchattacks` (a requirement, for the cross-check): its components, configured as the authors' code.
-  `torchattacks.AutoAttack(version="standard")` itself runs APGD and FAB with 10 iterations
-  and Square with a rescaled p-schedule; the reference runs 100 iterations and no rescaling,
-  so we build the four attacks ourselves. Cross-checked against the reference: APGD-CE, APGD-T,
-  FAB-T and linf Square leave exactly the same images standing; l2 Square does not (torchattacks
-  3.5.1 takes the norm of the new windows over all channels, the reference per channel) and was
-  weaker (79% vs 71% robust on 48 images of a tiny CNN).
+Each attack runs only on the points every earlier attack left standing; a point counts as broken only if the
+returned image is misclassified *and* lies in the eps-ball and in [0, 1] (checked here, so no attack's bug can
+make a model look less robust than it is). Two backends run the same loop with the same settings:
+- `pyautoattack` (the default): the authors' reference code, packaged; the faithful choice, also for l2.
+- `torchattacks` (the cross-check): its four attacks built as the reference configures them (its own
+  `AutoAttack(version="standard")` runs 10 iterations and a rescaled Square schedule). APGD-CE, APGD-T, FAB-T
+  and linf Square leave exactly the reference's images standing; l2 Square is weaker (torchattacks 3.5.1 takes
+  the norm of the new windows over all channels, the reference per channel: 79% vs 71% robust on 48 images of
+  a tiny CNN).
 """
 
 from __future__ import annotations
@@ -29,12 +24,7 @@ from tqdm.auto import tqdm
 from pagdemo.attacks import check_attack_args, eval_mode
 from pagdemo.eval.accuracy import correct, fraction, percent_text
 from pagdemo.eval.evaluate import robust_accuracy
-from pagdemo.eval.subset import (
-    SubsetConfig,
-    evaluation_record,
-    keep_records,
-    load_subject,
-)
+from pagdemo.eval.subset import SubsetConfig, evaluation_record, keep_records, load_subject
 from pagdemo.models import class_count
 from pagdemo.options import flag
 from pagdemo.threat import NORMS, eval_step
@@ -44,11 +34,13 @@ ATTACKS = ("apgd-ce", "apgd-t", "fab-t", "square")  # the standard version, in t
 
 @dataclass(frozen=True)
 class AAVersion:
+    """How long each attack of a version runs."""
+
     steps: int  # iterations of APGD-CE, APGD-T (per target class) and FAB-T (per target class)
     n_queries: int  # Square attack's query budget
 
 
-# "standard" is the reference's; "lite" is a cheaper variant for tests and quick looks, never a reported number.
+# "standard" is the reference's; "lite" a cheaper variant for tests and quick looks, never a reported number
 VERSIONS = {"standard": AAVersion(steps=100, n_queries=5000), "lite": AAVersion(steps=20, n_queries=500)}
 _TORCH_NORM = {"linf": "Linf", "l2": "L2"}
 _TOL = 1e-5  # float slack when checking that an adversarial image is inside the ball and in [0, 1]
@@ -60,30 +52,13 @@ def _torchattacks(
     """The four attacks from torchattacks with the reference's settings (Square: no p-schedule rescaling)."""
     import torchattacks as ta
 
-    n, c = (
-        _TORCH_NORM[norm],
-        min(9, n_classes - 1) + 1,
-    )  # torchattacks targets c - 1 classes: 9, as the reference
+    common = dict(norm=_TORCH_NORM[norm], eps=eps, n_restarts=1, seed=seed)
+    c = min(9, n_classes - 1) + 1  # torchattacks targets c - 1 classes: 9, as the reference
     return {
-        "apgd-ce": ta.APGD(
-            model, norm=n, eps=eps, steps=v.steps, n_restarts=1, loss="ce", seed=seed, rho=0.75
-        ),
-        "apgd-t": ta.APGDT(
-            model, norm=n, eps=eps, steps=v.steps, n_restarts=1, n_classes=c, seed=seed, rho=0.75
-        ),
-        "fab-t": ta.FAB(
-            model, norm=n, eps=eps, steps=v.steps, n_restarts=1, multi_targeted=True, n_classes=c, seed=seed
-        ),
-        "square": ta.Square(
-            model,
-            norm=n,
-            eps=eps,
-            n_queries=v.n_queries,
-            n_restarts=1,
-            p_init=0.8,
-            resc_schedule=False,
-            seed=seed,
-        ),
+        "apgd-ce": ta.APGD(model, steps=v.steps, loss="ce", rho=0.75, **common),
+        "apgd-t": ta.APGDT(model, steps=v.steps, n_classes=c, rho=0.75, **common),
+        "fab-t": ta.FAB(model, steps=v.steps, multi_targeted=True, n_classes=c, **common),
+        "square": ta.Square(model, n_queries=v.n_queries, p_init=0.8, resc_schedule=False, **common),
     }
 
 
@@ -101,12 +76,7 @@ def _pyautoattack(
     aa.square.n_queries = v.n_queries
     aa.apgd_targeted.n_target_classes = aa.fab.n_target_classes = min(9, n_classes - 1)
     aa.fab.targeted = True  # its FAB object serves only FAB-T here
-    return {
-        "apgd-ce": aa.apgd.perturb,
-        "apgd-t": aa.apgd_targeted.perturb,
-        "fab-t": aa.fab.perturb,
-        "square": aa.square.perturb,
-    }
+    return dict(zip(ATTACKS, (aa.apgd.perturb, aa.apgd_targeted.perturb, aa.fab.perturb, aa.square.perturb)))
 
 
 BACKENDS: dict[str, Callable[..., dict[str, Callable]]] = {
@@ -139,11 +109,8 @@ def autoattack_accuracy(
 ) -> tuple[float, float, dict[str, float]]:
     """(clean accuracy, AutoAttack robust accuracy, robust accuracy after each attack) over (x, y) in [0, 1].
 
-    `on_attack` gets the breakdown so far after each attack, so an hour-long run that is cut off
-    keeps an upper bound on its robust accuracy.
-
-    The breakdown also holds "rejected": adversarial images an attack returned outside the threat
-    model, which are not counted as successes (0 for a correct implementation).
+    `on_attack` gets the breakdown after each attack, so an hour-long run cut off keeps an upper bound. The
+    breakdown's "rejected" counts adversarial images returned outside the threat model (0 for correct code).
 
     Raises:
         ValueError: unknown norm, version or backend; eps < 0.
@@ -161,40 +128,22 @@ def autoattack_accuracy(
         breakdown, rejected = {"clean": fraction(robust)}, 0
         bar = tqdm(ATTACKS, desc=f"autoattack {norm}", disable=not progress, leave=False)
         for name in bar:
-            rejected += _run_one(attacks[name], model, x, y, robust, norm, eps, batch_size, device)
+            idx = robust.nonzero().squeeze(1)  # only the points still standing
+            for i in range(0, len(idx), batch_size):
+                b = idx[i : i + batch_size]
+                xb, yb = x[b].to(device), y[b].to(device)
+                x_adv = attacks[name](xb, yb).detach()
+                with torch.no_grad():
+                    wrong = model(x_adv).argmax(1) != yb
+                legal = in_threat_model(x_adv, xb, norm, eps)
+                rejected += int((wrong & ~legal).sum())
+                robust[b[(wrong & legal).cpu()]] = False
             breakdown[name] = fraction(robust)
-            bar.set_postfix_str(
-                f"robust after {name}: {100 * breakdown[name]:.1f}%"
-            )  # a long run shows its progress
+            bar.set_postfix_str(f"robust after {name}: {100 * breakdown[name]:.1f}%")
             if on_attack is not None:
                 on_attack(dict(breakdown))
     breakdown["rejected"] = rejected
     return breakdown["clean"], breakdown[ATTACKS[-1]], breakdown
-
-
-def _run_one(
-    attack: Callable,
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    robust: torch.Tensor,
-    norm: str,
-    eps: float,
-    batch_size: int,
-    device: torch.device,
-) -> int:
-    """Attack the points still standing, in place on `robust`; returns how many results were illegal."""
-    idx, rejected = robust.nonzero().squeeze(1), 0
-    for i in range(0, len(idx), batch_size):
-        b = idx[i : i + batch_size]
-        xb, yb = x[b].to(device), y[b].to(device)
-        x_adv = attack(xb, yb).detach()
-        with torch.no_grad():
-            wrong = model(x_adv).argmax(1) != yb
-        legal = in_threat_model(x_adv, xb, norm, eps)
-        rejected += int((wrong & ~legal).sum())
-        robust[b[(wrong & legal).cpu()]] = False
-    return rejected
 
 
 @dataclass(frozen=True)
@@ -203,7 +152,7 @@ class AutoAttackConfig(SubsetConfig):
 
     norm: str = flag("linf", "threat model", choices=NORMS)
     limit: int | None = flag(
-        1000, "a fixed, class-balanced test subset, the same for every model (default 1000)", read="count"
+        1000, "a fixed class-balanced test subset, the same for every model", read="count"
     )
     version: str = flag(
         "standard",
@@ -225,48 +174,19 @@ def run_autoattack_eval(
     """AutoAttack and PGD-20 on the same fixed subset; both records go to metrics.json."""
     check_attack_args(cfg.norm, cfg.eps or 0.0, 1)  # fail before loading anything
     subject = load_subject(cfg)
-    model, x, y, device = subject.model, subject.data.inputs(), subject.data.labels, subject.device
+    model, x, y = subject.model, subject.data.inputs(), subject.data.labels
     eps = cfg.radius(subject.data.name, model.image_size)
+    kw = dict(batch_size=cfg.batch_size, device=subject.device, seed=cfg.seed, progress=progress)
     start = time.perf_counter()
     clean, rob, breakdown = autoattack_accuracy(
-        model,
-        x,
-        y,
-        cfg.norm,
-        eps,
-        cfg.version,
-        cfg.backend,
-        cfg.batch_size,
-        device,
-        cfg.seed,
-        progress,
-        on_attack,
+        model, x, y, cfg.norm, eps, cfg.version, cfg.backend, on_attack=on_attack, **kw
     )
     seconds = time.perf_counter() - start
-    _, pgd20 = robust_accuracy(
-        model,
-        x,
-        y,
-        cfg.norm,
-        eps,
-        steps=20,
-        step_size=eval_step(eps, 20),
-        batch_size=cfg.batch_size,
-        device=device,
-        seed=cfg.seed,
-        progress=progress,
-    )
+    step = eval_step(eps, 20)  # the paper's PGD-20: random start, step 2 * eps / 20
+    _, pgd20 = robust_accuracy(model, x, y, cfg.norm, eps, steps=20, step_size=step, **kw)
+    same = dict(restarts=1, random_start=True, clean_acc=clean)
     pgd_record = evaluation_record(
-        cfg,
-        subject,
-        attack="pgd-20",
-        eps=eps,
-        steps=20,
-        step_size=eval_step(eps, 20),
-        restarts=1,
-        random_start=True,
-        clean_acc=clean,
-        robust_acc=pgd20,
+        cfg, subject, attack="pgd-20", eps=eps, steps=20, step_size=step, **same, robust_acc=pgd20
     )
     record = evaluation_record(
         cfg,
@@ -275,9 +195,7 @@ def run_autoattack_eval(
         eps=eps,
         steps=VERSIONS[cfg.version].steps,
         step_size=None,
-        restarts=1,
-        random_start=True,
-        clean_acc=clean,
+        **same,
         robust_acc=rob,
         per_attack=breakdown,
         pgd20_robust_acc=pgd20,
@@ -304,6 +222,5 @@ def format_autoattack(record: dict) -> str:
         f"n={record['n']} ({record['data']})\n  after each attack: "
         + " -> ".join(f"{k} {pc(after[k])}" for k in ATTACKS)
     )
-    return text + (
-        f"\n  rejected {after['rejected']} illegal adversarial images" if after["rejected"] else ""
-    )
+    rejected = f"\n  rejected {after['rejected']} illegal adversarial images" if after["rejected"] else ""
+    return text + rejected

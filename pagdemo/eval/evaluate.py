@@ -1,7 +1,8 @@
 """Clean and PGD robust accuracy (the paper's evaluation: PGD-20, random start, step 2*eps/20).
 
-`robust_accuracy` is the batched core that the CLI, the app's eps curve, training's monitor and the audit share;
-`run_eval` adds the checkpoint, the data and the record appended to metrics.json (`pagdemo.eval.subset`).
+`robust_accuracy` is the batched core that the CLI, the app's eps curve, training's monitor and the audit
+share; `run_eval` adds the checkpoint, the data and the record appended to metrics.json
+(`pagdemo.eval.subset`).
 """
 
 from __future__ import annotations
@@ -15,12 +16,7 @@ from tqdm.auto import tqdm
 
 from pagdemo.attacks import check_attack_args, eval_mode, pgd
 from pagdemo.eval.accuracy import correct, fraction
-from pagdemo.eval.subset import (
-    SubsetConfig,
-    evaluation_record,
-    keep_records,
-    load_subject,
-)
+from pagdemo.eval.subset import SubsetConfig, evaluation_record, keep_records, load_subject
 from pagdemo.options import flag
 from pagdemo.threat import NORMS, eval_step
 
@@ -65,27 +61,15 @@ def robust_accuracy(
         if norm is None:
             return clean, None
         gen = torch.Generator(device=device).manual_seed(seed)
+        attack = dict(norm=norm, steps=steps, step_size=step_size, random_init=random_start, generator=gen)
         for i in tqdm(range(0, len(x), batch_size), desc=f"eval {norm}", disable=not progress, leave=False):
-            xb, yb, okb = (
-                x[i : i + batch_size].to(device),
-                y[i : i + batch_size].to(device),
-                ok[i : i + batch_size],
-            )
+            b = slice(i, i + batch_size)
+            xb, yb, okb = x[b].to(device), y[b].to(device), ok[b]  # okb: a view, written through to ok
             for _ in range(restarts):
                 idx = okb.nonzero().squeeze(1).to(device)
                 if len(idx) == 0:
                     break
-                x_adv = pgd(
-                    model,
-                    xb[idx],
-                    yb[idx],
-                    eps,
-                    norm=norm,
-                    steps=steps,
-                    step_size=step_size,
-                    random_init=random_start,
-                    generator=gen,
-                )
+                x_adv = pgd(model, xb[idx], yb[idx], eps, **attack)
                 with torch.no_grad():
                     okb[idx.cpu()] = (model(x_adv).argmax(1) == yb[idx]).cpu()
     return clean, fraction(ok)
@@ -98,21 +82,11 @@ def run_eval(cfg: EvalConfig, progress: bool = True) -> dict:
     attacked = cfg.norm is not None
     eps = cfg.radius(ds.name, model.image_size) if attacked else 0.0
     step_size = eval_step(eps, cfg.steps) if cfg.step_size is None and attacked else cfg.step_size
-    clean, rob = robust_accuracy(
-        model,
-        ds.inputs(),
-        ds.labels,
-        cfg.norm,
-        eps,
-        steps=cfg.steps,
-        step_size=step_size,
-        restarts=cfg.restarts,
-        random_start=cfg.random_start,
-        batch_size=cfg.batch_size,
-        device=subject.device,
-        seed=cfg.seed,
-        progress=progress,
+    kw = dict(batch_size=cfg.batch_size, device=subject.device, seed=cfg.seed, progress=progress)
+    settings = dict(
+        steps=cfg.steps, step_size=step_size, restarts=cfg.restarts, random_start=cfg.random_start
     )
+    clean, rob = robust_accuracy(model, ds.inputs(), ds.labels, cfg.norm, eps, **settings, **kw)
     record = evaluation_record(
         cfg,
         subject,
@@ -139,21 +113,11 @@ def accuracy_vs_eps(
     batch_size: int = 256,
     seed: int = 0,
 ) -> Iterator[tuple[float, float]]:
-    """Yield (eps, robust accuracy) for each radius; eps 0 is clean accuracy. PGD: random start, step 2*eps/steps."""
+    """Yield (eps, robust accuracy) for each radius (eps 0: clean); PGD: random start, step 2*eps/steps."""
     device = next(model.parameters()).device
+    kw = dict(steps=steps, batch_size=batch_size, device=device, seed=seed, progress=False)
     for eps in eps_list:
-        clean, robust = robust_accuracy(
-            model,
-            x,
-            y,
-            None if eps == 0 else norm,
-            eps,
-            steps=steps,
-            batch_size=batch_size,
-            device=device,
-            seed=seed,
-            progress=False,
-        )
+        clean, robust = robust_accuracy(model, x, y, None if eps == 0 else norm, eps, **kw)
         yield eps, clean if robust is None else robust
 
 
@@ -161,8 +125,6 @@ def format_record(record: dict) -> str:
     """One line a person reads in a terminal."""
     s = f"clean {100 * record['clean_acc']:.2f}%"
     if record["robust_acc"] is not None:
-        s += (
-            f" | PGD-{record['steps']} {record['norm']} eps={record['eps']:.4g}: "
-            f"{100 * record['robust_acc']:.2f}%"
-        )
+        s += f" | PGD-{record['steps']} {record['norm']} eps={record['eps']:.4g}: "
+        s += f"{100 * record['robust_acc']:.2f}%"
     return s + f" | n={record['n']} ({record['data']})"

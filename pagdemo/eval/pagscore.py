@@ -1,17 +1,13 @@
 """A number for perceptually aligned gradients (the paper judges PAG by eye, Fig. 1, 4, 5).
 
-PAG score: from each of N test images, a large-eps targeted L2 PGD on the model toward every
-other class t (the paper's visualization); an independent robust *judge* classifies the N (C - 1)
-results. The score is the fraction the judge assigns to the target class t.
-- A model with PAG paints class-t features into the image, so the judge sees t: score high.
-- A vanilla model changes its own prediction with imperceptible noise; the judge still sees the
-  source class: score near 0, and at most chance (1/C) for a judge that ignores the image.
-- With the model as its own judge the score is the targeted attack's success rate (~1).
-Beside it: `grad_cosine`, the mean cosine between the model's and the judge's input gradients
-(of log-softmax, every class, at the clean images): 1 for identical gradients, ~0 for unrelated ones.
-
-The judge must be robust and must not be the model's RIGD teacher (whose gradients the model was
-trained to copy, so agreement would be circular): `check_judge` refuses it.
+PAG score: from each of N test images, a large-eps targeted L2 PGD on the model toward every other class t
+(the paper's visualization); an independent robust *judge* classifies the N (C - 1) results, and the score is
+the fraction it assigns to t. A model with PAG paints class-t features into the image: score high. A vanilla
+model flips its own prediction with imperceptible noise and the judge still sees the source: near 0 (at most
+chance, 1/C, for a judge that ignores the image); with the model as its own judge, the attack's success rate
+(~1). Beside it, `grad_cosine`: the mean cosine between the model's and the judge's input gradients (of
+log-softmax, every class, at the clean images). The judge must not be the model's RIGD teacher, whose
+gradients the model was trained to copy (`check_judge` refuses it).
 """
 
 from __future__ import annotations
@@ -59,7 +55,7 @@ def pag_score(
     device: torch.device | str = "cpu",
     progress: bool = True,
 ) -> dict:
-    """The PAG score of `model` as seen by `judge` on images x in [0, 1] with labels y (see the module docstring).
+    """The PAG score of `model` as `judge` sees it, on images x in [0, 1] with labels y (module docstring).
 
     Returns: score, chance (1 / C), attack_success (the model itself says t), judge_keeps_source
     (the judge still says the label), grad_cosine, clean accuracies, and the attack's settings.
@@ -81,17 +77,12 @@ def pag_score(
         hits["score"] += int((judged == tb).sum())
         hits["attack_success"] += int((own == tb).sum())
         hits["judge_keeps_source"] += int((judged == yb).sum())
-    cos = torch.cat(
-        [
-            grad_cosine(model, judge, x[i : i + batch_size].to(device)).cpu()
-            for i in range(0, len(x), batch_size)
-        ]
-    )
+    cos = [grad_cosine(model, judge, xb.to(device)).cpu() for xb in x.split(batch_size)]
     clean_model, clean_judge = [fraction(correct(m, x, y, batch_size, device)) for m in (model, judge)]
     return {
         **{k: v / len(idx) for k, v in hits.items()},
         "chance": 1 / n_classes,
-        "grad_cosine": cos.mean().item(),
+        "grad_cosine": torch.cat(cos).mean().item(),
         "model_clean_acc": clean_model,
         "judge_clean_acc": clean_judge,
         "n_images": len(x),
@@ -107,9 +98,7 @@ def check_judge(checkpoint: str | Path, run: dict, judge: str | Path) -> None:
     """Refuse a judge that is the model itself or the RIGD teacher it was trained to imitate."""
     same = lambda a, b: Path(a).resolve() == Path(b).resolve()  # noqa: E731
     if same(checkpoint, judge):
-        raise ValueError(
-            f"judge {judge} is the model itself; its score would only be the attack's success rate"
-        )
+        raise ValueError(f"judge {judge} is the model itself; its score would be the attack's success rate")
     teacher = run.get("teacher")
     if teacher and (same(teacher, judge) or Path(teacher).name == Path(judge).name):
         raise ValueError(

@@ -1,6 +1,6 @@
 """What `pagdemo eval` and `pagdemo audit` run and print. `eval` is the paper's PGD (EvalConfig) or, with
---attack autoattack, the standard AutoAttack on a fixed subset (AutoAttackConfig): one config, EvalCommand, holds
-the flags of both, and its runner hands each attack the config it knows."""
+--attack autoattack, the standard AutoAttack on a fixed subset (AutoAttackConfig): one config, EvalCommand,
+holds the flags of both, and its runner hands each attack the config it knows."""
 
 from __future__ import annotations
 
@@ -14,8 +14,7 @@ from pagdemo.eval.masking import format_audit
 from pagdemo.options import flag, flag_of
 
 ATTACK_HELP = (
-    "pgd (the paper's) or autoattack (standard: APGD-CE, APGD-T, FAB-T, Square; also reruns PGD-20 on the same "
-    "subset; default --limit 1000)"
+    "pgd (the paper's) or autoattack (APGD-CE, APGD-T, FAB-T, Square, and PGD-20; default --limit 1000)"
 )
 
 

@@ -26,7 +26,7 @@ EPS_HELP = "radius in [0, 1] pixel units (default: the dataset's, 8/255 linf, 0.
 
 @dataclass(frozen=True)
 class SubsetConfig:
-    """A checkpoint, the test images it is judged on and the threat model; every evaluation config extends it."""
+    """A checkpoint, the test images it is judged on and the threat model: every evaluation config's base."""
 
     checkpoint: str = flag(help="checkpoint folder, or hf-hub:ORG/NAME[@REVISION] (with --no-record)")
     norm: str | None = flag("linf", "threat model", choices=NORMS)
@@ -46,7 +46,7 @@ class SubsetConfig:
     record: bool = flag(True, "append the result to the checkpoint's metrics.json")
 
     def radius(self, dataset: str, side: int) -> float:
-        """The eps asked for, else the dataset's radius for the norm (pagdemo.threat), scaled with the image side."""
+        """The eps asked for, else the dataset's radius for the norm, scaled with the image side."""
         return self.eps if self.eps is not None else eval_eps(self.norm, dataset, side)
 
 
@@ -65,8 +65,8 @@ class Subject:
 
 
 def data_for_eval(run: dict, dataset: str | None, data_dir: str | None) -> tuple[str, str | None]:
-    """(dataset, folder) to evaluate a run on: its own unless told otherwise, or where it is absent on this machine
-    (a checkpoint trained on a rented GPU names that machine's folder), the dataset's default location."""
+    """(dataset, folder) to evaluate a run on: its own unless told otherwise, or where it is absent on this
+    machine (a checkpoint trained on a rented GPU names that machine's folder), the dataset's default one."""
     dataset = dataset or run.get("dataset", "cifar10")
     own = run.get("data_dir") if dataset == run.get("dataset") else None
     return dataset, data_dir or (own if own and Path(own).exists() else None)
@@ -81,8 +81,8 @@ def check_classes(classes: list[str] | None, ds: Dataset) -> None:
         )
 
 
-def load_subject(cfg: SubsetConfig, limit: int | None = None) -> Subject:
-    """The checkpoint on its device and the test subset to judge it on (its own training dataset unless told)."""
+def load_subject(cfg: SubsetConfig) -> Subject:
+    """The checkpoint on its device and the test subset to judge it on."""
     if cfg.record and is_hub(cfg.checkpoint):
         raise ValueError(
             f"{cfg.checkpoint} is a copy in the Hugging Face cache, not a folder of yours to record in: "
@@ -90,22 +90,20 @@ def load_subject(cfg: SubsetConfig, limit: int | None = None) -> Subject:
         )
     device = resolve_device(cfg.device)
     model = load_checkpoint(cfg.checkpoint, device)
+    return Subject(model, test_data(cfg, model, cfg.limit), device)
+
+
+def test_data(cfg: SubsetConfig, model: nn.Module, limit: int | None) -> Dataset:
+    """`limit` class-balanced test images of the model's dataset (unless told), checked for its classes."""
     dataset, data_dir = data_for_eval(getattr(model, "run", {}), cfg.dataset, cfg.data_dir)
-    ds = load_dataset(
-        dataset,
-        "test",
-        data_dir=data_dir,
-        limit=cfg.limit if limit is None else limit,
-        seed=cfg.seed,
-        image_size=getattr(model, "image_size", None),
-        on_bad_image=cfg.on_bad_image,
-    )
+    kw = dict(data_dir=data_dir, limit=limit, seed=cfg.seed, on_bad_image=cfg.on_bad_image)
+    ds = load_dataset(dataset, "test", image_size=getattr(model, "image_size", None), **kw)
     check_classes(getattr(model, "classes", None), ds)
-    return Subject(model, ds, device)
+    return ds
 
 
 def evaluation_record(cfg: SubsetConfig, subject: Subject, **result) -> dict:
-    """One metrics.json line: when, on what, by which settings, and the result's own fields (attack, accuracies)."""
+    """One metrics.json line: when, on what, by which settings, and the result (attack, accuracies)."""
     return {
         "date": now(),
         "data": subject.described,
@@ -121,7 +119,7 @@ def evaluation_record(cfg: SubsetConfig, subject: Subject, **result) -> dict:
 
 
 def keep_records(cfg: SubsetConfig, *records: dict) -> None:
-    """Append the records to the checkpoint's metrics.json (unless told not to) and write the last to --json."""
+    """Append the records to the checkpoint's metrics.json (unless told not to); write the last to --json."""
     if cfg.record:
         for r in records:
             append_metrics(cfg.checkpoint, r)

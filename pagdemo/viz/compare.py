@@ -35,10 +35,9 @@ def compare_untargeted(
 ) -> list[dict[str, Any]]:
     """One untargeted PGD attack per model on one image: prediction before and after, and the perturbation.
 
-    The attacked label is the true `label` when known, else the model's own clean prediction
-    (an uploaded photo has no label). "fooled": right before the attack, wrong after it;
-    "already wrong": the model missed the true label on the clean image. PGD uses the paper's
-    evaluation settings (random start, step 2*eps/steps), seeded.
+    The attacked label is the true `label` when known, else the model's clean prediction (an uploaded photo
+    has no label). "fooled": right before the attack, wrong after it; "already wrong": wrong on the clean
+    image. PGD is the paper's evaluation (random start, step 2*eps/steps), seeded.
     """
     out = []
     for model, name in zip(models, names):
@@ -46,15 +45,8 @@ def compare_untargeted(
         p0 = probabilities(model, x.unsqueeze(0))[0]
         y = int(p0.argmax()) if label is None else int(label)
         gen = torch.Generator(device=dev).manual_seed(seed)
-        x_adv = pgd(
-            model,
-            x.unsqueeze(0).to(dev),
-            torch.tensor([y], device=dev),
-            eps,
-            norm=norm,
-            steps=steps,
-            generator=gen,
-        )[0].cpu()
+        xb, yb = x.unsqueeze(0).to(dev), torch.tensor([y], device=dev)
+        x_adv = pgd(model, xb, yb, eps, norm=norm, steps=steps, generator=gen)[0].cpu()
         p1 = probabilities(model, x_adv.unsqueeze(0))[0]
         delta = x_adv - x.cpu()
         right_before, right_after = int(p0.argmax()) == y, int(p1.argmax()) == y
@@ -108,13 +100,9 @@ def render_compare(
         lines = label_lines(r["model"], 16)
         for k, line in enumerate(lines):
             draw.text((pad, y + c // 2 - 10 * len(lines) + 20 * k), line, fill=BLACK, font=font)
-        verdict, colour = (
-            ("already wrong before the attack", GREY)
-            if r["already_wrong"]
-            else ("FOOLED", RED)
-            if r["fooled"]
-            else ("not fooled", GREEN)
-        )
+        verdict, colour = ("FOOLED", RED) if r["fooled"] else ("not fooled", GREEN)
+        if r["already_wrong"]:
+            verdict, colour = "already wrong before the attack", GREY
         lines = [
             (verdict, colour, font),
             (f"before: {classes[r['pred']]} {100 * r['conf']:.1f}%", BLACK, small),

@@ -1,5 +1,5 @@
 """What every panel shares: colours, the bundled font, row labels, probabilities of the deployed model, and
-images in [0, 1] turned into pixels by nearest-neighbour enlargement (every pixel the model sees stays visible)."""
+images in [0, 1] as pixels, enlarged nearest-neighbour (every pixel the model sees stays visible)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from torch import nn
 
 from pagdemo.attacks import eval_mode
 
-WHITE, BLACK, GREY, RED, GREEN = (255, 255, 255), (20, 20, 20), (110, 110, 110), (200, 30, 30), (20, 130, 40)
+BLACK, GREY, RED, GREEN = (20, 20, 20), (110, 110, 110), (200, 30, 30), (20, 130, 40)
 
 
 def load_font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
@@ -39,10 +39,7 @@ def probabilities(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def to_uint8(x: torch.Tensor, scale: int = 1) -> np.ndarray:
-    """(..., 3, h, w) in [0, 1] to (..., h*scale, w*scale, 3) uint8, blown up by pixel repetition.
-
-    Nearest-neighbour on purpose: every pixel the model sees stays visible. One vectorized
-    conversion for a whole batch keeps a streamed frame cheap.
-    """
+    """(..., 3, h, w) in [0, 1] to (..., h*scale, w*scale, 3) uint8 by pixel repetition, a whole batch at once
+    (a streamed frame stays cheap)."""
     a = (x.detach().cpu().clamp(0, 1) * 255).round().to(torch.uint8).movedim(-3, -1).numpy()
     return a.repeat(scale, axis=-3).repeat(scale, axis=-2) if scale > 1 else a

@@ -1,8 +1,5 @@
-"""The PAG picture (the paper's Figures 1, 4 and 5): large-eps targeted PGD from one image toward
-each class, one row per model, streamed as it forms (the pixel helpers are `pagdemo.viz.draw`'s).
-
-Nearest-neighbour enlargement everywhere: every pixel the model sees stays visible.
-"""
+"""The PAG picture (the paper's Figures 1, 4 and 5): large-eps targeted PGD from one image toward each class,
+one row per model, streamed as it forms (the pixel helpers, nearest-neighbour, are `pagdemo.viz.draw`'s)."""
 
 from __future__ import annotations
 
@@ -17,8 +14,6 @@ from torch import nn
 
 from pagdemo.attacks import pgd_steps
 from pagdemo.viz.draw import BLACK, GREEN, GREY, label_lines, load_font, model_device, probabilities, to_uint8
-
-# ----------------------------------------------------------------------------- PAG grid (Fig. 1, 4, 5)
 
 
 @dataclass(frozen=True)
@@ -52,20 +47,15 @@ def _draw_grid(
     step: int,
     steps: int,
 ) -> np.ndarray:
-    """Rows = models, columns = [input, target 1, ...]; each cell labelled with p(target).
-
-    `cells` is (models, targets, 3, h, w); pixels are blitted with numpy, text drawn with PIL.
-    """
+    """Rows = models, columns = [input, target 1, ...]: the cells (rows, targets, 3, h, w), each with p(t)."""
     c, pad, label_w, head_h, foot_h = x.shape[-1] * spec.scale, 6, 170, 24, 20
     rows, cols = cells.shape[0], cells.shape[1] + 1
-    margin = (
-        60  # blank right edge: Gradio's download / fullscreen buttons sit over the image's top-right corner
-    )
+    # a blank right edge: Gradio's download and fullscreen buttons sit over the image's top-right corner
+    margin = 60
     width, height = label_w + cols * (c + pad) + margin, head_h + rows * (c + foot_h + pad) + 26
     canvas = np.full((height, width, 3), 255, np.uint8)
-    pixels = to_uint8(
-        torch.cat([x.expand(rows, 1, *x.shape), cells], dim=1), spec.scale
-    )  # (rows, cols, c, c, 3)
+    # (rows, cols, c, c, 3): the input, then the cells
+    pixels = to_uint8(torch.cat([x.expand(rows, 1, *x.shape), cells], dim=1), spec.scale)
     xs = [label_w + pad + j * (c + pad) for j in range(cols)]
     ys = [head_h + i * (c + foot_h + pad) for i in range(rows)]
     for i in range(rows):
@@ -81,21 +71,11 @@ def _draw_grid(
         top = ys[i] + c // 2 - 9 * len(lines) - 9
         for k, line in enumerate(lines):
             draw.text((pad, top + 18 * k), line, fill=BLACK, font=font)
-        draw.text(
-            (pad, top + 18 * len(lines) + 2),
-            f"sees: {spec.classes[pred]} {100 * clean_probs[i, pred]:.0f}%",
-            fill=GREY,
-            font=small,
-        )
+        sees = f"sees: {spec.classes[pred]} {100 * clean_probs[i, pred]:.0f}%"
+        draw.text((pad, top + 18 * len(lines) + 2), sees, fill=GREY, font=small)
         for j in range(1, cols):
-            p = float(probs[i, j - 1])
-            draw.text(
-                (xs[j] + c // 2, ys[i] + c + 2),
-                f"p={p:.2f}",
-                fill=GREEN if p >= 0.5 else BLACK,
-                font=small,
-                anchor="ma",
-            )
+            p, at = float(probs[i, j - 1]), (xs[j] + c // 2, ys[i] + c + 2)
+            draw.text(at, f"p={p:.2f}", fill=GREEN if p >= 0.5 else BLACK, font=small, anchor="ma")
     draw.text((pad, height - 20), f"{spec.caption} | step {step}/{steps}", fill=GREY, font=small)
     return np.asarray(img)
 
@@ -110,49 +90,26 @@ def pag_grid_steps(
     step_size: float | None = None,
     min_interval: float = 0.5,
 ) -> Iterator[GridFrame]:
-    """Large-eps targeted PGD from one image toward each target, for every model: the PAG test.
+    """Large-eps targeted PGD from one (3, H, W) image in [0, 1] toward each target, per model: the PAG test.
 
-    All targets of a model form one batch (x repeated per target, targeted, no random start, so
-    the picture is deterministic); the models advance one step each in turn, so every row forms
-    together. Yields the clean grid first, then at most one frame per `min_interval` seconds
-    (rendering costs a forward pass per model), and always the last step.
-
-    Args:
-        x: (3, H, W) image in [0, 1].
-        eps: radius in [0, 1] pixel units (l2: per image; linf: per pixel).
-        step_size: defaults to 2 * eps / steps, as in `pgd_steps`.
+    A model's targets form one batch (no random start: the picture is deterministic); the models step in turn,
+    so the rows form together. Yields the clean grid, then at most one frame per `min_interval` seconds (a
+    frame costs a forward pass per model), and always the last step. eps, step_size: as in `pgd_steps`.
     """
     assert x.dim() == 3, f"expected one (3, H, W) image, got shape {tuple(x.shape)}"
     assert len(models) == len(spec.names), "one name per model"
     batch = x.unsqueeze(0).repeat(len(spec.targets), 1, 1, 1)
     y = torch.tensor(spec.targets)
     clean_probs = torch.cat([probabilities(m, x.unsqueeze(0)) for m in models])
-    runs = [
-        pgd_steps(
-            m,
-            batch.to(model_device(m)),
-            y.to(model_device(m)),
-            eps,
-            norm=norm,
-            steps=steps,
-            step_size=step_size,
-            targeted=True,
-            random_init=False,
-        )
-        for m in models
-    ]
+    attack = dict(norm=norm, steps=steps, step_size=step_size, targeted=True, random_init=False)
+    runs = [pgd_steps(m, batch.to(model_device(m)), y.to(model_device(m)), eps, **attack) for m in models]
     current = [batch] * len(models)
 
     def frame(step: int) -> GridFrame:
         probs = torch.stack([probabilities(m, xa)[torch.arange(len(y)), y] for m, xa in zip(models, current)])
         images = torch.stack([xa.cpu() for xa in current])
-        return GridFrame(
-            _draw_grid(spec, x.cpu(), clean_probs, images, probs, step, steps),
-            probs.numpy(),
-            step,
-            steps,
-            images,
-        )
+        image = _draw_grid(spec, x.cpu(), clean_probs, images, probs, step, steps)
+        return GridFrame(image, probs.numpy(), step, steps, images)
 
     yield frame(0)
     last = time.monotonic()

@@ -1,4 +1,4 @@
-"""`pagdemo attack`: the paper's PAG picture (Fig. 1) of one image file, for one or more checkpoints, as a PNG."""
+"""`pagdemo attack`: the paper's PAG picture (Fig. 1) of one image file, for one or more checkpoints (PNG)."""
 
 from __future__ import annotations
 
@@ -19,9 +19,7 @@ from pagdemo.viz.grid import GridSpec, pag_grid_steps
 class PictureConfig:
     """Large-eps targeted PGD from one image toward every class (or one), a row per checkpoint."""
 
-    checkpoint: tuple[str, ...] = flag(
-        help="one or more checkpoint folders or hf-hub:ORG/NAME[@REVISION] (one row each)"
-    )
+    checkpoint: tuple[str, ...] = flag(help="one or more checkpoint folders or hf-hub:ORG/NAME[@REVISION]")
     image: str = flag(help="any image file; it is cropped to a square and resized")
     out: str = flag(help="PNG file for the grid")
     target: str = flag("all", "'all', a class name or a class index")
@@ -56,7 +54,7 @@ def render_picture(cfg: PictureConfig) -> Path:
     classes, size = models[0].classes, models[0].image_size
     if any(m.classes != classes or m.image_size != size for m in models):
         raise ValueError(
-            "the checkpoints do not share the same classes and image size; give checkpoints of one dataset"
+            "the checkpoints do not share their classes and image size: give ones of one dataset"
         )
     targets = target_classes(cfg.target, classes)
     eps = cfg.eps if cfg.eps is not None else picture_eps(cfg.norm, size)
@@ -67,11 +65,9 @@ def render_picture(cfg: PictureConfig) -> Path:
         f"targeted PGD-{cfg.steps}, {cfg.norm} eps={eps:.4g}",
         scale=max(1, 96 // size),
     )
-    frame = None
-    for frame in pag_grid_steps(  # noqa: B007 (the last frame is the picture)
-        models, load_image(cfg.image, size), spec, cfg.norm, eps, cfg.steps, min_interval=float("inf")
-    ):
-        pass
+    x = load_image(cfg.image, size)
+    # with no time between frames, only the clean grid and the last step's come: the last is the picture
+    *_, frame = pag_grid_steps(models, x, spec, cfg.norm, eps, cfg.steps, min_interval=float("inf"))
     out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(frame.image).save(out)

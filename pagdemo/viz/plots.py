@@ -16,15 +16,10 @@ def curve_plot(curves: dict[str, list[tuple[float, float]]], norm: str, caption:
     ax = fig.subplots()
     for name, points in curves.items():
         eps, acc = zip(*points) if points else ((), ())
-        ax.plot(
-            [e * 255 if norm == "linf" else e for e in eps], [100 * a for a in acc], marker="o", label=name
-        )
-    ax.set(
-        xlabel="eps x 255 (linf)" if norm == "linf" else "eps (l2)",
-        ylabel="accuracy (%)",
-        ylim=(-2, 102),
-        title=caption,
-    )
+        x = [e * 255 if norm == "linf" else e for e in eps]
+        ax.plot(x, [100 * a for a in acc], marker="o", label=name)
+    xlabel = "eps x 255 (linf)" if norm == "linf" else "eps (l2)"
+    ax.set(xlabel=xlabel, ylabel="accuracy (%)", ylim=(-2, 102), title=caption)
     ax.title.set_fontsize(9)
     ax.grid(alpha=0.3)
     if curves:
@@ -36,7 +31,7 @@ def robustness_plot(rows: list[dict[str, Any]]) -> Figure:
     """Grouped bars per checkpoint: our clean / linf / l2 (solid) beside the paper's (hatched)."""
     fig = Figure(figsize=(max(6.0, 1.8 * len(rows) + 2), 4.2), layout="constrained")
     ax = fig.subplots()
-    metrics = (
+    metrics = (  # (label, our column, the paper's column)
         ("clean", "clean %", "paper clean %"),
         ("PGD-20 linf", "PGD linf %", "paper linf %"),
         ("PGD-20 l2", "PGD l2 %", "paper l2 %"),
@@ -46,14 +41,9 @@ def robustness_plot(rows: list[dict[str, Any]]) -> Figure:
         colour = f"C{k}"
         xs = np.arange(len(rows)) + (2 * k - 2.5) * width
         ax.bar(xs, [r[ours] or 0 for r in rows], width, color=colour, label=f"{label} (ours)")
+        paper = [r[theirs] or 0 for r in rows]
         ax.bar(
-            xs + width,
-            [r[theirs] or 0 for r in rows],
-            width,
-            color="white",
-            edgecolor=colour,
-            hatch="//",
-            label=f"{label} (paper)",
+            xs + width, paper, width, color="white", edgecolor=colour, hatch="//", label=f"{label} (paper)"
         )
     ax.set_xticks(np.arange(len(rows)), [r["model"] for r in rows], rotation=15, fontsize=8)
     ax.set(ylabel="accuracy (%)", ylim=(0, 100), title="Recorded accuracy (metrics.json) vs the paper")
@@ -78,9 +68,8 @@ def cost_plot(rows: list[dict[str, Any]]) -> Figure:
         pts = [r for r in rows if r["seconds"] is not None and r[norm] is not None]
         ax.scatter([r["seconds"] for r in pts], [r[norm] for r in pts], marker=marker, label=f"PGD-20 {norm}")
         for r in pts:
-            ax.annotate(
-                r["model"], (r["seconds"], r[norm]), textcoords="offset points", xytext=(4, 3), fontsize=7
-            )
+            at = (r["seconds"], r[norm])
+            ax.annotate(r["model"], at, textcoords="offset points", xytext=(4, 3), fontsize=7)
     ax.set(
         xlabel="training seconds (one GPU; shared with other runs where its log says so)",
         ylabel="robust accuracy (%)",
