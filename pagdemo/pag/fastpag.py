@@ -88,17 +88,12 @@ def _trace_sequential(module: nn.Sequential, x: torch.Tensor, coupling: str) -> 
     return _trace_layers(module, x, coupling)
 
 
-def _relu(x: torch.Tensor) -> tuple[torch.Tensor, Backward]:
-    """ReLU and its input-backward."""
-    y = F.relu(x)
-    mask = y > 0  # as autograd's threshold_backward: zero gradient where the output is 0
-    return y, lambda g: g * mask
-
-
 @_tracer(nn.ReLU)
 def _trace_relu(module: nn.ReLU, x: torch.Tensor, coupling: str) -> tuple[torch.Tensor, Backward]:
     """ReLU: the gradient passes where the output is positive."""
-    return _relu(x)
+    y = F.relu(x)
+    mask = y > 0  # as autograd's threshold_backward: zero gradient where the output is 0
+    return y, lambda g: g * mask
 
 
 @_tracer(nn.GELU)
@@ -181,9 +176,8 @@ def _trace_batchnorm(module: nn.BatchNorm2d, x: torch.Tensor, coupling: str) -> 
 def _trace_pool_flatten(x: torch.Tensor) -> tuple[torch.Tensor, Backward]:
     """Global average pool + flatten, the head of both image models."""
     h, w = x.shape[-2:]
-    return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1), lambda g: (g[..., None, None] / (h * w)).expand(
-        *g.shape, h, w
-    )
+    spread = lambda g: (g[..., None, None] / (h * w)).expand(*g.shape, h, w)  # noqa: E731
+    return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1), spread
 
 
 @_tracer(BasicBlock)
@@ -200,17 +194,8 @@ def _trace_block(module: BasicBlock, x: torch.Tensor, coupling: str) -> tuple[to
 @_tracer(ResNet18)
 def _trace_resnet(module: ResNet18, x: torch.Tensor, coupling: str) -> tuple[torch.Tensor, Backward]:
     """ResNet-18: stem, stages, pool, linear."""
-    stem_and_stages = (
-        module.normalize,
-        module.conv1,
-        module.bn1,
-        module.act,
-        module.layer1,
-        module.layer2,
-        module.layer3,
-        module.layer4,
-    )
-    x, back_body = _trace_layers(stem_and_stages, x, coupling)
+    stem_and_stages = ("normalize", "conv1", "bn1", "act", "layer1", "layer2", "layer3", "layer4")
+    x, back_body = _trace_layers([getattr(module, name) for name in stem_and_stages], x, coupling)
     x, back_pool = _trace_pool_flatten(x)
     logits, back_linear = trace(module.linear, x, coupling)
     return logits, _chain(back_body, back_pool, back_linear)
@@ -219,9 +204,7 @@ def _trace_resnet(module: ResNet18, x: torch.Tensor, coupling: str) -> tuple[tor
 @_tracer(PAGClassifier)
 def _trace_classifier(module: PAGClassifier, x: torch.Tensor, coupling: str) -> tuple[torch.Tensor, Backward]:
     """The checkpoint wrapper: its network."""
-    return trace(
-        module.net, x, coupling
-    )  # the checkpoint wrapper that training uses: its network is the whole model
+    return trace(module.net, x, coupling)
 
 
 @_tracer(TinyCNN)
@@ -266,10 +249,7 @@ def input_gradients_explicit(
 
 
 def input_gradients_vmap(
-    model: nn.Module,
-    x: torch.Tensor,
-    grad_of: str = "logit",
-    create_graph: bool = True,
+    model: nn.Module, x: torch.Tensor, grad_of: str = "logit", create_graph: bool = True
 ):
     """(logits (B, C), grads (B, C, *x)) equal to `loop`'s, the C backward passes vectorized by autograd."""
     check_grad_of(grad_of)

@@ -143,10 +143,7 @@ def class_scores(logits: torch.Tensor, grad_of: str) -> torch.Tensor:
 
 
 def input_gradients_loop(
-    model: nn.Module,
-    x: torch.Tensor,
-    grad_of: str = "logit",
-    create_graph: bool = True,
+    model: nn.Module, x: torch.Tensor, grad_of: str = "logit", create_graph: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Reference: (logits (B, C), grads (B, C, *x)) with one backward per class ("classes" coupling)."""
     x = x.detach().requires_grad_(True)
