@@ -37,7 +37,6 @@ OVER_CAP = {
     "pagdemo.eval.masking.audit",
     "pagdemo.viz.grid.pag_grid_steps",
     "pagdemo.pag.fastpag",
-    "pagdemo.bench.tables.format_tables",
 }
 PACKAGE_LINES_NOW = 10200
 
