@@ -1,10 +1,8 @@
 """Timing and memory: medians of round-robin runs, peak RSS or CUDA memory per run.
 
-torch.utils.benchmark gives the clock (`timer`: it waits for the GPU before reading the time) and the statistics
-(`Measurement`). What its `Timer` lacks is what is kept here: cases timed in turn, one run each per round, so that
-load from other processes hits them alike (a Timer times one statement, with its own warm-ups inside every call, at
-one thread unless told); the peak memory and the CPU share of each run; and a case that fails on a device recorded
-without losing the others.
+torch.utils.benchmark gives the clock and the statistics; what its `Timer` lacks is kept here: cases timed
+in turn, one run each per round (so that load from other processes hits them alike), the peak memory and CPU
+share of each run, and a case that fails on a device recorded without losing the others.
 """
 
 from __future__ import annotations
@@ -12,8 +10,8 @@ from __future__ import annotations
 import ctypes
 import re
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable
+from contextlib import nullcontext
 from typing import TYPE_CHECKING
 
 import torch
@@ -63,43 +61,32 @@ def memory_method(device: torch.device) -> str:
         return "torch.cuda.max_memory_allocated per run (max over runs)"
     if _reset_peak_rss() and _rss_kib("VmHWM") is not None:
         return (
-            "process peak RSS per run (VmHWM, reset via /proc/self/clear_refs after malloc_trim; max over runs); "
-            "includes torch itself (~0.3-0.5 GB) and the shared model and optimizer"
+            "process peak RSS per run (VmHWM, reset via /proc/self/clear_refs after malloc_trim; max over "
+            "runs); includes torch itself (~0.3-0.5 GB) and the shared model and optimizer"
         )
     return "unavailable on this OS"
 
 
-@contextmanager
-def peak_memory(device: torch.device) -> Iterator[dict]:
-    """Fill the yielded dict with the peak memory (MiB) of the block."""
-    out: dict = {}
-    if device.type == "cuda":
+def measure(fn: Callable[[], object], device: torch.device) -> tuple[float, float, float | None, object]:
+    """(wall seconds, process CPU seconds, peak MiB or None, output) of one call of `fn`: CPU over wall
+    seconds near the thread count means the CPU was ours; far below, shared."""
+    # imported here: it loads cpp_extension, which warns on import; its timer waits for the GPU
+    from torch.utils.benchmark.utils.timer import timer
+
+    cuda = device.type == "cuda"
+    if cuda:
         _sync(device)
         torch.cuda.reset_peak_memory_stats(device)
     else:
         _reset_peak_rss()
-    yield out
-    if device.type == "cuda":
+    start, cpu_start = timer(), time.process_time()
+    out = fn()
+    seconds, cpu_seconds = timer() - start, time.process_time() - cpu_start
+    if cuda:
         _sync(device)
-        out["peak_mem_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
-    elif (kib := _rss_kib("VmHWM")) is not None:
-        out["peak_mem_mb"] = round(kib / 1024, 1)
-
-
-def measure(fn: Callable[[], object], device: torch.device) -> tuple[float, float, float | None, object]:
-    """(wall seconds, process CPU seconds, peak MiB or None, output) of one call of `fn`.
-
-    CPU seconds over wall seconds near the thread count means the CPU was ours; far below, shared.
-    """
-    from torch.utils.benchmark.utils.timer import (
-        timer,
-    )  # imported here: it loads cpp_extension, which warns on import
-
-    with peak_memory(device) as mem:
-        start, cpu_start = timer(), time.process_time()
-        out = fn()
-        seconds, cpu_seconds = timer() - start, time.process_time() - cpu_start
-    return seconds, cpu_seconds, mem.get("peak_mem_mb"), out
+        return seconds, cpu_seconds, round(torch.cuda.max_memory_allocated(device) / 2**20, 1), out
+    kib = _rss_kib("VmHWM")
+    return seconds, cpu_seconds, None if kib is None else round(kib / 1024, 1), out
 
 
 def interleaved(
@@ -129,9 +116,7 @@ def interleaved(
     stats = {}
     for name, rs in runs.items():
         times, peaks = [r[0] for r in rs], [r[2] for r in rs if r[2] is not None]
-        m = Measurement(
-            number_per_run=1, raw_times=times, task_spec=TaskSpec(stmt=name, setup="", label=desc)
-        )
+        m = Measurement(1, times, TaskSpec(stmt=name, setup="", label=desc))
         stats[name] = {
             "runs": len(m.times),
             "median_s": m.median,
