@@ -40,9 +40,7 @@ class BenchConfig:
     image_size: int = 32  # pixels per side (CIFAR-10)
     num_classes: int = 10
     batch_sizes: tuple[int, ...] = flag((64, 256), "training-step batches", read="count")
-    impls: tuple[str, ...] = flag(
-        (), "PAG implementations to time (default: all, and the sampled approximation)"
-    )
+    impls: tuple[str, ...] = flag((), "PAG implementations to time (default: all, and sampled-k1)")
     warmup: int = flag(3, "untimed runs per case", read="count")
     repeats: int = flag(10, "timed runs per case", read="count")
     lam: float = LAMBDAS["cifar10"]["Class Mean"]  # PAG weight (Table 3)
@@ -53,9 +51,8 @@ class BenchConfig:
     # one run's spread (~10% on a GPU) hides a 5% difference
     pgd_repeats: int = flag(20, "timed PGD-20 runs per attack", read="count")
     grid_models: int = 3  # the app's grid: rows = models
-    grid_eps: float = PICTURE_EPS_AT_32[
-        "l2"
-    ]  # L2 radius of the app's targeted PGD (its default), [0, 1] units
+    # L2 radius of the app's targeted PGD (its default), [0, 1] pixel units
+    grid_eps: float = PICTURE_EPS_AT_32["l2"]
     grid_steps: int = 20
     approx_draws: int = 8  # draws of the sampled approximation when measuring its gradient error
     threads: int = flag(0, "CPU threads for torch (default 0: torch's)")

@@ -24,6 +24,7 @@ from pagdemo.viz.grid import GridSpec, pag_grid_steps
 if TYPE_CHECKING:
     from pagdemo.bench import BenchConfig
 
+Setup = tuple[nn.Module, torch.optim.Optimizer, tuple[torch.Tensor, ...]]  # model, optimizer, (x, y, targets)
 SAMPLED = "sampled-k1"  # the approximate impl benchmarked beside the exact ones
 CPU_SKIPPED = {"compiled": "torch.compile takes minutes per shape on CPU; benchmarked on CUDA only"}
 # how each timed step relates to the reference loss (any other: "exact (equals loop)")
@@ -46,9 +47,7 @@ def _images(cfg: BenchConfig, n: int, device: torch.device, gen: torch.Generator
     return x.contiguous(memory_format=torch.channels_last) if cfg.channels_last else x
 
 
-def _training_setup(
-    cfg: BenchConfig, device: torch.device, gen: torch.Generator, b: int
-) -> tuple[nn.Module, torch.optim.Optimizer, tuple[torch.Tensor, ...]]:
+def _training_setup(cfg: BenchConfig, device: torch.device, gen: torch.Generator, b: int) -> Setup:
     """A train-mode model, the paper's SGD and a synthetic batch (x, y, PAG targets) of b images."""
     model = _model(cfg, device).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)  # the paper's
@@ -58,7 +57,7 @@ def _training_setup(
     return model, opt, (x, y, targets)
 
 
-def _train_step(setup: tuple, impl: str, cfg: BenchConfig, device: torch.device) -> Callable[[], None]:
+def _train_step(setup: Setup, impl: str, cfg: BenchConfig, device: torch.device) -> Callable[[], None]:
     """One SGD step of `_training_setup`'s model with the vanilla loss, or the PAG loss of `impl`."""
     model, opt, (x, y, targets) = setup
 
@@ -135,17 +134,13 @@ def bench_pgd(cfg: BenchConfig, device: torch.device, gen: torch.Generator) -> d
 
 
 def bench_grid(cfg: BenchConfig, device: torch.device, gen: torch.Generator) -> dict:
-    """The app's grid through the app's own path (`viz.grid.pag_grid_steps`, rendering included).
-
-    first_frame_s: the clean grid a visitor sees at once; first_step_s: the first frame after a
-    PGD step (the app streams at most one frame per `min_interval`, here every step); total_s: all.
-    """
+    """The app's grid through its own path (`viz.grid.pag_grid_steps`, a frame rendered after every step): how
+    soon the clean grid shows, then the first PGD step's frame, and the whole run."""
     models = [_model(cfg, device).eval() for _ in range(cfg.grid_models)]
     x = _images(cfg, 1, device, gen)[0]
     classes = list(range(cfg.num_classes))
-    spec = GridSpec(
-        [f"model {i}" for i in range(cfg.grid_models)], [str(c) for c in classes], classes, "bench"
-    )
+    names = [f"model {i}" for i in range(cfg.grid_models)]
+    spec = GridSpec(names, [str(c) for c in classes], classes, "bench")
     runs = []
     for _ in range(cfg.warmup + cfg.repeats):
         start, cpu_start, marks, frames = time.perf_counter(), time.process_time(), [], 0
@@ -201,9 +196,8 @@ def bench_approx_error(cfg: BenchConfig, device: torch.device, gen: torch.Genera
         model = _model(cfg, device).train(mode == "train")
         exact = _pag_param_grad(model, x, targets, cfg, None)
         draw = torch.Generator().manual_seed(cfg.seed)
-        samples = torch.stack(
-            [_pag_param_grad(model, x, targets, cfg, draw) for _ in range(cfg.approx_draws)]
-        )
+        samples = [_pag_param_grad(model, x, targets, cfg, draw) for _ in range(cfg.approx_draws)]
+        samples = torch.stack(samples)
         out[mode] = {
             "cos_to_exact_per_draw": F.cosine_similarity(samples, exact[None]).mean().item(),
             "rel_err_per_draw": ((samples - exact).norm(dim=1) / exact.norm()).mean().item(),
@@ -228,7 +222,6 @@ def bench_profile(cfg: BenchConfig, device: torch.device, gen: torch.Generator) 
         with profile(activities=[ProfilerActivity.CPU] + [ProfilerActivity.CUDA] * cuda) as prof:
             step()
             _sync(device)
-        out[impl] = prof.key_averages().table(
-            sort_by="self_device_time_total" if cuda else "self_cpu_time_total", row_limit=cfg.profile_rows
-        )
+        order = "self_device_time_total" if cuda else "self_cpu_time_total"
+        out[impl] = prof.key_averages().table(sort_by=order, row_limit=cfg.profile_rows)
     return out

@@ -11,7 +11,7 @@ import ctypes
 import re
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from typing import TYPE_CHECKING
 
 import torch
@@ -43,10 +43,8 @@ def _rss_kib(field: str) -> int | None:
 
 def _reset_peak_rss() -> bool:
     """Return freed heap to the OS (glibc), then reset the process's peak RSS (Linux >= 4.0)."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)  # else memory freed by earlier cases still counts
-    except (OSError, AttributeError):
-        pass
+    with suppress(OSError, AttributeError):  # else memory freed by earlier cases still counts
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
@@ -92,11 +90,8 @@ def measure(fn: Callable[[], object], device: torch.device) -> tuple[float, floa
 def interleaved(
     fns: dict[str, Callable[[], object]], cfg: BenchConfig, device: torch.device, desc: str
 ) -> tuple[dict[str, dict], dict[str, object]]:
-    """Time several cases round-robin, so that load from other processes hits them alike.
-
-    Returns per case: runs, median/min/max seconds, the untimed warmup's seconds (it absorbs
-    torch.compile) and peak memory; and each case's last output.
-    """
+    """Time several cases round-robin, so that load from other processes hits them alike: per case its runs'
+    statistics (the untimed warmup's seconds absorb torch.compile) or its error; and its last output."""
     warm, failed = {}, {}
     for name, fn in fns.items():
         try:  # one case that breaks on this device (e.g. torch.compile) must not lose the others' numbers

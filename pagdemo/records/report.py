@@ -1,8 +1,5 @@
-"""Which recorded number to show, and how: the app's tables, the model cards and the README's tables.
-
-Everything here reads records (`checkpoints.info` dicts, metrics.json lines, audit reports) and
-never runs a model. maintainer/docs.py writes the README's and docs' tables from these functions.
-"""
+"""Which recorded number to show, and how, in the app's tables, the model cards and (maintainer/docs.py) the
+README's: read from records (`checkpoints.info` dicts, metrics.json lines, audit reports), never a model."""
 
 from __future__ import annotations
 
@@ -172,16 +169,10 @@ def _audit_row(i: dict, norm: str) -> dict[str, Any]:
     if not aa and not audits:
         if record.get("finished") is not False:
             return {"model": i["name"], "norm": norm, "verdict": "not audited"}
-        return {  # cut off: not in metrics.json
-            "model": i["name"],
-            "norm": norm,
-            "n": record.get("n"),
-            "PGD-20 %": own_pgd20,
-            "verdict": unfinished_verdict(record),
-            **pag_cols,
-            "device": record.get("device"),
-            "date": record.get("date"),
-        }
+        # cut off, so not in metrics.json: the record says how far it got
+        audits = [
+            {k: record.get(k) for k in ("n", "device", "date")} | {"verdict": unfinished_verdict(record)}
+        ]
     a, audit = (aa or [{}])[-1], (audits or [{}])[-1]
     same = [ev for ev in evs if ev.get("attack") == "pgd-20" and ev.get("n") == a.get("n")]
     pgd = [ev["robust_acc"] for ev in same if ev.get("subset_seed") == a.get("subset_seed")]
@@ -200,9 +191,6 @@ def _audit_row(i: dict, norm: str) -> dict[str, Any]:
 
 
 def audit_rows(infos: list[dict]) -> list[dict[str, Any]]:
-    """Per checkpoint and threat model: AutoAttack beside PGD-20 on one subset, the verdict, the PAG score.
-
-    A number that PGD alone reports could be inflated by gradient masking; this row says whether
-    a stronger attack and the masking checks agree with it (`pagdemo audit`), or that none ran.
-    """
+    """Per checkpoint and threat model: AutoAttack beside PGD-20 on one subset, the verdict, the PAG score; so
+    a number PGD alone reports (gradient masking could inflate it) shows whether `pagdemo audit` agrees."""
     return [_audit_row(i, norm) for i in infos for norm in ("linf", "l2")]
