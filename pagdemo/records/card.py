@@ -10,11 +10,8 @@ from pagdemo.records.report import best_record, fmt_number, to_percent, unfinish
 from pagdemo.threat import NORMS, eps_text
 
 TAGS = ["adversarial-robustness", "perceptually-aligned-gradients", "image-classification"]
-TAGS = ["adversarial-robustness", "perceptually-aligned-gradients", "image-classification"]
-HUB_ATTACKS = {
-    "pgd-20": "PGD-20",
-    "autoattack-standard": "AutoAttack (standard)",
-}  # what the model-index shows
+# what the model-index shows
+HUB_ATTACKS = {"pgd-20": "PGD-20", "autoattack-standard": "AutoAttack (standard)"}
 # The settings a card lists, in order: what shaped the model (by method), then what every trained run records.
 PAG = "lam grad_of pag_impl bn_coupling pag_frame cm_scaling target_info teacher".split()
 ADV = "adv_attack adv_norm adv_eps adv_steps".split()

@@ -65,13 +65,8 @@ def best_record(
             return next((ev for ev in reversed(evaluations) if "clean_acc" in ev), None)
     else:
         side = image_size or DATASET_SIDES.get(str(dataset))
-        pool = [
-            ev
-            for ev in evaluations
-            if ev.get("norm") == norm
-            and ev.get("robust_acc") is not None
-            and is_eval_eps(ev.get("eps"), norm, dataset, side)
-        ]
+        pool = [ev for ev in evaluations if ev.get("norm") == norm and ev.get("robust_acc") is not None]
+        pool = [ev for ev in pool if is_eval_eps(ev.get("eps"), norm, dataset, side)]
     top = max((int(ev.get("n") or 0) for ev in pool), default=None)
     return next((ev for ev in reversed(pool) if int(ev.get("n") or 0) == top), None)
 
@@ -146,45 +141,38 @@ def unfinished_verdict(audit: dict[str, Any]) -> str:
     return text
 
 
-def _pag_columns(evs: list[dict]) -> dict[str, Any]:
-    """The model's latest PAG score: its attack is l2 whatever the audit's norm, so both rows show it."""
-    scored = [ev for ev in evs if ev.get("pag_score") is not None]
-    pag = scored[-1] if scored else {}
-    return {
-        "PAG score": None if pag.get("pag_score") is None else round(pag["pag_score"], 3),
-        "gradient cosine": None if pag.get("pag_grad_cosine") is None else round(pag["pag_grad_cosine"], 3),
-        "judge": pag.get("pag_judge"),
-    }
-
-
 def _audit_row(i: dict, norm: str) -> dict[str, Any]:
     """One checkpoint and threat model: AutoAttack beside PGD-20 on one subset, or what an audit got to."""
     evs = [ev for ev in i.get("evaluations", []) if ev.get("norm") == norm]
     aa = [ev for ev in evs if str(ev.get("attack", "")).startswith("autoattack")]
     audits = [ev for ev in evs if "verdict" in ev]
-    # audit-<norm>.json, whose PGD-20 shows where AutoAttack never ran
-    record = i.get("audits", {}).get(norm, {})
-    pag_cols = _pag_columns(i.get("evaluations", []))
-    own_pgd20 = to_percent(record.get("checks", {}).get("more_steps", {}).get("pgd20"))
+    record = i.get("audits", {}).get(norm, {})  # audit-<norm>.json
     if not aa and not audits:
         if record.get("finished") is not False:
             return {"model": i["name"], "norm": norm, "verdict": "not audited"}
-        # cut off, so not in metrics.json: the record says how far it got
-        audits = [
-            {k: record.get(k) for k in ("n", "device", "date")} | {"verdict": unfinished_verdict(record)}
-        ]
-    a, audit = (aa or [{}])[-1], (audits or [{}])[-1]
-    same = [ev for ev in evs if ev.get("attack") == "pgd-20" and ev.get("n") == a.get("n")]
-    pgd = [ev["robust_acc"] for ev in same if ev.get("subset_seed") == a.get("subset_seed")]
+        cut = {k: record.get(k) for k in ("n", "device", "date")}  # cut off, so not in metrics.json
+        audits = [cut | {"verdict": unfinished_verdict(record)}]
+    a, audit = (aa or [{}])[-1], audits[-1] if audits else {}
+    # PGD-20: the audit's own where no AutoAttack ran; beside AutoAttack, only a line on AutoAttack's subset
+    pgd = record.get("checks", {}).get("more_steps", {}).get("pgd20")
+    if a:
+        same = [ev for ev in evs if ev.get("attack") == "pgd-20" and ev.get("n") == a.get("n")]
+        same = [ev["robust_acc"] for ev in same if ev.get("subset_seed") == a.get("subset_seed")]
+        pgd = same[-1] if same else None
+    # the model's latest PAG score: its attack is l2 whatever the audit's norm, so both rows show it
+    pag = ([ev for ev in i.get("evaluations", []) if ev.get("pag_score") is not None] or [{}])[-1]
+    cosine = pag.get("pag_grad_cosine")
     return {
         "model": i["name"],
         "norm": norm,
         "n": a.get("n") or audit.get("n"),
-        "PGD-20 %": (to_percent(pgd[-1]) if pgd else None) if a else own_pgd20,
+        "PGD-20 %": to_percent(pgd),
         "AutoAttack %": to_percent(a.get("robust_acc")),
         "AutoAttack": a.get("attack"),
         "verdict": audit.get("verdict", "masking checks not run"),
-        **pag_cols,
+        "PAG score": round(pag["pag_score"], 3) if pag else None,
+        "gradient cosine": None if cosine is None else round(cosine, 3),
+        "judge": pag.get("pag_judge"),
         "device": a.get("device") or audit.get("device"),
         "date": audit.get("date") or a.get("date"),
     }

@@ -129,21 +129,12 @@ def citation(cfg: ImportConfig) -> str:
 
 
 def import_command(cfg: ImportConfig, command: str) -> str:
-    """`pagdemo import-robustbench`: write the checkpoint, say how to evaluate it."""
-    out, norm = import_robustbench(cfg, command), cfg.threat.lower()
-    return f"checkpoint written to {out}; evaluate it with: pagdemo eval --checkpoint {out} --norm {norm}"
-
-
-def import_robustbench(cfg: ImportConfig, command: str = "") -> Path:
-    """Write the checkpoint folder of a RobustBench model (see the module docstring); returns it."""
+    """`pagdemo import-robustbench`: write a RobustBench model's checkpoint folder, say how to evaluate it."""
     check_name(cfg.name, cfg.dataset, cfg.threat)  # loads robustbench, or says in one line how to get it
-    model = _robustbench_model(cfg)
-    classifier = PAGClassifier(
-        zoo_arch(cfg.name, cfg.dataset, cfg.threat), 10, CIFAR10_CLASSES, image_size=32
-    )
-    classifier.net.load_state_dict(model.state_dict())
-    path = weights_file(cfg)
-    norm = cfg.threat.lower()
+    arch = zoo_arch(cfg.name, cfg.dataset, cfg.threat)
+    classifier = PAGClassifier(arch, 10, CIFAR10_CLASSES, image_size=32)
+    classifier.net.load_state_dict(_robustbench_model(cfg).state_dict())
+    path, norm = weights_file(cfg), cfg.threat.lower()
     run = {
         "method": "import",
         "source": f"RobustBench {distribution('robustbench').version}: {cfg.dataset} "
@@ -160,4 +151,5 @@ def import_robustbench(cfg: ImportConfig, command: str = "") -> Path:
         "date": now(),
         "torch": torch.__version__,
     }
-    return save_checkpoint(classifier, cfg.out, run)
+    out = save_checkpoint(classifier, cfg.out, run)
+    return f"checkpoint written to {out}; evaluate it with: pagdemo eval --checkpoint {out} --norm {norm}"
