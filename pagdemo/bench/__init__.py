@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 import platform
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -117,21 +115,14 @@ def run_bench(cfg: BenchConfig) -> dict:
     device = torch.device(cfg.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda asked for, but torch sees no CUDA device")
-    with _settings(cfg, device):
-        return _run_sections(cfg, device)
-
-
-@contextmanager
-def _settings(cfg: BenchConfig, device: torch.device) -> Iterator[None]:
-    """The bench's threads, cuDNN autotuning and seeded RNG, and the caller's back afterwards."""
     threads, autotune = torch.get_num_threads(), torch.backends.cudnn.benchmark
-    try:
+    try:  # the bench's threads, cuDNN autotuning and seeded RNG, and the caller's back afterwards
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(cfg.seed)  # model initialization inside the cases
             if cfg.threads:
                 torch.set_num_threads(cfg.threads)
             torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed shapes: let cuDNN pick its fastest
-            yield
+            return _run_sections(cfg, device)
     finally:
         torch.set_num_threads(threads)
         torch.backends.cudnn.benchmark = autotune

@@ -32,11 +32,11 @@ def _autocast(device: torch.device):
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
 
 
-def _rss_kib(field: str) -> int | None:
-    """A field of /proc/self/status in KiB (Linux only)."""
+def _peak_rss_mb() -> float | None:
+    """The process's peak RSS (VmHWM) since its last reset, in MiB (Linux only)."""
     try:
         with open("/proc/self/status") as f:
-            return int(re.search(rf"{field}:\s+(\d+)", f.read()).group(1))
+            return round(int(re.search(r"VmHWM:\s+(\d+)", f.read()).group(1)) / 1024, 1)
     except (OSError, AttributeError):
         return None
 
@@ -57,7 +57,7 @@ def memory_method(device: torch.device) -> str:
     """What `peak_mem_mb` means on this device."""
     if device.type == "cuda":
         return "torch.cuda.max_memory_allocated per run (max over runs)"
-    if _reset_peak_rss() and _rss_kib("VmHWM") is not None:
+    if _reset_peak_rss() and _peak_rss_mb() is not None:
         return (
             "process peak RSS per run (VmHWM, reset via /proc/self/clear_refs after malloc_trim; max over "
             "runs); includes torch itself (~0.3-0.5 GB) and the shared model and optimizer"
@@ -83,8 +83,7 @@ def measure(fn: Callable[[], object], device: torch.device) -> tuple[float, floa
     if cuda:
         _sync(device)
         return seconds, cpu_seconds, round(torch.cuda.max_memory_allocated(device) / 2**20, 1), out
-    kib = _rss_kib("VmHWM")
-    return seconds, cpu_seconds, None if kib is None else round(kib / 1024, 1), out
+    return seconds, cpu_seconds, _peak_rss_mb(), out
 
 
 def interleaved(

@@ -14,38 +14,6 @@ def _step_row(r: dict) -> str:
     )
 
 
-def _pgd_line(p: dict) -> str:
-    """PGD-20, ours beside torchattacks'."""
-    best = p.get("ours_vs_torchattacks_speed_best")  # older JSONs have no best-run ratio
-    best = "" if best is None else f", of best runs {best:.2f}"
-    ours, theirs = p["ours"], p["torchattacks"]
-    return (
-        f"PGD-20 linf eval, batch {p['batch']}: ours {ours['img_per_s']:.1f} img/s, torchattacks "
-        f"{theirs['img_per_s']:.1f} img/s (ratio of medians {p['ours_vs_torchattacks_speed']:.2f}{best}, "
-        f"{ours.get('runs', '?')} runs each; identical pixels {100 * p['same_pixels_frac']:.1f}%)"
-    )
-
-
-def _grid_line(g: dict) -> str:
-    """The app's grid: how soon a visitor sees it, and its whole run."""
-    return (
-        f"App grid ({g['models']} models x {g['targets']} targets, L2 eps {g['eps_l2']}, "
-        f"{g['steps']} steps): "
-        f"clean grid {1e3 * g['first_frame_s']:.0f} ms, first PGD step {1e3 * g['first_step_s']:.0f} ms, "
-        f"total {g['total_s']:.2f} s"
-    )
-
-
-def _approx_line(a: dict, mode: str) -> str:
-    """The sampled approximation's gradient error in one BatchNorm mode."""
-    m = a[mode]
-    return (
-        f"{a['impl']} gradient error ({mode}-mode BN, batch {a['batch']}, {a['draws']} draws): "
-        f"cosine to exact {m['cos_to_exact_per_draw']:.3f}, relative error per draw "
-        f"{m['rel_err_per_draw']:.2f}, of their mean {m['rel_err_of_mean']:.2f}"
-    )
-
-
 def format_tables(result: dict, profiles: bool = True) -> str:
     """Markdown tables of a result (the profiles' operator tables too, unless profiles=False)."""
     env, cfg = result["env"], result["config"]
@@ -57,12 +25,32 @@ def format_tables(result: dict, profiles: bool = True) -> str:
         "| step | batch | img/s | ms/step (min-max) | x vanilla time | speedup vs loop | peak MiB | CPU util "
         "| semantics |",
         "|---|---|---|---|---|---|---|---|---|",
+        *[_step_row(r) for r in result["train_step"]],
+        "",
     ]
-    lines += [_step_row(r) for r in result["train_step"]]
-    pgd, grid = result.get("pgd20_eval"), result.get("app_grid")
-    lines += [""] if pgd is None else ["", _pgd_line(pgd)]
-    lines += [] if grid is None else [_grid_line(grid)]
-    lines += [_approx_line(result["approx_error"], m) for m in ("train", "eval") if "approx_error" in result]
+    if (p := result.get("pgd20_eval")) is not None:
+        best = p.get("ours_vs_torchattacks_speed_best")  # older JSONs have no best-run ratio
+        best = "" if best is None else f", of best runs {best:.2f}"
+        ours, theirs = p["ours"], p["torchattacks"]
+        lines.append(
+            f"PGD-20 linf eval, batch {p['batch']}: ours {ours['img_per_s']:.1f} img/s, torchattacks "
+            f"{theirs['img_per_s']:.1f} img/s (ratio of medians {p['ours_vs_torchattacks_speed']:.2f}{best}, "
+            f"{ours.get('runs', '?')} runs each; identical pixels {100 * p['same_pixels_frac']:.1f}%)"
+        )
+    if (g := result.get("app_grid")) is not None:
+        lines.append(
+            f"App grid ({g['models']} models x {g['targets']} targets, L2 eps {g['eps_l2']}, {g['steps']} "
+            f"steps): clean grid {1e3 * g['first_frame_s']:.0f} ms, first PGD step "
+            f"{1e3 * g['first_step_s']:.0f} ms, total {g['total_s']:.2f} s"
+        )
+    if (a := result.get("approx_error")) is not None:
+        for mode in ("train", "eval"):
+            m = a[mode]
+            lines.append(
+                f"{a['impl']} gradient error ({mode}-mode BN, batch {a['batch']}, {a['draws']} draws): "
+                f"cosine to exact {m['cos_to_exact_per_draw']:.3f}, relative error per draw "
+                f"{m['rel_err_per_draw']:.2f}, of their mean {m['rel_err_of_mean']:.2f}"
+            )
     lines += [f"Skipped {name}: {why}" for name, why in result["skipped"].items()]
     prof = result.get("profile", {}) if profiles else {}
     for impl in (i for i in cfg.get("profile", ()) if i in prof):

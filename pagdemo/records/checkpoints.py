@@ -83,10 +83,8 @@ def check_folder(folder: str | Path) -> Path:
     missing = sorted(n for n in shard_names(folder) if not (folder / n).exists())
     pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
     if missing and pickles:
-        raise CheckpointError(
-            f"{folder} holds pickle weights ({', '.join(pickles)}); "
-            "pagdemo loads safetensors only, never pickle"
-        )
+        why = "pagdemo loads safetensors only, never pickle"
+        raise CheckpointError(f"{folder} holds pickle weights ({', '.join(pickles)}); {why}")
     if not (folder / "config.json").exists():
         raise CheckpointError(f"{folder} has no config.json; is it a pagdemo checkpoint folder?")
     if missing:
