@@ -1,9 +1,6 @@
-"""Benchmark: training-step throughput (vanilla vs every PAG implementation), PGD-20 evaluation (ours next to
-torchattacks'), the app's grid: `pagdemo bench [--device cpu|cuda] [--json FILE] [--small]`.
-
-Synthetic data, random weights: speed and memory only (what is measured and how: docs/bench/README.md).
-`harness` times and measures memory, `cases` holds what is timed, `tables` prints the results.
-"""
+"""`pagdemo bench`: the speed and memory of training steps (vanilla, every PAG implementation), of PGD-20
+(ours and torchattacks') and of the app's grid, on synthetic data and random weights (docs/bench/README.md).
+`harness` times and measures memory, `cases` holds what is timed, `tables` prints the results."""
 
 from __future__ import annotations
 

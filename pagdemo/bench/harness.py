@@ -1,9 +1,6 @@
-"""Timing and memory: medians of round-robin runs, peak RSS or CUDA memory per run.
-
-torch.utils.benchmark gives the clock and the statistics; what its `Timer` lacks is kept here: cases timed
-in turn, one run each per round (so that load from other processes hits them alike), the peak memory and CPU
-share of each run, and a case that fails on a device recorded without losing the others.
-"""
+"""Timing and memory. torch.utils.benchmark gives the clock and the statistics; what its `Timer` lacks is
+here: cases timed in turn, one run each per round (so that load from other processes hits them alike), each
+run's peak memory (RSS or CUDA) and CPU share, and a case failing on a device recorded apart."""
 
 from __future__ import annotations
 

@@ -128,18 +128,6 @@ def model_index(i: dict[str, Any]) -> list[EvalResult]:
     return results
 
 
-def front_matter(i: dict[str, Any]) -> str:
-    """The card's YAML header: what the Hub files the model under, and its recorded results (model-index)."""
-    data = ModelCardData(
-        library_name="pagdemo",
-        tags=TAGS,
-        datasets=[str(i["run"].get("dataset", "unknown"))],
-        model_name=i["name"],
-        eval_results=model_index(i) or None,
-    )
-    return f"---\n{data.to_yaml()}\n---"
-
-
 def render_card(i: dict[str, Any]) -> str:
     """README.md of a checkpoint from `checkpoints.info(folder)`."""
     run = dict(i["run"])
@@ -149,9 +137,17 @@ def render_card(i: dict[str, Any]) -> str:
     if done is not None and planned is not None and done < planned:  # stopped (or still going) mid-schedule
         run["epochs"] = f"{done} of {planned} (stopped before the schedule ended)"
     run.setdefault("image_size", i.get("image_size"))
+    # the YAML header: what the Hub files the model under, and its recorded results (model-index)
+    data = ModelCardData(
+        library_name="pagdemo",
+        tags=TAGS,
+        datasets=[str(i["run"].get("dataset", "unknown"))],
+        model_name=i["name"],
+        eval_results=model_index(i) or None,
+    )
     rows = [f"| {label} | {_value(run[k])} |" for k, label in _settings(run) if run.get(k) not in (None, "")]
     head = f"# {i['name']}: {i['arch']} {title}"
-    lines = [front_matter(i), "", head, "", "| setting | value |", "|---|---|", *rows]
+    lines = [f"---\n{data.to_yaml()}\n---", "", head, "", "| setting | value |", "|---|---|", *rows]
     if i.get("notes"):  # what a reader must know that no setting says (a cut-short schedule, say)
         lines += ["", "## Notes", "", i["notes"].strip()]
     lines += ["", "## Evaluations", ""] + _evaluations(i["evaluations"]) + _audits(i)

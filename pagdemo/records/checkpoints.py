@@ -40,10 +40,15 @@ def _read(path: Path, default: Any = None) -> Any:
         raise CheckpointError(str(e)) from None
 
 
-def save_weights(state: dict[str, torch.Tensor], folder: str | Path) -> None:
-    """Shards of at most MAX_SHARD via huggingface_hub, swapped in one by one; stale shards of another go."""
+def save_checkpoint(model: PAGClassifier, folder: str | Path, run: dict[str, Any]) -> Path:
+    """fp16 weights (half the bytes, lossless enough for evaluation: tested), config.json and the model card;
+    an existing metrics.json is kept."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    model = getattr(model, "module", model)  # unwrap DDP
+    state = {k: v.detach() for k, v in model.state_dict().items()}
+    state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    # shards of at most MAX_SHARD, swapped in one by one; stale shards of another layout go
     with tempfile.TemporaryDirectory(dir=folder.parent, prefix=f".{folder.name}.") as tmp:
         save_torch_state_dict(state, tmp, max_shard_size=MAX_SHARD)
         old = {p.name for p in folder.glob("model*.safetensors*")}
@@ -52,15 +57,6 @@ def save_weights(state: dict[str, torch.Tensor], folder: str | Path) -> None:
             os.replace(Path(tmp) / name, folder / name)
         for name in old - new:
             (folder / name).unlink()
-
-
-def save_checkpoint(model: PAGClassifier, folder: str | Path, run: dict[str, Any]) -> Path:
-    """fp16 weights (half the bytes, lossless enough for evaluation: tested), config.json and the model card;
-    an existing metrics.json is kept."""
-    folder = Path(folder)
-    model = getattr(model, "module", model)  # unwrap DDP
-    state = {k: v.detach() for k, v in model.state_dict().items()}
-    save_weights({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, folder)
     write_json(folder / "config.json", {**model.config(), "run": run})
     write_model_card(folder)
     return folder

@@ -1,6 +1,5 @@
-"""`pagdemo push-to-hub FOLDER --repo ORG/NAME`: a checkpoint folder to a Hub repo, as one commit.
-
-The folder must load as a pagdemo checkpoint; exactly its files are staged beside a freshly rendered card (its
+"""`pagdemo push-to-hub FOLDER --repo ORG/NAME`: a checkpoint folder to a Hub repo, as one commit. The folder
+must load as a pagdemo checkpoint; exactly its files are staged beside a freshly rendered card (its
 model-index carries the recorded results), then uploaded. The folder is unchanged; a failure uploads none."""
 
 from __future__ import annotations

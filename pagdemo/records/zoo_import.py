@@ -1,7 +1,6 @@
 """`pagdemo import-robustbench`: a RobustBench model as a pagdemo checkpoint folder (README, "Robust models
 from RobustBench"). Every file is opened with `torch.load(weights_only=True)`, which never runs code from it,
-before RobustBench's `load_model` reads it; the card names the source, citation and licence RobustBench gives.
-"""
+before RobustBench's `load_model` reads it; the card names source, citation and licence."""
 
 from __future__ import annotations
 
