@@ -94,12 +94,11 @@ def interleaved(
             warm[name] = sum(measure(fn, device)[0] for _ in range(cfg.warmup))
         except Exception as e:  # noqa: BLE001 - recorded in the JSON, with its message
             failed[name] = f"{type(e).__name__}: {e}"[:500]
-    fns = {name: fn for name, fn in fns.items() if name in warm}
-    runs: dict[str, list] = {name: [] for name in fns}
+    runs: dict[str, list] = {name: [] for name in warm}
     last = {}
     for _ in tqdm(range(cfg.repeats), desc=desc, leave=False):
-        for name, fn in fns.items():
-            seconds, cpu_seconds, peak, last[name] = measure(fn, device)
+        for name in runs:
+            seconds, cpu_seconds, peak, last[name] = measure(fns[name], device)
             runs[name].append((seconds, cpu_seconds, peak))
     from torch.utils.benchmark import Measurement
     from torch.utils.benchmark.utils.common import TaskSpec

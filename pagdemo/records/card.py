@@ -91,10 +91,8 @@ def _audits(i: dict[str, Any]) -> list[str]:
         score = ev.get("pag_score")
         score = "" if score is None else f"; PAG score {score:.3f} (judge {ev.get('pag_judge')})"
         lines.append(f"- {ev.get('date', '')}, {ev.get('norm', '')}: {ev['verdict']}{score}")
-    lines += [
-        f"- {a.get('date', '')}, {norm}: {unfinished_verdict(a)} (`audit-{norm}.json`)"
-        for norm, a in i["unfinished_audits"].items()
-    ]
+    for norm, a in i["unfinished_audits"].items():
+        lines.append(f"- {a.get('date', '')}, {norm}: {unfinished_verdict(a)} (`audit-{norm}.json`)")
     return lines
 
 

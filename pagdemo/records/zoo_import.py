@@ -55,10 +55,8 @@ def check_tensors_only(path: Path) -> None:
         torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         first = " ".join(str(e).split("\n")[0].split())[:200]
-        raise ZooError(
-            f"{path} holds Python objects other than tensors, which pagdemo does not load "
-            f"(torch.load weights_only: {first})"
-        ) from None
+        what = "Python objects other than tensors, which pagdemo does not load"
+        raise ZooError(f"{path} holds {what} (torch.load weights_only: {first})") from None
     except (OSError, RuntimeError, EOFError) as e:
         raise ZooError(f"{path} is not a readable PyTorch file ({type(e).__name__}: {e})") from None
 
