@@ -1,6 +1,6 @@
 """Timing and memory. torch.utils.benchmark gives the clock and the statistics; what its `Timer` lacks is
 here: cases timed in turn, one run each per round (so that load from other processes hits them alike), each
-run's peak memory (RSS or CUDA) and CPU share, and a case failing on a device recorded apart."""
+run's peak memory (RSS or CUDA) and CPU share, and a case that fails kept apart from the rest."""
 
 from __future__ import annotations
 
