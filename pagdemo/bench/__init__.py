@@ -43,7 +43,8 @@ class BenchConfig:
     channels_last: bool = flag(False, "NHWC model and inputs (the GPU tensor-core layout)")
     pgd_batch: int = flag(256, "images per PGD-20 evaluation batch", read="count")
     pgd_eps: float = LINF_EPS  # linf radius, [0, 1] pixel units
-    pgd_repeats: int = flag(20, "timed PGD-20 runs per attack", read="count")  # a run spreads ~10% on a GPU
+    # 20: one run's spread (~10% on a GPU) hides a 5% difference
+    pgd_repeats: int = flag(20, "timed PGD-20 runs per attack", read="count")
     grid_models: int = 3  # the app's grid: rows = models
     grid_eps: float = PICTURE_EPS_AT_32["l2"]  # the app's targeted PGD's L2 radius, [0, 1] pixel units
     grid_steps: int = 20
