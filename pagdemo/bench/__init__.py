@@ -1,36 +1,19 @@
-"""Benchmark: training-step throughput (vanilla vs every PAG implementation), PGD-20 evaluation
-(ours next to torchattacks'), and the latency of the app's targeted-PGD grid.
-
-    pagdemo bench [--device cpu|cuda] [--json FILE] [--small]     (also: python -m pagdemo.bench)
-
-Data are synthetic and models randomly initialized: only speed and memory are measured.
-On CUDA everything runs under bf16 autocast. Every timing is a median over `repeats` runs after
-`warmup` untimed runs (which also absorb torch.compile's compilation), with min and max; the
-cases compared with each other run round-robin, so that a busy shared CPU slows them alike.
-`harness` times and measures memory, `cases` holds what is timed, `tables` prints the results.
-"""
+"""`pagdemo bench`: the speed and memory of training steps (vanilla, every PAG implementation), of PGD-20
+(ours and torchattacks') and of the app's grid, on synthetic data and random weights (docs/bench/README.md).
+`harness` times and measures memory, `cases` holds what is timed, `tables` prints the results."""
 
 from __future__ import annotations
 
 import os
 import platform
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
 
-from pagdemo.bench.cases import (
-    SAMPLED,
-    bench_approx_error,
-    bench_grid,
-    bench_pgd,
-    bench_profile,
-    bench_steps,
-    step_cases,
-)
+from pagdemo.bench import cases
+from pagdemo.bench.cases import SAMPLED, step_cases
 from pagdemo.bench.harness import memory_method
 from pagdemo.bench.tables import format_tables
 from pagdemo.options import flag
@@ -45,16 +28,14 @@ __all__ = ["BenchConfig", "SMALL", "SAMPLED", "bench_config", "format_tables", "
 
 @dataclass(frozen=True)
 class BenchConfig:
-    """`pagdemo bench`: what is timed, on what, how often (speed and memory only: random weights, synthetic data)."""
+    """`pagdemo bench`: what is timed, on what, how often (speed and memory only: random weights and data)."""
 
     device: str = flag("cuda", "cpu or cuda (default: cuda if there is a GPU)", choices=("cpu", "cuda"))
     model: str = flag("resnet18", "a pagdemo model name")
     image_size: int = 32  # pixels per side (CIFAR-10)
     num_classes: int = 10
     batch_sizes: tuple[int, ...] = flag((64, 256), "training-step batches", read="count")
-    impls: tuple[str, ...] = flag(
-        (), "PAG implementations to time (default: all registered, and the sampled approximation)"
-    )
+    impls: tuple[str, ...] = flag((), "PAG implementations to time (default: all, and sampled-k1)")
     warmup: int = flag(3, "untimed runs per case", read="count")
     repeats: int = flag(10, "timed runs per case", read="count")
     lam: float = LAMBDAS["cifar10"]["Class Mean"]  # PAG weight (Table 3)
@@ -62,30 +43,22 @@ class BenchConfig:
     channels_last: bool = flag(False, "NHWC model and inputs (the GPU tensor-core layout)")
     pgd_batch: int = flag(256, "images per PGD-20 evaluation batch", read="count")
     pgd_eps: float = LINF_EPS  # linf radius, [0, 1] pixel units
-    pgd_repeats: int = flag(
-        20,
-        "timed PGD-20 runs per attack: one run's spread (~10% on a GPU) hides a 5% difference",
-        read="count",
-    )
+    # 20: one run's spread (~10% on a GPU) hides a 5% difference
+    pgd_repeats: int = flag(20, "timed PGD-20 runs per attack", read="count")
     grid_models: int = 3  # the app's grid: rows = models
-    grid_eps: float = PICTURE_EPS_AT_32[
-        "l2"
-    ]  # L2 radius of the app's targeted PGD (its default), [0, 1] pixel units
+    grid_eps: float = PICTURE_EPS_AT_32["l2"]  # the app's targeted PGD's L2 radius, [0, 1] pixel units
     grid_steps: int = 20
     approx_draws: int = 8  # draws of the sampled approximation when measuring its gradient error
     threads: int = flag(0, "CPU threads for torch (default 0: torch's)")
-    profile: tuple[str, ...] = flag(
-        (), "also profile one training step of these implementations (e.g. explicit) at the largest batch"
-    )
+    profile: tuple[str, ...] = flag((), "also profile one step of these implementations at the largest batch")
     profile_rows: int = 20  # operators listed per profile
     seed: int = 0
     json: str | None = flag(None, "write the results to this JSON file")
     small: bool = flag(False, "CPU-sized settings (a few minutes on 2 cores)")
 
 
-SMALL = dict(
-    batch_sizes=(8, 16), warmup=1, repeats=2, pgd_batch=16, pgd_repeats=3, approx_draws=4
-)  # ~4 min on 2 idle cores
+# --small: ~4 min on 2 idle cores
+SMALL = dict(batch_sizes=(8, 16), warmup=1, repeats=2, pgd_batch=16, pgd_repeats=3, approx_draws=4)
 
 
 def bench_config(**given: Any) -> BenchConfig:
@@ -108,7 +81,7 @@ def bench_command(cfg: BenchConfig, command: str) -> str:
     return format_tables(result)
 
 
-def environment(cfg: BenchConfig, device: torch.device) -> dict:
+def environment(device: torch.device) -> dict:
     """What the numbers were measured on."""
     env = {
         "date_utc": now(),
@@ -138,21 +111,14 @@ def run_bench(cfg: BenchConfig) -> dict:
     device = torch.device(cfg.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda asked for, but torch sees no CUDA device")
-    with _settings(cfg, device):
-        return _run_sections(cfg, device)
-
-
-@contextmanager
-def _settings(cfg: BenchConfig, device: torch.device) -> Iterator[None]:
-    """The bench's threads, cuDNN autotuning and seeded RNG, and the caller's back afterwards."""
     threads, autotune = torch.get_num_threads(), torch.backends.cudnn.benchmark
-    try:
+    try:  # the bench's threads, cuDNN autotuning and seeded RNG, and the caller's back afterwards
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(cfg.seed)  # model initialization inside the cases
             if cfg.threads:
                 torch.set_num_threads(cfg.threads)
             torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed shapes: let cuDNN pick its fastest
-            yield
+            return _run_sections(cfg, device)
     finally:
         torch.set_num_threads(threads)
         torch.backends.cudnn.benchmark = autotune
@@ -162,13 +128,13 @@ def _run_sections(cfg: BenchConfig, device: torch.device) -> dict:
     """The timed sections in order; one that fails is recorded as skipped, with its error."""
     gen = torch.Generator().manual_seed(cfg.seed)
     start = time.perf_counter()
-    result = {"config": asdict(cfg), "env": environment(cfg, device)}
-    result["train_step"], result["skipped"] = bench_steps(cfg, device, gen)
-    sections = {"pgd20_eval": bench_pgd, "app_grid": bench_grid}
+    result = {"config": asdict(cfg), "env": environment(device)}
+    result["train_step"], result["skipped"] = cases.bench_steps(cfg, device, gen)
+    sections = {"pgd20_eval": cases.bench_pgd, "app_grid": cases.bench_grid}
     if SAMPLED in step_cases(cfg, device)[0]:
-        sections["approx_error"] = bench_approx_error
+        sections["approx_error"] = cases.bench_approx_error
     if cfg.profile:
-        sections["profile"] = bench_profile
+        sections["profile"] = cases.bench_profile
     for key, fn in sections.items():
         try:  # a section that breaks (a missing torchattacks, say) must not lose the others
             result[key] = fn(cfg, device, gen)

@@ -25,8 +25,15 @@ from pagdemo.viz.grid import GridSpec, pag_grid_steps
 if TYPE_CHECKING:
     from pagdemo.bench import BenchConfig
 
+Setup = tuple[nn.Module, torch.optim.Optimizer, tuple[torch.Tensor, ...]]  # model, optimizer, (x, y, targets)
 SAMPLED = "sampled-k1"  # the approximate impl benchmarked beside the exact ones
 CPU_SKIPPED = {"compiled": "torch.compile takes minutes per shape on CPU; benchmarked on CUDA only"}
+# how each timed step relates to the reference loss (any other: "exact (equals loop)")
+KINDS = {
+    "vanilla": "no PAG term",
+    SAMPLED: "APPROXIMATE (1 random class per image, scaled by C)",
+    "batched": "exact in eval-mode BN; train-mode BN couples the C*B copies",
+}
 
 
 def _model(cfg: BenchConfig, device: torch.device) -> nn.Module:
@@ -41,9 +48,7 @@ def _images(cfg: BenchConfig, n: int, device: torch.device, gen: torch.Generator
     return x.contiguous(memory_format=torch.channels_last) if cfg.channels_last else x
 
 
-def _training_setup(
-    cfg: BenchConfig, device: torch.device, gen: torch.Generator, b: int
-) -> tuple[nn.Module, torch.optim.Optimizer, tuple[torch.Tensor, ...]]:
+def _training_setup(cfg: BenchConfig, device: torch.device, gen: torch.Generator, b: int) -> Setup:
     """A train-mode model, the paper's SGD and a synthetic batch (x, y, PAG targets) of b images."""
     model = _model(cfg, device).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)  # the paper's
@@ -53,16 +58,9 @@ def _training_setup(
     return model, opt, (x, y, targets)
 
 
-def _train_step(
-    model: nn.Module,
-    opt: torch.optim.Optimizer,
-    batch: tuple[torch.Tensor, ...],
-    impl: str,
-    cfg: BenchConfig,
-    device: torch.device,
-) -> Callable[[], None]:
-    """One SGD step with the vanilla loss, or the PAG loss of `impl`."""
-    x, y, targets = batch
+def _train_step(setup: Setup, impl: str, cfg: BenchConfig, device: torch.device) -> Callable[[], None]:
+    """One SGD step of `_training_setup`'s model with the vanilla loss, or the PAG loss of `impl`."""
+    model, opt, (x, y, targets) = setup
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
@@ -86,22 +84,10 @@ def step_cases(cfg: BenchConfig, device: torch.device) -> tuple[list[str], dict[
     unknown = [n for n in names if n not in IMPLS and n != SAMPLED]
     if unknown:
         raise ValueError(f"unknown PAG implementation(s) {unknown}; choose from {sorted(IMPLS) + [SAMPLED]}")
-    skipped = {
-        n: CPU_SKIPPED[n] for n in names if device.type == "cpu" and n in CPU_SKIPPED and not cfg.impls
-    }
+    cpu_default = device.type == "cpu" and not cfg.impls  # an impl asked for by name runs
+    skipped = {n: CPU_SKIPPED[n] for n in names if cpu_default and n in CPU_SKIPPED}
     names = ["loop"] + [n for n in names if n not in skipped and n != "loop"]
     return ["vanilla"] + names, skipped
-
-
-def _kind(name: str) -> str:
-    """How each timed step relates to the reference loss."""
-    if name == "vanilla":
-        return "no PAG term"
-    if name == SAMPLED:
-        return "APPROXIMATE (1 random class per image, scaled by C)"
-    if name == "batched":
-        return "exact in eval-mode BN; train-mode BN couples the C*B copies"
-    return "exact (equals loop)"
 
 
 def bench_steps(
@@ -111,25 +97,15 @@ def bench_steps(
     names, skipped = step_cases(cfg, device)
     rows = []
     for b in cfg.batch_sizes:
-        model, opt, batch = _training_setup(cfg, device, gen, b)  # shared by the cases: one memory baseline
-        steps = {name: _train_step(model, opt, batch, name, cfg, device) for name in names}
+        setup = _training_setup(cfg, device, gen, b)  # shared by the cases: one memory baseline
+        steps = {name: _train_step(setup, name, cfg, device) for name in names}
         stats, _ = interleaved(steps, cfg, device, f"train steps, batch {b}")
-        ref = stats["vanilla"]["median_s"], stats["loop"]["median_s"]
+        vanilla, loop = stats["vanilla"]["median_s"], stats["loop"]["median_s"]
         for name, st in stats.items():
-            if "error" in st:
-                rows.append({"case": name, "batch": b, "semantics": _kind(name), **st})
-                continue
-            rows.append(
-                {
-                    "case": name,
-                    "batch": b,
-                    "semantics": _kind(name),
-                    **st,
-                    "img_per_s": b / st["median_s"],
-                    "x_vanilla_time": st["median_s"] / ref[0],
-                    "speedup_vs_loop": ref[1] / st["median_s"],
-                }
-            )
+            rows.append({"case": name, "batch": b, "semantics": KINDS.get(name, "exact (equals loop)"), **st})
+            if "error" not in st:
+                t = st["median_s"]
+                rows[-1].update(img_per_s=b / t, x_vanilla_time=t / vanilla, speedup_vs_loop=loop / t)
     return rows, skipped
 
 
@@ -140,9 +116,8 @@ def bench_pgd(cfg: BenchConfig, device: torch.device, gen: torch.Generator) -> d
     model = _model(cfg, device).eval()
     x = _images(cfg, cfg.pgd_batch, device, gen)
     y = torch.randint(0, cfg.num_classes, (cfg.pgd_batch,), generator=gen).to(device)
-    ta = torchattacks.PGD(
-        model, eps=cfg.pgd_eps, alpha=eval_step(cfg.pgd_eps, 20), steps=20, random_start=False
-    )
+    alpha = eval_step(cfg.pgd_eps, 20)
+    ta = torchattacks.PGD(model, eps=cfg.pgd_eps, alpha=alpha, steps=20, random_start=False)
     attacks = {
         "ours": lambda: pgd(model, x, y, cfg.pgd_eps, norm="linf", steps=20, random_init=False),
         "torchattacks": lambda: ta(x, y),
@@ -152,43 +127,33 @@ def bench_pgd(cfg: BenchConfig, device: torch.device, gen: torch.Generator) -> d
     out: dict = {"batch": cfg.pgd_batch, "eps": cfg.pgd_eps, "steps": 20}
     for name, st in stats.items():
         out[name] = {**st, "img_per_s": cfg.pgd_batch / st["median_s"]}
-    out["ours_vs_torchattacks_speed"] = out["ours"]["img_per_s"] / out["torchattacks"]["img_per_s"]
-    out["ours_vs_torchattacks_speed_best"] = (
-        out["torchattacks"]["min_s"] / out["ours"]["min_s"]
-    )  # fastest run each
+    ours, theirs = out["ours"], out["torchattacks"]
+    out["ours_vs_torchattacks_speed"] = ours["img_per_s"] / theirs["img_per_s"]
+    out["ours_vs_torchattacks_speed_best"] = theirs["min_s"] / ours["min_s"]  # of the fastest runs
     out["same_pixels_frac"] = (adv["ours"] - adv["torchattacks"]).abs().le(1e-6).float().mean().item()
     return out
 
 
 def bench_grid(cfg: BenchConfig, device: torch.device, gen: torch.Generator) -> dict:
-    """The app's grid through the app's own path (`visualize.pag_grid_steps`, rendering included).
-
-    first_frame_s: the clean grid a visitor sees at once; first_step_s: the first frame after a
-    PGD step (the app streams at most one frame per `min_interval`, here every step); total_s: all.
-    """
+    """The app's grid through its own path (`viz.grid.pag_grid_steps`, a frame rendered after every step): how
+    soon the clean grid shows, then the first PGD step's frame, and the whole run."""
     models = [_model(cfg, device).eval() for _ in range(cfg.grid_models)]
     x = _images(cfg, 1, device, gen)[0]
-    spec = GridSpec(
-        [f"model {i}" for i in range(cfg.grid_models)],
-        [str(c) for c in range(cfg.num_classes)],
-        list(range(cfg.num_classes)),
-        "bench",
-    )
+    classes = list(range(cfg.num_classes))
+    names = [f"model {i}" for i in range(cfg.grid_models)]
+    spec = GridSpec(names, [str(c) for c in classes], classes, "bench")
     runs = []
     for _ in range(cfg.warmup + cfg.repeats):
         start, cpu_start, marks, frames = time.perf_counter(), time.process_time(), [], 0
+        grid = pag_grid_steps(models, x, spec, "l2", cfg.grid_eps, cfg.grid_steps, min_interval=0.0)
         with _autocast(device):
-            for _frame in pag_grid_steps(
-                models, x, spec, "l2", cfg.grid_eps, cfg.grid_steps, min_interval=0.0
-            ):
+            for _frame in grid:
                 frames += 1
                 if len(marks) < 2:
                     _sync(device)
                     marks.append(time.perf_counter() - start)
         _sync(device)
-        runs.append(
-            (marks[0], marks[1], time.perf_counter() - start, time.process_time() - cpu_start, frames)
-        )
+        runs.append((*marks[:2], time.perf_counter() - start, time.process_time() - cpu_start, frames))
     timed = runs[cfg.warmup :]
     total_s = [r[2] for r in timed]
     return {
@@ -196,7 +161,7 @@ def bench_grid(cfg: BenchConfig, device: torch.device, gen: torch.Generator) -> 
         "targets": cfg.num_classes,
         "eps_l2": cfg.grid_eps,
         "steps": cfg.grid_steps,
-        "path": "pagdemo.visualize.pag_grid_steps (as the app), a frame rendered after every step",
+        "path": "pagdemo.viz.grid.pag_grid_steps (as the app), a frame rendered after every step",
         "runs": len(total_s),
         "frames": runs[-1][4],
         "first_frame_s": statistics.median(r[0] for r in timed),
@@ -218,12 +183,8 @@ def _pag_param_grad(
         cosine_misalignment(grads, targets).backward()
     else:
         sampled_misalignment(model, x, targets, k=1, grad_of=cfg.grad_of, generator=draw)[1].backward()
-    return torch.cat(
-        [
-            (p.grad if p.grad is not None else torch.zeros_like(p)).flatten().float()
-            for p in model.parameters()
-        ]
-    )
+    grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in model.parameters()]
+    return torch.cat([g.flatten().float() for g in grads])
 
 
 def bench_approx_error(cfg: BenchConfig, device: torch.device, gen: torch.Generator) -> dict:
@@ -236,9 +197,8 @@ def bench_approx_error(cfg: BenchConfig, device: torch.device, gen: torch.Genera
         model = _model(cfg, device).train(mode == "train")
         exact = _pag_param_grad(model, x, targets, cfg, None)
         draw = torch.Generator().manual_seed(cfg.seed)
-        samples = torch.stack(
-            [_pag_param_grad(model, x, targets, cfg, draw) for _ in range(cfg.approx_draws)]
-        )
+        samples = [_pag_param_grad(model, x, targets, cfg, draw) for _ in range(cfg.approx_draws)]
+        samples = torch.stack(samples)
         out[mode] = {
             "cos_to_exact_per_draw": F.cosine_similarity(samples, exact[None]).mean().item(),
             "rel_err_per_draw": ((samples - exact).norm(dim=1) / exact.norm()).mean().item(),
@@ -248,22 +208,21 @@ def bench_approx_error(cfg: BenchConfig, device: torch.device, gen: torch.Genera
 
 
 def bench_profile(cfg: BenchConfig, device: torch.device, gen: torch.Generator) -> dict:
-    """Where one training step's time goes, per implementation: the operators by their own device (or CPU) time."""
+    """Where one training step's time goes, per implementation: operators by own device (or CPU) time."""
     from torch.profiler import ProfilerActivity, profile
 
     b = max(cfg.batch_sizes)
-    model, opt, batch = _training_setup(cfg, device, gen, b)
+    setup = _training_setup(cfg, device, gen, b)
     cuda = device.type == "cuda"
     out: dict = {"batch": b, "sorted_by": "self CUDA time" if cuda else "self CPU time"}
     for impl in cfg.profile:
-        step = _train_step(model, opt, batch, impl, cfg, device)
+        step = _train_step(setup, impl, cfg, device)
         for _ in range(max(cfg.warmup, 1)):  # compiles, picks cuDNN algorithms
             step()
         _sync(device)
         with profile(activities=[ProfilerActivity.CPU] + [ProfilerActivity.CUDA] * cuda) as prof:
             step()
             _sync(device)
-        out[impl] = prof.key_averages().table(
-            sort_by="self_device_time_total" if cuda else "self_cpu_time_total", row_limit=cfg.profile_rows
-        )
+        order = "self_device_time_total" if cuda else "self_cpu_time_total"
+        out[impl] = prof.key_averages().table(sort_by=order, row_limit=cfg.profile_rows)
     return out

@@ -1,19 +1,14 @@
-"""Timing and memory: medians of round-robin runs, peak RSS or CUDA memory per run.
-
-torch.utils.benchmark gives the clock (`timer`: it waits for the GPU before reading the time) and the statistics
-(`Measurement`). What its `Timer` lacks is what is kept here: cases timed in turn, one run each per round, so that
-load from other processes hits them alike (a Timer times one statement, with its own warm-ups inside every call, at
-one thread unless told); the peak memory and the CPU share of each run; and a case that fails on a device recorded
-without losing the others.
-"""
+"""Timing and memory. torch.utils.benchmark gives the clock and the statistics; what its `Timer` lacks is
+here: cases timed in turn, one run each per round (so that load from other processes hits them alike), each
+run's peak memory (RSS or CUDA) and CPU share, and a case that fails kept apart from the rest."""
 
 from __future__ import annotations
 
 import ctypes
 import re
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable
+from contextlib import nullcontext, suppress
 from typing import TYPE_CHECKING
 
 import torch
@@ -34,21 +29,19 @@ def _autocast(device: torch.device):
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
 
 
-def _rss_kib(field: str) -> int | None:
-    """A field of /proc/self/status in KiB (Linux only)."""
+def _peak_rss_mb() -> float | None:
+    """The process's peak RSS (VmHWM) since its last reset, in MiB (Linux only)."""
     try:
         with open("/proc/self/status") as f:
-            return int(re.search(rf"{field}:\s+(\d+)", f.read()).group(1))
+            return round(int(re.search(r"VmHWM:\s+(\d+)", f.read()).group(1)) / 1024, 1)
     except (OSError, AttributeError):
         return None
 
 
 def _reset_peak_rss() -> bool:
     """Return freed heap to the OS (glibc), then reset the process's peak RSS (Linux >= 4.0)."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)  # else memory freed by earlier cases still counts
-    except (OSError, AttributeError):
-        pass
+    with suppress(OSError, AttributeError):  # else memory freed by earlier cases still counts
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
@@ -61,67 +54,51 @@ def memory_method(device: torch.device) -> str:
     """What `peak_mem_mb` means on this device."""
     if device.type == "cuda":
         return "torch.cuda.max_memory_allocated per run (max over runs)"
-    if _reset_peak_rss() and _rss_kib("VmHWM") is not None:
+    if _reset_peak_rss() and _peak_rss_mb() is not None:
         return (
-            "process peak RSS per run (VmHWM, reset via /proc/self/clear_refs after malloc_trim; max over runs); "
-            "includes torch itself (~0.3-0.5 GB) and the shared model and optimizer"
+            "process peak RSS per run (VmHWM, reset via /proc/self/clear_refs after malloc_trim; max over "
+            "runs); includes torch itself (~0.3-0.5 GB) and the shared model and optimizer"
         )
     return "unavailable on this OS"
 
 
-@contextmanager
-def peak_memory(device: torch.device) -> Iterator[dict]:
-    """Fill the yielded dict with the peak memory (MiB) of the block."""
-    out: dict = {}
-    if device.type == "cuda":
+def measure(fn: Callable[[], object], device: torch.device) -> tuple[float, float, float | None, object]:
+    """(wall seconds, process CPU seconds, peak MiB or None, output) of one call of `fn`: CPU over wall
+    seconds near the thread count means the CPU was ours; far below, shared."""
+    # imported here: it loads cpp_extension, which warns on import; its timer waits for the GPU
+    from torch.utils.benchmark.utils.timer import timer
+
+    cuda = device.type == "cuda"
+    if cuda:
         _sync(device)
         torch.cuda.reset_peak_memory_stats(device)
     else:
         _reset_peak_rss()
-    yield out
-    if device.type == "cuda":
+    start, cpu_start = timer(), time.process_time()
+    out = fn()
+    seconds, cpu_seconds = timer() - start, time.process_time() - cpu_start
+    if cuda:
         _sync(device)
-        out["peak_mem_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
-    elif (kib := _rss_kib("VmHWM")) is not None:
-        out["peak_mem_mb"] = round(kib / 1024, 1)
-
-
-def measure(fn: Callable[[], object], device: torch.device) -> tuple[float, float, float | None, object]:
-    """(wall seconds, process CPU seconds, peak MiB or None, output) of one call of `fn`.
-
-    CPU seconds over wall seconds near the thread count means the CPU was ours; far below, shared.
-    """
-    from torch.utils.benchmark.utils.timer import (
-        timer,
-    )  # imported here: it loads cpp_extension, which warns on import
-
-    with peak_memory(device) as mem:
-        start, cpu_start = timer(), time.process_time()
-        out = fn()
-        seconds, cpu_seconds = timer() - start, time.process_time() - cpu_start
-    return seconds, cpu_seconds, mem.get("peak_mem_mb"), out
+        return seconds, cpu_seconds, round(torch.cuda.max_memory_allocated(device) / 2**20, 1), out
+    return seconds, cpu_seconds, _peak_rss_mb(), out
 
 
 def interleaved(
     fns: dict[str, Callable[[], object]], cfg: BenchConfig, device: torch.device, desc: str
 ) -> tuple[dict[str, dict], dict[str, object]]:
-    """Time several cases round-robin, so that load from other processes hits them alike.
-
-    Returns per case: runs, median/min/max seconds, the untimed warmup's seconds (it absorbs
-    torch.compile) and peak memory; and each case's last output.
-    """
+    """Time several cases round-robin, so that load from other processes hits them alike: per case its runs'
+    statistics (the untimed warmup's seconds absorb torch.compile) or its error; and its last output."""
     warm, failed = {}, {}
     for name, fn in fns.items():
         try:  # one case that breaks on this device (e.g. torch.compile) must not lose the others' numbers
             warm[name] = sum(measure(fn, device)[0] for _ in range(cfg.warmup))
         except Exception as e:  # noqa: BLE001 - recorded in the JSON, with its message
             failed[name] = f"{type(e).__name__}: {e}"[:500]
-    fns = {name: fn for name, fn in fns.items() if name in warm}
-    runs: dict[str, list] = {name: [] for name in fns}
+    runs: dict[str, list] = {name: [] for name in warm}
     last = {}
     for _ in tqdm(range(cfg.repeats), desc=desc, leave=False):
-        for name, fn in fns.items():
-            seconds, cpu_seconds, peak, last[name] = measure(fn, device)
+        for name in runs:
+            seconds, cpu_seconds, peak, last[name] = measure(fns[name], device)
             runs[name].append((seconds, cpu_seconds, peak))
     from torch.utils.benchmark import Measurement
     from torch.utils.benchmark.utils.common import TaskSpec
@@ -129,9 +106,7 @@ def interleaved(
     stats = {}
     for name, rs in runs.items():
         times, peaks = [r[0] for r in rs], [r[2] for r in rs if r[2] is not None]
-        m = Measurement(
-            number_per_run=1, raw_times=times, task_spec=TaskSpec(stmt=name, setup="", label=desc)
-        )
+        m = Measurement(1, times, TaskSpec(stmt=name, setup="", label=desc))
         stats[name] = {
             "runs": len(m.times),
             "median_s": m.median,

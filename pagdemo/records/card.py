@@ -10,82 +10,53 @@ from pagdemo.records.report import best_record, fmt_number, to_percent, unfinish
 from pagdemo.threat import NORMS, eps_text
 
 TAGS = ["adversarial-robustness", "perceptually-aligned-gradients", "image-classification"]
-HUB_ATTACKS = {
-    "pgd-20": "PGD-20",
-    "autoattack-standard": "AutoAttack (standard)",
-}  # what the model-index shows
-
-_COMMON = [
-    ("dataset", "dataset"),
-    ("data_source", "data"),
-    ("train_size", "training images"),
-    ("image_size", "image size"),
-    ("recipe", "recipe"),
-    ("recipe_settings", "recipe settings"),
-    ("init", "initialized from"),
-    ("epochs", "epochs"),
-    ("batch_size", "batch size"),
-    ("lr", "learning rate"),
-    ("schedule", "schedule"),
-    ("lam_schedule", "lambda schedule"),
-    ("momentum", "momentum"),
-    ("weight_decay", "weight decay"),
-    ("amp", "autocast"),
-    ("seed", "seed"),
-    ("device", "device"),
-    ("world_size", "processes"),
-    ("train_time_s", "training time (s)"),
-    ("command", "command"),
-    ("commit", "commit"),
-    ("date", "finished"),
-]
+# what the model-index shows
+HUB_ATTACKS = {"pgd-20": "PGD-20", "autoattack-standard": "AutoAttack (standard)"}
+# The settings a card lists, in order: what shaped the model (by method), then what every trained run records.
+PAG = "lam grad_of pag_impl bn_coupling pag_frame cm_scaling target_info teacher".split()
+ADV = "adv_attack adv_norm adv_eps adv_steps".split()
+IMPORT = "source citation licence adv_norm adv_eps dataset file file_sha256 command commit date".split()
+COMMON = (
+    "dataset data_source train_size image_size recipe recipe_settings init epochs batch_size lr schedule "
+    "lam_schedule momentum weight_decay amp seed device world_size train_time_s command commit date"
+).split()
+# a setting's label, where it is not its name with spaces
+LABELS = {
+    "data_source": "data",
+    "train_size": "training images",
+    "init": "initialized from",
+    "lr": "learning rate",
+    "lam_schedule": "lambda schedule",
+    "amp": "autocast",
+    "world_size": "processes",
+    "train_time_s": "training time (s)",
+    "date": "finished",
+    "adv_attack": "adversarial attack",
+    "adv_norm": "threat model",
+    "adv_eps": "eps",
+    "adv_steps": "attack steps",
+    "lam": "lambda",
+    "grad_of": "input gradient of",
+    "pag_impl": "PAG implementation",
+    "bn_coupling": "BatchNorm in the PAG pass",
+    "pag_frame": "PAG frame",
+    "cm_scaling": "Class Mean scaling",
+    "target_info": "target details",
+    "file_sha256": "file SHA-256",
+}
 
 
 def _settings(run: dict[str, Any]) -> list[tuple[str, str]]:
-    """The settings that shaped this model: an adversarial run's attack, a PAG run's lambda and target."""
+    """(key, label) of what shaped this model, then of the run; an import's source, citation, licence."""
     method = run.get("method")
-    if method == "adv":
-        specific = [
-            ("adv_attack", "adversarial attack"),
-            ("adv_norm", "threat model"),
-            ("adv_eps", "eps"),
-            *([("adv_steps", "attack steps")] if run.get("adv_attack") == "pgd" else []),
-        ]
-    elif method == "vanilla":
-        specific = []
-    elif (
-        method == "import"
-    ):  # a model trained elsewhere: where it comes from, how to cite it, under which licence
-        return [
-            ("method", "method"),
-            ("source", "source"),
-            ("citation", "citation"),
-            ("licence", "licence"),
-            ("adv_norm", "threat model"),
-            ("adv_eps", "eps"),
-            ("dataset", "dataset"),
-            ("file", "file"),
-            ("file_sha256", "file SHA-256"),
-            ("command", "command"),
-            ("commit", "commit"),
-            ("date", "imported"),
-        ]
-    else:
-        specific = [
-            ("lam", "lambda"),
-            ("grad_of", "input gradient of"),
-            ("pag_impl", "PAG implementation"),
-            ("bn_coupling", "BatchNorm in the PAG pass"),
-            ("pag_frame", "PAG frame"),
-            *([("cm_scaling", "Class Mean scaling")] if method == "cm" else []),
-            ("target_info", "target details"),
-            ("teacher", "teacher"),
-        ]
-    return [("method", "method"), *specific, *_COMMON]
+    labels = LABELS | {"date": "imported"} if method == "import" else LABELS
+    keys = IMPORT if method == "import" else [*{"adv": ADV, "vanilla": []}.get(method, PAG), *COMMON]
+    shown = {"adv_steps": run.get("adv_attack") == "pgd", "cm_scaling": method == "cm"}
+    return [(k, labels.get(k, k.replace("_", " "))) for k in ["method", *keys] if shown.get(k, True)]
 
 
 def _value(value: Any) -> str:
-    """A setting as the card's table shows it: a dict (a recipe's settings) as its fields, not Python's repr."""
+    """A setting as the card shows it: a dict (a recipe's settings) as its fields, not Python's repr."""
     if isinstance(value, dict):
         value = "; ".join(f"{k}: {v}" for k, v in value.items())
     return f"`{value}`"  # one code span: the app's table cells wrap code, not text
@@ -116,24 +87,17 @@ def _audits(i: dict[str, Any]) -> list[str]:
     if not (audits or i["unfinished_audits"]):
         return []
     lines = ["", "## Audits", ""]
-    lines += [
-        f"- {ev.get('date', '')}, {ev.get('norm', '')}: {ev['verdict']}"
-        + (
-            f"; PAG score {ev['pag_score']:.3f} (judge {ev.get('pag_judge')})"
-            if ev.get("pag_score") is not None
-            else ""
-        )
-        for ev in audits
-    ]
-    lines += [
-        f"- {a.get('date', '')}, {norm}: {unfinished_verdict(a)} (`audit-{norm}.json`)"
-        for norm, a in i["unfinished_audits"].items()
-    ]
+    for ev in audits:
+        score = ev.get("pag_score")
+        score = "" if score is None else f"; PAG score {score:.3f} (judge {ev.get('pag_judge')})"
+        lines.append(f"- {ev.get('date', '')}, {ev.get('norm', '')}: {ev['verdict']}{score}")
+    for norm, a in i["unfinished_audits"].items():
+        lines.append(f"- {a.get('date', '')}, {norm}: {unfinished_verdict(a)} (`audit-{norm}.json`)")
     return lines
 
 
 def _result(dataset: str, ev: dict, what: str, norm: str | None = None) -> EvalResult:
-    """One recorded accuracy as the Hub's model-index reads it: in %, the settings and n in its name and args."""
+    """A recorded accuracy as the Hub's model-index reads it: in %, the settings and n in name and args."""
     subset = f", {ev['n']} test images" if ev.get("limit") else ""  # no limit: the full test set
     threat = {"norm": norm, "eps": ev["eps"], "steps": ev.get("steps"), "restarts": ev.get("restarts")}
     return EvalResult(
@@ -150,7 +114,7 @@ def _result(dataset: str, ev: dict, what: str, norm: str | None = None) -> EvalR
 
 
 def model_index(i: dict[str, Any]) -> list[EvalResult]:
-    """Clean accuracy, then PGD-20 and AutoAttack per threat model, at the dataset's radius, on the most images."""
+    """Clean accuracy, PGD-20 and AutoAttack per threat model, at the dataset's radius, on the most images."""
     dataset, evs = str(i["run"].get("dataset", "unknown")), i["evaluations"]
     clean = best_record([ev for ev in evs if ev.get("attack") in HUB_ATTACKS], dataset, None)
     results = [_result(dataset, clean, "clean accuracy")] if clean else []
@@ -162,8 +126,16 @@ def model_index(i: dict[str, Any]) -> list[EvalResult]:
     return results
 
 
-def front_matter(i: dict[str, Any]) -> str:
-    """The card's YAML header: what the Hub files the model under, and its recorded results (model-index)."""
+def render_card(i: dict[str, Any]) -> str:
+    """README.md of a checkpoint from `checkpoints.info(folder)`."""
+    run = dict(i["run"])
+    method = run.get("method", "?")
+    title = "imported (trained elsewhere)" if method == "import" else f"trained with `{method}`"
+    done, planned = run.get("epochs_done"), run.get("epochs")
+    if done is not None and planned is not None and done < planned:  # stopped (or still going) mid-schedule
+        run["epochs"] = f"{done} of {planned} (stopped before the schedule ended)"
+    run.setdefault("image_size", i.get("image_size"))
+    # the YAML header: what the Hub files the model under, and its recorded results (model-index)
     data = ModelCardData(
         library_name="pagdemo",
         tags=TAGS,
@@ -171,40 +143,12 @@ def front_matter(i: dict[str, Any]) -> str:
         model_name=i["name"],
         eval_results=model_index(i) or None,
     )
-    return f"---\n{data.to_yaml()}\n---"
-
-
-def render_card(i: dict[str, Any]) -> str:
-    """README.md of a checkpoint from `checkpoints.info(folder)`."""
-    run = dict(i["run"])
-    lines = [
-        front_matter(i),
-        "",
-        f"# {i['name']}: {i['arch']} "
-        + (
-            "imported (trained elsewhere)"
-            if run.get("method") == "import"
-            else f"trained with `{run.get('method', '?')}`"
-        ),
-        "",
-    ]
-    done, planned = run.get("epochs_done"), run.get("epochs")
-    if (
-        done is not None and planned is not None and done < planned
-    ):  # a run stopped (or still going) mid-schedule
-        run["epochs"] = f"{done} of {planned} (stopped before the schedule ended)"
-    run.setdefault("image_size", i.get("image_size"))
-    lines += ["| setting | value |", "|---|---|"]
-    lines += [
-        f"| {label} | {_value(run[k])} |" for k, label in _settings(run) if run.get(k) not in (None, "")
-    ]
+    rows = [f"| {label} | {_value(run[k])} |" for k, label in _settings(run) if run.get(k) not in (None, "")]
+    head = f"# {i['name']}: {i['arch']} {title}"
+    lines = [f"---\n{data.to_yaml()}\n---", "", head, "", "| setting | value |", "|---|---|", *rows]
     if i.get("notes"):  # what a reader must know that no setting says (a cut-short schedule, say)
         lines += ["", "## Notes", "", i["notes"].strip()]
     lines += ["", "## Evaluations", ""] + _evaluations(i["evaluations"]) + _audits(i)
-    lines += [
-        "",
-        "Load it with `pagdemo.records.checkpoints.load_checkpoint(folder)`; inputs are RGB images in [0, 1], NCHW, "
-        f"{i.get('image_size') or 32}x{i.get('image_size') or 32}.",
-        "",
-    ]
-    return "\n".join(lines)
+    side = i.get("image_size") or 32
+    load = "Load it with `pagdemo.records.checkpoints.load_checkpoint(folder)`; inputs are RGB images in"
+    return "\n".join([*lines, "", f"{load} [0, 1], NCHW, {side}x{side}.", ""])

@@ -1,9 +1,5 @@
-"""Checkpoint folders: sharded fp16 safetensors, config.json, metrics.json and a model card.
-
-A folder is everything a user needs to trust a model: the weights (never pickle), the config
-that rebuilds the model and repeats the run, every evaluation with its exact settings, and a
-README.md model card (`pagdemo.records.card`) rendered from those files after every change.
-"""
+"""Checkpoint folders: the weights (sharded fp16 safetensors, never pickle), config.json (what rebuilds the
+model and repeats the run), metrics.json (every evaluation with its settings), the card rendered from them."""
 
 from __future__ import annotations
 
@@ -29,14 +25,7 @@ from pagdemo.threat import DATASET_SIDES
 MAX_SHARD = "15MB"  # every file stays under the 16 MB that comes back from a GPU machine
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt")
 NOTES = "NOTES.md"  # optional hand-written context, shown in the model card under "Notes"
-MODEL_KEYS = (
-    "arch",
-    "num_classes",
-    "classes",
-    "image_size",
-    "mean",
-    "std",
-)  # config.json keys that rebuild the model
+MODEL_KEYS = ("arch", "num_classes", "classes", "image_size", "mean", "std")  # what rebuilds the model
 
 
 class CheckpointError(ValueError):
@@ -51,10 +40,15 @@ def _read(path: Path, default: Any = None) -> Any:
         raise CheckpointError(str(e)) from None
 
 
-def save_weights(state: dict[str, torch.Tensor], folder: str | Path) -> None:
-    """Shards of at most MAX_SHARD via huggingface_hub, swapped in one by one; stale shards of another layout go."""
+def save_checkpoint(model: PAGClassifier, folder: str | Path, run: dict[str, Any]) -> Path:
+    """fp16 weights (half the bytes, lossless enough for evaluation: tested), config.json and the model card;
+    an existing metrics.json is kept."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    model = getattr(model, "module", model)  # unwrap DDP
+    state = {k: v.detach() for k, v in model.state_dict().items()}
+    state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    # shards of at most MAX_SHARD, swapped in one by one; stale shards of another layout go
     with tempfile.TemporaryDirectory(dir=folder.parent, prefix=f".{folder.name}.") as tmp:
         save_torch_state_dict(state, tmp, max_shard_size=MAX_SHARD)
         old = {p.name for p in folder.glob("model*.safetensors*")}
@@ -63,19 +57,6 @@ def save_weights(state: dict[str, torch.Tensor], folder: str | Path) -> None:
             os.replace(Path(tmp) / name, folder / name)
         for name in old - new:
             (folder / name).unlink()
-
-
-def save_checkpoint(model: PAGClassifier, folder: str | Path, run: dict[str, Any]) -> Path:
-    """fp16 weights (half the bytes, lossless enough for evaluation: tested) + config.json + model card.
-
-    metrics.json, if present, is kept.
-    """
-    folder = Path(folder)
-    model = getattr(model, "module", model)  # unwrap DDP
-    state = {
-        k: v.detach().half() if v.is_floating_point() else v.detach() for k, v in model.state_dict().items()
-    }
-    save_weights(state, folder)
     write_json(folder / "config.json", {**model.config(), "run": run})
     write_model_card(folder)
     return folder
@@ -90,18 +71,16 @@ def shard_names(folder: Path) -> set[str]:
 
 
 def check_folder(folder: str | Path) -> Path:
-    """The folder of a complete safetensors checkpoint (hf-hub:ORG/NAME[@REVISION]: its copy in the Hugging Face
-    cache); anything else is refused early, with a reason."""
+    """The folder of a complete safetensors checkpoint (hf-hub:ORG/NAME[@REVISION]: its copy in the Hugging
+    Face cache); anything else is refused early, with a reason."""
     folder = download(folder) if is_hub(folder) else Path(folder)
     if not folder.is_dir():
         raise CheckpointError(f"no checkpoint folder at {folder}")
     missing = sorted(n for n in shard_names(folder) if not (folder / n).exists())
     pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
     if missing and pickles:
-        raise CheckpointError(
-            f"{folder} holds pickle weights ({', '.join(pickles)}); "
-            "pagdemo loads safetensors only, never pickle"
-        )
+        why = "pagdemo loads safetensors only, never pickle"
+        raise CheckpointError(f"{folder} holds pickle weights ({', '.join(pickles)}); {why}")
     if not (folder / "config.json").exists():
         raise CheckpointError(f"{folder} has no config.json; is it a pagdemo checkpoint folder?")
     if missing:
@@ -110,7 +89,7 @@ def check_folder(folder: str | Path) -> Path:
 
 
 def image_side(config: dict[str, Any]) -> int:
-    """The side a checkpoint's model takes: recorded, else (older checkpoints) its dataset's, else its arch's."""
+    """The side a checkpoint's model takes: recorded, else (older ones) its dataset's, else its arch's."""
     run = config.get("run") or {}
     return int(
         config.get("image_size")
@@ -123,9 +102,8 @@ def model_from_config(config: dict[str, Any], where: str = "config.json") -> PAG
     """The untrained model a config describes; older checkpoints without a size or stats get their data's."""
     arch = config.get("arch")
     if not known_arch(arch):
-        raise CheckpointError(
-            f"{where}: unknown arch {arch!r}; this pagdemo knows {sorted(MODELS)} and robustbench:..."
-        )
+        known = f"{sorted(MODELS)} and robustbench:..."
+        raise CheckpointError(f"{where}: unknown arch {arch!r}; this pagdemo knows {known}")
     kwargs = {k: config[k] for k in MODEL_KEYS if config.get(k) is not None}
     kwargs["image_size"] = image_side(config)
     try:
@@ -135,17 +113,15 @@ def model_from_config(config: dict[str, Any], where: str = "config.json") -> PAG
 
 
 def load_checkpoint(folder: str | Path, device: str | torch.device = "cpu") -> PAGClassifier:
-    """Rebuild the model from config.json and load its weights in fp32, in eval mode (hf-hub: names are fetched)."""
+    """The model from config.json with its weights in fp32, in eval mode (hf-hub: names are fetched)."""
     folder = check_folder(folder)
     config = _read(folder / "config.json")
     model = model_from_config(config, f"{folder}/config.json")
     try:
         load_torch_model(model, folder, strict=True, map_location="cpu")
     except RuntimeError as e:  # shape or key mismatch between config and weights
-        detail = " ".join(str(e).split())[:300]
-        raise CheckpointError(
-            f"{folder}: weights do not match config.json (arch {config['arch']!r}): {detail}"
-        ) from None
+        detail = f"(arch {config['arch']!r}): {' '.join(str(e).split())[:300]}"
+        raise CheckpointError(f"{folder}: weights do not match config.json {detail}") from None
     except Exception as e:  # noqa: BLE001 (a corrupt safetensors header or truncated shard)
         raise CheckpointError(f"{folder}: cannot read the weights ({type(e).__name__}: {e})") from None
     model.run = config.get("run", {})
@@ -173,9 +149,7 @@ def info(folder: str | Path, name: str | None = None) -> dict[str, Any]:
     config = _read(folder / "config.json", {})
     metrics = _read(folder / "metrics.json", {"evaluations": []})
     audits = {a.get("norm"): a for a in (_read(f, {}) for f in sorted(folder.glob("audit-*.json")))}
-    unfinished = {
-        norm: a for norm, a in audits.items() if a.get("finished") is False
-    }  # cut off: not in metrics.json
+    unfinished = {norm: a for norm, a in audits.items() if a.get("finished") is False}  # not in metrics.json
     notes = folder / NOTES
     return {
         "name": name or folder.name,
@@ -197,18 +171,17 @@ def write_model_card(folder: str | Path) -> None:
 
 
 def list_checkpoints(root: str | Path = "checkpoints") -> tuple[list[dict[str, Any]], list[str]]:
-    """Every loadable-looking checkpoint in `root`, and a reason for each folder skipped. `root` is a folder of
-    checkpoint folders, one checkpoint folder, an hf-hub:ORG/NAME[@REVISION] repo, or a comma list of these."""
+    """Every loadable-looking checkpoint in `root` and why each other folder was skipped. `root`: a folder of
+    checkpoint folders, a checkpoint folder, an hf-hub:ORG/NAME[@REVISION] repo, or a comma list of them."""
     found, skipped = [], []
     for entry in str(root).split(","):
         folder = download(entry) if is_hub(entry) else Path(entry)
         one = (folder / "config.json").exists()
+        name = short_name(entry) if one and is_hub(entry) else None
         for sub in [folder] if one else sorted(folder.iterdir()) if folder.is_dir() else []:
             if sub.is_dir() and not sub.name.startswith("."):
                 try:
-                    found.append(
-                        info(check_folder(sub), short_name(entry) if one and is_hub(entry) else None)
-                    )
+                    found.append(info(check_folder(sub), name))
                 except CheckpointError as e:
                     skipped.append(str(e))
     return found, skipped

@@ -1,5 +1,5 @@
-"""Atomic text and JSON files (every record pagdemo writes: configs, metrics, audits, logs goes through here), and
-the SHA-256 checks that keep a partly copied data file from training silently."""
+"""Atomic text and JSON files (every record pagdemo writes: configs, metrics, audits, logs goes through
+here), and the SHA-256 checks that keep a partly copied data file from training silently."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ class RecordError(ValueError):
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write through a temporary file and rename, so a kill never leaves half a file; the folder is made if missing."""
+    """Write through a temporary file and rename, so a kill never leaves half a file; makes the folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")

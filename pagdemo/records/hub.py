@@ -1,6 +1,6 @@
-"""The Hugging Face Hub, both ways, through huggingface_hub: `hf-hub:ORG/NAME[@REVISION]` names a checkpoint that
-`snapshot_download` keeps in the user's Hugging Face cache (HF_HOME / HF_HUB_CACHE and HF_HUB_OFFLINE honoured), and
-`upload` sends a staged folder as one commit. Every failure is a HubError of one line that says what to do."""
+"""The Hugging Face Hub, both ways, through huggingface_hub: `hf-hub:ORG/NAME[@REVISION]` names a checkpoint
+that `snapshot_download` keeps in the user's Hugging Face cache (HF_HOME / HF_HUB_CACHE and HF_HUB_OFFLINE
+honoured), and `upload` sends a staged folder as one commit. A failure is a one-line HubError: what to do."""
 
 from __future__ import annotations
 
@@ -44,7 +44,8 @@ def _one_line(e: Exception, repo: str, revision: str | None) -> str:
     if isinstance(e, hf.RepositoryNotFoundError):  # also a private or gated repo without a token
         return f"no Hub repo {repo} that you can see (a typo? private: {LOGIN})"
     if isinstance(e, hf.LocalEntryNotFoundError):
-        return f"{repo} is not in the Hugging Face cache and the Hub cannot be reached (offline, or HF_HUB_OFFLINE=1)"
+        offline = "the Hub cannot be reached (offline, or HF_HUB_OFFLINE=1)"
+        return f"{repo} is not in the Hugging Face cache and {offline}"
     if isinstance(e, hf.OfflineModeIsEnabled):
         return "the Hub cannot be reached with HF_HUB_OFFLINE=1"
     if isinstance(e, hf.HfHubHTTPError) and status in (401, 403):
@@ -53,7 +54,7 @@ def _one_line(e: Exception, repo: str, revision: str | None) -> str:
 
 
 def download(name: str) -> Path:
-    """The local folder of hf-hub:ORG/NAME[@REVISION]: downloaded once into the Hugging Face cache, then reused."""
+    """The local folder of hf-hub:ORG/NAME[@REVISION]: downloaded once into the Hugging Face cache, reused."""
     repo, revision = parse_ref(name)
     try:
         return Path(snapshot_download(repo, revision=revision, library_name="pagdemo"))
@@ -71,6 +72,5 @@ def upload(folder: Path, repo: str, revision: str | None, private: bool, message
         info = api.upload_folder(repo_id=repo, folder_path=folder, revision=revision, commit_message=message)
         return info.commit_url
     except Exception as e:  # noqa: BLE001 (as in download: one line, whatever the transport raised)
-        raise HubError(
-            f"cannot upload to {repo}: {_one_line(e, repo, revision)}; no file was uploaded"
-        ) from None
+        why = _one_line(e, repo, revision)
+        raise HubError(f"cannot upload to {repo}: {why}; no file was uploaded") from None

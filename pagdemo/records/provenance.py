@@ -12,26 +12,20 @@ from pathlib import Path
 import torch
 
 
-def git_commit() -> str:
-    """The commit that produced a run, with '-dirty' when the tree had uncommitted changes.
+def _git(*args: str) -> str:
+    """A git command's output, run where the package lives."""
+    here = Path(__file__).resolve().parent
+    return subprocess.run(["git", *args], cwd=here, capture_output=True, text=True, check=True).stdout.strip()
 
-    $PAGDEMO_COMMIT overrides it where the code runs from a copy without .git (a rented GPU machine).
-    """
+
+def git_commit() -> str:
+    """The commit that produced a run, with '-dirty' when the tree had uncommitted changes; $PAGDEMO_COMMIT
+    where the code runs from a copy without .git (a rented GPU machine)."""
     if os.environ.get("PAGDEMO_COMMIT"):
         return os.environ["PAGDEMO_COMMIT"]
-    here = Path(__file__).resolve().parent
     try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=here,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        return sha + ("-dirty" if dirty else "")
+        sha = _git("rev-parse", "HEAD")
+        return sha + ("-dirty" if _git("status", "--porcelain", "--untracked-files=no") else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 

@@ -1,8 +1,6 @@
-"""`pagdemo push-to-hub FOLDER --repo ORG/NAME`: a checkpoint folder to a Hub repo, as one commit.
-
-The folder is checked first (it must load as a pagdemo checkpoint), then exactly its files are staged beside a
-freshly rendered model card whose model-index carries the recorded results, then `pagdemo.records.hub.upload` sends
-the staging folder. The checkpoint folder itself is not changed, and a failure leaves nothing half-uploaded."""
+"""`pagdemo push-to-hub FOLDER --repo ORG/NAME`: a checkpoint folder to a Hub repo, as one commit. The folder
+must load as a pagdemo checkpoint; exactly its files are staged beside a freshly rendered card (its
+model-index carries the recorded results), then uploaded. The folder is unchanged; a failure uploads none."""
 
 from __future__ import annotations
 
@@ -39,7 +37,7 @@ def checkpoint_files(folder: Path) -> list[str]:
 
 
 def stage(folder: str | Path, dest: Path, name: str) -> list[str]:
-    """Copy exactly the checkpoint's files into `dest` with its card rendered now, under `name` for the Hub."""
+    """Copy exactly the checkpoint's files into `dest`, with its card rendered now as `name` on the Hub."""
     folder = check_folder(folder)  # (an hf-hub: checkpoint is staged from its copy in the cache)
     load_checkpoint(folder)  # refuses, in one line, anything that is not a loadable pagdemo checkpoint
     files = checkpoint_files(folder)

@@ -1,8 +1,5 @@
-"""Which recorded number to show, and how: the app's tables, the model cards and the README's tables.
-
-Everything here reads records (`checkpoints.info` dicts, metrics.json lines, audit reports) and
-never runs a model. maintainer/docs.py writes the README's and docs' tables from these functions.
-"""
+"""Which recorded number to show, and how, in the app's tables, the model cards and (maintainer/docs.py) the
+README's: read from records (`checkpoints.info` dicts, metrics.json lines, audit reports), never a model."""
 
 from __future__ import annotations
 
@@ -17,7 +14,7 @@ from pagdemo.threat import DATASET_SIDES, is_eval_eps
 
 
 def display_order(info: dict) -> tuple[int, int, str]:
-    """Vanilla first, then the PAG targets and RIGD in the paper's order, then adversarially trained teachers."""
+    """Vanilla first, then the PAG targets and RIGD in the paper's order, then the adversarial teachers."""
     run = info.get("run", {})
     return display_rank(run.get("method")), {"linf": 0, "l2": 1}.get(run.get("adv_norm"), 2), info["name"]
 
@@ -28,8 +25,8 @@ _DATA_PATH = re.compile(
 
 
 def data_label(text: str) -> str:
-    """Records name the data folder of the machine that ran them (".stage/cifar10 (npz, png)"); a reader needs the
-    format, not another machine's path: "(npz, png)"."""
+    """Records name the data folder of the machine that ran them (".stage/cifar10 (npz, png)"); a reader
+    needs the format, not another machine's path: "(npz, png)"."""
     return _DATA_PATH.sub(r"\1", text)
 
 
@@ -51,47 +48,27 @@ def to_percent(fraction: float | None) -> float | None:
 
 
 def paper_table(dataset: str) -> str:
-    """The paper's table for a dataset (Table 1: CIFAR-10, Table 2: STL-10) in Markdown: the page and the docs."""
+    """The paper's table for a dataset (Table 1: CIFAR-10, Table 2: STL-10) in Markdown, for the page."""
     lines = ["| method | clean % | linf % | l2 % |", "|---|---|---|---|"]
     lines += [f"| {m} | {c:.2f} | {li:.2f} | {l2:.2f} |" for m, (c, li, l2) in TABLES[dataset].items()]
     return "\n".join(lines)
 
 
-def latest_metric(
-    evaluations: list[dict[str, Any]], norm: str | None, eps: float | None = None
-) -> dict | None:
-    """The newest evaluation for a threat model (norm None means clean accuracy)."""
-    for ev in reversed(evaluations):
-        if norm is None and "clean_acc" in ev:
-            return ev
-        if (
-            norm is not None
-            and ev.get("norm") == norm
-            and (eps is None or abs(ev.get("eps", -1) - eps) < 1e-9)
-        ):
-            return ev
-    return None
-
-
 def best_record(
     evaluations: list[dict], dataset: str | None, norm: str | None, image_size: int | None = None
 ) -> dict | None:
-    """The record to show: at the dataset's evaluation radius, the most samples (a full test set beats a spot check)."""
+    """The record to show: at the dataset's evaluation radius, the most samples (a full test set beats a spot
+    check); clean accuracy falls back to the newest record that has the field."""
     if norm is None:
         pool = [ev for ev in evaluations if ev.get("clean_acc") is not None]
+        if not pool:
+            return next((ev for ev in reversed(evaluations) if "clean_acc" in ev), None)
     else:
         side = image_size or DATASET_SIDES.get(str(dataset))
-        pool = [
-            ev
-            for ev in evaluations
-            if ev.get("norm") == norm
-            and ev.get("robust_acc") is not None
-            and is_eval_eps(ev.get("eps"), norm, dataset, side)
-        ]
-    if not pool:
-        return latest_metric(evaluations, norm) if norm is None else None
-    top = max(int(ev.get("n") or 0) for ev in pool)
-    return [ev for ev in pool if int(ev.get("n") or 0) == top][-1]
+        pool = [ev for ev in evaluations if ev.get("norm") == norm and ev.get("robust_acc") is not None]
+        pool = [ev for ev in pool if is_eval_eps(ev.get("eps"), norm, dataset, side)]
+    top = max((int(ev.get("n") or 0) for ev in pool), default=None)
+    return next((ev for ev in reversed(pool) if int(ev.get("n") or 0) == top), None)
 
 
 def settings_text(ev: dict | None) -> str:
@@ -101,12 +78,13 @@ def settings_text(ev: dict | None) -> str:
     start = "random start" if ev.get("random_start") else "no random start"
     return (
         f"{ev.get('attack', 'pgd')}, eps {float(ev['eps']):.4g}, step {float(ev.get('step_size') or 0):.4g}, "
-        f"{ev.get('restarts')} restart(s), {start}, n={ev.get('n')} ({ev.get('data', '?')}, {ev.get('date', '?')})"
+        f"{ev.get('restarts')} restart(s), {start}, n={ev.get('n')} "
+        f"({ev.get('data', '?')}, {ev.get('date', '?')})"
     )
 
 
 def teacher_norm(run: dict) -> str | None:
-    """The threat model of a RIGD run's teacher (it picks the paper's row): its config.json, else its folder name."""
+    """A RIGD run's teacher's threat model (it picks the paper's row): its config.json, else its name."""
     teacher = run.get("teacher")
     if not teacher:
         return None
@@ -121,7 +99,7 @@ def teacher_norm(run: dict) -> str | None:
 
 
 def robustness_rows(infos: list[dict]) -> list[dict[str, Any]]:
-    """One row per checkpoint: recorded clean / PGD linf / PGD l2 accuracy with n and settings, and the paper's."""
+    """Per checkpoint: recorded clean / PGD linf / l2 accuracy with n and settings, and the paper's."""
     rows = []
     for i in infos:
         run, evs = i.get("run", {}), i.get("evaluations", [])
@@ -154,83 +132,53 @@ def robustness_rows(infos: list[dict]) -> list[dict[str, Any]]:
 
 def unfinished_verdict(audit: dict[str, Any]) -> str:
     """What a cut-off audit-<norm>.json can claim: the checks it finished, and what it never ran."""
-    text = f"unfinished ({', '.join(audit.get('not_run_yet', []))} not run); checks so far: {audit.get('verdict')}"
-    done = [k for k in audit.get("autoattack_so_far", {}) if k != "clean"]
+    text = f"unfinished ({', '.join(audit.get('not_run_yet', []))} not run)"
+    text += f"; checks so far: {audit.get('verdict')}"
+    so_far = audit.get("autoattack_so_far", {})
+    done = [k for k in so_far if k != "clean"]
     if done:  # AutoAttack only lowers accuracy attack by attack, so a cut-off run still bounds it from above
-        text += f"; AutoAttack cut off after {done[-1]}: {100 * audit['autoattack_so_far'][done[-1]]:.1f}% (an upper bound)"
+        text += f"; AutoAttack cut off after {done[-1]}: {100 * so_far[done[-1]]:.1f}% (an upper bound)"
     return text
 
 
-def _pag_columns(evs: list[dict]) -> dict[str, Any]:
-    """The model's latest PAG score: its attack is l2 whatever the audit's norm, so both rows show it."""
-    scored = [ev for ev in evs if ev.get("pag_score") is not None]
-    pag = scored[-1] if scored else {}
-    return {
-        "PAG score": None if pag.get("pag_score") is None else round(pag["pag_score"], 3),
-        "gradient cosine": None if pag.get("pag_grad_cosine") is None else round(pag["pag_grad_cosine"], 3),
-        "judge": pag.get("pag_judge"),
-    }
-
-
-def _audit_row(i: dict, norm: str, pag_cols: dict[str, Any]) -> dict[str, Any]:
-    """One checkpoint and threat model: AutoAttack beside PGD-20 on the same subset, or what an audit got to."""
-    evs = i.get("evaluations", [])
-    aa = [ev for ev in evs if ev.get("norm") == norm and str(ev.get("attack", "")).startswith("autoattack")]
-    audits = [ev for ev in evs if ev.get("norm") == norm and "verdict" in ev]
-    record = i.get("audits", {}).get(
-        norm, {}
-    )  # audit-<norm>.json, whose PGD-20 shows where AutoAttack never ran
-    own_pgd20 = to_percent(record.get("checks", {}).get("more_steps", {}).get("pgd20"))
-    if not aa and not audits and record.get("finished") is False:  # cut off: not in metrics.json
-        return {
-            "model": i["name"],
-            "norm": norm,
-            "n": record.get("n"),
-            "PGD-20 %": own_pgd20,
-            "verdict": unfinished_verdict(record),
-            **pag_cols,
-            "device": record.get("device"),
-            "date": record.get("date"),
-        }
+def _audit_row(i: dict, norm: str) -> dict[str, Any]:
+    """One checkpoint and threat model: AutoAttack beside PGD-20 on one subset, or what an audit got to."""
+    evs = [ev for ev in i.get("evaluations", []) if ev.get("norm") == norm]
+    aa = [ev for ev in evs if str(ev.get("attack", "")).startswith("autoattack")]
+    audits = [ev for ev in evs if "verdict" in ev]
+    record = i.get("audits", {}).get(norm, {})  # audit-<norm>.json
     if not aa and not audits:
-        return {"model": i["name"], "norm": norm, "verdict": "not audited"}
-    a = aa[-1] if aa else {}
-    pgd = (
-        [
-            ev
-            for ev in evs
-            if ev.get("norm") == norm
-            and ev.get("attack") == "pgd-20"
-            and ev.get("n") == a.get("n")
-            and ev.get("subset_seed") == a.get("subset_seed")
-        ]
-        if a
-        else []
-    )
-    audit = audits[-1] if audits else {}
-    pgd20 = (to_percent(pgd[-1]["robust_acc"]) if pgd else None) if a else own_pgd20
+        if record.get("finished") is not False:
+            return {"model": i["name"], "norm": norm, "verdict": "not audited"}
+        cut = {k: record.get(k) for k in ("n", "device", "date")}  # cut off, so not in metrics.json
+        audits = [cut | {"verdict": unfinished_verdict(record)}]
+    a, audit = (aa or [{}])[-1], audits[-1] if audits else {}
+    # PGD-20: the audit's own where no AutoAttack ran; beside AutoAttack, only a line on AutoAttack's subset
+    pgd = record.get("checks", {}).get("more_steps", {}).get("pgd20")
+    if a:
+        same = [ev for ev in evs if ev.get("attack") == "pgd-20" and ev.get("n") == a.get("n")]
+        same = [ev["robust_acc"] for ev in same if ev.get("subset_seed") == a.get("subset_seed")]
+        pgd = same[-1] if same else None
+    # the model's latest PAG score: its attack is l2 whatever the audit's norm, so both rows show it
+    pag = ([ev for ev in i.get("evaluations", []) if ev.get("pag_score") is not None] or [{}])[-1]
+    cosine = pag.get("pag_grad_cosine")
     return {
         "model": i["name"],
         "norm": norm,
         "n": a.get("n") or audit.get("n"),
-        "PGD-20 %": pgd20,
+        "PGD-20 %": to_percent(pgd),
         "AutoAttack %": to_percent(a.get("robust_acc")),
         "AutoAttack": a.get("attack"),
         "verdict": audit.get("verdict", "masking checks not run"),
-        **pag_cols,
+        "PAG score": round(pag["pag_score"], 3) if pag else None,
+        "gradient cosine": None if cosine is None else round(cosine, 3),
+        "judge": pag.get("pag_judge"),
         "device": a.get("device") or audit.get("device"),
         "date": audit.get("date") or a.get("date"),
     }
 
 
 def audit_rows(infos: list[dict]) -> list[dict[str, Any]]:
-    """One row per checkpoint and threat model: AutoAttack beside PGD-20 on the same subset, the verdict, the PAG score.
-
-    A number that PGD alone reports could be inflated by gradient masking; this row says whether
-    a stronger attack and the masking checks agree with it (`pagdemo audit`), or that none ran.
-    """
-    rows = []
-    for i in infos:
-        pag_cols = _pag_columns(i.get("evaluations", []))
-        rows += [_audit_row(i, norm, pag_cols) for norm in ("linf", "l2")]
-    return rows
+    """Per checkpoint and threat model: AutoAttack beside PGD-20 on one subset, the verdict, the PAG score; so
+    a number PGD alone reports (gradient masking could inflate it) shows whether `pagdemo audit` agrees."""
+    return [_audit_row(i, norm) for i in infos for norm in ("linf", "l2")]

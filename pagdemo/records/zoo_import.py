@@ -1,17 +1,13 @@
-"""`pagdemo import-robustbench`: a RobustBench model as a pagdemo checkpoint folder.
-
-RobustBench's own `load_model` reads DIR/<dataset>/<threat>/<NAME>.pt. A file that is not there is first
-downloaded as RobustBench would (when allowed); then every file is opened with `torch.load(weights_only=True)`,
-which loads tensors and plain containers only and never runs code from the file, before load_model reads it. The checkpoint then holds the weights as sharded fp16 safetensors, a
-config that rebuilds the architecture from RobustBench's definitions (`pagdemo.zoo`), and a model card naming the
-source, its citation and its licence as RobustBench records them; no metrics until `pagdemo eval` runs.
-"""
+"""`pagdemo import-robustbench`: a RobustBench model as a pagdemo checkpoint folder (README, "Robust models
+from RobustBench"). Every file is opened with `torch.load(weights_only=True)`, which never runs code from it,
+before RobustBench's `load_model` reads it; the card names source, citation and licence."""
 
 from __future__ import annotations
 
 import json
 import pickle
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 
@@ -37,25 +33,15 @@ LEADERBOARD = "https://robustbench.github.io"
 class ImportConfig:
     """`pagdemo import-robustbench`: which zoo model, where its file is, where the checkpoint goes."""
 
-    name: str = flag(
-        help="a RobustBench model name, e.g. Engstrom2019Robustness (the paper's RIGD teachers)",
-        positional=True,
-    )
-    out: str = flag(
-        help="the checkpoint folder to write (e.g. checkpoints/engstrom-linf, to see it in the app)"
-    )
+    # Engstrom2019Robustness: the paper's RIGD teachers
+    name: str = flag(help="a RobustBench model name, e.g. Engstrom2019Robustness", positional=True)
+    out: str = flag(help="the checkpoint folder to write (e.g. checkpoints/engstrom-linf)")
     threat: str = flag("Linf", "RobustBench's threat model: Linf (8/255) or L2 (0.5)", choices=THREATS)
     dataset: str = flag("cifar10", "RobustBench's dataset", choices=DATASETS)
-    model_dir: str = flag(
-        "models",
-        "where RobustBench keeps its files, DIR/<dataset>/<threat>/<NAME>.pt (its own default: ./models)",
-    )
+    # RobustBench's own default: ./models
+    model_dir: str = flag("models", "where RobustBench keeps its files, DIR/<dataset>/<threat>/<NAME>.pt")
     download: bool = flag(True, "let RobustBench download the file when DIR does not hold it")
-    model_info: str | None = flag(
-        None,
-        "RobustBench's model_info JSON of the model, for its citation (default: "
-        "<NAME>.json beside the weights, if there)",
-    )
+    model_info: str | None = flag(None, "the model's RobustBench JSON, for its citation (default: NAME.json)")
 
 
 def weights_file(cfg: ImportConfig) -> Path:
@@ -69,77 +55,62 @@ def check_tensors_only(path: Path) -> None:
         torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         first = " ".join(str(e).split("\n")[0].split())[:200]
-        raise ZooError(
-            f"{path} holds Python objects other than tensors, which pagdemo does not load "
-            f"(torch.load weights_only: {first})"
-        ) from None
+        what = "Python objects other than tensors, which pagdemo does not load"
+        raise ZooError(f"{path} holds {what} (torch.load weights_only: {first})") from None
     except (OSError, RuntimeError, EOFError) as e:
         raise ZooError(f"{path} is not a readable PyTorch file ({type(e).__name__}: {e})") from None
 
 
 def _files(cfg: ImportConfig) -> list[tuple[Path, str]]:
-    """(file, Google Drive id) of each file of the model, where load_model reads them (an ensemble has several)."""
+    """(file, Google Drive id) of each file of the model (an ensemble has several), where load_model looks."""
     path, gdrive = weights_file(cfg), zoo_entries(cfg.dataset, cfg.threat)[cfg.name]["gdrive_id"]
     if gdrive is None:
-        raise ZooError(
-            f"RobustBench keeps no file for {cfg.name} (it comes from timm); pagdemo imports file-backed models"
-        )
+        why = "it comes from timm; pagdemo imports file-backed models"
+        raise ZooError(f"RobustBench keeps no file for {cfg.name} ({why})")
     if isinstance(gdrive, list):
         return [(path.parent / f"{path.name}_m{i}.pt", g) for i, g in enumerate(gdrive)]
     return [(path, gdrive)]
 
 
 def _robustbench_model(cfg: ImportConfig) -> torch.nn.Module:
-    """The model with its weights: each file fetched if allowed and absent, checked, then read by load_model."""
+    """The model with its weights: each file fetched if allowed and missing, checked, then loaded."""
     from robustbench.utils import download_gdrive_new, load_model
 
     for f, gdrive in _files(cfg):
         if not f.exists() and not cfg.download:
-            raise ZooError(
-                f"no {f}: put RobustBench's {f.name} there (on a machine with internet, this command "
-                "without --no-download fetches it into --model-dir)"
-            )
+            fetch = "with internet, this command without --no-download fetches it into --model-dir"
+            raise ZooError(f"no {f}: put RobustBench's {f.name} there ({fetch})")
         if not f.exists():
             f.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                download_gdrive_new(
-                    gdrive, f
-                )  # what load_model would do, done first so the file is checked first
+            try:  # what load_model would do, done first so the file is checked first
+                download_gdrive_new(gdrive, f)
             except Exception as e:  # noqa: BLE001 - no network, a moved file: one line with where the file goes
                 f.unlink(missing_ok=True)
-                raise ZooError(
-                    f"could not download {f.name} ({type(e).__name__}); put RobustBench's file at {f} "
-                    "and run again"
-                ) from None
+                failed = f"could not download {f.name} ({type(e).__name__})"
+                raise ZooError(f"{failed}; put RobustBench's file at {f} and run again") from None
         check_tensors_only(f)
     try:
         model = load_model(cfg.name, model_dir=cfg.model_dir, dataset=cfg.dataset, threat_model=cfg.threat)
     except Exception as e:  # noqa: BLE001 - a file RobustBench itself cannot read, said in one line
-        raise ZooError(
-            f"RobustBench could not load {cfg.name} ({type(e).__name__}: {' '.join(str(e).split())[:160]})"
-        ) from None
+        why = f"{type(e).__name__}: {' '.join(str(e).split())[:160]}"
+        raise ZooError(f"RobustBench could not load {cfg.name} ({why})") from None
     return model.eval()
 
 
 def licence(name: str, dataset: str, threat: str) -> str:
-    """The model's licence as RobustBench's LICENSE lists it (MIT unless it names the model among the exceptions)."""
+    """The model's licence from RobustBench's LICENSE: MIT unless it lists the model as an exception."""
     try:
         text = distribution("robustbench").read_text("LICENSE") or ""
     except PackageNotFoundError:
         text = ""
     data_name = {"cifar10": "CIFAR-10"}[dataset]
+    # a line of exceptions: "- CIFAR-10/CIFAR-100, Linf/L2, Gowal2021Improving*: Apache License 2.0; ..."
     for line in text.splitlines():
-        if not line.startswith("- ") or ":" not in line:
-            continue
-        where, terms = line[2:].split(":", 1)
+        where, colon, terms = line[2:].partition(":")
         fields = [f.strip() for f in where.split(",")]
-        if (
-            len(fields) == 3
-            and data_name in fields[0].split("/")
-            and threat in fields[1].split("/")
-            and (fields[2] == name or (fields[2].endswith("*") and name.startswith(fields[2][:-1])))
-        ):
-            return terms.strip() + " (RobustBench's LICENSE lists this model's own licence)"
+        if line.startswith("- ") and colon and len(fields) == 3 and fnmatchcase(name, fields[2]):
+            if data_name in fields[0].split("/") and threat in fields[1].split("/"):
+                return terms.strip() + " (RobustBench's LICENSE lists this model's own licence)"
     return "MIT (RobustBench's LICENSE: every Model Zoo weight it does not list otherwise)"
 
 
@@ -149,29 +120,18 @@ def citation(cfg: ImportConfig) -> str:
     own = f"see {MODEL_INFO}/{cfg.dataset}/{cfg.threat}/{cfg.name}.json"
     if path.is_file():
         info = json.loads(path.read_text())
-        own = (
-            f"{info.get('authors', '?')}: {info.get('name', cfg.name)}, {info.get('venue', '').replace('<br>', ' ')}"
-            f" ({info.get('link', '')})"
-        )
+        venue = info.get("venue", "").replace("<br>", " ")
+        own = f"{info.get('authors', '?')}: {info.get('name', cfg.name)}, {venue} ({info.get('link', '')})"
     return f"{own}. Benchmark: {ROBUSTBENCH_CITATION}"
 
 
 def import_command(cfg: ImportConfig, command: str) -> str:
-    """`pagdemo import-robustbench`: write the checkpoint, say how to evaluate it."""
-    out = import_robustbench(cfg, command)
-    return f"checkpoint written to {out}; evaluate it with: pagdemo eval --checkpoint {out} --norm {cfg.threat.lower()}"
-
-
-def import_robustbench(cfg: ImportConfig, command: str = "") -> Path:
-    """Write the checkpoint folder of a RobustBench model (see the module docstring); returns it."""
+    """`pagdemo import-robustbench`: write a RobustBench model's checkpoint folder, say how to evaluate it."""
     check_name(cfg.name, cfg.dataset, cfg.threat)  # loads robustbench, or says in one line how to get it
-    model = _robustbench_model(cfg)
-    classifier = PAGClassifier(
-        zoo_arch(cfg.name, cfg.dataset, cfg.threat), 10, CIFAR10_CLASSES, image_size=32
-    )
-    classifier.net.load_state_dict(model.state_dict())
-    path = weights_file(cfg)
-    norm = cfg.threat.lower()
+    arch = zoo_arch(cfg.name, cfg.dataset, cfg.threat)
+    classifier = PAGClassifier(arch, 10, CIFAR10_CLASSES, image_size=32)
+    classifier.net.load_state_dict(_robustbench_model(cfg).state_dict())
+    path, norm = weights_file(cfg), cfg.threat.lower()
     run = {
         "method": "import",
         "source": f"RobustBench {distribution('robustbench').version}: {cfg.dataset} "
@@ -188,4 +148,5 @@ def import_robustbench(cfg: ImportConfig, command: str = "") -> Path:
         "date": now(),
         "torch": torch.__version__,
     }
-    return save_checkpoint(classifier, cfg.out, run)
+    out = save_checkpoint(classifier, cfg.out, run)
+    return f"checkpoint written to {out}; evaluate it with: pagdemo eval --checkpoint {out} --norm {norm}"
