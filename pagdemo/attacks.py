@@ -1,20 +1,15 @@
-"""PGD (Madry et al. 2018) in the linf and l2 threat models, untargeted and targeted.
+"""PGD (Madry et al. 2018) in the linf and l2 threat models, untargeted and targeted, and N-FGSM; they leave
+the model's mode and its parameters' `.grad` as they found them.
 
-One generator, `pgd_steps`, does the work and yields every iterate, so the app can stream
-the image as it changes; `pgd` runs it to the end. Both return detached images, leave the
-model's train/eval mode and its parameters' `.grad` as they found them, and clamp to
-`bounds` (pixels: [0, 1]; the toy experiment's coordinates: no bounds).
-
-A confident model's gradient can be tiny: a vanilla ResNet-18 with a logit margin near 30 gives
-input gradients near 1e-14. So the loss is the sum over images (each image's gradient does not
-shrink with the batch), its logits are taken in float64 (in float32 the true class's term of the
-cross-entropy gradient rounds to zero once the margin passes about 17), and an l2 step divides by the
-gradient's norm however small (torchattacks adds 1e-10 to the norm, which shrank these steps to
-nothing: PGD-20 l2 left 5 of 200 vanilla images standing that AutoAttack broke; tests/test_attacks.py).
-"""
+A confident model's gradient can be tiny (a vanilla ResNet-18 with a logit margin near 30: input gradients
+near 1e-14). So the loss is summed over images (an image's gradient does not shrink with the batch), its
+logits are taken in float64 (in float32 the true class's term of the gradient rounds to zero once the margin
+passes about 17), and an l2 step divides by the gradient's norm however small (torchattacks adds 1e-10, which
+shrank these steps to nothing: PGD-20 l2 left 5 of 200 vanilla images standing that AutoAttack broke)."""
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -57,8 +52,7 @@ def project(delta: torch.Tensor, norm: str, eps: float) -> torch.Tensor:
     """Pull a perturbation back into the eps-ball of its threat model."""
     if norm == "linf":
         return delta.clamp(-eps, eps)
-    factor = (eps / (_per_sample_norm(delta) + _TINY)).clamp(max=1.0)
-    return delta * factor
+    return delta * (eps / (_per_sample_norm(delta) + _TINY)).clamp(max=1.0)
 
 
 def random_start(
@@ -83,45 +77,34 @@ def check_attack_args(norm: str, eps: float, steps: int) -> None:
 
 def pgd_steps(
     model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    eps: float,
+    x: torch.Tensor,  # (N, ...), in `bounds` (pixels: [0, 1]; the toy experiment's coordinates: None)
+    y: torch.Tensor,  # the true labels, or the target classes if `targeted` (descend the loss toward them)
+    eps: float,  # per pixel (linf) or per image (l2), in x's units
     norm: str = "linf",
     steps: int = 20,
-    step_size: float | None = None,
+    step_size: float | None = None,  # default: the paper's (and TRADES') 2 eps / steps
     targeted: bool = False,
     random_init: bool = True,
     bounds: tuple[float, float] | None = (0.0, 1.0),
     generator: torch.Generator | None = None,
 ) -> Iterator[torch.Tensor]:
-    """Yield each PGD iterate (detached); `y` is the true label, or the target class if `targeted`.
-
-    Args:
-        x: (N, ...) clean inputs, in `bounds`.
-        eps: radius (linf: per pixel; l2: per image), in the same units as x.
-        step_size: defaults to 2 * eps / steps, the paper's (and TRADES') setting.
-        targeted: descend the cross-entropy toward `y` instead of ascending it away from `y`.
-    """
+    """Yield each PGD iterate (detached), so that a caller can show the image as it changes."""
     check_attack_args(norm, eps, steps)
     alpha = eval_step(eps, steps) if step_size is None else step_size
     x = x.detach()
-    lo, hi = bounds if bounds is not None else (None, None)
     x_adv = x + random_start(x, norm, eps, generator) if random_init else x.clone()
     if bounds is not None:
-        x_adv = x_adv.clamp(lo, hi)
+        x_adv = x_adv.clamp(*bounds)
     with eval_mode(model):
         for _ in range(int(steps)):
             x_adv.requires_grad_(True)
             loss = attack_loss(model(x_adv), y)
             (grad,) = torch.autograd.grad(-loss if targeted else loss, x_adv)
             with torch.no_grad():
-                if norm == "linf":
-                    x_adv = x_adv + alpha * grad.sign()
-                else:
-                    x_adv = x_adv + alpha * _unit(grad)
+                x_adv = x_adv + alpha * (grad.sign() if norm == "linf" else _unit(grad))
                 x_adv = x + project(x_adv - x, norm, eps)
                 if bounds is not None:
-                    x_adv = x_adv.clamp(lo, hi)
+                    x_adv = x_adv.clamp(*bounds)
             yield x_adv.detach()
 
 
@@ -133,9 +116,8 @@ def nfgsm(
     norm: str = "linf",
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """N-FGSM (de Jorge et al. 2022), for adversarial training: one signed (linf) or normalized (l2) step of
-    size eps from a random point of the 2-eps ball, not projected back (the noise is what prevents
-    catastrophic overfitting); pixels clamped to [0, 1]."""
+    """N-FGSM (de Jorge et al. 2022) for adversarial training: one step of size eps from a random point of the
+    2-eps ball, not projected back (the noise is what prevents catastrophic overfitting)."""
     check_attack_args(norm, eps, 1)
     x = x.detach()
     x_noisy = (x + random_start(x, norm, NFGSM_NOISE * eps, generator)).clamp(0, 1).requires_grad_(True)
@@ -147,7 +129,4 @@ def nfgsm(
 
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, **kwargs) -> torch.Tensor:
     """Run PGD to its last step; see `pgd_steps` for the arguments."""
-    x_adv = x.detach()
-    for x_adv in pgd_steps(model, x, y, eps, **kwargs):  # noqa: B007 (the last iterate is the result)
-        pass
-    return x_adv
+    return deque(pgd_steps(model, x, y, eps, **kwargs), maxlen=1).pop()  # the last iterate

@@ -1,42 +1,42 @@
-"""`pagdemo` command line: the only place that reads argv.
-
-Every command's flags are the fields of its config dataclass (`pagdemo.options.flag`: help, choices, how a value is
-read), so a setting is written once and the help cannot drift from the code. `pagdemo.commands` is the one table of
-commands (config, runner, help); `parse` turns argv into the command's config, `main` runs it and prints what it
-says.
-"""
+"""`pagdemo` command line, the only place that reads argv: the parser is built from `pagdemo.commands` (the
+table of commands) and each command's config fields (`pagdemo.options.flag`); `parse` turns argv into the
+command's config, `main` runs it and prints what it says."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import shlex
 import sys
 import textwrap
-import types
 import typing
 from fractions import Fraction
+from pkgutil import resolve_name
 from typing import Any
 
-from pagdemo.commands import COMMANDS, load
+from pagdemo.commands import COMMANDS
 
 EXAMPLES = """\
 examples:
   pagdemo train --method cm --dataset synthetic --epochs 1 --out runs/cm
   pagdemo eval --checkpoint runs/cm --norm l2 --eps 0.5 --limit 64 --json runs/cm.json
   pagdemo train --method oi --dataset cifar10 --recipe fast --pag-impl compiled --out runs/oi   # on a GPU
-  pagdemo train --method cm --pag-impl compiled --bn-coupling batch --pag-frame authors --out runs/cm  # their step
+  pagdemo train --method cm --pag-impl compiled --bn-coupling batch --pag-frame authors \
+--out runs/cm  # their step
   torchrun --nproc_per_node=4 -m pagdemo train --method nn --recipe fast --out runs/nn
   pagdemo adv-train --norm linf --eps 8/255 --attack nfgsm --recipe fast --out runs/teacher-linf
   pagdemo train --method rigd --teacher runs/teacher-linf --out runs/rigd-linf
   pagdemo train --method cm --recipe finetune --init checkpoints/vanilla --out runs/cm-ft
-  pagdemo train --method cm --dataset folder --data-dir data/pets --image-size 64 --out runs/pets-cm   # your images
+  pagdemo train --method cm --dataset folder --data-dir data/pets --image-size 64 \
+--out runs/pets-cm   # your images
   pagdemo attack --checkpoint runs/cm --image cat.png --target all --out grid.png
   pagdemo toy --seeds 20 --out runs/toy
   pagdemo app --checkpoints checkpoints
   pagdemo eval --checkpoint hf-hub:ORG/NAME --no-record --norm l2   # a checkpoint on the Hugging Face Hub
   pagdemo push-to-hub checkpoints/pag-cm --repo ORG/pag-cm          # yours, to the Hub (hf auth login first)
-  pagdemo import-robustbench Engstrom2019Robustness --threat Linf --out checkpoints/engstrom-linf   # needs [zoo]
+  pagdemo import-robustbench Engstrom2019Robustness --threat Linf \
+--out checkpoints/engstrom-linf   # needs [zoo]
 """
 
 
@@ -49,8 +49,7 @@ class Formatter(argparse.HelpFormatter):
 
     def _fill_text(self, text: str, width: int, indent: str) -> str:
         """A command's description."""
-        lines = self._split_lines(text, width - len(indent))
-        return "\n".join(indent + line for line in lines)
+        return "\n".join(indent + line for line in self._split_lines(text, width - len(indent)))
 
 
 class Parser(argparse.ArgumentParser):
@@ -62,26 +61,18 @@ class Parser(argparse.ArgumentParser):
 
 def eps_value(text: str) -> float:
     """Accept 0.031, 8/255 or 1e-2: people write eps as a fraction of 255 more often than not."""
-    try:
-        value = float(Fraction(text))
-    except (ValueError, ZeroDivisionError):
-        raise argparse.ArgumentTypeError(
-            f"invalid eps {text!r}: write a number like 0.5 or a fraction like 8/255"
-        ) from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"eps must be >= 0, got {text}")
-    return value
+    with contextlib.suppress(ValueError, ZeroDivisionError):
+        if (value := float(Fraction(text))) >= 0:
+            return value
+    raise argparse.ArgumentTypeError(f"invalid eps {text!r}: write a number >= 0, like 0.5 or 8/255")
 
 
 def positive_int(text: str) -> int:
     """Counts (epochs, steps, limits) must be whole and positive."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
-    return value
+    with contextlib.suppress(ValueError):
+        if (value := int(text)) >= 1:
+            return value
+    raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
 
 
 def float_list(text: str) -> tuple[float, ...]:
@@ -92,44 +83,32 @@ def float_list(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
 
 
-READERS = {
-    "eps": eps_value,
-    "count": positive_int,
-    "floats": float_list,
-}  # the `read` words of pagdemo.options
+READERS = {"eps": eps_value, "count": positive_int, "floats": float_list}  # `read` of pagdemo.options.flag
 
 
 def _shape(hint: Any) -> tuple[type, bool, bool]:
     """(value type, whether None is allowed, whether it is a tuple of values) of a field's type hint."""
-    args = typing.get_args(hint)
-    optional = type(None) in args and typing.get_origin(hint) in (typing.Union, types.UnionType)
+    optional = type(None) in typing.get_args(hint)  # X | None
     if optional:
-        hint = next(a for a in args if a is not type(None))
-    if typing.get_origin(hint) is tuple:
-        return typing.get_args(hint)[0], optional, True
-    return hint, optional, False
-
-
-def _default(f: dataclasses.Field) -> Any:
-    """A field's default, computed now when it comes from a factory (an environment variable, say)."""
-    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    many = typing.get_origin(hint) is tuple
+    return (typing.get_args(hint)[0] if many else hint), optional, many
 
 
 def _help(text: str, default: Any, value_type: type) -> str:
-    """The field's help, saying its default unless the help does already; a True switch's flag turns it off."""
+    """The field's help, saying its default unless it does already; a True switch's flag turns it off."""
     if value_type is bool and default is True:
         text = f"turn off: {text}"
-    elif (
-        not (default is None or default is False or default == () or default is dataclasses.MISSING)
-        and "default" not in text
-    ):
+    elif default is not False and default not in (None, (), dataclasses.MISSING) and "default" not in text:
         text += f" (default: {' '.join(map(str, default)) if isinstance(default, tuple) else default})"
     return text.replace("%", "%%")
 
 
 def add_flag(p: argparse.ArgumentParser, f: dataclasses.Field, hint: Any, given_only: bool = False) -> None:
-    """One flag for one config field, from its `pagdemo.options.flag` metadata (`given_only`: default None)."""
-    m, default = f.metadata, _default(f)
+    """One flag for one config field, from its `pagdemo.options.flag` metadata (given_only: default None)."""
+    m, default = f.metadata, f.default
+    if f.default_factory is not dataclasses.MISSING:
+        default = f.default_factory()  # computed now: from an environment variable, say
     value_type, optional, many = _shape(hint)
     name = m["name"] or "--" + f.name.replace("_", "-")
     kw: dict[str, Any] = {"dest": f.name, "help": _help(m["help"], default, value_type)}
@@ -139,10 +118,8 @@ def add_flag(p: argparse.ArgumentParser, f: dataclasses.Field, hint: Any, given_
         name = name if not default else "--no-" + name[2:]
         kw.update(action="store_false" if default else "store_true", default=None if given_only else default)
     else:
-        kw.update(
-            type=READERS[m["read"]] if m["read"] else value_type,
-            nargs="+" if many and m["read"] != "floats" else None,
-        )  # "floats" reads one "0,0.1,1" word
+        kw["type"] = READERS[m["read"]] if m["read"] else value_type
+        kw["nargs"] = "+" if many and m["read"] != "floats" else None  # "floats" reads one "0,0.1,1" word
         if m["choices"] is not None:
             kw["choices"] = list(m["choices"]) + ([m["none"]] if m["none"] else [])
         if default is dataclasses.MISSING:
@@ -155,51 +132,37 @@ def add_flag(p: argparse.ArgumentParser, f: dataclasses.Field, hint: Any, given_
     p.add_argument(name, **kw)
 
 
-def add_flags(
-    p: argparse.ArgumentParser, cls: type, group: str | None = None, given_only: bool = False
-) -> None:
-    """The flags of a config dataclass: its flag() fields, those of `group` and the ungrouped."""
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        if f.metadata.get("cli") and f.metadata["group"] in (None, group):
-            add_flag(p, f, hints[f.name], given_only)
-
-
-def flag_values(cls: type, args: argparse.Namespace) -> dict[str, Any]:
-    """The parsed value of every field of `cls` the parser has: lists as tuples, the `none` word as None."""
-    values = {}
-    for f in dataclasses.fields(cls):
-        if hasattr(args, f.name):
-            value = getattr(args, f.name)
-            values[f.name] = (
-                None
-                if f.metadata.get("none") and value == f.metadata["none"]
-                else (tuple(value) if isinstance(value, list) else value)
-            )
-    return values
-
-
 def build_parser() -> argparse.ArgumentParser:
-    """All commands of the table, with help that explains the paper's settings rather than just naming flags."""
+    """All commands of the table; each shows its config's flag() fields: its `group`'s and the ungrouped."""
     parser = Parser(
         prog="pagdemo",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=EXAMPLES,
-        description="Perceptually Aligned Gradients (Ganz, Kawar, Elad, ICML 2023): train ResNet-18s whose input "
-        "gradients are pushed toward class images, attack them with PGD, and measure their robustness.",
+        description="Perceptually Aligned Gradients (Ganz, Kawar, Elad, ICML 2023): train ResNet-18s whose "
+        "input gradients are pushed toward class images, attack them with PGD, and measure their robustness.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, c in COMMANDS.items():
         p = sub.add_parser(name, help=c.help, description=c.description, formatter_class=Formatter)
-        add_flags(p, load(c.config), c.group, c.given_only)
+        cls = resolve_name(c.config)
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if f.metadata.get("cli") and f.metadata["group"] in (None, c.group):
+                add_flag(p, f, hints[f.name], c.build is not None)
     return parser
 
 
 def parse(argv: list[str]) -> tuple[str, Any]:
-    """(command, its config) from a command line; a bad flag exits with one line, a bad setting is a ValueError."""
+    """(command, its config) from argv; a bad flag exits with one line, a bad setting is a ValueError."""
     args = build_parser().parse_args(argv)
     c = COMMANDS[args.command]
-    return args.command, load(c.build or c.config)(**flag_values(load(c.config), args), **c.fixed)
+    values = {}  # every field the parser has: lists as tuples, the `none` word as None
+    for f in dataclasses.fields(resolve_name(c.config)):
+        if hasattr(args, f.name):
+            value = getattr(args, f.name)
+            value = tuple(value) if isinstance(value, list) else value
+            values[f.name] = None if f.metadata.get("none") and value == f.metadata["none"] else value
+    return args.command, resolve_name(c.build or c.config)(**values, **c.fixed)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -208,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     command = argv[0] if argv else "pagdemo"
     try:
         command, cfg = parse(argv)
-        said = load(COMMANDS[command].run)(cfg, "pagdemo " + shlex.join(argv))
+        said = resolve_name(COMMANDS[command].run)(cfg, "pagdemo " + shlex.join(argv))
         if said:
             print(said)
     except KeyboardInterrupt:

@@ -1,28 +1,25 @@
-"""Classifiers by name: CIFAR-style ResNet-18 (32x32), its strided-stem variant (96x96 and up), a
-GELU ResNet-18 (a stated deviation, for the recipe probe), a tiny CNN for CPU tests and the toy MLP.
+"""Classifiers by name: CIFAR-style ResNet-18 (32x32), its strided-stem variant (96x96 and up), a GELU
+ResNet-18 (a stated deviation, for the recipe probe), a tiny CNN for CPU tests and the toy MLP.
 
-Every image model takes images in [0, 1] and normalizes them in its first layer, so attacks,
-targets and the app never need to know a dataset's mean and std. `PAGClassifier` is what a
-checkpoint holds: a named architecture plus its class names, input size and normalization.
-"""
+Every image model takes images in [0, 1] and normalizes them in its first layer, so attacks, targets and the
+app never need a dataset's mean and std. `PAGClassifier` is what a checkpoint holds."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pagdemo.zoo import ZOO_PREFIX
+from pagdemo.zoo import ZOO_PREFIX, build_zoo_model
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 STL10_CLASSES = ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"]
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2471, 0.2435, 0.2616)
-STL10_MEAN = (0.4467, 0.4398, 0.4066)
-STL10_STD = (0.2603, 0.2566, 0.2713)
 Stats = tuple[Sequence[float], Sequence[float]]  # (mean, std) per RGB channel, in [0, 1] pixel units
+CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616))
+STL10_STATS = ((0.4467, 0.4398, 0.4066), (0.2603, 0.2566, 0.2713))
 
 
 class Normalize(nn.Module):
@@ -59,22 +56,16 @@ class BasicBlock(nn.Module):
 
 
 class ResNet18(nn.Module):
-    """CIFAR-style ResNet-18: 3x3 stem, no max-pool, global average pool (11.2M parameters).
-
-    `stem_stride=2` is the variant for 96x96 (STL-10) and larger inputs: the stem halves the
-    resolution, so at 96x96 the last stage sees 6x6 maps and the cost stays near 2.25x CIFAR's.
-    `act` is ReLU as in the paper; GELU is a deviation the recipe probe may test. `width` (64, the paper's)
-    scales every stage; narrower copies are for CPU experiments (`resnet18_narrow`: maintainer/coupling_probe_cpu.py).
-    """
+    """CIFAR-style ResNet-18: 3x3 stem, no max-pool, global average pool (11.2M parameters)."""
 
     def __init__(
         self,
-        num_classes: int = 10,
-        mean: Sequence[float] = CIFAR10_MEAN,
-        std: Sequence[float] = CIFAR10_STD,
-        stem_stride: int = 1,
+        num_classes: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        stem_stride: int = 1,  # 2 for 96x96 (STL-10) and up: 6x6 maps in the last stage, ~2.25x CIFAR's cost
         act: type[nn.Module] = nn.ReLU,
-        width: int = 64,
+        width: int = 64,  # the paper's; narrower for CPU experiments (maintainer/coupling_probe_cpu.py)
     ) -> None:
         super().__init__()
         self.normalize = Normalize(mean, std)
@@ -108,9 +99,7 @@ class MLP(nn.Module):
 class TinyCNN(nn.Module):
     """A few-thousand-parameter convnet with BatchNorm, so CPU tests of the image pipeline run in seconds."""
 
-    def __init__(
-        self, num_classes: int = 10, mean: Sequence[float] = CIFAR10_MEAN, std: Sequence[float] = CIFAR10_STD
-    ) -> None:
+    def __init__(self, num_classes: int, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
         self.normalize = Normalize(mean, std)
         self.features = nn.Sequential(
@@ -128,25 +117,20 @@ class TinyCNN(nn.Module):
         return self.linear(torch.flatten(F.adaptive_avg_pool2d(out, 1), 1))
 
 
-# name -> (constructor(num_classes, mean, std), default (mean, std)): the stats a checkpoint without its own used
+# name -> (constructor(num_classes, mean, std), the (mean, std) of a checkpoint that records none)
 MODELS: dict[str, tuple[Callable[..., nn.Module], Stats]] = {
-    "resnet18": (lambda c, m, s: ResNet18(c, m, s), (CIFAR10_MEAN, CIFAR10_STD)),
-    "resnet18_stl": (lambda c, m, s: ResNet18(c, m, s, stem_stride=2), (STL10_MEAN, STL10_STD)),
-    "resnet18_gelu": (lambda c, m, s: ResNet18(c, m, s, act=nn.GELU), (CIFAR10_MEAN, CIFAR10_STD)),
-    "resnet18_narrow": (
-        lambda c, m, s: ResNet18(c, m, s, width=16),
-        (CIFAR10_MEAN, CIFAR10_STD),
-    ),  # CPU probes
-    "tinycnn": (lambda c, m, s: TinyCNN(c, m, s), (CIFAR10_MEAN, CIFAR10_STD)),
+    "resnet18": (ResNet18, CIFAR10_STATS),
+    "resnet18_stl": (partial(ResNet18, stem_stride=2), STL10_STATS),
+    "resnet18_gelu": (partial(ResNet18, act=nn.GELU), CIFAR10_STATS),
+    "resnet18_narrow": (partial(ResNet18, width=16), CIFAR10_STATS),  # CPU probes
+    "tinycnn": (TinyCNN, CIFAR10_STATS),
     "mlp": (lambda c, m, s: MLP(c), ((), ())),
 }
 
 
 def _entry(name: str) -> tuple[Callable[..., nn.Module], Stats]:
-    """A registered architecture, or a RobustBench one (`pagdemo.zoo`: it normalizes its own inputs, so no stats)."""
+    """A registered architecture, or a RobustBench one (it normalizes its own inputs: no stats)."""
     if name.startswith(ZOO_PREFIX):
-        from pagdemo.zoo import build_zoo_model
-
         return (lambda c, m, s: build_zoo_model(name)), ((), ())
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
@@ -165,14 +149,8 @@ def build_model(name: str, num_classes: int = 10, stats: Stats | None = None) ->
     return make(num_classes, mean, std)
 
 
-def default_stats(name: str) -> Stats:
-    """The normalization an architecture uses when a checkpoint records none (CIFAR-10's or STL-10's)."""
-    return _entry(name)[1]
-
-
 def class_count(model: nn.Module) -> int:
-    """How many classes a model tells apart: a checkpoint says so; a bare network, by its last Linear layer (a probe
-    forward would move BatchNorm's running statistics)."""
+    """How many classes a model tells apart, without a forward (that would move BatchNorm's statistics)."""
     if isinstance(getattr(model, "num_classes", None), int):
         return model.num_classes
     return [m for m in model.modules() if isinstance(m, nn.Linear)][-1].out_features
@@ -189,29 +167,20 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def count_parameters(model: nn.Module) -> int:
-    """Parameter count, to check the architecture against the paper's 11.2M."""
-    return sum(p.numel() for p in model.parameters())
-
-
 class PAGClassifier(nn.Module):
-    """What a checkpoint holds: a named architecture, its class names, input side and normalization.
-
-    Rebuilt from `config()` alone (see `pagdemo.records.checkpoints`); `image_size` is the side of the
-    square image the model was trained on (every loader resizes to it).
-    """
+    """What a checkpoint holds, rebuilt from `config()`: architecture, classes, input side, normalization."""
 
     def __init__(
         self,
         arch: str = "resnet18",
         num_classes: int = 10,
         classes: Sequence[str] | None = None,
-        image_size: int = 32,
+        image_size: int = 32,  # the side of the square images it was trained on (every loader resizes to it)
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
-        default_mean, default_std = default_stats(arch)
+        default_mean, default_std = _entry(arch)[1]
         self.arch, self.num_classes, self.image_size = arch, int(num_classes), int(image_size)
         self.classes = list(classes) if classes else [str(i) for i in range(num_classes)]
         if len(self.classes) != self.num_classes:
@@ -226,11 +195,4 @@ class PAGClassifier(nn.Module):
 
     def config(self) -> dict:
         """Everything needed to rebuild this model (config.json holds it beside the training run)."""
-        return {
-            "arch": self.arch,
-            "num_classes": self.num_classes,
-            "classes": self.classes,
-            "image_size": self.image_size,
-            "mean": self.mean,
-            "std": self.std,
-        }
+        return {k: getattr(self, k) for k in ("arch", "num_classes", "classes", "image_size", "mean", "std")}
