@@ -62,30 +62,24 @@ class TrainConfig:
     )
     pag_impl: str = flag(
         "batched",
-        "how the C input gradients are computed: loop (reference), batched (authors' "
-        "repeat-the-batch, default), vmap / explicit (exact like loop, faster), compiled (explicit under "
-        "torch.compile: exact and the fastest on a GPU, see docs/bench; about a minute of compiling "
-        "first)",
+        "how the C input gradients are computed: loop (reference), batched (the authors' repeated batch), "
+        "vmap / explicit (exact, faster), compiled (explicit under torch.compile: the fastest on a GPU)",
         choices=sorted(IMPLS),
         group="pag",
     )
     bn_coupling: str | None = flag(
         None,
-        "BatchNorm while the C input gradients are taken: classes (train mode, each "
-        "class's gradient coupled over the B images: loop/vmap/explicit/compiled), batch "
-        "(train mode, statistics over the C*B repeated copies: the authors' code, "
-        "batched/explicit/compiled), eval (running statistics, per-image gradients, as "
-        "attacks see them; the cross-entropy gets its own train-mode forward), detached (the batch's "
-        "statistics held constant: per-image gradients of the function the cross-entropy "
-        "trains; any --pag-impl). Default: what --pag-impl computes (docs/training.md)",
+        "BatchNorm while the input gradients are taken: classes (train mode, each class coupled over the "
+        "batch), batch (statistics over the C*B repeated copies: the authors'), eval (per-image, as attacks "
+        "see them), detached (the batch's statistics held constant). Default: what --pag-impl computes "
+        "(docs/training.md)",
         choices=COUPLINGS,
         group="pag",
     )
     pag_frame: str = flag(
         "augmented",
-        "augmented: a crop and flip per image, targets for the augmented image; authors: "
-        "one crop and flip per batch (another for the cross-entropy), gradients taken w.r.t. the "
-        "un-augmented image, targets in its frame (the authors' TRAIN_CIFAR10.py)",
+        "augmented: a crop and flip per image, targets for the augmented image; authors: one crop per batch "
+        "(another for the cross-entropy), gradients and targets in the un-augmented frame (TRAIN_CIFAR10.py)",
         choices=PAG_FRAMES,
         group="pag",
     )
@@ -123,9 +117,8 @@ class TrainConfig:
     limit: int | None = flag(None, "train on a fixed class-balanced subset of N images", read="count")
     arch: str | None = flag(
         None,
-        "default resnet18 (resnet18_stl on stl10, tinycnn on synthetic: a few-thousand-"
-        "parameter CNN for quick CPU trials); resnet18_gelu is a smooth-activation deviation from the "
-        "paper",
+        "default resnet18 (resnet18_stl on stl10, tinycnn, a CNN for CPU trials, on synthetic); "
+        "resnet18_gelu deviates from the paper with a smooth activation",
         choices=sorted(m for m in MODELS if m != "mlp"),
     )
     recipe: str = flag("paper", help_text(), choices=tuple(RECIPES))
