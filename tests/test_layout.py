@@ -31,8 +31,6 @@ MAX_MODULE_LINES, MAX_FUNCTION_LINES, MAX_PACKAGE_LINES = 330, 60, 8000  # count
 # Issue 33 under way: what the formatter lengthened past the caps; each entry goes when it is split, and none may stay
 # below its cap (so the list only shrinks). PACKAGE_LINES_NOW is the ceiling until the package is at MAX_PACKAGE_LINES.
 OVER_CAP = {
-    "pagdemo.toy.experiment",
-    "pagdemo.data.datasets",
     "pagdemo.eval.autoattack.run_autoattack_eval",
     "pagdemo.eval.masking.audit",
     "pagdemo.viz.grid.pag_grid_steps",
