@@ -20,7 +20,7 @@ from pagdemo.data.datasets import (
     DATASETS,
     Dataset,
     batches,
-    default_data_dir,
+    data_root,
     load_dataset,
     stratified_subset,
 )
@@ -176,12 +176,13 @@ def test_unknown_name_or_split_lists_the_choices():
     assert set(DATASETS) == {"cifar10", "stl10", "synthetic"}
 
 
-def test_default_data_dir_honours_the_environment(tmp_path, monkeypatch):
+def test_the_default_data_root_honours_the_environment(tmp_path, monkeypatch):
     (tmp_path / "cifar10").mkdir()
     monkeypatch.setenv("PAGDEMO_DATA_DIR", str(tmp_path))
-    assert default_data_dir("cifar10") == tmp_path / "cifar10"
-    assert default_data_dir("stl10") == tmp_path
-    assert default_data_dir("synthetic") is None
+    assert data_root("cifar10") == tmp_path / "cifar10"
+    assert data_root("stl10") == tmp_path
+    assert data_root("synthetic") is None
+    assert data_root("cifar10", "~/elsewhere") == Path("~/elsewhere").expanduser()
 
 
 def test_shared_lossless_test_set_loads_with_limit():

@@ -93,9 +93,7 @@ def test_a_tree_decodes_to_one_side_with_the_bad_file_skipped(tree):
 
 def test_decoding_happens_once_until_the_tree_changes(tree, monkeypatch):
     load_dataset("folder", "test", data_dir=tree, image_size=32)  # fills the cache
-    monkeypatch.setattr(
-        folder, "_decode_one", lambda *a: pytest.fail("decoded again: the cache was not used")
-    )
+    monkeypatch.setattr(folder, "read_image", lambda *a: pytest.fail("decoded again: the cache was not used"))
     assert len(load_dataset("folder", "test", data_dir=tree, image_size=32)) == 12
     extra = tree / "test" / "cat" / "new.png"
     _picture(COLOURS["cat"], (24, 24), 7).save(extra)
@@ -301,7 +299,7 @@ def test_a_bad_file_stops_the_run_when_asked_and_a_huge_tree_is_refused_before_d
     monkeypatch.setattr(
         folder, "available_bytes", lambda: 2 * 31 * 3 * 512 * 512 - 1
     )  # 31 files at 512: just too many
-    monkeypatch.setattr(folder, "_decode_one", lambda *a: pytest.fail("decoded before the memory estimate"))
+    monkeypatch.setattr(folder, "read_image", lambda *a: pytest.fail("decoded before the memory estimate"))
     assert cli.main(args + ["--image-size", "512"]) == 2
     err = capsys.readouterr().err.strip()
     assert (

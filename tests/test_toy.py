@@ -184,7 +184,7 @@ def test_run_toy_writes_results_a_figure_and_a_table(tmp_path):
 
 def test_draw_boundaries_returns_two_equal_aspect_panels():
     x, y = make_test_data(SMALL, seed=0)
-    fig = draw_boundaries(Halfplane(), Halfplane(), x, y, ("a", "b"))
+    fig = draw_boundaries(Halfplane(), Halfplane(), x, y, ("a", "b"), SMALL.eps)
     assert isinstance(fig, Figure)
     axes = [ax for ax in fig.axes if ax.get_title()]
     assert [ax.get_title() for ax in axes] == ["a", "b"]

@@ -1,6 +1,5 @@
-"""Images in: the built-in datasets (`datasets`), image folders (`folder`), hardened reading of any image file
-(`images`) and the training augmentation (`augment`). Pixels leave this package as uint8 tensors or floats in
-[0, 1]; `DataError` is every data problem a user can cause, said in one line."""
+"""Images in: built-in `datasets`, image `folder`s, hardened reading of image files (`images`), `augment`.
+Pixels leave as uint8 tensors or floats in [0, 1]; `DataError`: a data problem a user causes, in one line."""
 
 
 class DataError(ValueError):

@@ -1,12 +1,6 @@
-"""Training augmentation: random crop (zero padding) and horizontal flip, on the training device.
-
-Two ways, both recorded in the checkpoint (`--pag-frame`):
-- `augment`: a crop and flip per image (ours, and torchvision's per-sample transforms); every
-  PAG term is computed for the augmented image the model sees.
-- `BatchCrop`: one crop and flip for the whole batch, what the authors' `transforms.RandomCrop`
-  and `RandomHorizontalFlip` do to a batch tensor. It is linear, so its `adjoint` maps a gradient
-  taken w.r.t. the cropped image back to the un-augmented one, the frame of the authors' targets.
-"""
+"""Training augmentation, random crop (zero padding) and horizontal flip, on the device: per image (`augment`,
+ours), or one for the whole batch (`BatchCrop`, the authors'), a linear map whose `adjoint` takes a gradient
+back to the un-augmented frame. A run records which as `--pag-frame` (docs/training.md)."""
 
 from __future__ import annotations
 
@@ -21,9 +15,8 @@ PAD = 4  # CIFAR's random-crop padding
 def augment(x: torch.Tensor, generator: torch.Generator | None = None, pad: int = PAD) -> torch.Tensor:
     """Random crop (zero padding `pad`) and horizontal flip (p=0.5) per image, as one gather on x's device."""
     n, c, h, w = x.shape
-    dev = (
-        generator.device if generator is not None else x.device
-    )  # a CPU generator gives the same crops on GPU
+    # a CPU generator gives the same crops on GPU
+    dev = generator.device if generator is not None else x.device
     dy = torch.randint(0, 2 * pad + 1, (n, 1), generator=generator, device=dev).to(x.device)
     dx = torch.randint(0, 2 * pad + 1, (n, 1), generator=generator, device=dev).to(x.device)
     flip = (torch.rand(n, 1, generator=generator, device=dev) < 0.5).to(x.device)
@@ -38,7 +31,7 @@ def augment(x: torch.Tensor, generator: torch.Generator | None = None, pad: int 
 
 @dataclass(frozen=True)
 class BatchCrop:
-    """One crop window (offsets into the zero-padded image) and flip for a whole batch; a linear map of the pixels."""
+    """One crop window (offsets into the zero-padded image) and flip for a whole batch: a linear map."""
 
     dy: int
     dx: int
@@ -52,7 +45,7 @@ class BatchCrop:
         return out.flip(-1) if self.flip else out
 
     def adjoint(self, g: torch.Tensor) -> torch.Tensor:
-        """The transpose of the crop: a gradient w.r.t. the cropped image, as one w.r.t. the original (zero outside)."""
+        """The crop's transpose: a gradient w.r.t. the cropped image, as one w.r.t. the original."""
         h, w = g.shape[-2:]
         g = g.flip(-1) if self.flip else g
         full = F.pad(g, (self.dx, 2 * self.pad - self.dx, self.dy, 2 * self.pad - self.dy))
@@ -67,8 +60,7 @@ def batch_crop(generator: torch.Generator | None = None, pad: int = PAD) -> Batc
 
 
 class AuthorsFrame:
-    """The authors' frame (TRAIN_CIFAR10.py): the batch comes un-augmented; the cross-entropy sees one crop and flip
-    of it, the PAG pass another, and the PAG gradients are taken w.r.t. the un-augmented image, the targets' frame."""
+    """The authors' frame (TRAIN_CIFAR10.py): a batch crop for CE, one for PAG, grads w.r.t. uncropped x."""
 
     def __init__(self, generator: torch.Generator | None = None) -> None:
         self.generator = generator

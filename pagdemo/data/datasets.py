@@ -1,11 +1,6 @@
-"""Datasets as uint8 tensors in memory, a per-image augmentation and a batch iterator, all on-device.
-
-CIFAR-10 comes from the packed `.npz` files of `shared/data/` (PNG or JPEG bytes, see its README)
-or torchvision's `cifar-10-batches-py`; STL-10 from torchvision's `stl10_binary`; `synthetic` is
-generated in code for tests; `folder` is your own ImageFolder tree (`pagdemo.data.folder`). Images are
-decoded once and kept as (N, 3, H, W) uint8; batches are NCHW floats in [0, 1], as every model
-expects.
-"""
+"""Datasets decoded once into (N, 3, H, W) uint8 tensors, and the on-device batch iterator (floats in [0, 1]):
+CIFAR-10 (the packed `.npz` files of `shared/data/`, see its README, or torchvision's cifar-10-batches-py),
+STL-10 (`stl10_binary`), `synthetic` (made in code, for tests) and your `folder` (`pagdemo.data.folder`)."""
 
 from __future__ import annotations
 
@@ -30,10 +25,20 @@ from pagdemo.records.files import read_sha256sums, sha256
 SPLITS = ("train", "test")
 _NPZ_KEYS = ("encoded", "offsets", "labels", "classes")
 _SYNTHETIC_SIZE = {"train": 1000, "test": 500}  # small: a CPU epoch of PAG training in seconds
-DATA_ROOTS = (
-    "data",
-    "../shared/data",
-)  # looked for relative to the working directory, after $PAGDEMO_DATA_DIR
+_SYNTHETIC_COLOURS = {
+    "red": (0.9, 0.1, 0.1),
+    "green": (0.1, 0.8, 0.1),
+    "blue": (0.1, 0.2, 0.9),
+    "yellow": (0.9, 0.9, 0.1),
+    "cyan": (0.1, 0.9, 0.9),
+    "magenta": (0.9, 0.1, 0.9),
+    "orange": (0.95, 0.55, 0.1),
+    "purple": (0.5, 0.1, 0.7),
+    "white": (0.9, 0.9, 0.9),
+    "grey": (0.45, 0.45, 0.45),
+}
+# looked for relative to the working directory, after $PAGDEMO_DATA_DIR
+DATA_ROOTS = ("data", "../shared/data")
 
 
 @dataclass
@@ -45,9 +50,7 @@ class Dataset:
     classes: list[str]
     name: str
     source: str
-    stats: tuple[list[float], list[float]] | None = (
-        None  # (mean, std) to normalize with; None: the arch's default
-    )
+    stats: tuple[list[float], list[float]] | None = None  # normalize by (mean, std); None: the arch's default
     skipped: list[str] = field(default_factory=list)  # "path: reason" of each file that could not be read
 
     def __len__(self) -> int:
@@ -91,17 +94,10 @@ def stratified_subset(labels: np.ndarray, limit: int, seed: int) -> np.ndarray:
 def _verify_checksums(files: list[Path]) -> None:
     """Refuse files that differ from the folder's SHA256SUMS: a truncated copy must not train silently."""
     sums = files[0].parent / "SHA256SUMS"
-    if not sums.is_file():
-        return
-    expected = read_sha256sums(sums)
+    expected = read_sha256sums(sums) if sums.is_file() else {}
     for f in files:
-        if f.name not in expected:
-            continue
-        digest = sha256(f)
-        if digest != expected[f.name]:
-            raise DataError(
-                f"{f}: SHA-256 {digest[:12]}... does not match {sums} ({expected[f.name][:12]}...)"
-            )
+        if f.name in expected and (digest := sha256(f)) != expected[f.name]:
+            raise DataError(f"{f}: SHA-256 {digest[:12]}... differs from {sums} ({expected[f.name][:12]}...)")
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
@@ -117,21 +113,20 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
 
 
 def _decode(encoded: np.ndarray, offsets: np.ndarray, idx: np.ndarray, desc: str) -> np.ndarray:
-    """Decode the PNG/JPEG images at `idx` to (k, H, W, 3) uint8 (~6k images/s on one core; threads do not help)."""
+    """The PNG/JPEG images at `idx` as (k, H, W, 3) uint8 (~6k images/s on one core; threads do not help)."""
     images = [
         np.asarray(Image.open(io.BytesIO(encoded[offsets[i] : offsets[i + 1]].tobytes())).convert("RGB"))
-        for i in tqdm(idx, desc=desc, unit="img", leave=False, disable=None)
-    ]  # a bar on a terminal only
+        for i in tqdm(idx, desc=desc, unit="img", leave=False, disable=None)  # a bar on a terminal only
+    ]
     return np.stack(images) if images else np.empty((0, 32, 32, 3), dtype=np.uint8)
 
 
 def _cifar10_npz(split: str, root: Path) -> _Raw:
     """The packed files: train-*.npz (or train.npz) and test.npz, all read, only the needed images decoded."""
-    files = sorted(root.glob("train*.npz")) if split == "train" else [root / "test.npz"]
-    if not files or not files[0].is_file():
-        raise DataError(
-            f"{root}: no {'train*.npz' if split == 'train' else 'test.npz'} for the {split} split"
-        )
+    pattern = "train*.npz" if split == "train" else "test.npz"
+    files = sorted(root.glob(pattern))
+    if not files:
+        raise DataError(f"{root}: no {pattern} for the {split} split")
     _verify_checksums(files)
     packs = [_read_npz(f) for f in files]
     starts = np.cumsum([0] + [len(p["labels"]) for p in packs])
@@ -152,8 +147,7 @@ def _unpickle(path: Path) -> dict:
     """torchvision's CIFAR batches are Python pickles by nature; keys come back as bytes."""
     if not path.is_file():
         raise DataError(f"{path}: missing; expected the standard cifar-10-batches-py files")
-    with open(path, "rb") as f:
-        d = pickle.load(f, encoding="bytes")
+    d = pickle.loads(path.read_bytes(), encoding="bytes")
     return {k.encode() if isinstance(k, str) else k: v for k, v in d.items()}
 
 
@@ -163,9 +157,8 @@ def _cifar10_batches(split: str, root: Path) -> _Raw:
     batches = [_unpickle(root / n) for n in names]
     images = np.concatenate([np.asarray(b[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32) for b in batches])
     labels = np.concatenate([np.asarray(b[b"labels"], dtype=np.int64) for b in batches])
-    classes = [
-        c.decode() if isinstance(c, bytes) else c for c in _unpickle(root / "batches.meta")[b"label_names"]
-    ]
+    names = _unpickle(root / "batches.meta")[b"label_names"]
+    classes = [c.decode() if isinstance(c, bytes) else c for c in names]
     return _Raw(labels, classes, f"{root} (cifar-10-batches-py)", lambda idx: images[idx])
 
 
@@ -177,9 +170,7 @@ def _cifar10(split: str, root: Path, seed: int, size: int | None) -> _Raw:
         return _cifar10_batches(split, root / "cifar-10-batches-py")
     if root.name == "cifar-10-batches-py" or (root / "batches.meta").is_file():
         return _cifar10_batches(split, root)
-    raise DataError(
-        f"{root}: expected CIFAR-10 .npz files (train-*.npz, test.npz) or a cifar-10-batches-py folder"
-    )
+    raise DataError(f"{root}: expected CIFAR-10 .npz files (train-*.npz, test.npz) or cifar-10-batches-py")
 
 
 def _stl10(split: str, root: Path, seed: int, size: int | None) -> _Raw:
@@ -192,9 +183,7 @@ def _stl10(split: str, root: Path, seed: int, size: int | None) -> _Raw:
     labels = np.fromfile(yf, dtype=np.uint8).astype(np.int64) - 1
     x = np.memmap(xf, dtype=np.uint8, mode="r")
     if x.size != len(labels) * 3 * 96 * 96 or labels.min() < 0 or labels.max() > 9:
-        raise DataError(
-            f"{root}: {xf.name} ({x.size} bytes) and {yf.name} ({len(labels)} labels in 1..10) disagree"
-        )
+        raise DataError(f"{root}: {xf.name} ({x.size} bytes), {yf.name} ({len(labels)} labels, 1..10) clash")
     x = x.reshape(-1, 3, 96, 96)
     names = root / "class_names.txt"
     classes = names.read_text().split() if names.is_file() else STL10_CLASSES
@@ -205,20 +194,7 @@ def _synthetic(split: str, root: Path | None, seed: int, size: int | None) -> _R
     """10 learnable classes: a class colour times a class-oriented grating of random phase, plus noise."""
     n = size or _SYNTHETIC_SIZE[split]
     g = torch.Generator().manual_seed(2 * seed + (split == "test"))  # every (seed, split) its own images
-    palette = torch.tensor(
-        [
-            [0.9, 0.1, 0.1],
-            [0.1, 0.8, 0.1],
-            [0.1, 0.2, 0.9],
-            [0.9, 0.9, 0.1],
-            [0.1, 0.9, 0.9],
-            [0.9, 0.1, 0.9],
-            [0.95, 0.55, 0.1],
-            [0.5, 0.1, 0.7],
-            [0.9, 0.9, 0.9],
-            [0.45, 0.45, 0.45],
-        ]
-    )
+    classes, palette = list(_SYNTHETIC_COLOURS), torch.tensor(list(_SYNTHETIC_COLOURS.values()))
     y = (torch.arange(n) % 10)[torch.randperm(n, generator=g)]
     theta = (y * math.pi / 10).view(-1, 1, 1)  # class prototypes do not depend on the seed
     rows, cols = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
@@ -227,30 +203,23 @@ def _synthetic(split: str, root: Path | None, seed: int, size: int | None) -> _R
     noise = 0.08 * torch.randn(n, 3, 32, 32, generator=g)
     img = palette[y].view(n, 3, 1, 1) * (0.55 + 0.35 * wave.unsqueeze(1)) + noise
     pixels = (img.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
-    classes = ["red", "green", "blue", "yellow", "cyan", "magenta", "orange", "purple", "white", "grey"]
     return _Raw(y.numpy(), classes, f"synthetic(seed={seed}, n={n})", lambda idx: pixels[idx])
 
 
-DATASETS: dict[str, Callable[[str, Path | None, int, int | None], _Raw]] = {
-    "cifar10": _cifar10,
-    "stl10": _stl10,
-    "synthetic": _synthetic,
-}
+# every reader takes (split, root, seed, synthetic size)
+DATASETS = {"cifar10": _cifar10, "stl10": _stl10, "synthetic": _synthetic}
 DATASET_NAMES = (*DATASETS, "folder")  # folder: decoded by pagdemo.data.folder at the side the model needs
 
 
-def default_data_dir(name: str) -> Path | None:
-    """$PAGDEMO_DATA_DIR(/name), else data/<name> or ../shared/data/<name> below the working directory, if present."""
+def data_root(name: str, data_dir: str | Path | None = None) -> Path | None:
+    """`data_dir`, else the first of $PAGDEMO_DATA_DIR(/name), data/<name>, ../shared/data/<name> found."""
+    if data_dir is not None:
+        return Path(data_dir).expanduser()
     if name == "synthetic":
         return None
     env = os.environ.get("PAGDEMO_DATA_DIR")
     candidates = ([Path(env) / name, Path(env)] if env else []) + [Path(root) / name for root in DATA_ROOTS]
     return next((p for p in candidates if p.is_dir()), None)
-
-
-def data_root(name: str, data_dir: str | Path | None) -> Path | None:
-    """The folder a dataset is read from: the one given, else its default location."""
-    return Path(data_dir).expanduser() if data_dir is not None else default_data_dir(name)
 
 
 def load_dataset(
@@ -264,26 +233,15 @@ def load_dataset(
     on_bad_image: str = "skip",
     progress: bool = True,
 ) -> Dataset:
-    """Load a split into memory; `limit` keeps a fixed class-balanced subset chosen by `seed`.
-
-    `image_size` is the side a model expects: an image folder is decoded at it (default: its most
-    common size), a built-in dataset of another size is refused. `on_bad_image` ("skip" or "stop")
-    is what an unreadable file in an image folder does.
-
-    Raises:
-        ValueError: unknown name or split. DataError (a ValueError): missing or malformed files.
-    """
+    """A split in memory: `limit` keeps a fixed class-balanced subset; a folder is decoded at `image_size`."""
     if name not in DATASET_NAMES:
         raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(DATASET_NAMES)}")
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose one of {list(SPLITS)}")
     root = data_root(name, data_dir)
     if name != "synthetic" and root is None:
-        raise DataError(
-            f"no {name} data found in $PAGDEMO_DATA_DIR, "
-            + " or ".join(f"{r}/{name}" for r in DATA_ROOTS)
-            + " (relative to the working directory); pass --data-dir"
-        )
+        where = " or ".join(["$PAGDEMO_DATA_DIR"] + [f"{r}/{name}" for r in DATA_ROOTS])
+        raise DataError(f"no {name} data in {where} (relative to the working directory); pass --data-dir")
     if name != "synthetic" and not root.is_dir():
         raise DataError(f"{root}: no such folder; expected the {name} data")
     if name == "folder":
@@ -296,20 +254,17 @@ def load_dataset(
             f"{name} images are {images.shape[-1]}x{images.shape[-1]}, but the model expects "
             f"{image_size}x{image_size}; evaluate it on the dataset it was trained on"
         )
-    return Dataset(
-        images, torch.from_numpy(raw.labels[idx].astype(np.int64)), list(raw.classes), name, raw.source
-    )
+    labels = torch.from_numpy(raw.labels[idx].astype(np.int64))
+    return Dataset(images, labels, list(raw.classes), name, raw.source)
 
 
 def check_splits(name: str, data_dir: str | Path | None, splits: tuple[str, ...]) -> None:
-    """Before a run decodes anything: an image folder must hold every split it will read, with the same classes."""
+    """Before anything is decoded: an image folder holds every split a run reads, with the same classes."""
     if name != "folder":
         return
     root = data_root(name, data_dir)
     if root is None or not root.is_dir():
-        raise DataError(
-            f"{root or 'data/folder'}: no such folder; pass --data-dir DIR (DIR/train/<class>/...)"
-        )
+        raise DataError(f"{root or 'data/folder'}: no such folder; pass --data-dir DIR (DIR/train/<class>/)")
     trees = [folder.scan(root, s) for s in splits]
     for tree in trees[1:]:
         folder.check_same_classes(trees[0], tree)
@@ -320,28 +275,18 @@ def _load_folder(
 ) -> Dataset:
     """An ImageFolder split: checked, sized, estimated, then decoded (once: cached) and described."""
     tree = folder.scan(root, split)
-    other = "test" if split == "train" else "train"
+    # before any decoding: labels mean the same in both
     if (root / "train").is_dir() and any((root / s).is_dir() for s in folder.TEST_SPLITS):
-        folder.check_same_classes(
-            tree, folder.scan(root, other)
-        )  # before any decoding: labels mean the same in both
+        folder.check_same_classes(tree, folder.scan(root, "test" if split == "train" else "train"))
     side = folder.check_side(image_size) if image_size else folder.common_side(tree.files)
     idx = np.arange(len(tree.labels)) if limit is None else stratified_subset(tree.labels, limit, seed)
     folder.check_memory(len(idx), side, tree.root)
     images, kept, skipped = folder.decode(tree, idx, side, on_bad, progress)
     stats = folder.channel_stats(images) if split == "train" else None
-    source = f"{root} (image folder, {side}x{side}" + (
-        f", {len(skipped)} unreadable file(s) skipped)" if skipped else ")"
-    )
-    return Dataset(
-        torch.from_numpy(images),
-        torch.from_numpy(tree.labels[kept]),
-        tree.classes,
-        "folder",
-        source,
-        stats=stats,
-        skipped=skipped,
-    )
+    note = f", {len(skipped)} unreadable file(s) skipped" if skipped else ""
+    labels = torch.from_numpy(tree.labels[kept])
+    source = f"{root} (image folder, {side}x{side}{note})"
+    return Dataset(torch.from_numpy(images), labels, tree.classes, "folder", source, stats, skipped)
 
 
 def batches(
@@ -354,22 +299,16 @@ def batches(
     rank: int = 0,
     world_size: int = 1,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Yield (x in [0, 1], y, dataset indices) on `device`; with world_size > 1, this rank's disjoint shard.
-
-    The uint8 images move to `device` once per call. For DDP, seed `generator` identically on
-    every rank: all ranks draw the same permutation and take every world_size-th index of it.
-    """
+    """Yield (x in [0, 1], y, indices into ds) on `device`; with world_size > 1, this rank's own shard."""
     if batch_size < 1 or world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(
-            f"need batch_size >= 1, 0 <= rank < world_size; got {batch_size}, {rank}, {world_size}"
-        )
+        raise ValueError(f"need batch_size >= 1, 0 <= rank < world_size: {batch_size}, {rank}, {world_size}")
     images, labels = ds.images.to(device), ds.labels.to(device)
     n = len(ds)
     gen_device = generator.device if generator is not None else "cpu"
     order = torch.randperm(n, generator=generator, device=gen_device) if shuffle else torch.arange(n)
-    order = order[: n - n % world_size][rank::world_size].to(
-        device
-    )  # equal shards, so DDP ranks stay in step
+    # every rank (its generator seeded alike) draws one permutation and takes every world_size-th index of it:
+    # equal shards, so DDP ranks stay in step
+    order = order[: n - n % world_size][rank::world_size].to(device)
     stop = len(order) - len(order) % batch_size if drop_last else len(order)
     for start in range(0, stop, batch_size):
         idx = order[start : start + batch_size]

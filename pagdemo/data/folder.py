@@ -1,14 +1,6 @@
-"""Your own data: torchvision's ImageFolder layout, DIR/train/<class>/* and DIR/test/<class>/* (or val/).
-
-Images of any size and common format become square RGB of one side: centre-cropped to a square,
-then resized (antialiased bicubic), the same rule as the app's uploads. Every file goes through
-the app's image hardening (`pagdemo.data.images`: a few raster formats only, size limits from the
-header, decompression bombs, truncated and non-image files refused), and a file that cannot be
-read is skipped and counted, or stops the run, as `on_bad` says. Decoding runs once, with a
-progress bar; the uint8 array is cached in DIR/.pagdemo-cache/ (or ~/.cache/pagdemo when DIR is
-read-only), keyed by every file's path, size and times and the image side, so a changed tree is
-decoded again (old cache files stay until you delete the folder).
-"""
+"""Your own data in torchvision's ImageFolder layout (README, "Your own data"): the tree scanned and checked,
+each file read through the app's hardening (`pagdemo.data.images`) into a square uint8 image, the split cached
+in DIR/.pagdemo-cache/ (~/.cache/pagdemo when DIR is read-only), keyed by each file's path, size and times."""
 
 from __future__ import annotations
 
@@ -33,19 +25,18 @@ SIDE_LIMITS = (8, 512)  # the sides --image-size accepts, and the most-common-si
 TEST_SPLITS = ("test", "val")
 ON_BAD = ("skip", "stop")
 CACHE_VERSION = 1  # bump when the decoding rule changes
+_SKIP_HINT = "(--on-bad-image skip would leave it out)"
+# the command line's word on --dataset folder
 FOLDER_HELP = (
     "folder: your own images in torchvision's ImageFolder layout, DIR/train/<class>/* and DIR/test/<class>/* "
     "(or val/), any number of classes from 2, any size and common format; each image is centre-cropped "
     "to a square and resized to --image-size"
-)  # the command line's word on --dataset folder
+)
 DATA_DIR_HELP = (
     "the data: packed .npz files, cifar-10-batches-py, stl10_binary or an image folder (default: "
     "$PAGDEMO_DATA_DIR, else data/<dataset> or ../shared/data/<dataset>)"
 )
-ON_BAD_HELP = (
-    "folder: a file that cannot be read as an image is skipped and counted (skip, default) or stops the run "
-    "naming it (stop)"
-)
+ON_BAD_HELP = "folder: an unreadable file is skipped and counted (skip, default) or stops the run (stop)"
 
 
 class FolderError(DataError):
@@ -62,23 +53,13 @@ class Tree:
     labels: np.ndarray
 
 
-def split_folder(root: Path, split: str) -> Path:
-    """DIR/train, or DIR/test (DIR/val when there is no test/)."""
-    if split == "train":
-        folder = root / "train"
-    else:
-        folder = next((root / s for s in TEST_SPLITS if (root / s).is_dir()), root / "test")
-    if not folder.is_dir():
-        want = "train/" if split == "train" else "test/ (or val/)"
-        raise FolderError(
-            f"{root}: no {want} folder; expected {root}/train/<class>/... and {root}/test/<class>/..."
-        )
-    return folder
-
-
 def scan(root: Path, split: str) -> Tree:
     """The split's classes (sub-folders) and image files, refusing a layout that cannot train a classifier."""
-    folder = split_folder(root, split)
+    names = ("train",) if split == "train" else TEST_SPLITS  # DIR/val when there is no DIR/test
+    folder = next((root / s for s in names if (root / s).is_dir()), None)
+    if folder is None:
+        want = "train/" if split == "train" else "test/ (or val/)"
+        raise FolderError(f"{root}: no {want} folder; expected {root}/train/<class>/ and .../test/<class>/")
     classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     if len(classes) < 2:
         raise FolderError(
@@ -98,10 +79,8 @@ def scan(root: Path, split: str) -> Tree:
 def check_same_classes(train: Tree, test: Tree) -> None:
     """Train and test must name the same classes, or the labels mean different things."""
     if train.classes != test.classes:
-        only_train, only_test = (
-            sorted(set(train.classes) - set(test.classes)),
-            sorted(set(test.classes) - set(train.classes)),
-        )
+        only_train = sorted(set(train.classes) - set(test.classes))
+        only_test = sorted(set(test.classes) - set(train.classes))
         raise FolderError(
             f"{train.root} and {test.root} have different classes (only in {train.root.name}: "
             f"{only_train or '-'}; only in {test.root.name}: {only_test or '-'})"
@@ -143,9 +122,8 @@ def check_memory(n: int, side: int, folder: Path) -> None:
     need, have = n * 3 * side * side, available_bytes()
     if need > have // 2:
         raise FolderError(
-            f"{folder}: {n:,} images at {side}x{side} need {need / 2**30:.1f} GiB as uint8, more than half "
-            f"of the {have / 2**30:.1f} GiB this machine has available; choose a smaller --image-size or "
-            "--limit"
+            f"{folder}: {n:,} images at {side}x{side} need {need / 2**30:.1f} GiB as uint8, over half of "
+            f"the {have / 2**30:.1f} GiB this machine has free; choose a smaller --image-size or --limit"
         )
 
 
@@ -153,53 +131,39 @@ def _cache_file(tree: Tree, idx: np.ndarray, side: int) -> Path:
     """Where the decoded array of these files at this side lives; the name changes whenever the tree does."""
     h = hashlib.sha256(f"v{CACHE_VERSION} side {side}\n".encode())
     for i in idx:
-        st = tree.files[i].stat()
-        h.update(
-            f"{tree.files[i].relative_to(tree.root)}\t{st.st_size}\t{st.st_mtime_ns}\t{st.st_ctime_ns}\n".encode()
-        )
+        st, rel = tree.files[i].stat(), tree.files[i].relative_to(tree.root)
+        h.update(f"{rel}\t{st.st_size}\t{st.st_mtime_ns}\t{st.st_ctime_ns}\n".encode())
     root = tree.root.parent / ".pagdemo-cache"
     if not os.access(tree.root.parent, os.W_OK):
         root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pagdemo"
     return root / f"{tree.root.name}-{side}px-{h.hexdigest()[:16]}.npz"
 
 
-def _decode_one(path: Path, side: int) -> np.ndarray:
-    """One file through the app's hardening, as (3, side, side) uint8."""
-    img, _ = read_image(path)
-    return np.asarray(fit_square(img, side), dtype=np.uint8).transpose(2, 0, 1)
-
-
 def decode(
     tree: Tree, idx: np.ndarray, side: int, on_bad: str = "skip", progress: bool = True
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """(images (k, 3, side, side) uint8, their indices into the tree, one 'path: reason' per skipped file).
-
-    Raises:
-        FolderError: a file cannot be read and on_bad is "stop"; or every file failed.
-    """
+    """(images (k, 3, side, side) uint8, their indices into the tree, 'path: reason' per skipped file)."""
     if on_bad not in ON_BAD:
         raise ValueError(f"unknown on_bad {on_bad!r}; choose one of {list(ON_BAD)}")
     cache = _cache_file(tree, idx, side)
     cached = _read_cache(cache)
     if cached is not None:
         if cached[2] and on_bad == "stop":  # the cache remembers which files failed, and why
-            raise FolderError(f"{cached[2][0]} (--on-bad-image skip would leave it out)")
+            raise FolderError(f"{cached[2][0]} {_SKIP_HINT}")
         return cached
     images, kept, skipped = [], [], []
+    # a bar on a terminal only (disable=None); closed and cleared on an error too: the error stays one line
     with tqdm(
         idx, desc=f"decode {tree.root.name}", unit="img", disable=None if progress else True, leave=False
     ) as bar:
-        for i in (
-            bar
-        ):  # on a terminal only (disable=None); closed and cleared on an error too: the error stays one line
-            try:
-                images.append(_decode_one(tree.files[i], side))
+        for i in bar:
+            try:  # through the app's hardening
+                img, _ = read_image(tree.files[i])
+                images.append(np.asarray(fit_square(img, side), dtype=np.uint8).transpose(2, 0, 1))
                 kept.append(i)
             except (ImageError, OSError) as e:
                 if on_bad == "stop":
-                    raise FolderError(
-                        f"{tree.files[i]}: {e} (--on-bad-image skip would leave it out)"
-                    ) from None
+                    raise FolderError(f"{tree.files[i]}: {e} {_SKIP_HINT}") from None
                 skipped.append(f"{tree.files[i]}: {e}")
     if not images:
         raise FolderError(f"{tree.root}: none of the {len(idx)} files could be read, e.g. {skipped[0]}")
@@ -210,8 +174,6 @@ def decode(
 
 def _read_cache(path: Path) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
     """A cached split, or None when there is none or it is damaged (then it is removed and decoded again)."""
-    if not path.exists():
-        return None
     try:
         with np.load(path, allow_pickle=False) as z:
             return z["images"], z["kept"], json.loads(str(z["skipped"]))
@@ -221,8 +183,7 @@ def _read_cache(path: Path) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
 
 
 def _write_cache(path: Path, images: np.ndarray, kept: np.ndarray, skipped: list[str]) -> None:
-    """Write the decoded split atomically, under a temporary name of its own (several processes may decode at
-    once); a cache that cannot be written costs only time, and leaves no temporary file behind."""
+    """Atomically, through a temporary file of its own (processes may decode at once); failing costs time."""
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,12 +1,6 @@
-"""Safe loading of user images: whatever a visitor uploads becomes an RGB tensor or a clear ImageError.
-
-An upload is untrusted bytes. Pillow is asked to open only a few common raster formats (never
-EPS, which runs Ghostscript), the pixel count is checked from the header before anything is
-decoded (no decompression bomb), the file is verified and then decoded in full (a truncated
-file is an error, not a half-grey image), and every pixel mode Pillow can return is turned
-into 8-bit RGB the way a person would expect: transparency on white, 16-bit scaled (not
-clipped), CMYK and wide-gamut photos through their ICC profile to sRGB.
-"""
+"""Safe loading of untrusted images (uploads, image folders) as 8-bit RGB, or an ImageError for the sender:
+a few raster formats only (never EPS, which runs Ghostscript), the pixel count checked from the header,
+the file verified, then decoded in full (a truncated file is an error), every pixel mode made RGB."""
 
 from __future__ import annotations
 
@@ -22,7 +16,6 @@ from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 FORMATS = ("PNG", "JPEG", "GIF", "WEBP", "BMP", "TIFF")  # JPEG includes MPO, which many phones write
 MAX_PIXELS = 40_000_000  # 40 MP: any phone photo; a 40 MP RGB image decodes to 120 MB
 MAX_BYTES = 25 * 1024 * 1024  # file size, for callers that pass a path (the app's upload limit is lower)
-ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 SRGB = ImageCms.createProfile("sRGB")
 Image.init()  # register every plugin, so `formats=FORMATS` finds WEBP and TIFF
 
@@ -33,20 +26,13 @@ class ImageError(ValueError):
 
 def _read_bytes(source: str | Path | bytes) -> bytes:
     """The raw file, refused early when it is missing or larger than MAX_BYTES."""
-    if isinstance(source, bytes):
-        data = source
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise ImageError(f"no file at {path}")
-        if path.stat().st_size > MAX_BYTES:
-            raise ImageError(
-                f"the file is {path.stat().st_size / 2**20:.1f} MB; the limit is {MAX_BYTES / 2**20:.0f} MB"
-            )
-        data = path.read_bytes()
-    if len(data) > MAX_BYTES:
-        raise ImageError(f"the file is {len(data) / 2**20:.1f} MB; the limit is {MAX_BYTES / 2**20:.0f} MB")
-    return data
+    path = None if isinstance(source, bytes) else Path(source)
+    if path is not None and not path.is_file():
+        raise ImageError(f"no file at {path}")
+    size = len(source) if path is None else path.stat().st_size
+    if size > MAX_BYTES:
+        raise ImageError(f"the file is {size / 2**20:.1f} MB; the limit is {MAX_BYTES / 2**20:.0f} MB")
+    return source if path is None else path.read_bytes()
 
 
 def _open(data: bytes) -> Image.Image:
@@ -56,9 +42,7 @@ def _open(data: bytes) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             return Image.open(io.BytesIO(data), formats=FORMATS)
     except UnidentifiedImageError:
-        raise ImageError(
-            f"not an image file, or not one of the supported formats ({', '.join(FORMATS)})"
-        ) from None
+        raise ImageError(f"not an image file, or not a supported format ({', '.join(FORMATS)})") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         found = re.search(r"\((\d+) pixels\)", str(e))  # Pillow names the pixel count, not the size
         size = f"{int(found.group(1)) / 1e6:.0f} megapixels" if found else "too many pixels"
@@ -67,21 +51,21 @@ def _open(data: bytes) -> Image.Image:
         raise ImageError(f"the image file is corrupt ({e})") from None
 
 
-def _check_size(img: Image.Image, max_pixels: int) -> None:
+def _check_size(img: Image.Image) -> None:
     """Refuse a huge image from its header, before a single pixel is decoded."""
     w, h = img.size
     if w < 1 or h < 1:
         raise ImageError(f"the image is empty ({w}x{h} pixels)")
-    if w * h > max_pixels:
+    if w * h > MAX_PIXELS:
         raise ImageError(
-            f"the image is {w}x{h} = {w * h / 1e6:.0f} megapixels; the limit is {max_pixels / 1e6:.0f}"
+            f"the image is {w}x{h} = {w * h / 1e6:.0f} megapixels; the limit is {MAX_PIXELS / 1e6:.0f}"
         )
 
 
-def _decode(data: bytes, max_pixels: int) -> tuple[Image.Image, list[str]]:
+def _decode(data: bytes) -> tuple[Image.Image, list[str]]:
     """Verify, then reopen and fully decode the first frame; notes say what was done to the file."""
     img = _open(data)
-    _check_size(img, max_pixels)
+    _check_size(img)
     notes = []
     try:
         img.verify()  # checks PNG chunk CRCs and the like; the object is unusable afterwards
@@ -99,12 +83,12 @@ def _decode(data: bytes, max_pixels: int) -> tuple[Image.Image, list[str]]:
 
 
 def _damage(e: Exception) -> str:
-    """A broken file in plain words: Pillow's own phrases ("0 bytes not processed") mean nothing to a visitor."""
+    """A broken file in plain words: Pillow's phrases ("0 bytes not processed") mean nothing to a visitor."""
     text = str(e).lower()
     if "truncated" in text or "end of file" in text or "not enough data" in text:
         return (
-            "the image file is cut short: it ends before the picture does (was it fully downloaded or copied?); "
-            "the file is corrupt or truncated"
+            "the image file is cut short: it ends before the picture does (was it fully downloaded or "
+            "copied?); the file is corrupt or truncated"
         )
     if "crc" in text or "checksum" in text:
         return "the image file is damaged: a checksum inside it does not match (corrupt or truncated)"
@@ -112,7 +96,7 @@ def _damage(e: Exception) -> str:
 
 
 def size_warnings(w: int, h: int, side: int) -> list[str]:
-    """Warnings for images the model can barely use: tiny ones, and ones so elongated the crop keeps a sliver."""
+    """Warnings for images the model can barely use: tiny ones, and ones so long the crop keeps a sliver."""
     notes = []
     if max(w, h) < side // 2:
         notes.append(
@@ -120,10 +104,10 @@ def size_warnings(w: int, h: int, side: int) -> list[str]:
             f"{side}x{side}, {side * side // max(1, w * h)} model pixels for each of its pixels."
         )
     if max(w, h) > 4 * min(w, h):
-        kept = 100 * min(w, h) / max(w, h)
+        long, short = ("wide", "tall") if w > h else ("tall", "wide")
         notes.append(
-            f"**Warning:** the image is {max(w, h) / min(w, h):.0f} times as {'wide' if w > h else 'tall'} as "
-            f"it is {'tall' if w > h else 'wide'}: the square crop keeps only {kept:.0f}% of it."
+            f"**Warning:** the image is {max(w, h) / min(w, h):.0f} times as {long} as it is {short}: "
+            f"the square crop keeps only {100 * min(w, h) / max(w, h):.0f}% of it."
         )
     return notes
 
@@ -145,9 +129,8 @@ def _to_srgb(img: Image.Image, notes: list[str]) -> Image.Image:
     icc = img.info.get("icc_profile")
     if icc and img.mode in ("RGB", "CMYK"):
         try:
-            out = ImageCms.profileToProfile(
-                img, ImageCms.ImageCmsProfile(io.BytesIO(icc)), SRGB, outputMode="RGB"
-            )
+            profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+            out = ImageCms.profileToProfile(img, profile, SRGB, outputMode="RGB")
             if img.mode == "CMYK":
                 notes.append("CMYK image converted to RGB through its colour profile")
             return out
@@ -158,15 +141,14 @@ def _to_srgb(img: Image.Image, notes: list[str]) -> Image.Image:
     return img.convert("RGB")
 
 
-def to_rgb(img: Image.Image, notes: list[str] | None = None) -> Image.Image:
-    """Any Pillow mode to 8-bit RGB: alpha composited on white, 16-bit scaled, palettes expanded."""
-    notes = [] if notes is None else notes
+def to_rgb(img: Image.Image, notes: list[str]) -> Image.Image:
+    """Any Pillow mode to 8-bit RGB (noted): alpha composited on white, 16-bit scaled, palettes expanded."""
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
     if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         notes.append(f"{'floating-point' if img.mode == 'F' else 'high bit-depth'} grayscale scaled to 8 bit")
         img = _sixteen_bit_to_8(img)
-    if img.mode in ALPHA_MODES:
+    if img.mode in ("RGBA", "RGBa", "LA", "La", "PA"):  # with an alpha channel
         notes.append("transparent pixels shown on white")
         rgba = img.convert("RGBA")
         img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
@@ -180,19 +162,13 @@ def to_rgb(img: Image.Image, notes: list[str] | None = None) -> Image.Image:
         raise ImageError(f"unsupported pixel mode {img.mode!r}") from None
 
 
-def read_image(
-    source: str | Path | bytes | Image.Image, max_pixels: int = MAX_PIXELS
-) -> tuple[Image.Image, list[str]]:
-    """Decode a path, bytes or PIL image into an upright 8-bit RGB image and notes for the user.
-
-    Raises:
-        ImageError: not an image, an unsupported format, corrupt or truncated, or too large.
-    """
+def read_image(source: str | Path | bytes | Image.Image) -> tuple[Image.Image, list[str]]:
+    """A path, bytes or PIL image as an upright 8-bit RGB image and notes for the user, or an ImageError."""
     if isinstance(source, Image.Image):
-        _check_size(source, max_pixels)
+        _check_size(source)
         img, notes = source, []
     else:
-        img, notes = _decode(_read_bytes(source), max_pixels)
+        img, notes = _decode(_read_bytes(source))
     try:
         img = ImageOps.exif_transpose(img)  # phone photos are stored sideways with an EXIF rotation
     except Exception:  # noqa: BLE001 (a malformed EXIF block is not worth refusing the picture for)
@@ -209,14 +185,10 @@ def fit_square(img: Image.Image, size: int = 32) -> Image.Image:
 
 def pil_to_tensor(img: Image.Image) -> torch.Tensor:
     """8-bit RGB PIL image to a (3, H, W) float tensor in [0, 1]."""
-    return (
-        torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0)
-        .permute(2, 0, 1)
-        .contiguous()
-    )
+    x = torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0)
+    return x.permute(2, 0, 1).contiguous()
 
 
 def load_image(source: str | Path | bytes | Image.Image, size: int = 32) -> torch.Tensor:
     """What the model sees: (3, size, size) float in [0, 1]. Raises ImageError on bad input."""
-    img, _ = read_image(source)
-    return pil_to_tensor(fit_square(img, size))
+    return pil_to_tensor(fit_square(read_image(source)[0], size))

@@ -12,32 +12,26 @@ from torch import nn
 from pagdemo.toy.experiment import ToyConfig, make_test_data, predict
 
 CLASS_NAMES = ("class A", "class B")
+LIMS = (-70.0, 70.0, -125.0, 125.0)  # x1 from, to; x2 from, to
 
 
 def draw_boundaries(
-    vanilla: nn.Module,
-    pag: nn.Module,
-    x_test: torch.Tensor,
-    y_test: torch.Tensor,
-    titles: tuple[str, str] = ("Vanilla", "PAG (Nearest Neighbor)"),
-    eps: float = 15.0,
-    lims: tuple[float, float, float, float] = (-70.0, 70.0, -125.0, 125.0),
+    vanilla: nn.Module, pag: nn.Module, x: torch.Tensor, y: torch.Tensor, titles: tuple[str, str], eps: float
 ) -> Figure:
     """Figure 3 of the paper: test points over each model's predicted-class background, side by side."""
-    x0, x1, y0, y1 = lims
+    x0, x1, y0, y1 = LIMS
     gx, gy = torch.meshgrid(torch.linspace(x0, x1, 400), torch.linspace(y0, y1, 700), indexing="xy")
     grid = torch.stack([gx.reshape(-1), gy.reshape(-1)], dim=1)
+    gx, gy = gx.numpy(), gy.numpy()
     fig = Figure(figsize=(10, 8.6), layout="constrained")
     axes = fig.subplots(1, 2, sharey=True)
     colors, light = ("#1f77b4", "#d62728"), ListedColormap(["#c6dbef", "#fcc5c0"])
     for ax, model, title in zip(axes, (vanilla, pag), titles):
         pred = predict(model, grid).view(gx.shape).numpy()
-        ax.pcolormesh(
-            gx.numpy(), gy.numpy(), pred, cmap=light, vmin=0, vmax=1, shading="auto", rasterized=True
-        )
-        ax.contour(gx.numpy(), gy.numpy(), pred, levels=[0.5], colors="k", linewidths=1.0)
+        ax.pcolormesh(gx, gy, pred, cmap=light, vmin=0, vmax=1, shading="auto", rasterized=True)
+        ax.contour(gx, gy, pred, levels=[0.5], colors="k", linewidths=1.0)
         for c in (0, 1):
-            pts = x_test[y_test == c].double().numpy()
+            pts = x[y == c].double().numpy()
             ax.scatter(pts[:, 0], pts[:, 1], s=6, color=colors[c], zorder=3)
         ax.add_patch(Circle((x0 + 20, y1 - 20), eps, fill=False, ls="--", color="k", zorder=4))
         ax.text(x0 + 20, y1 - 20, f"eps={eps:g}", ha="center", va="center", fontsize=8)
@@ -53,16 +47,11 @@ def draw_boundaries(
     return fig
 
 
-def titles(lam: float, metrics: dict) -> tuple[str, str]:
-    """Panel titles carrying the seed and each model's clean and PGD accuracy."""
-    v, p, s = metrics["vanilla"], metrics["pag"], metrics["seed"]
-    return (
+def seed_figure(cfg: ToyConfig, vanilla: nn.Module, pag: nn.Module, metrics: dict) -> Figure:
+    """The two panels of one seed, on its test set, titled with the seed and each model's accuracies."""
+    v, p, s, lam = metrics["vanilla"], metrics["pag"], metrics["seed"], metrics["lam"]
+    titles = (
         f"Vanilla (seed {s}): clean {v['clean_acc']:.1f}%, PGD {v['pgd_acc']:.1f}%",
         f"PAG (NN, lambda={lam:g}, seed {s}): clean {p['clean_acc']:.1f}%, PGD {p['pgd_acc']:.1f}%",
     )
-
-
-def seed_figure(cfg: ToyConfig, vanilla: nn.Module, pag: nn.Module, metrics: dict) -> Figure:
-    """The two panels of one seed, on that seed's test set."""
-    x_test, y_test = make_test_data(cfg, metrics["seed"])
-    return draw_boundaries(vanilla, pag, x_test, y_test, titles(metrics["lam"], metrics), cfg.eps)
+    return draw_boundaries(vanilla, pag, *make_test_data(cfg, s), titles, cfg.eps)

@@ -1,5 +1,5 @@
-"""The toy experiment as a whole: `pagdemo toy` writes every seed's results and seed 0's figure to a folder, and the
-app trains (or remembers) one seed at a time."""
+"""The toy experiment as a whole: `pagdemo toy` writes every seed's results and seed 0's figure to a folder;
+the app trains (or remembers) one seed at a time."""
 
 from __future__ import annotations
 
@@ -19,10 +19,7 @@ from pagdemo.toy.stats import results_table, summarize
 
 
 def run_toy(cfg: ToyConfig, progress: bool = True) -> dict:
-    """`pagdemo toy`: vanilla and PAG for each seed; writes results.json and decision_boundary.png (seed 0) to cfg.out.
-
-    With `cfg.sweep_lams`, results.json also holds the lambda sweep on held-out seeds.
-    """
+    """`pagdemo toy`: every seed's two runs (and the sweep) in cfg.out/results.json, and seed 0's figure."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -51,16 +48,13 @@ def toy_command(cfg: ToyConfig, command: str) -> str:
 
 
 def _without_times(metrics: dict) -> dict:
-    """A seed's metrics without its training times (which vary from run to run)."""
-    return {
-        k: ({m: v for m, v in val.items() if m != "train_s"} if isinstance(val, dict) else val)
-        for k, val in metrics.items()
-    }
+    """A seed's model metrics without the training times (which vary from run to run)."""
+    return {name: {m: v for m, v in metrics[name].items() if m != "train_s"} for name in ("vanilla", "pag")}
 
 
 @lru_cache(maxsize=8)
 def _cached_seed(cfg: ToyConfig, seed: int, lam: float) -> tuple[nn.Module, nn.Module, dict]:
-    """`run_seed`, remembered per (config, seed, lambda) so the app redraws a seen setting instantly (8 kept)."""
+    """`run_seed`, remembered per (config, seed, lambda): the app redraws a seen setting at once (8 kept)."""
     return run_seed(replace(cfg, workers=1), seed, lam)
 
 

@@ -18,23 +18,15 @@ def bootstrap_ci(values: list[float], level: float = 0.95, seed: int = 0) -> tup
     if len(v) < 2:
         return float(v.mean()), float(v.mean())
     idx = torch.randint(0, len(v), (BOOTSTRAP, len(v)), generator=torch.Generator().manual_seed(seed))
-    means = v[idx].mean(dim=1)
-    lo, hi = torch.quantile(
-        means, torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)
-    ).tolist()
-    return lo, hi
+    q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)
+    return tuple(torch.quantile(v[idx].mean(dim=1), q).tolist())
 
 
 def describe(values: list[float]) -> dict[str, float]:
     """Mean, sample std and 95% bootstrap interval of one metric over seeds."""
     v = torch.tensor(values, dtype=torch.float64)
-    lo, hi = bootstrap_ci(values)
-    return {
-        "mean": v.mean().item(),
-        "std": v.std().item() if len(v) > 1 else 0.0,
-        "ci95": [lo, hi],
-        "n": len(v),
-    }
+    std = v.std().item() if len(v) > 1 else 0.0
+    return {"mean": v.mean().item(), "std": std, "ci95": list(bootstrap_ci(values)), "n": len(v)}
 
 
 def sign_test(wins: int, losses: int) -> float:
@@ -51,13 +43,8 @@ def summarize(runs: list[dict]) -> dict:
     }
     diffs = [r["pag"]["pgd_acc"] - r["vanilla"]["pgd_acc"] for r in runs]
     wins, losses = sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)
-    out["pag_minus_vanilla_pgd"] = {
-        **describe(diffs),
-        "wins": wins,
-        "losses": losses,
-        "ties": len(diffs) - wins - losses,
-        "sign_test_p": sign_test(wins, losses),
-    }
+    counts = {"wins": wins, "losses": losses, "ties": len(diffs) - wins - losses}
+    out["pag_minus_vanilla_pgd"] = {**describe(diffs), **counts, "sign_test_p": sign_test(wins, losses)}
     return out
 
 
@@ -70,22 +57,18 @@ def results_table(results: dict) -> str:
     """Markdown table of the summary over seeds next to the paper's single run, for the CLI, docs and app."""
     cfg, s = results["config"], results["summary"]
     n = len(results["per_seed"])
-    lines = [
-        "| model | clean acc % | PGD-10 acc % | ray-search acc % | boundary distance | paper: clean / PGD % |",
-        "|---|---|---|---|---|---|",
-    ]
+    head = "model | clean acc % | PGD-10 acc % | ray-search acc % | boundary distance | paper: clean / PGD %"
+    lines = [f"| {head} |", "|---|---|---|---|---|---|"]
     for name, label in (("vanilla", "Vanilla"), ("pag", f"PAG NN (lambda={cfg['lam']:g})")):
         m, p = s[name], PAPER[name]
-        lines.append(
-            f"| {label} | {ci_text(m['clean_acc'])} | {ci_text(m['pgd_acc'])} | {ci_text(m['ray_search_acc'])} | "
-            f"{m['boundary_dist']['mean']:.2f} [{m['boundary_dist']['ci95'][0]:.2f}, "
-            f"{m['boundary_dist']['ci95'][1]:.2f}] | {p['clean_acc']:.1f} / {p['pgd_acc']:.1f} |"
-        )
+        cells = [ci_text(m[k]) for k in ("clean_acc", "pgd_acc", "ray_search_acc")]
+        cells.append(ci_text(m["boundary_dist"], 2))
+        lines.append(f"| {label} | {' | '.join(cells)} | {p['clean_acc']:.1f} / {p['pgd_acc']:.1f} |")
     d = s["pag_minus_vanilla_pgd"]
     lines += [
         "",
-        f"Mean over {n} seeds [95% bootstrap interval], {cfg['dtype']}. PAG - vanilla under PGD-10, paired by "
-        f"seed: {ci_text(d)} points; PAG ahead on {d['wins']} of {n} seeds, behind on {d['losses']} "
+        f"Mean over {n} seeds [95% bootstrap interval], {cfg['dtype']}. PAG - vanilla under PGD-10, paired "
+        f"by seed: {ci_text(d)} points; PAG ahead on {d['wins']} of {n} seeds, behind on {d['losses']} "
         f"(sign test p = {d['sign_test_p']:.2g}).",
     ]
     return "\n".join(lines)
