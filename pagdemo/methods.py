@@ -22,32 +22,15 @@ class Method:
     train: bool = True  # offered by `pagdemo train --method` (adv-train and import are commands of their own)
 
 
+# aliases: what people type besides the name and the row ("class-mean", "Nearest Neighbor" match the row)
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (
-        Method(
-            "vanilla",
-            "lambda 0, the cross-entropy alone",
-            "Vanilla",
-            None,
-            ("none", "ce", "baseline", "standard"),
-        ),
-        Method("oi", "g toward One Image of class t", "One Image", "oi", ("one_image", "oneimage")),
-        Method("cm", "toward the Class Mean", "Class Mean", "cm", ("class_mean", "classmean")),
-        Method(
-            "nn",
-            "toward the Nearest Neighbor of K class-t samples",
-            "Nearest Neighbor",
-            "nn",
-            ("nearest_neighbor",),
-        ),
-        Method(
-            "rigd",
-            "the input gradients of a robust teacher (an upper bound)",
-            "RIGD",
-            "teacher",
-            ("rigd_linf", "rigd_l2"),
-        ),
+        Method("vanilla", "lambda 0, the cross-entropy alone", "Vanilla", None, ("none", "ce", "baseline")),
+        Method("oi", "g toward One Image of class t", "One Image", "oi", ("oneimage",)),
+        Method("cm", "toward the Class Mean", "Class Mean", "cm", ("classmean",)),
+        Method("nn", "toward the Nearest Neighbor among K class-t images", "Nearest Neighbor", "nn"),
+        Method("rigd", "a robust teacher's input gradients (an upper bound)", "RIGD", "teacher"),
         Method("adv", "adversarial training, the RIGD teachers (pagdemo adv-train)", train=False),
         Method("import", "a model trained elsewhere (pagdemo import-robustbench)", train=False),
     )
@@ -62,16 +45,12 @@ def help_text() -> str:
 
 
 def method(name: str | None) -> Method | None:
-    """A method by its name or any alias people write ("Class Mean", "class-mean", "cm"), else None."""
-    key = re.sub(r"[\s\-]+", "_", str(name or "").strip().lower())
-    return next(
-        (
-            m
-            for m in METHODS.values()
-            if key in (m.name, *m.aliases) or key == (m.row or "").lower().replace(" ", "_")
-        ),
-        None,
-    )
+    """A method by its name or any alias people write ("Class Mean", "class-mean", "rigd_l2"), else None."""
+    key = re.sub(r"_(linf|l2)$", "", re.sub(r"[\s\-]+", "_", str(name or "").strip().lower()))
+    for m in METHODS.values():
+        if key in (m.name, *m.aliases, (m.row or "").lower().replace(" ", "_")):
+            return m
+    return None
 
 
 def paper_row_name(name: str | None, lam: float | None = None, rigd_norm: str | None = None) -> str | None:
