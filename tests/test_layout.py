@@ -28,13 +28,7 @@ LAYERS = [
     ("pagdemo", "pagdemo.commands", "pagdemo.cli"),  # pagdemo: the package re-exports the API
 ]
 MAX_MODULE_LINES, MAX_FUNCTION_LINES, MAX_PACKAGE_LINES = 330, 60, 8000  # counted on `ruff format`'s code
-# Issue 33 under way: what the formatter lengthened past the caps; each entry goes when it is split, and none
-# may stay
-# below its cap (so the list only shrinks). PACKAGE_LINES_NOW is the ceiling until the package is at
-# MAX_PACKAGE_LINES.
-OVER_CAP = {
-}
-PACKAGE_LINES_NOW = 10200
+PACKAGE_LINES_NOW = 8260  # issue 33 under way: the ceiling until the package is at MAX_PACKAGE_LINES
 
 
 def _modules() -> dict[str, Path]:
@@ -147,20 +141,17 @@ def test_the_maths_imports_no_io():
 
 
 def test_modules_and_functions_stay_small():
-    too_long = {}
+    too_long = []
     for name, path in _modules().items():
         lines = len(path.read_text().splitlines())
         if lines > MAX_MODULE_LINES:
-            too_long[name] = f"{name}: {lines} lines"
+            too_long.append(f"{name}: {lines} lines")
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 length = node.end_lineno - node.lineno + 1
                 if length > MAX_FUNCTION_LINES:
-                    too_long[f"{name}.{node.name}"] = f"{name}.{node.name}: {length} lines"
-    assert not set(too_long) - OVER_CAP, "\n".join(v for k, v in too_long.items() if k not in OVER_CAP)
-    assert not OVER_CAP - set(too_long), (
-        f"within the caps now, take them off OVER_CAP: {OVER_CAP - set(too_long)}"
-    )
+                    too_long.append(f"{name}.{node.name}: {length} lines")
+    assert not too_long, "\n".join(too_long)
 
 
 def test_the_package_stays_small():
