@@ -17,14 +17,13 @@ into docs/training.md.
 from __future__ import annotations
 
 import argparse
-import platform
-import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from maintainer.provenance import record_header
 from pagdemo.data.augment import augment
 from pagdemo.data.datasets import load_dataset, stratified_subset
 from pagdemo.pag.alignment import misalignment, target_cosines
@@ -32,7 +31,6 @@ from pagdemo.pag.inputgrads import COUPLINGS
 from pagdemo.pag.targets import class_mean
 from pagdemo.records.checkpoints import load_checkpoint
 from pagdemo.records.files import write_json
-from pagdemo.records.provenance import cpu_name, git_commit, now
 
 
 def spread(values: torch.Tensor) -> dict:
@@ -122,15 +120,10 @@ def main(argv: list[str] | None = None) -> None:
     idx = torch.from_numpy(stratified_subset(train.labels.numpy(), args.images, seed=0))
     idx = idx[
         torch.randperm(len(idx), generator=torch.Generator().manual_seed(0))
-    ]  # shuffled, as training's batches
+    ]  # shuffled, as in training
     x = augment(train.inputs(idx), torch.Generator().manual_seed(0))
     record = {
-        "about": __doc__.split("\n\n")[0],
-        "command": " ".join(["python", "-m", f"maintainer.{Path(__file__).stem}", *sys.argv[1:]]),
-        "commit": git_commit(),
-        "date": now(),
-        "machine": f"{cpu_name()}, {torch.get_num_threads()} threads, {platform.system()}",
-        "torch": torch.__version__,
+        **record_header(__doc__, __file__),
         "data": train.source,
         "images": len(idx),
         "batch_size": args.batch_size,

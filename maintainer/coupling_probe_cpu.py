@@ -31,22 +31,20 @@ eval-mode methods use: CURE, Rodriguez-Munoz et al. 2024) instead of starting fr
 from __future__ import annotations
 
 import argparse
-import platform
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
-
+from maintainer.provenance import command_line, record_header
 from pagdemo.records.files import read_json, read_jsonl, write_json
-from pagdemo.records.provenance import cpu_name, git_commit, now
+from pagdemo.records.provenance import git_commit
 from pagdemo.train.config import TrainConfig
 from pagdemo.train.loop import train
 
 ARCH = {16: "resnet18_narrow", 64: "resnet18"}  # --width: the registered architectures
-COMMAND = " ".join(["python", "-m", f"maintainer.{Path(__file__).stem}", *sys.argv[1:]])
+COMMAND = command_line(__file__)
 
 
 def arm_config(coupling: str, args, out: Path, init: str | None) -> TrainConfig:
@@ -120,12 +118,7 @@ def run_arm(coupling: str, args, out: Path, init: str | None = None) -> dict:
 def _record(args) -> dict:
     """The JSON's header: what ran, where, with which code; the arms join it as they finish."""
     return {
-        "about": __doc__.split("\n\n")[0],
-        "command": COMMAND,
-        "commit": git_commit(),
-        "date": now(),
-        "machine": f"{cpu_name()}, {torch.get_num_threads()} threads, {platform.system()}",
-        "torch": torch.__version__,
+        **record_header(__doc__, __file__),
         "data": f"{args.data_dir} (npz, png)",
         "settings": vars(args),
         "arms": [],

@@ -14,21 +14,19 @@ into docs/training.md.
 from __future__ import annotations
 
 import argparse
-import platform
-import sys
 import time
 from pathlib import Path
 
 import torch
 
 from maintainer.coupling_diagnosis import spread
+from maintainer.provenance import record_header
 from pagdemo.data.augment import augment
 from pagdemo.data.datasets import load_dataset, stratified_subset
 from pagdemo.pag.alignment import target_cosines
 from pagdemo.pag.targets import TeacherGradientTarget, build_target
 from pagdemo.records.checkpoints import load_checkpoint
 from pagdemo.records.files import write_json
-from pagdemo.records.provenance import cpu_name, git_commit, now
 
 KINDS = [  # (row, target kind, options)
     ("One Image", "oi", {}),
@@ -72,18 +70,12 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(row)
         print(row, f"{time.time() - t0:.0f}s", flush=True)
     record = {
-        "about": __doc__.split("\n\n")[0],
-        "command": " ".join(["python", "-m", f"maintainer.{Path(__file__).stem}", *sys.argv[1:]]),
-        "commit": git_commit(),
-        "date": now(),
-        "machine": f"{cpu_name()}, {torch.get_num_threads()} threads, {platform.system()}",
-        "torch": torch.__version__,
+        **record_header(__doc__, __file__),
         "data": train.source,
         "images": len(idx),
-        "views": "augmented: one random crop (pad 4) and flip per image (generator seed 0), as the "
-        "augmented frame "
-        "trains; plain: the images themselves, the authors' frame (their targets are computed before the "
-        "crop)",
+        "views": "augmented: one random crop (pad 4) and flip per image (generator seed 0), as the augmented "
+        "frame trains; plain: the images themselves, the authors' frame (their targets are computed before "
+        "the crop)",
         "rows": rows,
         "seconds": round(time.time() - t0, 1),
     }
