@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import tempfile
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ from pagdemo.app.errors import InputError
 from pagdemo.data import DataError
 from pagdemo.data.datasets import load_dataset
 from pagdemo.data.folder import FolderError, scan
-from pagdemo.data.images import MAX_BYTES, fit_square, load_image, pil_to_tensor, read_image, size_warnings
+from pagdemo.data.images import fit_square, load_image, model_input, read_bytes, read_image
 from pagdemo.eval.subset import check_classes, data_for_eval
 from pagdemo.models import CIFAR10_CLASSES
 from pagdemo.threat import NORMS, eps_text, eval_eps, picture_eps_max
@@ -55,17 +57,13 @@ def gallery(first: dict, data_dir: str | None) -> tuple[Path, str, str]:
     if tree is None:
         return EXAMPLES_DIR, "CIFAR-10", "CIFAR-10 test images (3 per class)"
     out, per = Path(tempfile.mkdtemp(prefix="pagdemo-gallery-")), max(1, min(3, 30 // len(tree.classes)))
-    for label, name in enumerate(tree.classes):
-        kept = 0
-        for f in (f for f, y in zip(tree.files, tree.labels) if y == label):
-            try:
-                fit_square(read_image(f)[0], side).save(out / f"{name}_{kept}.png")
-            except (ValueError, OSError):
-                continue
-            kept += 1
-            if kept == per:
-                break
-    return out, Path(own).name, f"{Path(own).name} test images ({len(example_paths(out))})"
+    kept = Counter()  # images saved per class; an unreadable file's place goes to its class's next one
+    for f, y in zip(tree.files, tree.labels):
+        if kept[y] < per:
+            with contextlib.suppress(ValueError, OSError):
+                fit_square(read_image(f)[0], side).save(out / f"{tree.classes[y]}_{kept[y]}.png")
+                kept[y] += 1
+    return out, Path(own).name, f"{Path(own).name} test images ({kept.total()})"
 
 
 def check_threat(norm: Any) -> str:
@@ -109,20 +107,17 @@ def check_count(value: Any, top: int = MAX_STEPS, what: str = "steps") -> int:
 
 
 def upload(payload: dict | None) -> str | bytes | None:
-    """An image as sent (a file Gradio received, or a data: URL), undecoded: pagdemo.data.images decodes it
+    """An image as sent (a file Gradio received, or a data: URL), undecoded: pagdemo.data.images reads it
     with its checks (size, format, decompression bombs), which Gradio's own preprocessing would skip."""
     if payload is None:
         return None
-    url, path = payload.get("url") or "", payload.get("path")
-    if url.startswith("data:"):
-        encoded = url.partition(",")[2]
-        if len(encoded) > MAX_BYTES * 4 // 3 + 4:
-            raise InputError(f"the image is larger than {MAX_BYTES // 2**20} MB", "image")
-        try:
-            return base64.b64decode(encoded, validate=True)
-        except binascii.Error:
-            raise InputError("the data: URL does not hold valid base64", "image") from None
-    return path
+    url = payload.get("url") or ""
+    if not url.startswith("data:"):
+        return payload.get("path")
+    try:
+        return base64.b64decode(url.partition(",")[2], validate=True)
+    except binascii.Error:
+        raise InputError("the data: URL does not hold valid base64", "image") from None
 
 
 def read_upload(
@@ -134,8 +129,8 @@ def read_upload(
     if image is None:
         raise InputError("give an image first: upload one, paste one or pick an example", "image")
     try:
-        img, notes = read_image(image)
-        data = image if isinstance(image, bytes) else Path(image).read_bytes()
+        data = read_bytes(image)
+        img, notes = read_image(data)
     except (ValueError, OSError) as e:
         raise InputError(f"cannot use this image: {e}", "image") from None
     label = known.get(hashlib.sha256(data).hexdigest())
@@ -148,8 +143,25 @@ def read_upload(
         text = f"Your image: {w}x{h}, resized to {size}x{size}."
     else:
         text = f"Your image: {w}x{h}, centre-cropped to {side}x{side}, then resized to {size}x{size}."
-    notes = [text] + [n[0].upper() + n[1:] + "." for n in notes] + size_warnings(w, h, size)
-    return pil_to_tensor(fit_square(img, size)), label, " ".join(notes)
+    notes = [text] + [n[0].upper() + n[1:] + "." for n in notes] + _size_warnings(w, h, size)
+    return model_input(img, size), label, " ".join(notes)
+
+
+def _size_warnings(w: int, h: int, side: int) -> list[str]:
+    """Warnings for images the model can barely use: tiny ones, and ones so long the crop keeps a sliver."""
+    notes = []
+    if max(w, h) < side // 2:
+        notes.append(
+            f"**Warning:** at {w}x{h} the image holds almost nothing: the model sees it blown up to "
+            f"{side}x{side}, {side * side // max(1, w * h)} model pixels for each of its pixels."
+        )
+    if max(w, h) > 4 * min(w, h):
+        long, short = ("wide", "tall") if w > h else ("tall", "wide")
+        notes.append(
+            f"**Warning:** the image is {max(w, h) / min(w, h):.0f} times as {long} as it is {short}: "
+            f"the square crop keeps only {100 * min(w, h) / max(w, h):.0f}% of it."
+        )
+    return notes
 
 
 def curve_subset(
