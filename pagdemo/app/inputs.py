@@ -45,9 +45,7 @@ def example_labels(folder: Path) -> dict[str, str]:
 
 
 def gallery(first: dict, data_dir: str | None) -> tuple[Path, str, str]:
-    """The gallery (folder, its data's name, label): for an image-folder checkpoint, the first readable test
-    images of each class (3, at most 30) as PNGs of the model's side in a temp folder named <class>_<n>.png
-    so a pick knows its true class; else the CIFAR-10 test images shipped with the app."""
+    """The gallery (folder, data name, label): an image-folder checkpoint's test images, else CIFAR-10's."""
     run, side = first.get("run", {}), int(first.get("image_size", 32))
     own = data_for_eval(run, None, data_dir)[1] if run.get("dataset") == "folder" else None
     try:
@@ -56,8 +54,9 @@ def gallery(first: dict, data_dir: str | None) -> tuple[Path, str, str]:
         tree = None
     if tree is None:
         return EXAMPLES_DIR, "CIFAR-10", "CIFAR-10 test images (3 per class)"
+    # the first 3 readable per class (30 in all at most) at the model's side, named so a pick knows its class
     out, per = Path(tempfile.mkdtemp(prefix="pagdemo-gallery-")), max(1, min(3, 30 // len(tree.classes)))
-    kept = Counter()  # images saved per class; an unreadable file's place goes to its class's next one
+    kept = Counter()
     for f, y in zip(tree.files, tree.labels):
         if kept[y] < per:
             with contextlib.suppress(ValueError, OSError):
@@ -107,8 +106,7 @@ def check_count(value: Any, top: int = MAX_STEPS, what: str = "steps") -> int:
 
 
 def upload(payload: dict | None) -> str | bytes | None:
-    """An image as sent (a file Gradio received, or a data: URL), undecoded: pagdemo.data.images reads it
-    with its checks (size, format, decompression bombs), which Gradio's own preprocessing would skip."""
+    """A file's path or a data: URL's bytes, undecoded: data.images checks what Gradio's decoding skips."""
     if payload is None:
         return None
     url = payload.get("url") or ""
@@ -123,8 +121,7 @@ def upload(payload: dict | None) -> str | bytes | None:
 def read_upload(
     payload: dict | None, size: int, known: dict[str, str], gallery: str
 ) -> tuple[torch.Tensor, str | None, str]:
-    """The model's view of an upload, its true class when it is a gallery image (`known`: SHA-256 -> class),
-    and notes in words on what was done to it."""
+    """The model's view of an upload, its class if a gallery image (`known`: SHA-256 -> class), and notes."""
     image = upload(payload)
     if image is None:
         raise InputError("give an image first: upload one, paste one or pick an example", "image")
@@ -167,8 +164,7 @@ def _size_warnings(w: int, h: int, side: int) -> list[str]:
 def curve_subset(
     info: dict, n: int, classes: list[str], data_dir: str | None
 ) -> tuple[torch.Tensor, torch.Tensor, str]:
-    """A fixed class-balanced test subset of a checkpoint's data (`info` as listed); for CIFAR-10, the
-    shipped examples when its test set is absent."""
+    """A fixed class-balanced subset of a checkpoint's test data (CIFAR-10's: else the app's examples)."""
     dataset, data_dir = data_for_eval(info["run"], None, data_dir)
     size = int(info["image_size"])
     try:

@@ -259,15 +259,11 @@ def load_dataset(
 
 
 def check_splits(name: str, data_dir: str | Path | None, splits: tuple[str, ...]) -> None:
-    """Before anything is decoded: an image folder holds every split a run reads, with the same classes."""
-    if name != "folder":
-        return
+    """An image folder missing a split the run reads fails before anything is decoded."""
     root = data_root(name, data_dir)
-    if root is None or not root.is_dir():
-        raise DataError(f"{root or 'data/folder'}: no such folder; pass --data-dir DIR (DIR/train/<class>/)")
-    trees = [folder.scan(root, s) for s in splits]
-    for tree in trees[1:]:
-        folder.check_same_classes(trees[0], tree)
+    if name == "folder" and root is not None and root.is_dir():
+        for split in splits:
+            folder.scan(root, split)
 
 
 def _load_folder(
@@ -278,7 +274,7 @@ def _load_folder(
     # before any decoding: labels mean the same in both
     if (root / "train").is_dir() and any((root / s).is_dir() for s in folder.TEST_SPLITS):
         folder.check_same_classes(tree, folder.scan(root, "test" if split == "train" else "train"))
-    side = folder.check_side(image_size) if image_size else folder.common_side(tree.files)
+    side = folder.pick_side(tree.files, image_size)
     idx = np.arange(len(tree.labels)) if limit is None else stratified_subset(tree.labels, limit, seed)
     folder.check_memory(len(idx), side, tree.root)
     images, kept, skipped = folder.decode(tree, idx, side, on_bad, progress)

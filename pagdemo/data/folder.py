@@ -87,25 +87,22 @@ def check_same_classes(train: Tree, test: Tree) -> None:
         )
 
 
-def common_side(files: list[Path], sample: int = 500) -> int:
-    """The most common square side (the shorter edge) among the images' headers, clipped to SIDE_LIMITS."""
-    step = max(1, len(files) // sample)
+def pick_side(files: list[Path], image_size: int | None) -> int:
+    """--image-size (within SIDE_LIMITS), else the images' most common shorter edge (500 sampled), clipped."""
+    lo, hi = SIDE_LIMITS
+    if image_size:
+        if not lo <= image_size <= hi:
+            raise FolderError(f"--image-size {image_size} is outside {lo}..{hi}")
+        return image_size
     sides = []
-    for f in files[::step]:
+    for f in files[:: max(1, len(files) // 500)]:
         try:
             with Image.open(f, formats=FORMATS) as img:  # header only
                 sides.append(min(img.size))
         except Exception:  # noqa: BLE001 - unreadable files are reported when decoded
             continue
     side = Counter(sides).most_common(1)[0][0] if sides else 32
-    return int(min(max(side, SIDE_LIMITS[0]), SIDE_LIMITS[1]))
-
-
-def check_side(side: int) -> int:
-    """An --image-size the models and the memory estimate can work with."""
-    if not SIDE_LIMITS[0] <= int(side) <= SIDE_LIMITS[1]:
-        raise FolderError(f"--image-size {side} is outside {SIDE_LIMITS[0]}..{SIDE_LIMITS[1]}")
-    return int(side)
+    return min(max(side, lo), hi)
 
 
 def available_bytes() -> int:
