@@ -19,7 +19,7 @@ import torch
 from pagdemo.app.errors import InputError
 from pagdemo.data import DataError
 from pagdemo.data.datasets import load_dataset
-from pagdemo.data.folder import FolderError, scan
+from pagdemo.data.folder import scan
 from pagdemo.data.images import fit_square, load_image, model_input, read_bytes, read_image
 from pagdemo.eval.subset import check_classes, data_for_eval
 from pagdemo.models import CIFAR10_CLASSES
@@ -50,7 +50,7 @@ def gallery(first: dict, data_dir: str | None) -> tuple[Path, str, str]:
     own = data_for_eval(run, None, data_dir)[1] if run.get("dataset") == "folder" else None
     try:
         tree = scan(Path(own), "test") if own else None
-    except (FolderError, OSError):
+    except (DataError, OSError):
         tree = None
     if tree is None:
         return EXAMPLES_DIR, "CIFAR-10", "CIFAR-10 test images (3 per class)"
@@ -140,17 +140,11 @@ def read_upload(
         text = f"Your image: {w}x{h}, resized to {size}x{size}."
     else:
         text = f"Your image: {w}x{h}, centre-cropped to {side}x{side}, then resized to {size}x{size}."
-    notes = [text] + [n[0].upper() + n[1:] + "." for n in notes] + _size_warnings(w, h, size)
-    return model_input(img, size), label, " ".join(notes)
-
-
-def _size_warnings(w: int, h: int, side: int) -> list[str]:
-    """Warnings for images the model can barely use: tiny ones, and ones so long the crop keeps a sliver."""
-    notes = []
-    if max(w, h) < side // 2:
+    notes = [text] + [n[0].upper() + n[1:] + "." for n in notes]
+    if max(w, h) < size // 2:  # a model can barely use a tiny image, or a sliver of a long one
         notes.append(
             f"**Warning:** at {w}x{h} the image holds almost nothing: the model sees it blown up to "
-            f"{side}x{side}, {side * side // max(1, w * h)} model pixels for each of its pixels."
+            f"{size}x{size}, {size * size // max(1, w * h)} model pixels for each of its pixels."
         )
     if max(w, h) > 4 * min(w, h):
         long, short = ("wide", "tall") if w > h else ("tall", "wide")
@@ -158,7 +152,7 @@ def _size_warnings(w: int, h: int, side: int) -> list[str]:
             f"**Warning:** the image is {max(w, h) / min(w, h):.0f} times as {long} as it is {short}: "
             f"the square crop keeps only {100 * min(w, h) / max(w, h):.0f}% of it."
         )
-    return notes
+    return model_input(img, size), label, " ".join(notes)
 
 
 def curve_subset(

@@ -87,7 +87,7 @@ def _sixteen_bit_to_8(img: Image.Image) -> Image.Image:
 def _to_srgb(img: Image.Image, notes: list[str]) -> Image.Image:
     """Colour-manage through an embedded ICC profile (CMYK, Display P3...); plain conversion otherwise."""
     icc = img.info.get("icc_profile")
-    if icc and img.mode in ("RGB", "CMYK"):
+    if icc:
         try:
             profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
             out = ImageCms.profileToProfile(img, profile, SRGB, outputMode="RGB")
@@ -103,12 +103,10 @@ def _to_srgb(img: Image.Image, notes: list[str]) -> Image.Image:
 
 def to_rgb(img: Image.Image, notes: list[str]) -> Image.Image:
     """Any Pillow mode to 8-bit RGB (noted): alpha composited on white, 16-bit scaled, palettes expanded."""
-    if img.mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")
     if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         notes.append(f"{'floating-point' if img.mode == 'F' else 'high bit-depth'} grayscale scaled to 8 bit")
         img = _sixteen_bit_to_8(img)
-    if img.mode in ("RGBA", "RGBa", "LA", "La", "PA"):  # with an alpha channel
+    if img.mode in ("RGBA", "RGBa", "LA", "La", "PA") or (img.mode == "P" and "transparency" in img.info):
         notes.append("transparent pixels shown on white")
         rgba = img.convert("RGBA")
         img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
