@@ -1,6 +1,5 @@
 """Datasets decoded once into (N, 3, H, W) uint8 tensors, and the on-device batch iterator (floats in [0, 1]):
-CIFAR-10 (the packed `.npz` files of `shared/data/`, see its README, or torchvision's cifar-10-batches-py),
-STL-10 (`stl10_binary`), `synthetic` (made in code, for tests) and your `folder` (`pagdemo.data.folder`)."""
+CIFAR-10 and STL-10 (docs/training.md), `synthetic` (made in code, for tests), your `folder` (data.folder)."""
 
 from __future__ import annotations
 
@@ -302,8 +301,7 @@ def batches(
     n = len(ds)
     gen_device = generator.device if generator is not None else "cpu"
     order = torch.randperm(n, generator=generator, device=gen_device) if shuffle else torch.arange(n)
-    # every rank (its generator seeded alike) draws one permutation and takes every world_size-th index of it:
-    # equal shards, so DDP ranks stay in step
+    # one permutation on every rank (generators seeded alike), cut in equal strided shards: DDP stays in step
     order = order[: n - n % world_size][rank::world_size].to(device)
     stop = len(order) - len(order) % batch_size if drop_last else len(order)
     for start in range(0, stop, batch_size):

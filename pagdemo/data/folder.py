@@ -4,6 +4,7 @@ in DIR/.pagdemo-cache/ (~/.cache/pagdemo when DIR is read-only), keyed by each f
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -83,12 +84,9 @@ def pick_side(files: list[Path], image_size: int | None) -> int:
             raise DataError(f"--image-size {image_size} is outside {lo}..{hi}")
         return image_size
     sides = []
-    for f in files[:: max(1, len(files) // 500)]:
-        try:
-            with Image.open(f, formats=FORMATS) as img:  # header only
-                sides.append(min(img.size))
-        except Exception:  # noqa: BLE001 - unreadable files are reported when decoded
-            continue
+    for f in files[:: max(1, len(files) // 500)]:  # headers only; unreadable files are reported when decoded
+        with contextlib.suppress(Exception), Image.open(f, formats=FORMATS) as img:
+            sides.append(min(img.size))
     side = Counter(sides).most_common(1)[0][0] if sides else 32
     return min(max(side, lo), hi)
 

@@ -86,19 +86,15 @@ def _sixteen_bit_to_8(img: Image.Image) -> Image.Image:
 
 def _to_srgb(img: Image.Image, notes: list[str]) -> Image.Image:
     """Colour-manage through an embedded ICC profile (CMYK, Display P3...); plain conversion otherwise."""
-    icc = img.info.get("icc_profile")
-    if icc:
-        try:
-            profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-            out = ImageCms.profileToProfile(img, profile, SRGB, outputMode="RGB")
-            if img.mode == "CMYK":
-                notes.append("CMYK image converted to RGB through its colour profile")
-            return out
-        except (ImageCms.PyCMSError, OSError, ValueError):
-            pass  # a broken profile: fall back to Pillow's plain conversion below
+    try:
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(img.info["icc_profile"]))
+        out = ImageCms.profileToProfile(img, profile, SRGB, outputMode="RGB")
+        how = "through its colour profile"
+    except (KeyError, ImageCms.PyCMSError, OSError, ValueError):  # no profile, or a broken one
+        out, how = img.convert("RGB"), "(no colour profile: colours are approximate)"
     if img.mode == "CMYK":
-        notes.append("CMYK image converted to RGB (no colour profile: colours are approximate)")
-    return img.convert("RGB")
+        notes.append(f"CMYK image converted to RGB {how}")
+    return out
 
 
 def to_rgb(img: Image.Image, notes: list[str]) -> Image.Image:
