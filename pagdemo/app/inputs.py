@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import tempfile
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,8 +19,8 @@ import torch
 from pagdemo.app.errors import InputError
 from pagdemo.data import DataError
 from pagdemo.data.datasets import load_dataset
-from pagdemo.data.folder import FolderError, scan
-from pagdemo.data.images import MAX_BYTES, fit_square, load_image, pil_to_tensor, read_image, size_warnings
+from pagdemo.data.folder import scan
+from pagdemo.data.images import fit_square, load_image, model_input, read_bytes, read_image
 from pagdemo.eval.subset import check_classes, data_for_eval
 from pagdemo.models import CIFAR10_CLASSES
 from pagdemo.threat import NORMS, eps_text, eval_eps, picture_eps_max
@@ -43,29 +45,24 @@ def example_labels(folder: Path) -> dict[str, str]:
 
 
 def gallery(first: dict, data_dir: str | None) -> tuple[Path, str, str]:
-    """The gallery (folder, its data's name, label): for an image-folder checkpoint, the first readable test
-    images of each class (3, at most 30) as PNGs of the model's side in a temp folder named <class>_<n>.png
-    so a pick knows its true class; else the CIFAR-10 test images shipped with the app."""
+    """The gallery (folder, data name, label): an image-folder checkpoint's test images, else CIFAR-10's."""
     run, side = first.get("run", {}), int(first.get("image_size", 32))
     own = data_for_eval(run, None, data_dir)[1] if run.get("dataset") == "folder" else None
     try:
         tree = scan(Path(own), "test") if own else None
-    except (FolderError, OSError):
+    except (DataError, OSError):
         tree = None
     if tree is None:
         return EXAMPLES_DIR, "CIFAR-10", "CIFAR-10 test images (3 per class)"
+    # the first 3 readable per class (30 in all at most) at the model's side, named so a pick knows its class
     out, per = Path(tempfile.mkdtemp(prefix="pagdemo-gallery-")), max(1, min(3, 30 // len(tree.classes)))
-    for label, name in enumerate(tree.classes):
-        kept = 0
-        for f in (f for f, y in zip(tree.files, tree.labels) if y == label):
-            try:
-                fit_square(read_image(f)[0], side).save(out / f"{name}_{kept}.png")
-            except (ValueError, OSError):
-                continue
-            kept += 1
-            if kept == per:
-                break
-    return out, Path(own).name, f"{Path(own).name} test images ({len(example_paths(out))})"
+    kept = Counter()
+    for f, y in zip(tree.files, tree.labels):
+        if kept[y] < per:
+            with contextlib.suppress(ValueError, OSError):
+                fit_square(read_image(f)[0], side).save(out / f"{tree.classes[y]}_{kept[y]}.png")
+                kept[y] += 1
+    return out, Path(own).name, f"{Path(own).name} test images ({kept.total()})"
 
 
 def check_threat(norm: Any) -> str:
@@ -109,33 +106,28 @@ def check_count(value: Any, top: int = MAX_STEPS, what: str = "steps") -> int:
 
 
 def upload(payload: dict | None) -> str | bytes | None:
-    """An image as sent (a file Gradio received, or a data: URL), undecoded: pagdemo.data.images decodes it
-    with its checks (size, format, decompression bombs), which Gradio's own preprocessing would skip."""
+    """A file's path or a data: URL's bytes, undecoded: data.images checks what Gradio's decoding skips."""
     if payload is None:
         return None
-    url, path = payload.get("url") or "", payload.get("path")
-    if url.startswith("data:"):
-        encoded = url.partition(",")[2]
-        if len(encoded) > MAX_BYTES * 4 // 3 + 4:
-            raise InputError(f"the image is larger than {MAX_BYTES // 2**20} MB", "image")
-        try:
-            return base64.b64decode(encoded, validate=True)
-        except binascii.Error:
-            raise InputError("the data: URL does not hold valid base64", "image") from None
-    return path
+    url = payload.get("url") or ""
+    if not url.startswith("data:"):
+        return payload.get("path")
+    try:
+        return base64.b64decode(url.partition(",")[2], validate=True)
+    except binascii.Error:
+        raise InputError("the data: URL does not hold valid base64", "image") from None
 
 
 def read_upload(
     payload: dict | None, size: int, known: dict[str, str], gallery: str
 ) -> tuple[torch.Tensor, str | None, str]:
-    """The model's view of an upload, its true class when it is a gallery image (`known`: SHA-256 -> class),
-    and notes in words on what was done to it."""
+    """The model's view of an upload, its class if a gallery image (`known`: SHA-256 -> class), and notes."""
     image = upload(payload)
     if image is None:
         raise InputError("give an image first: upload one, paste one or pick an example", "image")
     try:
-        img, notes = read_image(image)
-        data = image if isinstance(image, bytes) else Path(image).read_bytes()
+        data = read_bytes(image)
+        img, notes = read_image(data)
     except (ValueError, OSError) as e:
         raise InputError(f"cannot use this image: {e}", "image") from None
     label = known.get(hashlib.sha256(data).hexdigest())
@@ -148,15 +140,25 @@ def read_upload(
         text = f"Your image: {w}x{h}, resized to {size}x{size}."
     else:
         text = f"Your image: {w}x{h}, centre-cropped to {side}x{side}, then resized to {size}x{size}."
-    notes = [text] + [n[0].upper() + n[1:] + "." for n in notes] + size_warnings(w, h, size)
-    return pil_to_tensor(fit_square(img, size)), label, " ".join(notes)
+    notes = [text] + [n[0].upper() + n[1:] + "." for n in notes]
+    if max(w, h) < size // 2:  # a model can barely use a tiny image, or a sliver of a long one
+        notes.append(
+            f"**Warning:** at {w}x{h} the image holds almost nothing: the model sees it blown up to "
+            f"{size}x{size}, {size * size // max(1, w * h)} model pixels for each of its pixels."
+        )
+    if max(w, h) > 4 * min(w, h):
+        long, short = ("wide", "tall") if w > h else ("tall", "wide")
+        notes.append(
+            f"**Warning:** the image is {max(w, h) / min(w, h):.0f} times as {long} as it is {short}: "
+            f"the square crop keeps only {100 * min(w, h) / max(w, h):.0f}% of it."
+        )
+    return model_input(img, size), label, " ".join(notes)
 
 
 def curve_subset(
     info: dict, n: int, classes: list[str], data_dir: str | None
 ) -> tuple[torch.Tensor, torch.Tensor, str]:
-    """A fixed class-balanced test subset of a checkpoint's data (`info` as listed); for CIFAR-10, the
-    shipped examples when its test set is absent."""
+    """A fixed class-balanced subset of a checkpoint's test data (CIFAR-10's: else the app's examples)."""
     dataset, data_dir = data_for_eval(info["run"], None, data_dir)
     size = int(info["image_size"])
     try:

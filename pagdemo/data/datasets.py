@@ -1,6 +1,5 @@
 """Datasets decoded once into (N, 3, H, W) uint8 tensors, and the on-device batch iterator (floats in [0, 1]):
-CIFAR-10 (the packed `.npz` files of `shared/data/`, see its README, or torchvision's cifar-10-batches-py),
-STL-10 (`stl10_binary`), `synthetic` (made in code, for tests) and your `folder` (`pagdemo.data.folder`)."""
+CIFAR-10 and STL-10 (docs/training.md), `synthetic` (made in code, for tests), your `folder` (data.folder)."""
 
 from __future__ import annotations
 
@@ -259,15 +258,11 @@ def load_dataset(
 
 
 def check_splits(name: str, data_dir: str | Path | None, splits: tuple[str, ...]) -> None:
-    """Before anything is decoded: an image folder holds every split a run reads, with the same classes."""
-    if name != "folder":
-        return
+    """An image folder missing a split the run reads fails before anything is decoded."""
     root = data_root(name, data_dir)
-    if root is None or not root.is_dir():
-        raise DataError(f"{root or 'data/folder'}: no such folder; pass --data-dir DIR (DIR/train/<class>/)")
-    trees = [folder.scan(root, s) for s in splits]
-    for tree in trees[1:]:
-        folder.check_same_classes(trees[0], tree)
+    if name == "folder" and root is not None and root.is_dir():
+        for split in splits:
+            folder.scan(root, split)
 
 
 def _load_folder(
@@ -278,7 +273,7 @@ def _load_folder(
     # before any decoding: labels mean the same in both
     if (root / "train").is_dir() and any((root / s).is_dir() for s in folder.TEST_SPLITS):
         folder.check_same_classes(tree, folder.scan(root, "test" if split == "train" else "train"))
-    side = folder.check_side(image_size) if image_size else folder.common_side(tree.files)
+    side = folder.pick_side(tree.files, image_size)
     idx = np.arange(len(tree.labels)) if limit is None else stratified_subset(tree.labels, limit, seed)
     folder.check_memory(len(idx), side, tree.root)
     images, kept, skipped = folder.decode(tree, idx, side, on_bad, progress)
@@ -306,8 +301,7 @@ def batches(
     n = len(ds)
     gen_device = generator.device if generator is not None else "cpu"
     order = torch.randperm(n, generator=generator, device=gen_device) if shuffle else torch.arange(n)
-    # every rank (its generator seeded alike) draws one permutation and takes every world_size-th index of it:
-    # equal shards, so DDP ranks stay in step
+    # one permutation on every rank (generators seeded alike), cut in equal strided shards: DDP stays in step
     order = order[: n - n % world_size][rank::world_size].to(device)
     stop = len(order) - len(order) % batch_size if drop_last else len(order)
     for start in range(0, stop, batch_size):

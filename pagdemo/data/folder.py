@@ -4,10 +4,10 @@ in DIR/.pagdemo-cache/ (~/.cache/pagdemo when DIR is read-only), keyed by each f
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-import tempfile
 import zipfile
 from collections import Counter
 from dataclasses import dataclass
@@ -26,21 +26,10 @@ TEST_SPLITS = ("test", "val")
 ON_BAD = ("skip", "stop")
 CACHE_VERSION = 1  # bump when the decoding rule changes
 _SKIP_HINT = "(--on-bad-image skip would leave it out)"
-# the command line's word on --dataset folder
-FOLDER_HELP = (
-    "folder: your own images in torchvision's ImageFolder layout, DIR/train/<class>/* and DIR/test/<class>/* "
-    "(or val/), any number of classes from 2, any size and common format; each image is centre-cropped "
-    "to a square and resized to --image-size"
-)
-DATA_DIR_HELP = (
-    "the data: packed .npz files, cifar-10-batches-py, stl10_binary or an image folder (default: "
-    "$PAGDEMO_DATA_DIR, else data/<dataset> or ../shared/data/<dataset>)"
-)
+# the command line's words on --dataset folder and --data-dir (README, "Your own data"; docs/training.md)
+FOLDER_HELP = "folder: your own images, DIR/train/<class>/* and DIR/test/<class>/* (or val/)"
+DATA_DIR_HELP = "the data (default: $PAGDEMO_DATA_DIR, else data/<dataset> or ../shared/data/<dataset>)"
 ON_BAD_HELP = "folder: an unreadable file is skipped and counted (skip, default) or stops the run (stop)"
-
-
-class FolderError(DataError):
-    """An image folder that cannot be used; one line that names the folder or file and the problem."""
 
 
 @dataclass(frozen=True)
@@ -59,10 +48,10 @@ def scan(root: Path, split: str) -> Tree:
     folder = next((root / s for s in names if (root / s).is_dir()), None)
     if folder is None:
         want = "train/" if split == "train" else "test/ (or val/)"
-        raise FolderError(f"{root}: no {want} folder; expected {root}/train/<class>/ and .../test/<class>/")
+        raise DataError(f"{root}: no {want} folder; expected {root}/train/<class>/ and .../test/<class>/")
     classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     if len(classes) < 2:
-        raise FolderError(
+        raise DataError(
             f"{folder}: {len(classes)} class folder(s) ({', '.join(classes) or 'none'}); a classifier "
             "needs at least 2, one sub-folder per class"
         )
@@ -70,7 +59,7 @@ def scan(root: Path, split: str) -> Tree:
     for label, name in enumerate(classes):
         found = sorted(p for p in (folder / name).rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES)
         if not found:
-            raise FolderError(f"{folder / name}: an empty class (no {', '.join(sorted(SUFFIXES))} files)")
+            raise DataError(f"{folder / name}: an empty class (no {', '.join(sorted(SUFFIXES))} files)")
         files += found
         labels += [label] * len(found)
     return Tree(folder, classes, files, np.asarray(labels, dtype=np.int64))
@@ -81,31 +70,25 @@ def check_same_classes(train: Tree, test: Tree) -> None:
     if train.classes != test.classes:
         only_train = sorted(set(train.classes) - set(test.classes))
         only_test = sorted(set(test.classes) - set(train.classes))
-        raise FolderError(
+        raise DataError(
             f"{train.root} and {test.root} have different classes (only in {train.root.name}: "
             f"{only_train or '-'}; only in {test.root.name}: {only_test or '-'})"
         )
 
 
-def common_side(files: list[Path], sample: int = 500) -> int:
-    """The most common square side (the shorter edge) among the images' headers, clipped to SIDE_LIMITS."""
-    step = max(1, len(files) // sample)
+def pick_side(files: list[Path], image_size: int | None) -> int:
+    """--image-size (within SIDE_LIMITS), else the images' most common shorter edge (500 sampled), clipped."""
+    lo, hi = SIDE_LIMITS
+    if image_size:
+        if not lo <= image_size <= hi:
+            raise DataError(f"--image-size {image_size} is outside {lo}..{hi}")
+        return image_size
     sides = []
-    for f in files[::step]:
-        try:
-            with Image.open(f, formats=FORMATS) as img:  # header only
-                sides.append(min(img.size))
-        except Exception:  # noqa: BLE001 - unreadable files are reported when decoded
-            continue
+    for f in files[:: max(1, len(files) // 500)]:  # headers only; unreadable files are reported when decoded
+        with contextlib.suppress(Exception), Image.open(f, formats=FORMATS) as img:
+            sides.append(min(img.size))
     side = Counter(sides).most_common(1)[0][0] if sides else 32
-    return int(min(max(side, SIDE_LIMITS[0]), SIDE_LIMITS[1]))
-
-
-def check_side(side: int) -> int:
-    """An --image-size the models and the memory estimate can work with."""
-    if not SIDE_LIMITS[0] <= int(side) <= SIDE_LIMITS[1]:
-        raise FolderError(f"--image-size {side} is outside {SIDE_LIMITS[0]}..{SIDE_LIMITS[1]}")
-    return int(side)
+    return min(max(side, lo), hi)
 
 
 def available_bytes() -> int:
@@ -121,7 +104,7 @@ def check_memory(n: int, side: int, folder: Path) -> None:
     """Refuse, before decoding anything, a split that would not fit in half the available memory as uint8."""
     need, have = n * 3 * side * side, available_bytes()
     if need > have // 2:
-        raise FolderError(
+        raise DataError(
             f"{folder}: {n:,} images at {side}x{side} need {need / 2**30:.1f} GiB as uint8, over half of "
             f"the {have / 2**30:.1f} GiB this machine has free; choose a smaller --image-size or --limit"
         )
@@ -149,7 +132,7 @@ def decode(
     cached = _read_cache(cache)
     if cached is not None:
         if cached[2] and on_bad == "stop":  # the cache remembers which files failed, and why
-            raise FolderError(f"{cached[2][0]} {_SKIP_HINT}")
+            raise DataError(f"{cached[2][0]} {_SKIP_HINT}")
         return cached
     images, kept, skipped = [], [], []
     # a bar on a terminal only (disable=None); closed and cleared on an error too: the error stays one line
@@ -163,10 +146,10 @@ def decode(
                 kept.append(i)
             except (ImageError, OSError) as e:
                 if on_bad == "stop":
-                    raise FolderError(f"{tree.files[i]}: {e} {_SKIP_HINT}") from None
+                    raise DataError(f"{tree.files[i]}: {e} {_SKIP_HINT}") from None
                 skipped.append(f"{tree.files[i]}: {e}")
     if not images:
-        raise FolderError(f"{tree.root}: none of the {len(idx)} files could be read, e.g. {skipped[0]}")
+        raise DataError(f"{tree.root}: none of the {len(idx)} files could be read, e.g. {skipped[0]}")
     out = np.stack(images), np.asarray(kept, dtype=np.int64), skipped
     _write_cache(cache, *out)
     return out
@@ -183,27 +166,21 @@ def _read_cache(path: Path) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
 
 
 def _write_cache(path: Path, images: np.ndarray, kept: np.ndarray, skipped: list[str]) -> None:
-    """Atomically, through a temporary file of its own (processes may decode at once); failing costs time."""
-    tmp = None
+    """Atomically, through a temporary file per process (others may decode at once); failing costs time."""
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.npz")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz")
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, images=images, kept=kept, skipped=np.asarray(json.dumps(skipped)))
+        np.savez(tmp, images=images, kept=kept, skipped=np.asarray(json.dumps(skipped)))
         os.replace(tmp, path)
     except OSError:
-        if tmp:
-            Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
 
 
-def channel_stats(images: np.ndarray, chunk: int = 4096) -> tuple[list[float], list[float]]:
+def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
     """Per-channel mean and std of uint8 images in [0, 1] units: the model's normalization for this data."""
-    total, sq, n = np.zeros(3), np.zeros(3), 0
-    for i in range(0, len(images), chunk):
-        x = images[i : i + chunk].astype(np.float64) / 255
-        total += x.sum(axis=(0, 2, 3))
-        sq += (x**2).sum(axis=(0, 2, 3))
-        n += x.shape[0] * x.shape[2] * x.shape[3]
-    mean = total / n
-    std = np.sqrt(np.maximum(sq / n - mean**2, 1e-12))
+    # exact integer sums in float64, accumulated without a float copy of the images
+    n = images.size / 3
+    mean = images.sum(axis=(0, 2, 3), dtype=np.float64) / 255 / n
+    sq = np.einsum("nchw,nchw->c", images, images, dtype=np.float64) / 255**2 / n
+    std = np.sqrt(np.maximum(sq - mean**2, 1e-12))
     return [round(float(v), 5) for v in mean], [round(float(v), 5) for v in std]

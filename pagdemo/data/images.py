@@ -24,7 +24,7 @@ class ImageError(ValueError):
     """An input that is not a usable image; the message is meant for the person who gave it."""
 
 
-def _read_bytes(source: str | Path | bytes) -> bytes:
+def read_bytes(source: str | Path | bytes) -> bytes:
     """The raw file, refused early when it is missing or larger than MAX_BYTES."""
     path = None if isinstance(source, bytes) else Path(source)
     if path is not None and not path.is_file():
@@ -36,11 +36,11 @@ def _read_bytes(source: str | Path | bytes) -> bytes:
 
 
 def _open(data: bytes) -> Image.Image:
-    """Open (lazily: header only) bytes as one of FORMATS."""
+    """Open (lazily: header only) bytes as one of FORMATS, refusing a huge image before a pixel is decoded."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            return Image.open(io.BytesIO(data), formats=FORMATS)
+            img = Image.open(io.BytesIO(data), formats=FORMATS)
     except UnidentifiedImageError:
         raise ImageError(f"not an image file, or not a supported format ({', '.join(FORMATS)})") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
@@ -49,10 +49,6 @@ def _open(data: bytes) -> Image.Image:
         raise ImageError(f"the image is {size}; the limit is {MAX_PIXELS / 1e6:.0f} megapixels") from None
     except (OSError, SyntaxError, ValueError) as e:  # a header Pillow recognizes but cannot parse
         raise ImageError(f"the image file is corrupt ({e})") from None
-
-
-def _check_size(img: Image.Image) -> None:
-    """Refuse a huge image from its header, before a single pixel is decoded."""
     w, h = img.size
     if w < 1 or h < 1:
         raise ImageError(f"the image is empty ({w}x{h} pixels)")
@@ -60,26 +56,7 @@ def _check_size(img: Image.Image) -> None:
         raise ImageError(
             f"the image is {w}x{h} = {w * h / 1e6:.0f} megapixels; the limit is {MAX_PIXELS / 1e6:.0f}"
         )
-
-
-def _decode(data: bytes) -> tuple[Image.Image, list[str]]:
-    """Verify, then reopen and fully decode the first frame; notes say what was done to the file."""
-    img = _open(data)
-    _check_size(img)
-    notes = []
-    try:
-        img.verify()  # checks PNG chunk CRCs and the like; the object is unusable afterwards
-        img = _open(data)
-        frames = getattr(img, "n_frames", 1)
-        if frames > 1:
-            notes.append(f"animated image with {frames} frames: using the first frame")
-            img.seek(0)
-        img.load()
-    except ImageError:
-        raise
-    except Exception as e:  # noqa: BLE001 (truncated data, bad CRC, broken LZW stream: all one to a user)
-        raise ImageError(_damage(e)) from None
-    return img, notes
+    return img
 
 
 def _damage(e: Exception) -> str:
@@ -93,23 +70,6 @@ def _damage(e: Exception) -> str:
     if "crc" in text or "checksum" in text:
         return "the image file is damaged: a checksum inside it does not match (corrupt or truncated)"
     return "the image file is damaged and cannot be decoded (corrupt or truncated)"
-
-
-def size_warnings(w: int, h: int, side: int) -> list[str]:
-    """Warnings for images the model can barely use: tiny ones, and ones so long the crop keeps a sliver."""
-    notes = []
-    if max(w, h) < side // 2:
-        notes.append(
-            f"**Warning:** at {w}x{h} the image holds almost nothing: the model sees it blown up to "
-            f"{side}x{side}, {side * side // max(1, w * h)} model pixels for each of its pixels."
-        )
-    if max(w, h) > 4 * min(w, h):
-        long, short = ("wide", "tall") if w > h else ("tall", "wide")
-        notes.append(
-            f"**Warning:** the image is {max(w, h) / min(w, h):.0f} times as {long} as it is {short}: "
-            f"the square crop keeps only {100 * min(w, h) / max(w, h):.0f}% of it."
-        )
-    return notes
 
 
 def _sixteen_bit_to_8(img: Image.Image) -> Image.Image:
@@ -126,29 +86,23 @@ def _sixteen_bit_to_8(img: Image.Image) -> Image.Image:
 
 def _to_srgb(img: Image.Image, notes: list[str]) -> Image.Image:
     """Colour-manage through an embedded ICC profile (CMYK, Display P3...); plain conversion otherwise."""
-    icc = img.info.get("icc_profile")
-    if icc and img.mode in ("RGB", "CMYK"):
-        try:
-            profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-            out = ImageCms.profileToProfile(img, profile, SRGB, outputMode="RGB")
-            if img.mode == "CMYK":
-                notes.append("CMYK image converted to RGB through its colour profile")
-            return out
-        except (ImageCms.PyCMSError, OSError, ValueError):
-            pass  # a broken profile: fall back to Pillow's plain conversion below
+    try:
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(img.info["icc_profile"]))
+        out = ImageCms.profileToProfile(img, profile, SRGB, outputMode="RGB")
+        how = "through its colour profile"
+    except (KeyError, ImageCms.PyCMSError, OSError, ValueError):  # no profile, or a broken one
+        out, how = img.convert("RGB"), "(no colour profile: colours are approximate)"
     if img.mode == "CMYK":
-        notes.append("CMYK image converted to RGB (no colour profile: colours are approximate)")
-    return img.convert("RGB")
+        notes.append(f"CMYK image converted to RGB {how}")
+    return out
 
 
 def to_rgb(img: Image.Image, notes: list[str]) -> Image.Image:
     """Any Pillow mode to 8-bit RGB (noted): alpha composited on white, 16-bit scaled, palettes expanded."""
-    if img.mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")
     if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         notes.append(f"{'floating-point' if img.mode == 'F' else 'high bit-depth'} grayscale scaled to 8 bit")
         img = _sixteen_bit_to_8(img)
-    if img.mode in ("RGBA", "RGBa", "LA", "La", "PA"):  # with an alpha channel
+    if img.mode in ("RGBA", "RGBa", "LA", "La", "PA") or (img.mode == "P" and "transparency" in img.info):
         notes.append("transparent pixels shown on white")
         rgba = img.convert("RGBA")
         img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
@@ -162,13 +116,18 @@ def to_rgb(img: Image.Image, notes: list[str]) -> Image.Image:
         raise ImageError(f"unsupported pixel mode {img.mode!r}") from None
 
 
-def read_image(source: str | Path | bytes | Image.Image) -> tuple[Image.Image, list[str]]:
-    """A path, bytes or PIL image as an upright 8-bit RGB image and notes for the user, or an ImageError."""
-    if isinstance(source, Image.Image):
-        _check_size(source)
-        img, notes = source, []
-    else:
-        img, notes = _decode(_read_bytes(source))
+def read_image(source: str | Path | bytes) -> tuple[Image.Image, list[str]]:
+    """A path or bytes as an upright 8-bit RGB image and notes for the user, or an ImageError."""
+    data = read_bytes(source)
+    img = _open(data)
+    try:
+        img.verify()  # checks PNG chunk CRCs and the like; the object is unusable afterwards
+        img = Image.open(io.BytesIO(data), formats=FORMATS)  # opened once already: only decoding can fail
+        frames = getattr(img, "n_frames", 1)  # counting them returns to the first, the one decoded
+        img.load()
+    except Exception as e:  # noqa: BLE001 (truncated data, bad CRC, broken LZW stream: all one to a user)
+        raise ImageError(_damage(e)) from None
+    notes = [f"animated image with {frames} frames: using the first frame"] if frames > 1 else []
     try:
         img = ImageOps.exif_transpose(img)  # phone photos are stored sideways with an EXIF rotation
     except Exception:  # noqa: BLE001 (a malformed EXIF block is not worth refusing the picture for)
@@ -178,17 +137,15 @@ def read_image(source: str | Path | bytes | Image.Image) -> tuple[Image.Image, l
 
 def fit_square(img: Image.Image, size: int = 32) -> Image.Image:
     """Centre-crop to a square and resize (antialiased bicubic) to what the model sees; 32x32 stays exact."""
-    if img.size == (size, size):
-        return img.copy()
-    return ImageOps.fit(img, (size, size), method=Image.Resampling.BICUBIC, centering=(0.5, 0.5))
+    return ImageOps.fit(img, (size, size))  # a square of that size comes back as an untouched copy
 
 
-def pil_to_tensor(img: Image.Image) -> torch.Tensor:
-    """8-bit RGB PIL image to a (3, H, W) float tensor in [0, 1]."""
-    x = torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0)
+def model_input(img: Image.Image, size: int = 32) -> torch.Tensor:
+    """What the model sees of an RGB image: centre-cropped and resized, (3, size, size) float in [0, 1]."""
+    x = torch.from_numpy(np.asarray(fit_square(img, size), dtype=np.float32) / 255.0)
     return x.permute(2, 0, 1).contiguous()
 
 
-def load_image(source: str | Path | bytes | Image.Image, size: int = 32) -> torch.Tensor:
-    """What the model sees: (3, size, size) float in [0, 1]. Raises ImageError on bad input."""
-    return pil_to_tensor(fit_square(read_image(source)[0], size))
+def load_image(source: str | Path | bytes, size: int = 32) -> torch.Tensor:
+    """What the model sees of an image file: (3, size, size) float in [0, 1], or an ImageError."""
+    return model_input(read_image(source)[0], size)
