@@ -1,12 +1,9 @@
 """The PAG loss (Eq. 1, 2): cross-entropy plus lambda times the cosine misalignment between the model's input
 gradient for every class t and the "ground-truth" gradient g(x, t) (`pagdemo.pag.targets`).
 
-How the C input gradients are taken is one object, `PAGStep`, chosen and checked once when a run starts: the
-implementation (`IMPLS`: `loop`, the reference, and `batched`, the authors' trick, from
-`pagdemo.pag.inputgrads`; `vmap`, `explicit` and `compiled`, exact and faster, from `pagdemo.pag.fastpag`),
-what train-mode BatchNorm does meanwhile (the coupling, `inputgrads.COUPLINGS`), the score whose gradient is
-aligned, and the frame (the augmented image, or the authors' per-batch crops). `PAGLoss` is Eq. 1 as a module
-for any training loop.
+How the C input gradients are taken is one object, `PAGStep`, checked once when a run starts: the
+implementation (`IMPLS`), the BatchNorm coupling, the score and the frame. `PAGLoss` is Eq. 1 as a module for
+any training loop.
 """
 
 from __future__ import annotations
@@ -33,14 +30,9 @@ from pagdemo.pag.inputgrads import (
 )
 from pagdemo.pag.targets import TARGET_KINDS, TeacherGradientTarget, build_target
 
-IMPLS: dict[str, Callable[..., tuple[torch.Tensor, torch.Tensor]]] = {
-    "loop": input_gradients_loop,
-    "batched": input_gradients_batched,
-    **EXACT_IMPLS,
-}
-Frame = Callable[
-    [torch.Tensor], tuple[torch.Tensor, Callable]
-]  # x -> (the cross-entropy's batch, the PAG view)
+# loop and batched (the authors' trick) by plain autograd; vmap, explicit and compiled: exact and faster
+IMPLS: dict[str, Callable] = {"loop": input_gradients_loop, "batched": input_gradients_batched, **EXACT_IMPLS}
+Frame = Callable[[torch.Tensor], tuple[torch.Tensor, Callable]]  # x -> (the cross-entropy's batch, PAG view)
 
 
 @dataclass(frozen=True)
@@ -99,8 +91,7 @@ def pag_loss(
     lam: float,
     step: PAGStep = PAGStep(),
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Eq. 1: CE(f(x), y) + lam * sum_t Lcos(grad_x f(x)_t, g(x, t)); returns (loss, detached ce, cos,
-    logits).
+    """Eq. 1: CE(f(x), y) + lam * sum_t Lcos(grad_x f(x)_t, g(x, t)), and the detached ce, cos and logits.
 
     x: (B, ...) the batch in [0, 1]; targets: (B, C, ...) the g(x, t) of every class, in x's frame.
     """
@@ -119,10 +110,7 @@ def pag_loss(
 
 
 class PAGLoss(nn.Module):
-    """Eq. 1 for any classifier of [0, 1] images, in any training loop: `loss = pag(model, x, y);
-    loss.backward()`.
-
-    `PAGLoss("cm", images, labels, lam=0.4)`; `PAGLoss(teacher, lam=0.4)` (RIGD).
+    """Eq. 1 for any classifier of [0, 1] images in any loop: `loss = pag(model, x, y); loss.backward()`.
 
     target: "oi" | "cm" | "nn" (built from `images` and `labels`, the training set: uint8 or float in [0, 1];
     `seed`, `k` for nn, `cm_scaling` for cm as keyword options), or a robust teacher model (RIGD), or a target
@@ -147,9 +135,7 @@ class PAGLoss(nn.Module):
         super().__init__()
         if isinstance(target, str):
             if target not in TARGET_KINDS or images is None or labels is None:
-                raise ValueError(
-                    f"a target by name is one of {list(TARGET_KINDS)}, built from images and labels"
-                )
+                raise ValueError(f"a target by name is one of {list(TARGET_KINDS)}, from images and labels")
             target = build_target(target, images, labels, int(labels.max()) + 1, **target_options)
         elif not hasattr(target, "describe"):  # a classifier: its input gradients are the targets (RIGD)
             target = TeacherGradientTarget(target, grad_of)
