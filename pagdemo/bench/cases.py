@@ -81,8 +81,7 @@ def _train_step(setup: Setup, impl: str, cfg: BenchConfig, device: torch.device)
 def step_cases(cfg: BenchConfig, device: torch.device) -> tuple[list[str], dict[str, str]]:
     """(names to time, skipped name -> reason); the reference `loop` always runs, for the ratios."""
     names = list(cfg.impls) or [*IMPLS, SAMPLED]
-    unknown = [n for n in names if n not in IMPLS and n != SAMPLED]
-    if unknown:
+    if unknown := [n for n in names if n not in IMPLS and n != SAMPLED]:
         raise ValueError(f"unknown PAG implementation(s) {unknown}; choose from {sorted(IMPLS) + [SAMPLED]}")
     cpu_default = device.type == "cpu" and not cfg.impls  # an impl asked for by name runs
     skipped = {n: CPU_SKIPPED[n] for n in names if cpu_default and n in CPU_SKIPPED}
@@ -90,10 +89,8 @@ def step_cases(cfg: BenchConfig, device: torch.device) -> tuple[list[str], dict[
     return ["vanilla"] + names, skipped
 
 
-def bench_steps(
-    cfg: BenchConfig, device: torch.device, gen: torch.Generator
-) -> tuple[list[dict], dict[str, str]]:
-    """Images/second and peak memory of a training step, per batch size and implementation."""
+def bench_steps(cfg: BenchConfig, device: torch.device, gen: torch.Generator) -> tuple[list[dict], dict]:
+    """Rows of images/second and peak memory per batch size and implementation, and the cases skipped."""
     names, skipped = step_cases(cfg, device)
     rows = []
     for b in cfg.batch_sizes:
@@ -135,8 +132,7 @@ def bench_pgd(cfg: BenchConfig, device: torch.device, gen: torch.Generator) -> d
 
 
 def bench_grid(cfg: BenchConfig, device: torch.device, gen: torch.Generator) -> dict:
-    """The app's grid through its own path (`viz.grid.pag_grid_steps`, a frame rendered after every step): how
-    soon the clean grid shows, then the first PGD step's frame, and the whole run."""
+    """How soon the app's grid (via `pag_grid_steps`) shows its clean frame, its first step's, its last."""
     models = [_model(cfg, device).eval() for _ in range(cfg.grid_models)]
     x = _images(cfg, 1, device, gen)[0]
     classes = list(range(cfg.num_classes))
@@ -154,8 +150,7 @@ def bench_grid(cfg: BenchConfig, device: torch.device, gen: torch.Generator) -> 
                     marks.append(time.perf_counter() - start)
         _sync(device)
         runs.append((*marks[:2], time.perf_counter() - start, time.process_time() - cpu_start, frames))
-    timed = runs[cfg.warmup :]
-    total_s = [r[2] for r in timed]
+    first_frame_s, first_step_s, total_s, cpu_s, frames = zip(*runs[cfg.warmup :])
     return {
         "models": cfg.grid_models,
         "targets": cfg.num_classes,
@@ -163,13 +158,13 @@ def bench_grid(cfg: BenchConfig, device: torch.device, gen: torch.Generator) -> 
         "steps": cfg.grid_steps,
         "path": "pagdemo.viz.grid.pag_grid_steps (as the app), a frame rendered after every step",
         "runs": len(total_s),
-        "frames": runs[-1][4],
-        "first_frame_s": statistics.median(r[0] for r in timed),
-        "first_step_s": statistics.median(r[1] for r in timed),
+        "frames": frames[-1],
+        "first_frame_s": statistics.median(first_frame_s),
+        "first_step_s": statistics.median(first_step_s),
         "total_s": statistics.median(total_s),
         "total_min_s": min(total_s),
         "total_max_s": max(total_s),
-        "cpu_util": sum(r[3] for r in timed) / sum(total_s),
+        "cpu_util": sum(cpu_s) / sum(total_s),
     }
 
 

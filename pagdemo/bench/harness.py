@@ -9,6 +9,7 @@ import re
 import time
 from collections.abc import Callable
 from contextlib import nullcontext, suppress
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -42,12 +43,10 @@ def _reset_peak_rss() -> bool:
     """Return freed heap to the OS (glibc), then reset the process's peak RSS (Linux >= 4.0)."""
     with suppress(OSError, AttributeError):  # else memory freed by earlier cases still counts
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
+    with suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
         return True
-    except OSError:
-        return False
+    return False
 
 
 def memory_method(device: torch.device) -> str:
@@ -63,31 +62,28 @@ def memory_method(device: torch.device) -> str:
 
 
 def measure(fn: Callable[[], object], device: torch.device) -> tuple[float, float, float | None, object]:
-    """(wall seconds, process CPU seconds, peak MiB or None, output) of one call of `fn`: CPU over wall
-    seconds near the thread count means the CPU was ours; far below, shared."""
+    """(wall s, process CPU s, peak MiB or None, output) of one call; CPU/wall far below threads: shared."""
     # imported here: it loads cpp_extension, which warns on import; its timer waits for the GPU
     from torch.utils.benchmark.utils.timer import timer
 
     cuda = device.type == "cuda"
+    _sync(device)
     if cuda:
-        _sync(device)
         torch.cuda.reset_peak_memory_stats(device)
     else:
         _reset_peak_rss()
     start, cpu_start = timer(), time.process_time()
     out = fn()
     seconds, cpu_seconds = timer() - start, time.process_time() - cpu_start
-    if cuda:
-        _sync(device)
-        return seconds, cpu_seconds, round(torch.cuda.max_memory_allocated(device) / 2**20, 1), out
-    return seconds, cpu_seconds, _peak_rss_mb(), out
+    _sync(device)
+    peak = round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if cuda else _peak_rss_mb()
+    return seconds, cpu_seconds, peak, out
 
 
 def interleaved(
     fns: dict[str, Callable[[], object]], cfg: BenchConfig, device: torch.device, desc: str
 ) -> tuple[dict[str, dict], dict[str, object]]:
-    """Time several cases round-robin, so that load from other processes hits them alike: per case its runs'
-    statistics (the untimed warmup's seconds absorb torch.compile) or its error; and its last output."""
+    """Per case its runs' statistics or its error, and its last output; round-robin: load hits all alike."""
     warm, failed = {}, {}
     for name, fn in fns.items():
         try:  # one case that breaks on this device (e.g. torch.compile) must not lose the others' numbers
@@ -100,8 +96,7 @@ def interleaved(
         for name in runs:
             seconds, cpu_seconds, peak, last[name] = measure(fns[name], device)
             runs[name].append((seconds, cpu_seconds, peak))
-    from torch.utils.benchmark import Measurement
-    from torch.utils.benchmark.utils.common import TaskSpec
+    from torch.utils.benchmark.utils.common import Measurement, TaskSpec
 
     stats = {}
     for name, rs in runs.items():

@@ -16,7 +16,7 @@ from pagdemo.options import flag, flag_of
 from pagdemo.records.checkpoints import append_metrics, load_checkpoint
 from pagdemo.records.files import read_json, write_json
 from pagdemo.records.provenance import now
-from pagdemo.threat import NORMS, picture_eps, strong_step
+from pagdemo.threat import picture_eps, strong_step
 
 BOOKKEEPING = ("date", "finished", "not_run_yet", "autoattack_so_far")  # the file's own keys, not a report's
 
@@ -25,7 +25,6 @@ BOOKKEEPING = ("date", "finished", "not_run_yet", "autoattack_so_far")  # the fi
 class AuditConfig(SubsetConfig):
     """`pagdemo audit`: its subset is `eval --attack autoattack`'s (1,000 class-balanced test images)."""
 
-    norm: str = flag("linf", "threat model", choices=NORMS)
     limit: int | None = flag(1000, "fixed class-balanced test subset (default 1000)", read="count")
     vanilla: str | None = flag(None, "vanilla checkpoint (or hf-hub:ORG/NAME): the transfer attack's source")
     judge: str | None = flag(None, "robust checkpoint judging the PAG score (not the model's RIGD teacher)")
@@ -38,16 +37,11 @@ class AuditConfig(SubsetConfig):
     thresholds: Thresholds = field(default_factory=Thresholds)
     json: str | None = flag(None, "also write the report here (it goes to <checkpoint>/audit-<norm>.json)")
     record: bool = flag(True, "write audit-<norm>.json and append the summary to metrics.json")
-    resume: bool = flag(
-        False,
-        "keep the checks of an earlier audit-<norm>.json with the same settings (a cut-off run, or one "
-        "without AutoAttack) and run only what it lacks: AutoAttack, or a new judge's PAG score",
-    )
+    resume: bool = flag(False, "run only what an earlier audit-<norm>.json with the same settings lacks")
 
 
 class AuditFile:
-    """audit-<norm>.json: partial reports while an audit runs, the final one when it ends, and the check that
-    an earlier one was made with this run's settings before its checks are reused."""
+    """audit-<norm>.json: a running audit's partial reports, then the final one; reused if settings match."""
 
     def __init__(self, cfg: AuditConfig, subset: dict) -> None:
         """`subset` and the checks' settings: what must match for an earlier report to be reused."""
@@ -60,12 +54,9 @@ class AuditFile:
         previous = read_json(self.path)
         if previous is None:
             return None
-        was = {
-            **{k: previous.get(k) for k in self.settings},
-            "restarts": previous["checks"]["more_steps"]["restarts"],
-        }
-        differ = [f"{k} {was[k]!r} (now {v!r})" for k, v in self.settings.items() if was[k] != v]
-        if differ:
+        was = {k: previous.get(k) for k in self.settings}
+        was["restarts"] = previous["checks"]["more_steps"]["restarts"]
+        if differ := [f"{k} {was[k]!r} (now {v!r})" for k, v in self.settings.items() if was[k] != v]:
             raise ValueError(
                 f"cannot resume {self.path}: it was run with other settings: {'; '.join(differ)}. "
                 "Run without --resume to redo the audit."
@@ -135,11 +126,7 @@ def _reused(previous: dict) -> dict:
 
 
 def _autoattack_check(
-    cfg: AuditConfig,
-    eps: float,
-    subject: Subject,
-    progress: bool,
-    on_attack: Callable[[dict[str, float]], None] | None = None,
+    cfg: AuditConfig, eps: float, subject: Subject, progress: bool, on_attack: Callable | None = None
 ) -> dict:
     """AutoAttack vs PGD-20 on the audit's subset; both go to metrics.json as `eval --attack autoattack`'s."""
     dataset, data_dir = data_for_eval(getattr(subject.model, "run", {}), cfg.dataset, cfg.data_dir)
@@ -170,8 +157,7 @@ def _pag_score(cfg: AuditConfig, subject: Subject, progress: bool) -> dict:
 
 def _summary(report: dict) -> dict:
     """The metrics.json line of an audit: its strongest white-box number, the verdict and the PAG score."""
-    more = report["checks"]["more_steps"]
-    pag = report.get("pag_score", {})
+    more, pag = report["checks"]["more_steps"], report.get("pag_score", {})
     return {
         **{k: report[k] for k in ("date", "data", "n", "limit", "subset_seed")},
         "attack": f"audit (pgd-100 x{more['restarts']})",

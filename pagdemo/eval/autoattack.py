@@ -2,13 +2,9 @@
 
 Each attack runs only on the points every earlier attack left standing; a point counts as broken only if the
 returned image is misclassified *and* lies in the eps-ball and in [0, 1] (checked here, so no attack's bug can
-make a model look less robust than it is). Two backends run the same loop with the same settings:
-- `pyautoattack` (the default): the authors' reference code, packaged; the faithful choice, also for l2.
-- `torchattacks` (the cross-check): its four attacks built as the reference configures them (its own
-  `AutoAttack(version="standard")` runs 10 iterations and a rescaled Square schedule). APGD-CE, APGD-T, FAB-T
-  and linf Square leave exactly the reference's images standing; l2 Square is weaker (torchattacks 3.5.1 takes
-  the norm of the new windows over all channels, the reference per channel: 79% vs 71% robust on 48 images of
-  a tiny CNN).
+make a model look less robust than it is). Backends: the authors' `pyautoattack` (the default) and, as a
+cross-check, torchattacks' attacks set up as the reference's; they agree but for torchattacks' weaker l2
+Square (79% vs 71% robust on 48 images of a tiny CNN, torchattacks 3.5.1; docs/robustness.md).
 """
 
 from __future__ import annotations
@@ -16,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.metadata import version as package_version
 
 import torch
 from torch import nn
@@ -27,7 +24,7 @@ from pagdemo.eval.evaluate import robust_accuracy
 from pagdemo.eval.subset import SubsetConfig, evaluation_record, keep_records, load_subject
 from pagdemo.models import class_count
 from pagdemo.options import flag
-from pagdemo.threat import NORMS, eval_step
+from pagdemo.threat import eval_step
 
 ATTACKS = ("apgd-ce", "apgd-t", "fab-t", "square")  # the standard version, in the reference's order
 
@@ -46,14 +43,12 @@ _TORCH_NORM = {"linf": "Linf", "l2": "L2"}
 _TOL = 1e-5  # float slack when checking that an adversarial image is inside the ball and in [0, 1]
 
 
-def _torchattacks(
-    model: nn.Module, norm: str, eps: float, v: AAVersion, n_classes: int, seed: int
-) -> dict[str, Callable]:
-    """The four attacks from torchattacks with the reference's settings (Square: no p-schedule rescaling)."""
+def _torchattacks(model: nn.Module, norm: str, eps: float, v: AAVersion, targets: int, seed: int) -> dict:
+    """torchattacks' four attacks with the reference's settings (its own AutoAttack runs 10 iterations)."""
     import torchattacks as ta
 
     common = dict(norm=_TORCH_NORM[norm], eps=eps, n_restarts=1, seed=seed)
-    c = min(9, n_classes - 1) + 1  # torchattacks targets c - 1 classes: 9, as the reference
+    c = targets + 1  # torchattacks targets n_classes - 1 classes
     return {
         "apgd-ce": ta.APGD(model, steps=v.steps, loss="ce", rho=0.75, **common),
         "apgd-t": ta.APGDT(model, steps=v.steps, n_classes=c, rho=0.75, **common),
@@ -62,27 +57,20 @@ def _torchattacks(
     }
 
 
-def _pyautoattack(
-    model: nn.Module, norm: str, eps: float, v: AAVersion, n_classes: int, seed: int
-) -> dict[str, Callable]:
+def _pyautoattack(model: nn.Module, norm: str, eps: float, v: AAVersion, targets: int, seed: int) -> dict:
     """The reference's own attack objects, set up by its `version="standard"`, iterations set from `v`."""
-    try:
-        from pyautoattack import AutoAttack
-    except ImportError:
-        raise ValueError("backend 'pyautoattack' needs `pip install pyautoattack`") from None
+    from pyautoattack import AutoAttack
+
     device = next(model.parameters()).device
     aa = AutoAttack(model, norm=_TORCH_NORM[norm], eps=eps, version="standard", seed=seed, device=device)
     aa.apgd.n_iter = aa.apgd_targeted.n_iter = aa.fab.n_iter = v.steps
     aa.square.n_queries = v.n_queries
-    aa.apgd_targeted.n_target_classes = aa.fab.n_target_classes = min(9, n_classes - 1)
+    aa.apgd_targeted.n_target_classes = aa.fab.n_target_classes = targets
     aa.fab.targeted = True  # its FAB object serves only FAB-T here
     return dict(zip(ATTACKS, (aa.apgd.perturb, aa.apgd_targeted.perturb, aa.fab.perturb, aa.square.perturb)))
 
 
-BACKENDS: dict[str, Callable[..., dict[str, Callable]]] = {
-    "torchattacks": _torchattacks,
-    "pyautoattack": _pyautoattack,
-}
+BACKENDS: dict[str, Callable[..., dict]] = {"torchattacks": _torchattacks, "pyautoattack": _pyautoattack}
 
 
 def in_threat_model(x_adv: torch.Tensor, x: torch.Tensor, norm: str, eps: float) -> torch.Tensor:
@@ -123,7 +111,8 @@ def autoattack_accuracy(
     device = torch.device(device)
     model = model.to(device)
     with eval_mode(model), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        attacks = BACKENDS[backend](model, norm, eps, VERSIONS[version], class_count(model), seed)
+        targets = min(9, class_count(model) - 1)  # the reference's 9, or every other class of a smaller model
+        attacks = BACKENDS[backend](model, norm, eps, VERSIONS[version], targets, seed)
         robust = correct(model, x, y, batch_size, device)
         breakdown, rejected = {"clean": fraction(robust)}, 0
         bar = tqdm(ATTACKS, desc=f"autoattack {norm}", disable=not progress, leave=False)
@@ -133,11 +122,10 @@ def autoattack_accuracy(
                 b = idx[i : i + batch_size]
                 xb, yb = x[b].to(device), y[b].to(device)
                 x_adv = attacks[name](xb, yb).detach()
-                with torch.no_grad():
-                    wrong = model(x_adv).argmax(1) != yb
-                legal = in_threat_model(x_adv, xb, norm, eps)
+                wrong = ~correct(model, x_adv, yb, batch_size, device)
+                legal = in_threat_model(x_adv, xb, norm, eps).cpu()
                 rejected += int((wrong & ~legal).sum())
-                robust[b[(wrong & legal).cpu()]] = False
+                robust[b[wrong & legal]] = False
             breakdown[name] = fraction(robust)
             bar.set_postfix_str(f"robust after {name}: {100 * breakdown[name]:.1f}%")
             if on_attack is not None:
@@ -146,26 +134,17 @@ def autoattack_accuracy(
     return breakdown["clean"], breakdown[ATTACKS[-1]], breakdown
 
 
+VERSION_HELP = "standard: 100 iterations, 5000 Square queries (report this); lite: a quick look"
+BACKEND_HELP = "pyautoattack: the AutoAttack authors' code; torchattacks: same loop, weaker l2 Square"
+
+
 @dataclass(frozen=True)
 class AutoAttackConfig(SubsetConfig):
     """`pagdemo eval --attack autoattack`: the standard AutoAttack, and PGD-20 on the same fixed subset."""
 
-    norm: str = flag("linf", "threat model", choices=NORMS)
-    limit: int | None = flag(
-        1000, "a fixed class-balanced test subset, the same for every model", read="count"
-    )
-    version: str = flag(
-        "standard",
-        "standard: 100 iterations, 5000 Square queries (report this); lite: a quick look",
-        choices=tuple(VERSIONS),
-        name="--aa-version",
-    )
-    backend: str = flag(
-        "pyautoattack",
-        "pyautoattack: the AutoAttack authors' code (default); torchattacks: same loop, weaker l2 Square",
-        choices=tuple(BACKENDS),
-        name="--aa-backend",
-    )
+    limit: int | None = flag(1000, "a class-balanced test subset, the same for every model", read="count")
+    version: str = flag("standard", VERSION_HELP, choices=tuple(VERSIONS), name="--aa-version")
+    backend: str = flag("pyautoattack", BACKEND_HELP, choices=tuple(BACKENDS), name="--aa-backend")
 
 
 def run_autoattack_eval(
@@ -181,36 +160,22 @@ def run_autoattack_eval(
     clean, rob, breakdown = autoattack_accuracy(
         model, x, y, cfg.norm, eps, cfg.version, cfg.backend, on_attack=on_attack, **kw
     )
-    seconds = time.perf_counter() - start
+    seconds = round(time.perf_counter() - start, 1)
     step = eval_step(eps, 20)  # the paper's PGD-20: random start, step 2 * eps / 20
     _, pgd20 = robust_accuracy(model, x, y, cfg.norm, eps, steps=20, step_size=step, **kw)
     same = dict(restarts=1, random_start=True, clean_acc=clean)
     pgd_record = evaluation_record(
         cfg, subject, attack="pgd-20", eps=eps, steps=20, step_size=step, **same, robust_acc=pgd20
     )
+    # the attack library's name and version trace a number to the code that made it
+    backend = f"{cfg.backend} {package_version(cfg.backend)}"
+    aa = dict(robust_acc=rob, per_attack=breakdown, pgd20_robust_acc=pgd20, backend=backend, seconds=seconds)
+    steps = VERSIONS[cfg.version].steps
     record = evaluation_record(
-        cfg,
-        subject,
-        attack=f"autoattack-{cfg.version}",
-        eps=eps,
-        steps=VERSIONS[cfg.version].steps,
-        step_size=None,
-        **same,
-        robust_acc=rob,
-        per_attack=breakdown,
-        pgd20_robust_acc=pgd20,
-        backend=_backend_version(cfg.backend),
-        seconds=round(seconds, 1),
+        cfg, subject, attack=f"autoattack-{cfg.version}", eps=eps, steps=steps, step_size=None, **same, **aa
     )
     keep_records(cfg, pgd_record, record)
     return record
-
-
-def _backend_version(backend: str) -> str:
-    """Name and version of the attack library, so a number can be traced to the code that made it."""
-    from importlib.metadata import version
-
-    return f"{backend} {version(backend)}"
 
 
 def format_autoattack(record: dict) -> str:

@@ -1,19 +1,20 @@
 """The gradient-masking checks: is a model's PGD robustness real? (Carlini et al. 2019, "On Evaluating
-Adversarial Robustness", Sec. 5.) A model trained with a gradient penalty can look robust to PGD only because
-its gradients stop pointing anywhere useful. Each check compares attacks that agree on a model whose
-robustness is real, and fails when the gap exceeds its tolerance (`Thresholds`; docs/robustness.md lists the
-checks): the eps sweep, more iterations, random start, transfer from the vanilla model, and (run by
-`pagdemo.eval.audit`, which audits a checkpoint and keeps its file) AutoAttack.
+Adversarial Robustness", Sec. 5.) A gradient penalty can make a model look robust to PGD only because its
+gradients stop pointing anywhere useful. Each check compares attacks that agree on a model whose robustness is
+real, and fails when the gap exceeds its tolerance (`Thresholds`; docs/robustness.md lists the checks).
+`pagdemo.eval.audit` runs them on a checkpoint, adds AutoAttack and keeps the file.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 
 import torch
 from torch import nn
 
-from pagdemo.attacks import check_attack_args, pgd
+from pagdemo.attacks import pgd
 from pagdemo.eval.accuracy import correct, fraction, percent_text
 from pagdemo.eval.evaluate import robust_accuracy
 from pagdemo.eval.pagscore import format_pag_score
@@ -46,23 +47,13 @@ def check_result(passed: bool, reason: str, **evidence) -> dict:
     return {"passed": bool(passed), "reason": None if passed else reason, **evidence}
 
 
-def eps_sweep(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    norm: str,
-    eps: float,
-    multipliers: tuple[float, ...],
-    th: Thresholds,
-    **kw,
-) -> dict:
+def eps_sweep(attack: Callable, eps: float, multipliers: tuple[float, ...], th: Thresholds) -> dict:
     """PGD-20 accuracy at growing eps until it reaches ~0; fails if it never does or rises with eps."""
     radii, accs = [], []
     for m in multipliers:
-        _, acc = robust_accuracy(model, x, y, norm, m * eps, steps=20, **kw)  # step 2 * eps / 20
         radii.append(m * eps)
-        accs.append(acc)
-        if within(acc, th.zero_acc):
+        accs.append(attack(m * eps, steps=20)[1])  # step 2 * eps / 20
+        if within(accs[-1], th.zero_acc):
             break
     rise = max([b - a for a, b in zip(accs, accs[1:])], default=0.0)
     passed, reason = within(rise, th.monotone), f"accuracy rises by {100 * rise:.1f} points as eps grows"
@@ -95,17 +86,15 @@ def audit(
     Raises:
         ValueError: unknown norm or eps < 0.
     """
-    check_attack_args(norm, eps, 1)
     device = torch.device(device)
     kw = dict(batch_size=batch_size, device=device, seed=seed, progress=progress)
+    attack = partial(robust_accuracy, model, x, y, norm, **kw)  # (clean, robust accuracy) at a radius
     # the paper's PGD-20 (step 2 * eps / 20) from a random start and from the clean image; PGD-100, restarts
-    clean, pgd20 = robust_accuracy(model, x, y, norm, eps, steps=20, **kw)
-    _, pgd20_fixed = robust_accuracy(model, x, y, norm, eps, steps=20, random_start=False, **kw)
-    _, pgd100 = robust_accuracy(
-        model, x, y, norm, eps, steps=100, step_size=strong_step(eps, 100), restarts=restarts, **kw
-    )
+    clean, pgd20 = attack(eps, steps=20)
+    pgd20_fixed = attack(eps, steps=20, random_start=False)[1]
+    pgd100 = attack(eps, steps=100, step_size=strong_step(eps, 100), restarts=restarts)[1]
     checks = {
-        "eps_sweep": eps_sweep(model, x, y, norm, eps, multipliers, th, **kw),
+        "eps_sweep": eps_sweep(attack, eps, multipliers, th),
         "more_steps": check_result(
             within(pgd20 - pgd100, th.more_steps),
             f"PGD-100 x{restarts} restarts is {100 * (pgd20 - pgd100):.1f} points below PGD-20",
@@ -162,10 +151,8 @@ def transfer_check(
 def verdict(checks: dict) -> dict:
     """'no sign of gradient masking', or 'possible gradient masking: <every failed check's reason>'."""
     reasons = [c["reason"] for c in checks.values() if c["passed"] is False]
-    return {
-        "passed": not reasons,
-        "verdict": "possible gradient masking: " + "; ".join(reasons) if reasons else NO_MASKING,
-    }
+    text = "possible gradient masking: " + "; ".join(reasons) if reasons else NO_MASKING
+    return {"passed": not reasons, "verdict": text}
 
 
 def format_audit(report: dict) -> str:
