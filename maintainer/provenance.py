@@ -1,4 +1,4 @@
-"""What every maintainer record begins with: what it measured, the command that ran, the code and the machine."""
+"""What every maintainer record begins with: what it measured, the command, the code and the machine."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def command_line(script: str) -> str:
 
 
 def record_header(doc: str, script: str) -> dict:
-    """The first fields of a record: its script's summary, command, commit (dirty or not), date, machine, torch."""
+    """A record's first fields: its script's summary, command, commit (dirty or not), date, machine, torch."""
     return {
         "about": doc.split("\n\n")[0],
         "command": command_line(script),
