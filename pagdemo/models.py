@@ -1,8 +1,7 @@
-"""Classifiers by name: CIFAR-style ResNet-18 (32x32), its strided-stem variant (96x96 and up), a GELU
-ResNet-18 (a stated deviation, for the recipe probe), a tiny CNN for CPU tests and the toy MLP.
-
-Every image model takes images in [0, 1] and normalizes them in its first layer, so attacks, targets and the
-app never need a dataset's mean and std. `PAGClassifier` is what a checkpoint holds."""
+"""Classifiers by name: CIFAR-style ResNet-18 (32x32), its strided-stem (96x96 and up), GELU (a stated
+deviation, for the recipe probe) and narrow variants, a tiny CNN for CPU tests, the toy MLP. Image models take
+[0, 1] images and normalize in their first layer (no one else needs a dataset's mean and std); a checkpoint
+holds a `PAGClassifier`."""
 
 from __future__ import annotations
 
