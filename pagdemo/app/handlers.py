@@ -127,10 +127,9 @@ class Lab:
         return panel, compare_table(results, classes)
 
     def robustness(self) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray, pd.DataFrame]:
-        """Each checkpoint's recorded clean / PGD-20 accuracy beside the paper's, its settings and audits."""
+        """Records, re-read (`pagdemo eval` may have run): accuracy beside the paper's, settings, audits."""
         if not self.infos:
             raise InputError(f"no checkpoints in {self.root}: nothing to compare yet")
-        # re-read: `pagdemo eval` may have run
         infos = sorted(list_checkpoints(self.root)[0], key=display_order)
         rows = robustness_rows(infos)
         table, settings, audits = recorded_tables(rows, audit_rows(infos))
@@ -200,16 +199,10 @@ class ToyRuns:
         note = f"training vanilla and PAG for seed {seed}, lambda {lam:g} ({self.train_time()})..."
         yield gr.skip(), gr.skip(), note
         vanilla, pag, metrics = toy_seed(seed, lam, self.config)
-        rows = [
-            {"model": f"vanilla (seed {seed})", **toy_cells(metrics["vanilla"])},
-            {"model": f"PAG lambda={lam:g} (seed {seed})", **toy_cells(metrics["pag"])},
-        ]
+        runs = [("vanilla", "vanilla", metrics), (f"PAG lambda={lam:g}", "pag", metrics)]  # label, model, run
         saved, note = self._saved_seed(seed, lam), "not in the saved run (another seed or lambda)"
         if saved:
-            rows += [
-                {"model": f"vanilla, saved run (seed {seed})", **toy_cells(saved["vanilla"])},
-                {"model": f"PAG, saved run (seed {seed})", **toy_cells(saved["pag"])},
-            ]
+            runs += [("vanilla, saved run", "vanilla", saved), ("PAG, saved run", "pag", saved)]
             note = "the saved run (`pagdemo toy`) gave the same numbers for this seed"
             if not all(abs(saved[m]["pgd_acc"] - metrics[m]["pgd_acc"]) < 1e-9 for m in ("vanilla", "pag")):
                 note = (
@@ -217,6 +210,7 @@ class ToyRuns:
                     "changes a chaotic 2-D training"
                 )
         fig = seed_figure(self.config, vanilla, pag, metrics)
+        rows = [{"model": f"{label} (seed {seed})", **toy_cells(run[m])} for label, m, run in runs]
         yield figure_to_array(fig), pd.DataFrame(rows), f"Trained now: seed {seed}, lambda {lam:g}; {note}."
 
     def _saved_seed(self, seed: int, lam: float) -> dict | None:
