@@ -159,7 +159,7 @@ def write_model_card(folder: str | Path) -> None:
 
 
 def list_checkpoints(root: str | Path = "checkpoints") -> tuple[list[dict[str, Any]], list[str]]:
-    """Every checkpoint in `root` (what `pagdemo app --checkpoints` takes) and why other folders were skipped."""
+    """Each checkpoint in `root` (any form `pagdemo app --checkpoints` takes) and why others were skipped."""
     found, skipped = [], []
     for entry in str(root).split(","):
         folder = download(entry) if is_hub(entry) else Path(entry)
