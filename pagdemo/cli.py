@@ -1,6 +1,5 @@
-"""`pagdemo` command line, the only place that reads argv: the parser is built from `pagdemo.commands` (the
-table of commands) and each command's config fields (`pagdemo.options.flag`); `parse` turns argv into the
-command's config, `main` runs it and prints what it says."""
+"""`pagdemo` command line, the only place that reads argv: the parser comes from `pagdemo.commands` and each
+command's config fields (`pagdemo.options.flag`); `parse` makes the config, `main` runs the command."""
 
 from __future__ import annotations
 

@@ -1,8 +1,7 @@
-"""Classifiers by name: CIFAR-style ResNet-18 (32x32), its strided-stem variant (96x96 and up), a GELU
-ResNet-18 (a stated deviation, for the recipe probe), a tiny CNN for CPU tests and the toy MLP.
-
-Every image model takes images in [0, 1] and normalizes them in its first layer, so attacks, targets and the
-app never need a dataset's mean and std. `PAGClassifier` is what a checkpoint holds."""
+"""Classifiers by name: CIFAR-style ResNet-18 (32x32), its strided-stem (96x96 and up), GELU (a stated
+deviation, for the recipe probe) and narrow variants, a tiny CNN for CPU tests, the toy MLP. Image models take
+[0, 1] images and normalize in their first layer (no one else needs a dataset's mean and std); a checkpoint
+holds a `PAGClassifier`."""
 
 from __future__ import annotations
 
@@ -20,6 +19,7 @@ STL10_CLASSES = ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monk
 Stats = tuple[Sequence[float], Sequence[float]]  # (mean, std) per RGB channel, in [0, 1] pixel units
 CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616))
 STL10_STATS = ((0.4467, 0.4398, 0.4066), (0.2603, 0.2566, 0.2713))
+MODEL_KEYS = ("arch", "num_classes", "classes", "image_size", "mean", "std")  # what rebuilds a model
 
 
 class Normalize(nn.Module):
@@ -88,9 +88,9 @@ class ResNet18(nn.Module):
 class MLP(nn.Module):
     """The toy experiment's 2 -> 32 -> 2 ReLU network (App. C.1); inputs are raw coordinates."""
 
-    def __init__(self, num_classes: int = 2, in_features: int = 2, hidden: int = 32) -> None:
+    def __init__(self, num_classes: int = 2) -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
+        self.net = nn.Sequential(nn.Linear(2, 32), nn.ReLU(), nn.Linear(32, num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -102,14 +102,9 @@ class TinyCNN(nn.Module):
     def __init__(self, num_classes: int, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
         self.normalize = Normalize(mean, std)
-        self.features = nn.Sequential(
-            nn.Conv2d(3, 8, 3, 1, 1, bias=False),
-            nn.BatchNorm2d(8),
-            nn.ReLU(),
-            nn.Conv2d(8, 16, 3, 2, 1, bias=False),
-            nn.BatchNorm2d(16),
-            nn.ReLU(),
-        )
+        block1 = (nn.Conv2d(3, 8, 3, 1, 1, bias=False), nn.BatchNorm2d(8), nn.ReLU())
+        block2 = (nn.Conv2d(8, 16, 3, 2, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+        self.features = nn.Sequential(*block1, *block2)
         self.linear = nn.Linear(16, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -130,16 +125,11 @@ MODELS: dict[str, tuple[Callable[..., nn.Module], Stats]] = {
 
 def _entry(name: str) -> tuple[Callable[..., nn.Module], Stats]:
     """A registered architecture, or a RobustBench one (it normalizes its own inputs: no stats)."""
-    if name.startswith(ZOO_PREFIX):
+    if str(name).startswith(ZOO_PREFIX):
         return (lambda c, m, s: build_zoo_model(name)), ((), ())
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
+        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)} or {ZOO_PREFIX}...")
     return MODELS[name]
-
-
-def known_arch(name: str) -> bool:
-    """Whether a checkpoint's architecture can be rebuilt: a registered one, or a RobustBench one."""
-    return name in MODELS or str(name).startswith(ZOO_PREFIX)
 
 
 def build_model(name: str, num_classes: int = 10, stats: Stats | None = None) -> nn.Module:
@@ -195,4 +185,4 @@ class PAGClassifier(nn.Module):
 
     def config(self) -> dict:
         """Everything needed to rebuild this model (config.json holds it beside the training run)."""
-        return {k: getattr(self, k) for k in ("arch", "num_classes", "classes", "image_size", "mean", "std")}
+        return {k: getattr(self, k) for k in MODEL_KEYS}

@@ -1,12 +1,10 @@
-"""One handler per tab, each a named endpoint as it stands (`app.ui` wires it once): check the values as sent
-(radii in [0, 1] pixel units), raising `InputError` for a user mistake, call pagdemo, shape the answer for
-Gradio. `Lab` holds what the checkpoints' tabs share; `ToyRuns` runs the Toy tab."""
+"""The endpoints (`app.ui` wires each once): check the values as sent (radii in [0, 1] pixel units; a user
+mistake raises `InputError`), call pagdemo, shape the answer for Gradio."""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +13,7 @@ import gradio as gr
 import numpy as np
 import pandas as pd
 import torch
+from huggingface_hub import RepoCard
 
 from pagdemo.app import inputs
 from pagdemo.app.errors import InputError
@@ -37,11 +36,11 @@ from pagdemo.viz.plots import curve_plot, figure_to_array, robustness_plot
 ALL_TARGETS = "all classes"
 PREVIEW_PX = 256  # the model input is shown enlarged to about this size, pixel for pixel
 CURVE_CACHE = 32  # accuracy-vs-eps curves remembered (per model, norm, n, steps)
+Stream = Iterator[tuple[Any, pd.DataFrame, str]]  # a picture (or gr.skip() until it is drawn), table, status
 
 
 class Lab:
-    """What the checkpoints' tabs share: the checkpoints (listed at start, each loaded once when first used,
-    ~45 MB in fp32) and the last CURVE_CACHE accuracy curves."""
+    """What the checkpoints' tabs share: the checkpoints (each loaded once, ~45 MB) and recent curves."""
 
     def __init__(self, root: str | Path, device: str, data_dir: str | None) -> None:
         self.root, self.device, self.data_dir = Path(root), resolve_device(device), data_dir
@@ -55,12 +54,11 @@ class Lab:
         self.gallery, self.gallery_name, self.gallery_label = inputs.gallery(first, data_dir)
         self.example_labels = inputs.example_labels(self.gallery)
         self._models: dict[str, torch.nn.Module] = {}
-        self._curves: OrderedDict[tuple, list[tuple[float, float]]] = OrderedDict()
+        self._curves = gr.Cache(max_size=CURVE_CACHE)  # least recently used go first
         self._lock = threading.Lock()
 
     def _models_for(self, names: Any) -> tuple[list[str], list[torch.nn.Module], int]:
-        """Load (once) the chosen checkpoints and give their input side; they must share classes and side to
-        share a picture."""
+        """The chosen checkpoints, loaded once, and their side: one picture holds one dataset's models."""
         if not self.infos:
             raise InputError(
                 f"no checkpoints in {self.root}: train one (see the README) or start with --checkpoints DIR"
@@ -94,7 +92,7 @@ class Lab:
 
     def pag_grid(
         self, image: dict | None, models: Any, target: Any, norm: Any, eps: Any = None, steps: Any = 20
-    ) -> Iterator[tuple[np.ndarray, pd.DataFrame, str]]:
+    ) -> Stream:
         """Large-eps targeted PGD toward each class (or one), one row per model, streamed as it forms."""
         names, nets, size = self._models_for(models)
         eps = inputs.check_norm_eps(norm, eps, size, picture_eps)
@@ -129,18 +127,15 @@ class Lab:
         return panel, compare_table(results, classes)
 
     def robustness(self) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray, pd.DataFrame]:
-        """Each checkpoint's recorded clean / PGD-20 accuracy beside the paper's, its settings and audits."""
+        """Records, re-read (`pagdemo eval` may have run): accuracy beside the paper's, settings, audits."""
         if not self.infos:
             raise InputError(f"no checkpoints in {self.root}: nothing to compare yet")
-        # re-read: `pagdemo eval` may have run
         infos = sorted(list_checkpoints(self.root)[0], key=display_order)
         rows = robustness_rows(infos)
         table, settings, audits = recorded_tables(rows, audit_rows(infos))
         return table, settings, figure_to_array(robustness_plot(rows)), audits
 
-    def eps_curve(
-        self, models: Any, norm: Any, n: Any, steps: Any
-    ) -> Iterator[tuple[Any, pd.DataFrame, str]]:
+    def eps_curve(self, models: Any, norm: Any, n: Any, steps: Any) -> Stream:
         """Accuracy against eps on a small test subset, point by point (a closed page stops it), cached."""
         norm = inputs.check_threat(norm)
         names, nets, size = self._models_for(models)
@@ -150,17 +145,15 @@ class Lab:
         curves: dict[str, list[tuple[float, float]]] = {}
         for name, net in zip(names, nets):
             key = (self.by_name[name]["path"], norm, n, steps)
-            if key not in self._curves:
+            points = (self._curves.get(key) or {}).get("points")
+            if points is None:
                 points = []
                 for point in accuracy_vs_eps(net, x, y, norm, grid, steps=steps):
                     points.append(point)
                     table = curve_table({**curves, name: points}, norm, grid)
                     yield gr.skip(), table, f"{name}: eps {eps_text(point[0], norm)} -> {100 * point[1]:.1f}%"
-                self._curves[key] = points
-                while len(self._curves) > CURVE_CACHE:
-                    self._curves.popitem(last=False)
-            self._curves.move_to_end(key)
-            curves[name] = self._curves[key]
+                self._curves.set(key, points=points)
+            curves[name] = points
         caption = f"PGD-{steps} ({norm}, random start, step 2*eps/{steps}) on {source}"
         yield figure_to_array(curve_plot(curves, norm, caption)), curve_table(curves, norm, grid), "done"
 
@@ -170,10 +163,8 @@ class Lab:
             return self.notice()
         if name not in self.by_name:
             raise InputError(f"unknown model {name!r}; choose from {self.names}")
-        card = (Path(self.by_name[name]["path"]) / "README.md").read_text(encoding="utf-8")
-        if card.startswith("---"):
-            card = card.split("---", 2)[-1]
-        return data_label(card.strip())
+        card = RepoCard.load(Path(self.by_name[name]["path"]) / "README.md")
+        return data_label(card.text.strip())
 
     def notice(self) -> str:
         """What the page says about the checkpoints: how many, which were skipped, what to do if none."""
@@ -188,8 +179,7 @@ class Lab:
 
 
 class ToyRuns:
-    """The Toy tab: the 2-D experiment of Sec. 5.1 trained now for one lambda and seed (the last 8 are cached
-    in pagdemo.toy.experiment), beside what `pagdemo toy --out` saved, whose figure and summary show first."""
+    """The Toy tab: the 2-D experiment (Sec. 5.1) trained now, beside what `pagdemo toy --out` saved."""
 
     def __init__(self, config: ToyConfig = ToyConfig(), saved: str | Path = "docs/toy") -> None:
         self.config, self.saved = config, Path(saved)
@@ -198,7 +188,7 @@ class ToyRuns:
         """The saved run's results.json, re-read each time (`pagdemo toy` may have run); {} when none."""
         return read_json(self.saved / "results.json", {}) or {}
 
-    def toy(self, lam: Any, seed: Any) -> Iterator[tuple[Any, pd.DataFrame, str]]:
+    def toy(self, lam: Any, seed: Any) -> Stream:
         """The 2-D experiment for one lambda and seed; the saved run's numbers beside it when it has them."""
         try:
             lam, seed = float(lam), int(seed)
@@ -209,16 +199,10 @@ class ToyRuns:
         note = f"training vanilla and PAG for seed {seed}, lambda {lam:g} ({self.train_time()})..."
         yield gr.skip(), gr.skip(), note
         vanilla, pag, metrics = toy_seed(seed, lam, self.config)
-        rows = [
-            {"model": f"vanilla (seed {seed})", **toy_cells(metrics["vanilla"])},
-            {"model": f"PAG lambda={lam:g} (seed {seed})", **toy_cells(metrics["pag"])},
-        ]
+        runs = [("vanilla", "vanilla", metrics), (f"PAG lambda={lam:g}", "pag", metrics)]  # label, model, run
         saved, note = self._saved_seed(seed, lam), "not in the saved run (another seed or lambda)"
         if saved:
-            rows += [
-                {"model": f"vanilla, saved run (seed {seed})", **toy_cells(saved["vanilla"])},
-                {"model": f"PAG, saved run (seed {seed})", **toy_cells(saved["pag"])},
-            ]
+            runs += [("vanilla, saved run", "vanilla", saved), ("PAG, saved run", "pag", saved)]
             note = "the saved run (`pagdemo toy`) gave the same numbers for this seed"
             if not all(abs(saved[m]["pgd_acc"] - metrics[m]["pgd_acc"]) < 1e-9 for m in ("vanilla", "pag")):
                 note = (
@@ -226,6 +210,7 @@ class ToyRuns:
                     "changes a chaotic 2-D training"
                 )
         fig = seed_figure(self.config, vanilla, pag, metrics)
+        rows = [{"model": f"{label} (seed {seed})", **toy_cells(run[m])} for label, m, run in runs]
         yield figure_to_array(fig), pd.DataFrame(rows), f"Trained now: seed {seed}, lambda {lam:g}; {note}."
 
     def _saved_seed(self, seed: int, lam: float) -> dict | None:

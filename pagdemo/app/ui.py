@@ -1,6 +1,5 @@
-"""The page: one tab per experiment, each event a named API endpoint wired once (`errors.wire`) on the visible
-control with the API's inputs (docs/app.md lists them). Radii are in [0, 1] pixel units; the eps slider shows
-linf in /255 and feeds the endpoint's hidden `eps`, converted in the browser (`page.eps_input`)."""
+"""The page: one tab per experiment, each event a named endpoint (docs/app.md) wired once (`errors.wire`) on
+its visible control. Radii are in [0, 1] pixel units; the eps slider shows linf in /255 (`page.eps_input`)."""
 
 from __future__ import annotations
 
@@ -157,20 +156,19 @@ def _toy_tab(toys: ToyRuns) -> None:
 
 def _models_tab(lab: Lab) -> None:
     """Models: each checkpoint's model card."""
-    name = gr.Dropdown(lab.names, value=lab.names[0] if lab.names else None, label="Checkpoint")
-    first = lab.model_card(lab.names[0]) if lab.names else lab.notice()
-    card = gr.Markdown(first, label="model card", elem_id="model-card", elem_classes="card")
+    first = lab.names[0] if lab.names else None  # with none, the card is the notice
+    name = gr.Dropdown(lab.names, value=first, label="Checkpoint")
+    card = gr.Markdown(lab.model_card(first), label="model card", elem_id="model-card", elem_classes="card")
     wire(name.change, lab.model_card, [name], [card], "model_card", {"settings": card}, **LIGHT)
 
 
-def launch_options(host: str, port: int, demo: gr.Blocks | None = None) -> dict:
+def launch_options(host: str, port: int, demo: gr.Blocks) -> dict:
     """The launch settings, shared with the tests so they serve exactly what users get."""
-    gallery = [str(demo.lab.gallery)] if demo is not None else []
     return {
         "server_name": host,
         "server_port": port,
         "max_file_size": MAX_UPLOAD,
-        "allowed_paths": [str(EXAMPLES_DIR), *gallery],
+        "allowed_paths": [str(EXAMPLES_DIR), str(demo.lab.gallery)],
         "footer_links": ["api", "gradio"],
         "show_error": False,
         "css": page.CSS,

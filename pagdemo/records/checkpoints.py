@@ -16,7 +16,7 @@ except ImportError:  # Windows: no advisory locks; evaluate one checkpoint at a 
 import torch
 from huggingface_hub import load_torch_model, save_torch_state_dict
 
-from pagdemo.models import MODELS, PAGClassifier, known_arch
+from pagdemo.models import MODEL_KEYS, PAGClassifier
 from pagdemo.records.card import render_card
 from pagdemo.records.files import RecordError, atomic_write_text, read_json, write_json
 from pagdemo.records.hub import download, is_hub, short_name
@@ -25,7 +25,6 @@ from pagdemo.threat import DATASET_SIDES
 MAX_SHARD = "15MB"  # every file stays under the 16 MB that comes back from a GPU machine
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt")
 NOTES = "NOTES.md"  # optional hand-written context, shown in the model card under "Notes"
-MODEL_KEYS = ("arch", "num_classes", "classes", "image_size", "mean", "std")  # what rebuilds the model
 
 
 class CheckpointError(ValueError):
@@ -41,13 +40,11 @@ def _read(path: Path, default: Any = None) -> Any:
 
 
 def save_checkpoint(model: PAGClassifier, folder: str | Path, run: dict[str, Any]) -> Path:
-    """fp16 weights (half the bytes, lossless enough for evaluation: tested), config.json and the model card;
-    an existing metrics.json is kept."""
+    """fp16 weights (half the bytes; tested lossless enough), config.json and the card; metrics.json stays."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     model = getattr(model, "module", model)  # unwrap DDP
-    state = {k: v.detach() for k, v in model.state_dict().items()}
-    state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
     # shards of at most MAX_SHARD, swapped in one by one; stale shards of another layout go
     with tempfile.TemporaryDirectory(dir=folder.parent, prefix=f".{folder.name}.") as tmp:
         save_torch_state_dict(state, tmp, max_shard_size=MAX_SHARD)
@@ -71,8 +68,7 @@ def shard_names(folder: Path) -> set[str]:
 
 
 def check_folder(folder: str | Path) -> Path:
-    """The folder of a complete safetensors checkpoint (hf-hub:ORG/NAME[@REVISION]: its copy in the Hugging
-    Face cache); anything else is refused early, with a reason."""
+    """A complete safetensors checkpoint's folder (an hf-hub: name's is in the HF cache), else a reason."""
     folder = download(folder) if is_hub(folder) else Path(folder)
     if not folder.is_dir():
         raise CheckpointError(f"no checkpoint folder at {folder}")
@@ -90,24 +86,16 @@ def check_folder(folder: str | Path) -> Path:
 
 def image_side(config: dict[str, Any]) -> int:
     """The side a checkpoint's model takes: recorded, else (older ones) its dataset's, else its arch's."""
-    run = config.get("run") or {}
-    return int(
-        config.get("image_size")
-        or DATASET_SIDES.get(str(run.get("dataset")))
-        or (96 if config.get("arch") == "resnet18_stl" else 32)
-    )
+    dataset = (config.get("run") or {}).get("dataset")
+    arch_side = 96 if config.get("arch") == "resnet18_stl" else 32
+    return int(config.get("image_size") or DATASET_SIDES.get(str(dataset)) or arch_side)
 
 
 def model_from_config(config: dict[str, Any], where: str = "config.json") -> PAGClassifier:
     """The untrained model a config describes; older checkpoints without a size or stats get their data's."""
-    arch = config.get("arch")
-    if not known_arch(arch):
-        known = f"{sorted(MODELS)} and robustbench:..."
-        raise CheckpointError(f"{where}: unknown arch {arch!r}; this pagdemo knows {known}")
     kwargs = {k: config[k] for k in MODEL_KEYS if config.get(k) is not None}
-    kwargs["image_size"] = image_side(config)
-    try:
-        return PAGClassifier(**kwargs)
+    try:  # an unknown or missing arch is a ValueError too
+        return PAGClassifier(**kwargs | {"arch": config.get("arch"), "image_size": image_side(config)})
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{where}: {e}") from None
 
@@ -171,8 +159,7 @@ def write_model_card(folder: str | Path) -> None:
 
 
 def list_checkpoints(root: str | Path = "checkpoints") -> tuple[list[dict[str, Any]], list[str]]:
-    """Every loadable-looking checkpoint in `root` and why each other folder was skipped. `root`: a folder of
-    checkpoint folders, a checkpoint folder, an hf-hub:ORG/NAME[@REVISION] repo, or a comma list of them."""
+    """Each checkpoint in `root` (any form `pagdemo app --checkpoints` takes) and why others were skipped."""
     found, skipped = [], []
     for entry in str(root).split(","):
         folder = download(entry) if is_hub(entry) else Path(entry)

@@ -10,7 +10,7 @@ from typing import Any
 from pagdemo.methods import display_rank, paper_row
 from pagdemo.paper import TABLES
 from pagdemo.records.files import read_json
-from pagdemo.threat import DATASET_SIDES, is_eval_eps
+from pagdemo.threat import is_eval_eps
 
 
 def display_order(info: dict) -> tuple[int, int, str]:
@@ -25,8 +25,7 @@ _DATA_PATH = re.compile(
 
 
 def data_label(text: str) -> str:
-    """Records name the data folder of the machine that ran them (".stage/cifar10 (npz, png)"); a reader
-    needs the format, not another machine's path: "(npz, png)"."""
+    """Readers need the data's format, not another machine's path: "(x/cifar10 (npz), n)" -> "(npz, n)"."""
     return _DATA_PATH.sub(r"\1", text)
 
 
@@ -57,16 +56,14 @@ def paper_table(dataset: str) -> str:
 def best_record(
     evaluations: list[dict], dataset: str | None, norm: str | None, image_size: int | None = None
 ) -> dict | None:
-    """The record to show: at the dataset's evaluation radius, the most samples (a full test set beats a spot
-    check); clean accuracy falls back to the newest record that has the field."""
+    """The record to show: at the evaluation radius, the most samples (a full test set beats a spot check)."""
     if norm is None:
         pool = [ev for ev in evaluations if ev.get("clean_acc") is not None]
         if not pool:
             return next((ev for ev in reversed(evaluations) if "clean_acc" in ev), None)
     else:
-        side = image_size or DATASET_SIDES.get(str(dataset))
         pool = [ev for ev in evaluations if ev.get("norm") == norm and ev.get("robust_acc") is not None]
-        pool = [ev for ev in pool if is_eval_eps(ev.get("eps"), norm, dataset, side)]
+        pool = [ev for ev in pool if is_eval_eps(ev.get("eps"), norm, dataset, image_size)]
     top = max((int(ev.get("n") or 0) for ev in pool), default=None)
     return next((ev for ev in reversed(pool) if int(ev.get("n") or 0) == top), None)
 
@@ -179,6 +176,5 @@ def _audit_row(i: dict, norm: str) -> dict[str, Any]:
 
 
 def audit_rows(infos: list[dict]) -> list[dict[str, Any]]:
-    """Per checkpoint and threat model: AutoAttack beside PGD-20 on one subset, the verdict, the PAG score; so
-    a number PGD alone reports (gradient masking could inflate it) shows whether `pagdemo audit` agrees."""
+    """Per checkpoint and norm, whether `pagdemo audit` agrees with PGD alone (masking could inflate it)."""
     return [_audit_row(i, norm) for i in infos for norm in ("linf", "l2")]
