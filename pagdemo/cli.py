@@ -181,13 +181,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pagdemo {command}: error: {e}", file=sys.stderr)
         return 2
     return 0
-
-
-def bench_main() -> int:
-    """`python -m pagdemo.bench ARGS` is `pagdemo bench ARGS`."""
-    return main(["bench", *sys.argv[1:]])
-
-
-def app_main() -> int:
-    """`python -m pagdemo.app ARGS` is `pagdemo app ARGS`."""
-    return main(["app", *sys.argv[1:]])

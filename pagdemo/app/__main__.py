@@ -1,5 +1,7 @@
 """`python -m pagdemo.app [--checkpoints DIR] [--port N] ...` is `pagdemo app ...` (`pagdemo app --help`)."""
 
-from pagdemo.cli import app_main
+import sys
 
-raise SystemExit(app_main())
+from pagdemo.cli import main
+
+raise SystemExit(main(["app", *sys.argv[1:]]))

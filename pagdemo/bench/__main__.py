@@ -1,5 +1,7 @@
 """`python -m pagdemo.bench ...` is `pagdemo bench ...`."""
 
-from pagdemo.cli import bench_main
+import sys
 
-raise SystemExit(bench_main())
+from pagdemo.cli import main
+
+raise SystemExit(main(["bench", *sys.argv[1:]]))

@@ -1,11 +1,7 @@
-"""How well a model's input gradients align with its PAG targets, in each BatchNorm coupling.
-
-Training aligns the gradient it computes: in train-mode BatchNorm that gradient also flows through
-the batch statistics ("classes" or "batch" coupling, `pagdemo.pag.inputgrads`), while attacks and the app
-see the eval-mode, per-image gradient. `misalignment` measures a model in any coupling on the same
-images; `target_cosines` says how much the C targets of one image point the same way (issue 23's and 32's
-diagnoses in docs/training.md, maintainer/coupling_diagnosis.py and target_geometry.py, are built on them).
-"""
+"""How well a model's input gradients align with its PAG targets, in each BatchNorm coupling: training can
+fit the gradient of its train-mode coupling while attacks see the eval-mode one (`misalignment` measures
+either), and how much the C targets of one image point the same way (`target_cosines`; docs/training.md's
+diagnoses)."""
 
 from __future__ import annotations
 

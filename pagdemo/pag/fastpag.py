@@ -37,13 +37,8 @@ def _tracer(module_type: type):
 
 
 def trace(module: nn.Module, x: torch.Tensor, coupling: str = "classes") -> tuple[torch.Tensor, Backward]:
-    """Run `module` on x (its own forward: BatchNorm's running statistics update once, unless frozen) and
-    return its input-backward.
-
-    `coupling` is what a train-mode BatchNorm's backward averages over: "classes" the B images of each
-    seed (as `loop`), "batch" all S*B seeded copies (as `batched`, the authors' code), "detached" nothing
-    (the batch's statistics held constant; the running statistics stay as they are).
-    """
+    """Run `module` on x (its own forward) and return its input-backward; a train-mode BatchNorm's backward
+    averages over each seed's B images ("classes"), all S*B copies ("batch"), or nothing ("detached")."""
     if type(module) not in _TRACERS:
         names = sorted(t.__name__ for t in _TRACERS)
         raise ValueError(

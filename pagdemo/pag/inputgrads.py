@@ -1,7 +1,5 @@
-"""A model's input gradients for every class, the quantity the PAG loss aligns (Eq. 1), by plain autograd
-(double backprop): `loop`, the reference (one backward per class), and `batched`, the authors' code (the batch
-repeated C times, copy t takes class t's gradient, one backward). The fast exact ones are in
-`pagdemo.pag.fastpag`.
+"""A model's input gradients for every class, which the PAG loss aligns (Eq. 1), by double backprop: `loop`,
+the reference (a backward per class), and `batched`, the authors' (the batch repeated C times, one backward).
 
 The *coupling* (`COUPLINGS`) is what BatchNorm does meanwhile. "eval": a fixed affine map, every image's
 gradient its own (what attacks and the app see). In train mode a gradient also flows through the batch
@@ -110,14 +108,8 @@ def batchnorm_detached(model: nn.Module) -> Iterator[None]:
 
 @contextmanager
 def running_stats_frozen(model: nn.Module) -> Iterator[None]:
-    """Train-mode BatchNorm that normalizes by the batch but leaves the running statistics alone for the
-    duration.
-
-    For a second forward in the same step (the PAG pass after the cross-entropy's own forward): the
-    running statistics move once per step, as in vanilla training (the authors' code moves them
-    twice), and the first forward's saved tensors stay valid for its backward (an in-place update
-    would invalidate them under torch.compile). BatchNorms built without running statistics stay so.
-    """
+    """Train-mode BatchNorm that leaves the running statistics alone: for a second forward in one step, so
+    they move once per step and the first forward's saved tensors stay valid (torch.compile needs that)."""
     bns = [
         m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
     ]

@@ -5,13 +5,11 @@ Class representatives (Sec. 4.2): g(x, t) = r_t - x, pointing from the image tow
 - Class Mean (CM): r_t is the mean training image of class t at an image-like norm (the paper's words): about
   black (`image-norm`, ours: the norm of the class's images, clamped to [0, 1]), about grey (`centred`, the
   authors' [-1, 1] space, where the 10 means differ far more), or raw (`none`).
-- Nearest Neighbor (NN, Eq. 3): r(x, t) is the L2-nearest of a fixed i.i.d. sample of K
-  class-t training images, excluding x's own source image (matched by dataset index, since
-  the augmented x never equals its source pixel for pixel).
+- Nearest Neighbor (NN, Eq. 3): r(x, t) is the L2-nearest of a fixed sample of K class-t training images,
+  never x's own source image (matched by dataset index: an augmented x is not its source pixel for pixel).
 RIGD (Sec. 4.1): g(x, t) = grad_x f*(x)_t of a frozen robust teacher; an upper bound only.
-
-Every target is computed for the augmented batch the model actually sees, and returns a
-detached (B, C, *x.shape[1:]) tensor. `describe()` is what the checkpoint records.
+Every target returns a detached (B, C, *x.shape[1:]) tensor for the batch the model sees; `describe()` is what
+the checkpoint records.
 """
 
 from __future__ import annotations

@@ -1,13 +1,9 @@
 """Training: vanilla, PAG (Eq. 1 with the oi / cm / nn / rigd targets) and adversarial training.
 
-One loop serves all of them; only the loss differs (`pagdemo.train.objective`). A run is a folder: the
-checkpoint (weights, config, model card) is rewritten after every epoch, the full training state
-(`pagdemo.train.state`) is saved beside it in `train_state/`, and a killed run started again with the same
-`--out` resumes from the last finished epoch, also on another machine. Data order, augmentation and attack
-noise are drawn from generators seeded by (seed, epoch), so a resumed run repeats the uninterrupted one. The
-settings and their checks are `pagdemo.train.config`; recipes (`--recipe`) live in `pagdemo.train.recipes`;
-the per-epoch checks in `pagdemo.train.monitor`. Multi-GPU: `torchrun --nproc_per_node=N -m pagdemo train
-...`; each process trains on its shard of every batch (batch_size is the global batch) under DDP.
+One loop serves all of them; only the loss differs (`objective`). A run is a folder, its checkpoint rewritten
+and its full state (`state`) saved after every epoch: the same `--out` resumes a killed run from its last
+finished epoch, on any machine, and repeats the uninterrupted one (every generator is seeded by seed and
+epoch). Multi-GPU: `torchrun --nproc_per_node=N -m pagdemo train ...`, each process on its shard of the batch.
 """
 
 from __future__ import annotations
@@ -180,13 +176,8 @@ def _start(cfg: TrainConfig, command: str) -> _Run:
     model = _new_model(cfg, trainset).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(
-        model.parameters(),
-        cfg.lr,
-        momentum=cfg.momentum,
-        weight_decay=cfg.weight_decay,
-        nesterov=recipe.nesterov,
-    )
+    sgd = {"momentum": cfg.momentum, "weight_decay": cfg.weight_decay, "nesterov": recipe.nesterov}
+    opt = torch.optim.SGD(model.parameters(), cfg.lr, **sgd)
     out.mkdir(parents=True, exist_ok=True)
     start_epoch, step, elapsed = load_state(out, model, opt) if has_state(out) else (0, 0, 0.0)
     trim_log(out / "train_log.jsonl", start_epoch)
@@ -292,8 +283,7 @@ def _end_epoch(r: _Run, epoch: int, stats: dict, seconds: float, progress: bool)
 def train(
     cfg: TrainConfig, command: str = "", progress: bool = True, on_step: StepHook | None = None
 ) -> Path:
-    """Train (or resume) a run; returns the checkpoint folder. `on_step(step, stats)` sees every step
-    (probes)."""
+    """Train (or resume) a run; returns its folder. `on_step(step, stats)` sees every step (probes)."""
     r = _start(cfg, command)
     for epoch in range(r.start_epoch, r.cfg.epochs):
         t0 = time.time()

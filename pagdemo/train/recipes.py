@@ -1,12 +1,8 @@
 """Training recipes by name: batch, learning-rate schedule, lambda schedule, start point.
 
-`paper` is App. C.2 of the paper (and the authors' script). The others exist because our GPU
-time comes in 15-minute windows: `fast` is the linear-scaling shortcut that trained the shipped
-`pag-cm` and was unstable at lr 0.04 (its log: train accuracy fell in epoch 2 and settled only
-below lr ~0.012); `fast-lr01`, `short-b64`, `ramp`, `late` and `finetune` are the candidates
-the recipe probe (issue 23) compared at an equal budget. Every checkpoint
-records its recipe's name and settings. The schedules are pure functions of the step, so
-resuming a run needs no scheduler state.
+`paper` is App. C.2 of the paper (and the authors' script); the others fit 15-minute GPU windows (their
+history is in docs/training.md). The schedules are pure functions of the step: a resumed run needs no
+scheduler state.
 """
 
 from __future__ import annotations

@@ -1,11 +1,8 @@
 """The full training state of a run, `<run>/train_state/`: what a killed run resumes from.
 
-fp32 weights and buffers plus SGD's momentum buffers, in safetensors shards of at most
-`checkpoints.MAX_SHARD` (a ResNet-18 is about 90 MB in 6 shards, so it travels from a GPU machine
-in two calls of 8 files and back in the next window beside the data), and `progress.json`
-(epochs done, global step, seconds trained). A state is written to a temporary folder and
-swapped in, so it is never half-written. Moving the run folder (config.json, train_log.jsonl
-and train_state/) to another machine and running the same command there resumes it.
+fp32 weights, buffers and SGD's momenta in safetensors shards of at most `checkpoints.MAX_SHARD` (a
+ResNet-18's 90 MB in 6 shards: two calls back from a GPU machine), and `progress.json`. Written to a temporary
+folder and swapped in, never half-written; the run folder moved to another machine resumes there.
 """
 
 from __future__ import annotations
