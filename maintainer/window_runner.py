@@ -62,6 +62,8 @@ def job_commands(job: dict, queue: dict, runs: Path, dry: bool) -> list[list[str
         cmd = [("explicit" if a == "compiled" else a) for a in cmd]
         cmd = [a for i, a in enumerate(cmd) if not (i and cmd[i - 1] == "--epochs")]
         cmd = [a for a in cmd if a != "--epochs"] + ["--epochs", str(queue.get("dry_epochs", 1))] + DRY_TRAIN
+        if "nn" in cmd and "--nn-k" not in cmd:  # the dry data has a dozen images a class, not K = 100
+            cmd += ["--nn-k", "4"]
     else:
         cmd += ["--dataset", "cifar10", "--data-dir", data_dir]
     steps = [[sys.executable, "-m", "pagdemo", *cmd, "--out", str(out)]]

@@ -388,3 +388,12 @@ def test_a_carried_folder_is_complete_only_when_every_listed_file_arrived_whole(
     assert not window.parcels.complete(run)
     (run / "train_state" / "model-0.safetensors").unlink()
     assert not window.parcels.complete(run) and not window.parcels.complete(tmp_path / "nothing")
+
+
+def test_a_dry_nearest_neighbor_job_samples_what_the_dry_data_holds(tmp_path):
+    """The preflight trains every job on a dozen images a class: K = 100 candidates would refuse to start."""
+    queue = json.loads((REPO / "maintainer" / "queue.json").read_text())
+    job = next(j for j in queue["jobs"] if "nn" in j["cmd"])
+    dry = window.runner.job_commands(job, queue, tmp_path, dry=True)[0]
+    real = window.runner.job_commands(job, queue, tmp_path, dry=False)[0]
+    assert dry[dry.index("--nn-k") + 1] == "4" and "--nn-k" not in real
