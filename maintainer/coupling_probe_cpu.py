@@ -174,9 +174,8 @@ def main(argv: list[str] | None = None) -> None:
     base_s = record.get("seconds", 0) if args.append else 0
     runs = Path(tempfile.mkdtemp(prefix="coupling-probe-"))
     init = None
-    if (
-        args.init_epochs
-    ):  # the fine-tuning arms' start: the cross-entropy alone for --init-epochs at --init-lr
+    # the fine-tuning arms' start: the cross-entropy alone for --init-epochs at --init-lr
+    if args.init_epochs:
         pre = argparse.Namespace(**{**vars(args), "epochs": args.init_epochs, "lr": args.init_lr})
         print(
             f"pre-training (the arms' start): none for {args.init_epochs} epochs at lr {args.init_lr}",

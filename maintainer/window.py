@@ -5,15 +5,15 @@ travels is at most 64 MiB per call, and at most 8 files of 16 MiB (64 MiB togeth
 This tool turns maintainer/queue.json into that sequence of calls (run from the repository root: python -m
 puts it on the path, so pagdemo comes from the checkout, which the GPU machine does not install):
 
-  here:   python -m maintainer.window preflight          # one CPU epoch of every job, compiled steps too
-  here:   python -m maintainer.window stage              # copies data, init checkpoints and the commit # into
-  .stage/; prints every call and its carry call 1: python3 -m maintainer.window start             # carries
-  data; starts the runner (setsid) call 2: python3 -m maintainer.window poll --budget-left-s B --wait-s 5   #
-  B: the lease's budget_left_s after call 1 call 3: python3 -m maintainer.window poll --wait-s 500 # the last
-  data: training starts once it checks out ...     python3 -m maintainer.window poll --wait-s 540 # until
-  every job is done or cut at the deadline then:   python3 -m maintainer.window collect           # repeated:
-  each call brings the next parcel back here:   python -m maintainer.window unpack <files_at> --into
-  runs/window-<date>   # in the same batch as the next call
+  here:   python -m maintainer.window preflight    # one CPU epoch of every job, compiled steps too
+  here:   python -m maintainer.window stage        # copies data, checkpoints and the commit into .stage/;
+                                                   # prints every call and its carry
+  call 1: python3 -m maintainer.window start       # carries data; starts the runner (setsid)
+  call 2: python3 -m maintainer.window poll --budget-left-s B --wait-s 5   # B: budget_left_s after call 1
+  call 3: python3 -m maintainer.window poll --wait-s 500   # the last data: training starts once it checks out
+  ...     python3 -m maintainer.window poll --wait-s 540   # until every job is done or cut at the deadline
+  then:   python3 -m maintainer.window collect     # repeated: each call brings the next parcel back
+  here:   python -m maintainer.window unpack <files_at> --into runs/window-<date>   # in the next call's batch
 
 The calls follow each other without a pause: the machine goes back after 30 s idle. What runs on
 the GPU machine is maintainer/window_runner.py (the runner and the polls) with maintainer/window_parcels.py
@@ -128,8 +128,7 @@ def cmd_stage(args: argparse.Namespace) -> None:
         print(f"call {i}: carry {json.dumps(call['carry'])}  ({mib:.1f} MiB)\n        {call['command']}")
     print(
         "\nB (call 2): the budget_left_s the lease reported after call 1; the runner keeps back what the "
-        "calls "
-        "still to come need. Make the calls back to back: the machine goes back after 30 s idle."
+        "calls still to come need. Make the calls back to back: the machine goes back after 30 s idle."
     )
 
 

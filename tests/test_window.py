@@ -135,9 +135,8 @@ def test_a_job_cut_at_the_deadline_comes_back_resumable(tmp_path):
             "cmd": ["train", "--method", "vanilla"],
         },
     ]
-    # 30 s: the dry init and the job's own start (importing torch) took over 15 s on a loaded 2-core CPU; the
-    # job
-    # plans more epochs than any machine finishes in 30 s (400 once finished on an idle one)
+    # 30 s: the dry init and the job's own start (importing torch) took over 15 s on a loaded 2-core CPU;
+    # the job plans more epochs than any machine finishes in 30 s (400 once finished on an idle one)
     runs = _start(tmp_path, _queue(tmp_path, jobs, dry_epochs=DRY_FOREVER), deadline_s=30)
     status = json.loads((runs / "status.json").read_text())["jobs"]
     assert status["big"]["state"] == "skipped" and status["long"]["state"] == "cut", status

@@ -74,9 +74,8 @@ GREY = 0.5  # the centre of the authors' inputs (normalized by mean 0.5, std 0.5
 _CM_INFO = {
     "image-norm": "L2 norm of each class mean set to the class's mean image norm",
     "none": "none (the raw class mean)",
-    "centred": "each class mean's departure from grey (0.5) scaled to the class's mean L2 distance from "
-    "grey, "
-    "as in the authors' [-1, 1] space; not clipped to [0, 1]",
+    "centred": "each class mean's departure from grey (0.5) scaled to the class's mean L2 distance "
+    "from grey, as in the authors' [-1, 1] space; not clipped to [0, 1]",
 }
 
 

@@ -26,24 +26,13 @@ ADV_ATTACKS = ("pgd", "fgsm", "nfgsm")
 # where the PAG term lives: each image's augmented copy / the authors' frame
 PAG_FRAMES = ("augmented", "authors")
 MONITORS = ("l2-pgd7", "pgd20")  # the authors' per-epoch check / the paper's evaluation in both norms
-DEFAULT_ARCH = {
-    "stl10": "resnet18_stl",
-    "synthetic": "tinycnn",
-}  # synthetic data is for trying things on a CPU
-SMALL_SIDE = (
-    64  # an image folder of at most this side trains the CIFAR ResNet-18; larger sides, the strided stem
-)
+# synthetic data is for trying things on a CPU
+DEFAULT_ARCH = {"stl10": "resnet18_stl", "synthetic": "tinycnn"}
+# an image folder of at most this side trains the CIFAR ResNet-18; larger sides, the strided stem
+SMALL_SIDE = 64
 # settings a resumed run may change: where it runs and what it logs
-RESUME_IGNORES = {
-    "out",
-    "device",
-    "monitor_limit",
-    "monitor_robust",
-    "monitor_pgd",
-    "monitor_cos",
-    "keep_state",
-}
-RESUME_IGNORES |= {"data_dir", "amp"}
+RESUME_IGNORES = {"out", "device", "data_dir", "amp", "keep_state"}
+RESUME_IGNORES |= {"monitor_limit", "monitor_robust", "monitor_pgd", "monitor_cos"}
 
 
 @dataclass(frozen=True)
