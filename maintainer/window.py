@@ -132,6 +132,23 @@ def cmd_stage(args: argparse.Namespace) -> None:
     )
 
 
+def resume_problem(cmd: list[str], job: dict) -> str | None:
+    """Why a resumed row would refuse to start on the GPU (its command differs from its state), or None."""
+    from pagdemo.cli import parse
+    from pagdemo.train.config import check_resumable, resolve
+    from pagdemo.train.state import has_state
+
+    if not has_state(Path(job["resume"])):
+        return (
+            f"{job['resume']} holds no train_state/ to resume (unpack every parcel of the window that cut it)"
+        )
+    try:
+        check_resumable(Path(job["resume"]), resolve(parse(cmd)[1]))
+    except ValueError as e:
+        return str(e)
+    return None
+
+
 def cmd_preflight(args: argparse.Namespace) -> None:
     """Here, before staging: every job's training, one epoch on the CPU (synthetic data, tinycnn) with its own
     --pag-impl; the dry run swaps `compiled` for `explicit`, and the first window lost its authors' arms to a
@@ -139,6 +156,12 @@ def cmd_preflight(args: argparse.Namespace) -> None:
     import tempfile
 
     queue, failed = read(Path(args.queue)), []
+    for job in (j for j in queue["jobs"] if j.get("resume")):  # its real command against the state it resumes
+        problem = resume_problem(runner.job_commands(job, queue, Path(parcels.RUNS), dry=False)[0][3:], job)
+        print(
+            f"{job['name']}: " + (f"FAILED: {problem}" if problem else f"resumes {job['resume']}"), flush=True
+        )
+        failed += [job["name"]] if problem else []
     runs = Path(tempfile.mkdtemp(prefix="preflight-"))
     runner._dry_init(runs)
     for job in queue["jobs"]:
@@ -301,7 +324,7 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--queue", default=str(QUEUE))
     for name in ("start", "run", "poll", "collect"):
         s = sub.add_parser(name)
-        s.add_argument("--runs", default="runs/window")
+        s.add_argument("--runs", default=parcels.RUNS)
         s.add_argument("--queue", default=str(QUEUE))
         s.add_argument("--dry", action="store_true", help="CPU, synthetic data, tiny models")
     sub.choices["start"].add_argument(

@@ -34,6 +34,7 @@ def read_plan(runs: Path) -> dict:
     return read(runs / "plan.json")
 
 
+RUNS = "runs/window"  # the runner's folder on the GPU machine: every job trains into RUNS/<name>
 MANIFEST = "MANIFEST.json"  # in every carried folder: its files and sizes, so the runner knows it is complete
 
 
@@ -41,7 +42,7 @@ def carry_map(queue: dict) -> dict[str, str]:
     """Where each carried folder goes on the GPU machine -> where it is here: the queue's checkpoints, and
     every resumed row's unpacked run folder (its weights, log and train_state/) into the runner's
     runs/window/."""
-    resumed = {f"runs/window/{j['name']}": j["resume"] for j in queue["jobs"] if j.get("resume")}
+    resumed = {f"{RUNS}/{j['name']}": j["resume"] for j in queue["jobs"] if j.get("resume")}
     return {**queue.get("carry", {}), **resumed}
 
 

@@ -12,33 +12,28 @@ from torch import nn
 from pagdemo.attacks import pgd
 from pagdemo.data.images import load_image as _load_image
 from pagdemo.models import PAGClassifier
-from pagdemo.pag.losses import PAGLoss, PAGStep
+from pagdemo.pag.losses import PAGStep
 from pagdemo.records.checkpoints import CheckpointError, load_checkpoint
 from pagdemo.threat import eval_eps
 
 SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints"  # the repository's trained models
 
-__all__ = ["PGD", "PAGLoss", "input_gradients", "load", "load_image"]
-
 
 def load(name: str | Path, device: str | torch.device = "cpu") -> PAGClassifier:
-    """A checkpoint in eval mode: a folder, a shipped name ("vanilla", "pag-cm"...) or
-    "hf-hub:ORG/NAME[@REV]".
+    """A checkpoint in eval mode: a folder, a shipped name ("vanilla", "pag-cm"), or "hf-hub:ORG/NAME[@REV]".
 
     Its input is (B, 3, H, W) in [0, 1] (normalization is its first layer); `.classes` names its outputs.
     """
     spec = str(name)
-    if not spec.startswith("hf-hub:") and not Path(spec).exists() and (SHIPPED / spec).is_dir():
+    shipped = (
+        sorted(p.name for p in SHIPPED.iterdir() if (p / "config.json").exists()) if SHIPPED.is_dir() else []
+    )
+    if spec in shipped and not Path(spec).exists():
         spec = str(SHIPPED / spec)
-    try:
-        return load_checkpoint(spec, device).eval()
-    except CheckpointError:
-        if Path(spec).exists() or spec.startswith("hf-hub:") or "/" in spec:
-            raise
-        shipped = sorted(p.name for p in SHIPPED.iterdir() if (p / "config.json").exists())
-        raise CheckpointError(
-            f"no checkpoint {spec!r}: give a folder, hf-hub:ORG/NAME, or one of {shipped}"
-        ) from None
+    elif not (Path(spec).exists() or spec.startswith("hf-hub:") or "/" in spec):
+        names = f"one of {shipped}" if shipped else "a shipped name (from a checkout of the repository)"
+        raise CheckpointError(f"no checkpoint {spec!r}: give a folder, hf-hub:ORG/NAME, or {names}")
+    return load_checkpoint(spec, device).eval()
 
 
 def load_image(path: str | Path, size: int = 32) -> torch.Tensor:

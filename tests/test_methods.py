@@ -55,3 +55,10 @@ def test_display_order_is_the_papers_then_teachers_then_imports():
     assert display_rank("Class Mean") == display_rank("cm") and display_rank("unknown") == display_rank(
         "rigd"
     )
+
+
+def test_every_target_a_method_names_is_built_by_the_maths_layer():
+    """pag/ cannot import the registry (it imports no vocabulary but the models): the two lists must agree."""
+    from pagdemo.pag.targets import TARGET_KINDS
+
+    assert {m.target for m in METHODS.values()} - {None, "teacher"} == set(TARGET_KINDS)

@@ -396,3 +396,21 @@ def test_a_dry_nearest_neighbor_job_samples_what_the_dry_data_holds(tmp_path):
     dry = window.runner.job_commands(job, queue, tmp_path, dry=True)[0]
     real = window.runner.job_commands(job, queue, tmp_path, dry=False)[0]
     assert dry[dry.index("--nn-k") + 1] == "4" and "--nn-k" not in real
+
+
+def test_the_preflight_checks_a_resumed_row_against_its_state(tmp_path):
+    """A cut row's command edited between windows would be refused on the GPU in its first second."""
+    tiny = {"method": "vanilla", "dataset": "synthetic", "limit": 32, "batch_size": 16, "arch": "tinycnn"}
+    run = tmp_path / "cut"
+    train(TrainConfig(out=str(run), **tiny, monitor_limit=0, epochs=2, keep_state=True), progress=False)
+    cmd = ["train", *[a for k, v in tiny.items() for a in (f"--{k.replace('_', '-')}", str(v))]]
+    cmd += ["--monitor-limit", "0", "--epochs", "2", "--out", "x"]
+    job = {"name": "cut", "resume": str(run)}
+    assert window.resume_problem(cmd, job) is None
+    assert "epochs: 2 -> 3" in window.resume_problem([*cmd[:-3], "3", "--out", "x"], job)
+    assert "no train_state/" in window.resume_problem(cmd, {"name": "cut", "resume": str(tmp_path)})
+    runs = Path(window.parcels.RUNS)  # the resumed folder lands where the runner's job trains
+    out = window.runner.job_commands({"name": "cut", "cmd": ["train"]}, {"data": {"dir": "d"}}, runs, False)[
+        0
+    ][-1]
+    assert window.parcels.carry_map({"jobs": [{"name": "cut", "resume": "x"}]}) == {out: "x"}

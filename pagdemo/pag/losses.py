@@ -144,7 +144,12 @@ class PAGLoss(nn.Module):
         self.parts: dict[str, torch.Tensor] = {}
 
     def forward(
-        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor | None = None, lam=None
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        idx: torch.Tensor | None = None,
+        lam: float | None = None,
     ) -> torch.Tensor:
         """The loss of one batch (idx: its dataset indices, so the nn target never picks an image itself)."""
         targets = self.target(x.detach(), y, idx)

@@ -141,7 +141,13 @@ def _load_data(cfg: TrainConfig, rank: int) -> tuple[TrainConfig, Dataset, Datas
 
 
 def _record(
-    cfg: TrainConfig, trainset: Dataset, objective, amp: bool, world: int, device, command: str
+    cfg: TrainConfig,
+    trainset: Dataset,
+    objective: PAGLoss | None,
+    amp: bool,
+    world: int,
+    device: torch.device,
+    command: str,
 ) -> dict:
     """What config.json says of the run: its settings, target, recipe, data, machine and code."""
     return {
@@ -238,10 +244,11 @@ def _train_epoch(r: _Run, epoch: int, progress: bool, on_step: StepHook | None =
         loss.backward()
         r.opt.step()
         r.step += 1
-        now_stats = {"loss": loss.item(), "acc": (logits.argmax(1) == y).float().mean().item(), **parts}
-        now_stats["lr"] = r.opt.param_groups[0]["lr"]
-        for k, v in {"loss": now_stats["loss"], "correct": now_stats["acc"], **parts}.items():  # sums
+        correct = (logits.argmax(1) == y).sum().item()
+        now_stats = {"loss": loss.item(), "acc": correct / len(y), **parts, "lr": r.opt.param_groups[0]["lr"]}
+        for k, v in {"loss": now_stats["loss"], **parts}.items():  # sums over the epoch's images
             stats[k] = stats.get(k, 0.0) + v * len(y)
+        stats["correct"] += correct
         stats["seen"] += len(y)
         if on_step is not None:
             on_step(r.step, now_stats)

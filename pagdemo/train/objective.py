@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor, nn
 
 from pagdemo.attacks import nfgsm, pgd
 from pagdemo.data.augment import AuthorsFrame
@@ -17,7 +18,9 @@ from pagdemo.threat import FGSM_RS_STEP, strong_step
 from pagdemo.train.config import TrainConfig
 
 
-def adversarial_batch(cfg: TrainConfig, model, x, y, eps: float, generator) -> torch.Tensor:
+def adversarial_batch(
+    cfg: TrainConfig, model: nn.Module, x: Tensor, y: Tensor, eps: float, generator: torch.Generator
+) -> Tensor:
     """The batch adversarial training trains on, made by the configured attack on the unwrapped model."""
     if cfg.adv_attack == "fgsm":  # FGSM with random start: one PGD step of size 1.25 eps from a random point
         step = FGSM_RS_STEP * eps
@@ -40,7 +43,9 @@ def teacher_target(cfg: TrainConfig, train: Dataset, device: torch.device) -> Te
     return TeacherGradientTarget(teacher, cfg.grad_of, name=str(cfg.teacher))
 
 
-def make_objective(cfg: TrainConfig, train: Dataset, device: torch.device, generator) -> PAGLoss | None:
+def make_objective(
+    cfg: TrainConfig, train: Dataset, device: torch.device, generator: torch.Generator
+) -> PAGLoss | None:
     """The run's PAG loss (its target on the training device and its step), or None without a PAG term."""
     kind = METHODS[cfg.method].target
     if kind is None:
@@ -59,16 +64,16 @@ def make_objective(cfg: TrainConfig, train: Dataset, device: torch.device, gener
 
 def step_loss(
     cfg: TrainConfig,
-    model,
+    model: nn.Module,
     objective: PAGLoss | None,
-    x,
-    y,
-    idx,
-    generator,
+    x: Tensor,
+    y: Tensor,
+    idx: Tensor,
+    generator: torch.Generator,
     lam: float,
-    attacked=None,
-    eps=0.0,
-) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    attacked: nn.Module | None = None,
+    eps: float = 0.0,
+) -> tuple[Tensor, Tensor, dict]:
     """The method's training loss for one batch: (loss, detached logits, logged parts).
 
     `attacked` is the unwrapped model that adversarial training attacks: attacking through DDP would leave its
