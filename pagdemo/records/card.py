@@ -150,5 +150,5 @@ def render_card(i: dict[str, Any]) -> str:
         lines += ["", "## Notes", "", i["notes"].strip()]
     lines += ["", "## Evaluations", ""] + _evaluations(i["evaluations"]) + _audits(i)
     side = i.get("image_size") or 32
-    load = "Load it with `pagdemo.records.checkpoints.load_checkpoint(folder)`; inputs are RGB images in"
+    load = "Load it with `pagdemo.load(folder)` (or `hf-hub:ORG/NAME`); inputs are RGB images in"
     return "\n".join([*lines, "", f"{load} [0, 1], NCHW, {side}x{side}.", ""])
