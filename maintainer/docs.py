@@ -90,8 +90,8 @@ def recipes(root: Path) -> str:
     ]
     lines += [
         f"| `{name}` | {r.epochs} | {r.batch_size} | {r.lr} | {r.schedule} | "
-        f"{'yes' if r.nesterov else 'no'} | "
-        f"{'yes' if r.amp else 'no'} | {r.lam_schedule} | {'--init' if r.needs_init else 'scratch'} | "
+        f"{'yes' if r.nesterov else 'no'} | {'yes' if r.amp else 'no'} | {r.lam_schedule} | "
+        f"{'--init' if r.needs_init else 'scratch'} | "
         f"{r.summary} |"
         for name, r in RECIPES.items()
     ]
@@ -101,8 +101,8 @@ def recipes(root: Path) -> str:
 def audits(root: Path) -> str:
     """The audit table: AutoAttack beside PGD-20 on the same subset, the masking verdict, the PAG score."""
     lines = [
-        "| checkpoint | norm | n | PGD-20 | AutoAttack | masking verdict | PAG score (judge) | gradient "
-        "cosine | device |",
+        "| checkpoint | norm | n | PGD-20 | AutoAttack | masking verdict | PAG score (judge) | "
+        "gradient cosine | device |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in audit_rows(_infos(root)):
@@ -216,8 +216,7 @@ def app_load(root: Path) -> str:
         + ", ".join(f"{n} {k}" for k, n in kinds.items())
         + f"; {trace[-1]['s']:.0f} s in all. "
         f"Growth from request 10 to 50: {at[50]['rss_mb'] - at[10]['rss_mb']:+.0f} MiB. A page closed "
-        "during a "
-        f"run ({data['abandoned_run']['abandoned']}): the next visitor's request took "
+        f"during a run ({data['abandoned_run']['abandoned']}): the next visitor's request took "
         f"{data['abandoned_run']['next_request_s']:.1f} s.",
     ]
     mistakes = data.get("user_mistakes")

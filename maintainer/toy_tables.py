@@ -39,10 +39,9 @@ def toy_vanilla(root: Path) -> str:
     return (
         f"Vanilla's PGD-10 accuracy is {ci_text(s['pgd_acc'])}% over {len(runs)} seeds, against the paper's "
         f"{results['paper']['vanilla']['pgd_acc']:.1f}% from one run. It is exactly 0.0% on {len(zero)} of "
-        "the "
-        f"{len(runs)} seeds ({', '.join(map(str, zero)) or 'none'}) and reaches "
-        f"{max(r['vanilla']['pgd_acc'] for r in runs):.1f}% "
-        f"on the luckiest; the near-exhaustive ray search puts it at {ci_text(s['ray_search_acc'])}%."
+        f"the {len(runs)} seeds ({', '.join(map(str, zero)) or 'none'}) and reaches "
+        f"{max(r['vanilla']['pgd_acc'] for r in runs):.1f}% on the luckiest; the near-exhaustive ray search "
+        f"puts it at {ci_text(s['ray_search_acc'])}%."
     )
 
 

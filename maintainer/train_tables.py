@@ -20,16 +20,13 @@ def probe(root: Path) -> str:
     jobs = data["jobs"]
     lines = [
         f"From [`{found[-1].relative_to(root)}`]({found[-1].relative_to(root / 'docs')}): "
-        f"{jobs[0]['device'] if jobs else ''}, {jobs[0]['subset_n'] if jobs else ''} test images, after the "
-        "last "
-        "epoch; cos: summed misalignment on 256 training images after the first epoch -> after the last, "
-        "with "
-        "BatchNorm in train mode coupled as the run trained (as classes where its PAG pass was in eval mode) "
-        "(cos train) and in eval mode, the gradient attacks see (cos eval).",
+        f"{jobs[0]['device'] if jobs else ''}, {jobs[0]['subset_n'] if jobs else ''} test images, "
+        "after the last epoch; cos: summed misalignment on 256 training images after the first epoch -> "
+        "after the last, with BatchNorm in train mode coupled as the run trained (as classes where its PAG "
+        "pass was in eval mode) (cos train) and in eval mode, the gradient attacks see (cos eval).",
         "",
-        "| job | recipe | arch | BN coupling | frame | lr | epochs | clean | PGD-20 linf | PGD-20 l2 | cos "
-        "train | "
-        "cos eval | seconds | commit |",
+        "| job | recipe | arch | BN coupling | frame | lr | epochs | clean | PGD-20 linf | PGD-20 l2 | "
+        "cos train | cos eval | seconds | commit |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in jobs:
@@ -124,10 +121,8 @@ def _probe_start(data: dict) -> str:
     last = init["epochs"][-1]
     return (
         f"every arm fine-tunes one network trained by the cross-entropy alone for {s['init_epochs']} epochs "
-        "at "
-        f"lr {s['init_lr']} (test accuracy {_pct(last['test_acc'])}, cos eval {last['cos_eval']:.2f}), with "
-        "the "
-        "same batches"
+        f"at lr {s['init_lr']} (test accuracy {_pct(last['test_acc'])}, cos eval {last['cos_eval']:.2f}), "
+        "with the same batches"
     )
 
 
@@ -150,10 +145,8 @@ def coupling_probe(name: str) -> Callable[[Path], str]:
             )
         lines = [
             "| coupling | train accuracy (train mode), first -> last 10 steps | cross-entropy, highest of "
-            "any 10 "
-            "steps | test accuracy (eval mode), by epoch | cos in its coupling, epoch 1 -> last | cos eval, "
-            "epoch 1 "
-            "-> last | seconds |",
+            "any 10 steps | test accuracy (eval mode), by epoch | cos in its coupling, epoch 1 -> last | "
+            "cos eval, epoch 1 -> last | seconds |",
             "|---|---|---|---|---|---|---|",
         ]
         lines += [_probe_arm(arm) for arm in data["arms"]]
@@ -162,9 +155,8 @@ def coupling_probe(name: str) -> Callable[[Path], str]:
         lines += [
             "",
             f"ResNet-18 at width {s['width']} (the paper's: 64), {s['images']} class-balanced training "
-            "images, "
-            f"{s['epochs']} epochs of batch {s['batch_size']}, lr {s['lr']} (`fast-lr01`'s shape), lambda "
-            f"{s['lam']} (none: 0), `--pag-impl {s['impl']}`, {_probe_start(data)}; test accuracy on "
+            f"images, {s['epochs']} epochs of batch {s['batch_size']}, lr {s['lr']} (`fast-lr01`'s shape), "
+            f"lambda {s['lam']} (none: 0), `--pag-impl {s['impl']}`, {_probe_start(data)}; test accuracy on "
             f"{s['test_images']} test images; cos on {_cos_images(s)}; {data['machine']}, torch "
             f"{data['torch']}, commit {', '.join(_commit(c) for c in commits)}, "
             f"{data['seconds']:.0f} s: "

@@ -275,8 +275,7 @@ def window_summary(folder: Path) -> dict:
     radii = f"linf {eval_eps('linf', 'cifar10') * 255:.0f}/255, l2 {eval_eps('l2', 'cifar10'):g}"
     return {
         "about": "A GPU window's jobs (maintainer/queue.json), trained concurrently on one GPU; clean and "
-        "PGD-20 "
-        f"({radii}) on the same fixed test subset after every epoch.",
+        f"PGD-20 ({radii}) on the same fixed test subset after every epoch.",
         "jobs": rows,
     }
 
@@ -287,9 +286,8 @@ def cmd_summary(args: argparse.Namespace) -> None:
     write(Path(args.out), summary)
     for r in summary["jobs"]:
         print(
-            f"{r['job']} ({r['state']}): {r['epochs_done']}/{r['epochs']} epochs, clean {r['clean']}, linf "
-            f"{r['linf_pgd20']}, "
-            f"l2 {r['l2_pgd20']}"
+            f"{r['job']} ({r['state']}): {r['epochs_done']}/{r['epochs']} epochs, clean {r['clean']}, "
+            f"linf {r['linf_pgd20']}, l2 {r['l2_pgd20']}"
         )
 
 

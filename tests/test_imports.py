@@ -26,8 +26,8 @@ def test_maths_loads_no_io_and_imports_change_no_global_state():
 def test_the_maths_alone_loads_no_io_plotting_or_web_library():
     check = (
         "import sys, pagdemo.pag.losses, pagdemo.pag.targets, pagdemo.pag.alignment\n"
-        "print(sorted(m for m in ('huggingface_hub', 'safetensors', 'matplotlib', 'gradio', 'PIL') if m in "
-        "sys.modules))"
+        "print(sorted(m for m in ('huggingface_hub', 'safetensors', 'matplotlib', 'gradio', 'PIL')"
+        " if m in sys.modules))"
     )
     proc = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr[-2000:]

@@ -90,8 +90,8 @@ class TrainConfig:
     )
     dataset: str = flag(
         "cifar10",
-        "training data (default cifar10; synthetic is generated in code, for trying things "
-        "out; " + FOLDER_HELP + ")",
+        "training data (default cifar10; synthetic is generated in code, for trying things out; "
+        f"{FOLDER_HELP})",
         choices=sorted(DATASET_NAMES),
     )
     data_dir: str | None = flag(None, DATA_DIR_HELP)
