@@ -1,5 +1,5 @@
 """AutoAttack on a tiny CNN trained for a second on the synthetic data: end to end, legal, no weaker than
-PGD"""
+PGD."""
 
 import importlib.util
 import json

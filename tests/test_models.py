@@ -8,9 +8,8 @@ from pagdemo.models import MODELS, Normalize, build_model, class_count
 
 def test_resnet18_matches_the_trades_architecture():
     model = build_model("resnet18", 10)
-    assert (
-        sum(p.numel() for p in model.parameters()) == 11_173_962
-    )  # CIFAR ResNet-18 of the TRADES code: 11.2M
+    # the CIFAR ResNet-18 of the TRADES code: 11.2M parameters
+    assert sum(p.numel() for p in model.parameters()) == 11_173_962
     assert model.conv1.kernel_size == (3, 3) and model.conv1.stride == (1, 1)
     assert not any(isinstance(m, torch.nn.MaxPool2d) for m in model.modules())
 

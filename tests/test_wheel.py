@@ -58,8 +58,7 @@ def installed(tmp_path_factory) -> tuple[Path, Path]:
     venv.create(env_dir, with_pip=False)
     site = Path(sysconfig.get_path("purelib", vars={"base": str(env_dir), "platbase": str(env_dir)}))
     # The installed libraries (torch, gradio, ...) by path alone: a .pth line is not itself read for .pth
-    # files, so
-    # the editable pagdemo of the development environment stays out of this one.
+    # files, so the editable pagdemo of the development environment stays out of this one.
     (site / "deps.pth").write_text(sysconfig.get_path("purelib") + "\n")
     _run(
         sys.executable,

@@ -410,7 +410,6 @@ def test_the_preflight_checks_a_resumed_row_against_its_state(tmp_path):
     assert "epochs: 2 -> 3" in window.resume_problem([*cmd[:-3], "3", "--out", "x"], job)
     assert "no train_state/" in window.resume_problem(cmd, {"name": "cut", "resume": str(tmp_path)})
     runs = Path(window.parcels.RUNS)  # the resumed folder lands where the runner's job trains
-    out = window.runner.job_commands({"name": "cut", "cmd": ["train"]}, {"data": {"dir": "d"}}, runs, False)[
-        0
-    ][-1]
+    queue = {"data": {"dir": "d"}}
+    out = window.runner.job_commands({"name": "cut", "cmd": ["train"]}, queue, runs, False)[0][-1]
     assert window.parcels.carry_map({"jobs": [{"name": "cut", "resume": "x"}]}) == {out: "x"}
