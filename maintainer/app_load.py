@@ -110,9 +110,8 @@ def abandoned_run(url: str, names: list[str]) -> dict:
         f"j = c.submit(handle_file({str(EXAMPLES[0])!r}), {names!r}, 'all classes', 'l2', 4.0, 100, "
         "api_name='/pag_grid'); import time; time.sleep(4); import os; os._exit(0)"
     )
-    subprocess.run(
-        [sys.executable, "-c", code], check=True, timeout=120
-    )  # the visitor closes the page mid-run
+    # the visitor closes the page mid-run
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
     start = time.perf_counter()
     Client(url, verbose=False).predict(
         handle_file(str(EXAMPLES[1])), names[:1], "l2", 0.5, 2, api_name="/compare"
@@ -151,9 +150,7 @@ def main() -> None:
     args = p.parse_args()
     port = _free_port()
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
-    log = open(
-        Path(args.json).with_suffix(".server.log"), "w"
-    )  # read afterwards: one line per refused request
+    log = open(Path(args.json).with_suffix(".server.log"), "w")  # read afterwards: a line per refused request
     proc = subprocess.Popen(
         [
             sys.executable,

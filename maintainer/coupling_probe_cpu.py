@@ -184,9 +184,8 @@ def main(argv: list[str] | None = None) -> None:
         record["init"], init = run_arm("none", pre, runs / "init"), str(runs / "init")
     for coupling in args.couplings:
         record["arms"].append(run_arm(coupling, args, runs / coupling, init))
-        write_json(
-            Path(args.out), {**record, "seconds": round(base_s + time.time() - t0, 1)}
-        )  # partial results
+        # partial results after each arm
+        write_json(Path(args.out), {**record, "seconds": round(base_s + time.time() - t0, 1)})
     shutil.rmtree(runs, ignore_errors=True)
     print(f"wrote {args.out} ({time.time() - t0:.0f} s)")
 

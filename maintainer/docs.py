@@ -184,9 +184,8 @@ def cost(root: Path) -> str:
 
 def _bench(path: str) -> Callable[[Path], str]:
     """A benchmark JSON's full tables (docs/bench)."""
-    return lambda root: format_tables(
-        read_json(root / path), profiles=False
-    )  # the profiles are in the session logs
+    # the profiles are in the session logs
+    return lambda root: format_tables(read_json(root / path), profiles=False)
 
 
 def _steps(path: str) -> Callable[[Path], str]:
